@@ -1,0 +1,160 @@
+//! An echo server on every transport and dispatch mode.
+//!
+//! ```text
+//! cargo run --release --example echo -- [--proto tcp|udp|unix] [--mode sequential|threading|pool]
+//!                                       [--workers N] [--addr ADDR]
+//! ```
+//!
+//! Prints `listening on tcp://IP:PORT` (or `udp://`, `unix://PATH`) once bound. Streams
+//! echo every byte until the client's end-of-file; UDP replies to each datagram with its
+//! bytes. SIGINT or SIGTERM stops accepting at once, gives running clients up to 2 s,
+//! then exits 0.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use socketserver::dispatch::{Dispatch, Pool, Sequential, Threading};
+use socketserver::transport::Transport;
+use socketserver::{
+    Builder, DatagramRequest, RequestHandler, Server, StreamRequest, TcpServer, UdpServer, UnixStreamServer,
+};
+
+const GRACE: Duration = Duration::from_secs(2);
+
+/// Where to listen, checked against the protocol.
+enum Listen {
+    Tcp(SocketAddr),
+    Udp(SocketAddr),
+    Unix(PathBuf),
+}
+
+enum Mode {
+    Sequential,
+    Threading,
+    Pool,
+}
+
+struct Args {
+    listen: Listen,
+    mode: Mode,
+    workers: Option<usize>,
+}
+
+/// Parses the command line; the error is the one line to print.
+fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
+    let (mut proto, mut mode, mut workers, mut addr) = ("tcp".to_string(), Mode::Threading, None, None);
+    while let Some(flag) = argv.next() {
+        let mut value = || argv.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--proto" => proto = value()?,
+            "--mode" => {
+                mode = match value()?.as_str() {
+                    "sequential" => Mode::Sequential,
+                    "threading" => Mode::Threading,
+                    "pool" => Mode::Pool,
+                    other => return Err(format!("unknown --mode {other:?}: expected sequential, threading or pool")),
+                }
+            }
+            "--workers" => {
+                let text = value()?;
+                match text.parse::<usize>() {
+                    Ok(n) if n > 0 => workers = Some(n),
+                    _ => return Err(format!("bad --workers {text:?}: expected a whole number of at least 1")),
+                }
+            }
+            "--addr" => addr = Some(value()?),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    let inet = |addr: Option<String>| {
+        let text = addr.unwrap_or_else(|| "127.0.0.1:9999".to_string());
+        text.parse().map_err(|_| format!("bad --addr {text:?}: expected IP:PORT, like 127.0.0.1:9999 or [::1]:0"))
+    };
+    let listen = match proto.as_str() {
+        "tcp" => Listen::Tcp(inet(addr)?),
+        "udp" => Listen::Udp(inet(addr)?),
+        "unix" => Listen::Unix(addr.ok_or("--proto unix needs --addr PATH")?.into()),
+        other => return Err(format!("unknown --proto {other:?}: expected tcp, udp or unix")),
+    };
+    Ok(Args { listen, mode, workers })
+}
+
+fn dispatch(args: &Args) -> Box<dyn Dispatch> {
+    match args.mode {
+        Mode::Sequential => Box::new(Sequential),
+        Mode::Threading => Box::new(Threading::new()),
+        Mode::Pool => Box::new(args.workers.map_or_else(Pool::default, Pool::new)),
+    }
+}
+
+/// Echoes every byte as it arrives until the client's end-of-file.
+fn echo_stream(request: &mut StreamRequest) -> io::Result<()> {
+    let _ = request.connection().set_nodelay(true);
+    let (reader, writer) = request.reader_and_writer();
+    io::copy(reader, writer).map(drop)
+}
+
+/// Replies to a datagram with its own bytes (an empty one gets an empty reply).
+fn echo_datagram(request: &mut DatagramRequest) -> io::Result<()> {
+    let packet = request.packet().to_vec();
+    request.reply().write_all(&packet)
+}
+
+/// Binds, prints the address, serves until a signal, and closes.
+fn run<T: Transport>(
+    builder: Builder<T>,
+    handler: impl RequestHandler<T::Request>,
+    url: impl Fn(&T::Addr) -> String,
+) -> Result<(), socketserver::Error> {
+    let server: Server<T> = builder
+        .shutdown_deadline(GRACE)
+        .handle_error(|error, client| match client {
+            Some(client) => eprintln!("echo: {client}: {error}"),
+            None => eprintln!("echo: {error}"),
+        })
+        .bind(handler)?;
+    let handle = server.handle();
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            handle.shutdown();
+        }
+    });
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "listening on {}", url(&server.local_addr()))?;
+    stdout.flush()?;
+    drop(stdout);
+    server.serve_forever()?;
+    server.close();
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match parse(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("echo: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    let mode = dispatch(&args);
+    let result = match args.listen {
+        Listen::Tcp(addr) => run(TcpServer::builder(addr).dispatch(mode), echo_stream, |a| format!("tcp://{a}")),
+        Listen::Udp(addr) => run(UdpServer::builder(addr).dispatch(mode), echo_datagram, |a| format!("udp://{a}")),
+        Listen::Unix(path) => {
+            run(UnixStreamServer::builder(path).dispatch(mode), echo_stream, |p| format!("unix://{}", p.display()))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("echo: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Dispatch modes: where each request runs (Python's mix-ins).
+//!
+//! - [`Sequential`]: inline, in the serve loop, one at a time (Python's plain `TCPServer`).
+//! - [`Threading`]: a thread per request (`ThreadingMixIn`).
+//! - [`Pool`]: a fixed set of worker threads (no Python equivalent).
+//!
+//! All three implement the public [`Dispatch`] trait, and so can a mode of your own. The
+//! serve loop, not the mode, enforces [`Dispatch::max_concurrent`]: when that many
+//! requests are running it stops accepting until one ends, so excess connections wait
+//! in the kernel's backlog instead of in an unbounded queue in memory.
+
+use std::fmt;
+use std::io;
+
+mod pool;
+mod sequential;
+#[cfg(feature = "threadpool")]
+mod thread_pool;
+mod threading;
+
+pub use pool::Pool;
+pub use sequential::Sequential;
+#[cfg(feature = "threadpool")]
+pub use thread_pool::ThreadPoolDispatch;
+pub use threading::Threading;
+
+/// One request, ready to run: call [`Job::run`] on any thread.
+///
+/// A job never panics: the server catches a handler's panic inside the job and reports
+/// it through `handle_error`, so a worker thread that runs jobs never unwinds. Dropping a
+/// job without running it closes its connection.
+pub struct Job(Box<dyn FnOnce() + Send + 'static>);
+
+impl Job {
+    /// Wraps a closure. The server builds jobs; this is public for tests of custom modes.
+    pub fn new(f: impl FnOnce() + Send + 'static) -> Job {
+        Job(Box::new(f))
+    }
+
+    /// Runs the request to completion: setup, handle, finish, respond, close.
+    pub fn run(self) {
+        (self.0)()
+    }
+}
+
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Job")
+    }
+}
+
+/// Decides where requests run. Implemented by [`Sequential`], [`Threading`] and [`Pool`].
+///
+/// # Examples
+///
+/// A mode that runs every request on a new, unnamed thread:
+///
+/// ```
+/// use std::io;
+/// use socketserver::dispatch::{Dispatch, Job};
+///
+/// struct Spawn;
+///
+/// impl Dispatch for Spawn {
+///     fn execute(&self, job: Job) -> io::Result<()> {
+///         std::thread::Builder::new().spawn(move || job.run()).map(drop)
+///     }
+/// }
+/// ```
+pub trait Dispatch: Send + Sync + 'static {
+    /// Runs `job`, inline or elsewhere. On error the job is dropped, which closes its
+    /// connection; the server reports the error through `handle_error`.
+    fn execute(&self, job: Job) -> io::Result<()>;
+
+    /// The most requests this mode runs at once. The serve loop stops accepting while
+    /// that many are running. `None` (the default) means no limit.
+    fn max_concurrent(&self) -> Option<usize> {
+        None
+    }
+
+    /// Whether `serve_forever` waits for running requests before it returns. `true` by
+    /// default; [`Threading`] says `false` when `block_on_close` is off.
+    fn waits_for_requests(&self) -> bool {
+        true
+    }
+
+    /// Called once when the server closes, after running requests have been waited
+    /// for: join the threads this mode started.
+    fn close(&self) {}
+}
+
+impl<D: Dispatch + ?Sized> Dispatch for Box<D> {
+    fn execute(&self, job: Job) -> io::Result<()> {
+        (**self).execute(job)
+    }
+    fn max_concurrent(&self) -> Option<usize> {
+        (**self).max_concurrent()
+    }
+    fn waits_for_requests(&self) -> bool {
+        (**self).waits_for_requests()
+    }
+    fn close(&self) {
+        (**self).close()
+    }
+}
+
+/// The default number of pool workers: the available CPUs, at least 2.
+pub(crate) fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).max(2)
+}

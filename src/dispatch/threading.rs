@@ -1,0 +1,176 @@
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::thread::{self, JoinHandle};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+
+use super::{Dispatch, Job};
+
+/// Runs each request on a new thread, as Python's `ThreadingMixIn` does.
+///
+/// Finished threads are joined ("reaped") as new requests arrive, so the list of
+/// handles never grows past the number of live threads plus the few that just ended.
+///
+/// | option | default | meaning |
+/// |---|---|---|
+/// | [`max_threads`](Threading::max_threads) | none | at most this many requests at once; at the limit the server stops accepting until one ends |
+/// | [`block_on_close`](Threading::block_on_close) | `true` | `serve_forever` waits for running requests and closing joins their threads |
+/// | [`daemon_threads`](Threading::daemon_threads) | `false` | `true` implies not blocking on close |
+/// | [`thread_name`](Threading::thread_name) | `socketserver-request` | threads are named `NAME-ID` |
+/// | [`stack_size`](Threading::stack_size) | std's default | stack size of each thread |
+///
+/// # Examples
+///
+/// ```
+/// use socketserver::dispatch::Threading;
+/// let mode = Threading::new().max_threads(256).thread_name("echo");
+/// ```
+pub struct Threading {
+    max_threads: Option<usize>,
+    block_on_close: bool,
+    daemon_threads: bool,
+    name: String,
+    stack_size: Option<usize>,
+    live: Mutex<LiveThreads>,
+    done_tx: Sender<u64>,
+    done_rx: Receiver<u64>,
+}
+
+/// Threads that will be joined: still running, or ended but not yet reaped.
+#[derive(Default)]
+struct LiveThreads {
+    next_id: u64,
+    handles: HashMap<u64, JoinHandle<()>>,
+}
+
+impl Default for Threading {
+    fn default() -> Self {
+        Threading::new()
+    }
+}
+
+impl fmt::Debug for Threading {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Threading")
+            .field("max_threads", &self.max_threads)
+            .field("block_on_close", &self.block_on_close)
+            .field("daemon_threads", &self.daemon_threads)
+            .field("thread_name", &self.name)
+            .field("stack_size", &self.stack_size)
+            .finish()
+    }
+}
+
+impl Threading {
+    /// A thread per request, no limit, joined on close.
+    pub fn new() -> Threading {
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        Threading {
+            max_threads: None,
+            block_on_close: true,
+            daemon_threads: false,
+            name: "socketserver-request".to_string(),
+            stack_size: None,
+            live: Mutex::new(LiveThreads::default()),
+            done_tx,
+            done_rx,
+        }
+    }
+
+    /// Runs at most `n` requests at once. At the limit the server stops accepting until
+    /// one ends; connections wait in the kernel backlog and none is dropped.
+    ///
+    /// # Panics
+    /// Panics if `n` is zero.
+    pub fn max_threads(mut self, n: usize) -> Threading {
+        assert!(n > 0, "max_threads must be at least 1");
+        self.max_threads = Some(n);
+        self
+    }
+
+    /// Whether `serve_forever` waits for running requests before returning and closing
+    /// the server joins their threads (Python's `block_on_close`, default `true`).
+    pub fn block_on_close(mut self, block: bool) -> Threading {
+        self.block_on_close = block;
+        self
+    }
+
+    /// Python's `daemon_threads`: `true` means request threads are neither waited for
+    /// nor joined. Rust has no daemon threads (every thread ends with the process), so
+    /// this is `block_on_close(false)` under Python's name.
+    pub fn daemon_threads(mut self, daemon: bool) -> Threading {
+        self.daemon_threads = daemon;
+        self
+    }
+
+    /// The name prefix of request threads; each is named `NAME-ID`.
+    pub fn thread_name(mut self, name: impl Into<String>) -> Threading {
+        self.name = name.into();
+        self
+    }
+
+    /// The stack size of request threads, in bytes.
+    pub fn stack_size(mut self, bytes: usize) -> Threading {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    fn joins_threads(&self) -> bool {
+        self.block_on_close && !self.daemon_threads
+    }
+
+    /// Joins the threads that said they are done. They have returned from their job,
+    /// so each join waits at most for a thread's exit.
+    fn reap(&self, live: &mut LiveThreads) {
+        for id in self.done_rx.try_iter() {
+            if let Some(handle) = live.handles.remove(&id) {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+impl Dispatch for Threading {
+    fn execute(&self, job: Job) -> io::Result<()> {
+        let mut live = self.live.lock();
+        self.reap(&mut live);
+        let id = live.next_id;
+        live.next_id += 1;
+        let mut builder = thread::Builder::new().name(format!("{}-{id}", self.name));
+        if let Some(size) = self.stack_size {
+            builder = builder.stack_size(size);
+        }
+        if self.joins_threads() {
+            let done = self.done_tx.clone();
+            let handle = builder.spawn(move || {
+                job.run();
+                let _ = done.send(id);
+            })?;
+            live.handles.insert(id, handle);
+        } else {
+            builder.spawn(move || job.run())?;
+        }
+        Ok(())
+    }
+
+    fn max_concurrent(&self) -> Option<usize> {
+        self.max_threads
+    }
+
+    fn waits_for_requests(&self) -> bool {
+        self.joins_threads()
+    }
+
+    fn close(&self) {
+        let handles: Vec<_> = {
+            let mut live = self.live.lock();
+            self.done_rx.try_iter().for_each(drop);
+            live.handles.drain().map(|(_, h)| h).collect()
+        };
+        for handle in handles {
+            let _ = handle.join();
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The crate's error type.
+
+use std::fmt;
+use std::io;
+
+/// Which step of a request an error or panic came from.
+///
+/// Handlers run `setup`, `handle` and `finish` in that order; [`Phase::Respond`] is the
+/// server's own last step (flushing the stream writer, or sending a datagram reply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Phase {
+    /// [`RequestHandler::setup`](crate::RequestHandler::setup).
+    Setup,
+    /// [`RequestHandler::handle`](crate::RequestHandler::handle).
+    Handle,
+    /// [`RequestHandler::finish`](crate::RequestHandler::finish).
+    Finish,
+    /// Flushing the writer of a stream request, or sending a datagram reply.
+    Respond,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Setup => "setup",
+            Phase::Handle => "handle",
+            Phase::Finish => "finish",
+            Phase::Respond => "respond",
+        })
+    }
+}
+
+/// Everything that can go wrong in a server.
+///
+/// Errors about one request (a handler error, a panic, a failed thread spawn) reach the
+/// server's `handle_error` hook and never end `serve_forever`; errors about the server
+/// itself (binding, a broken listening socket) are returned.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// Binding failed because another socket holds the address.
+    ///
+    /// For TCP and UDP this is `EADDRINUSE`; for Unix sockets it means a live server
+    /// answers at the path.
+    AddrInUse {
+        /// The address or path, as given.
+        addr: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// Creating, configuring, binding or listening on the server socket failed for a
+    /// reason other than [`Error::AddrInUse`] (permission denied, an address that
+    /// resolves to nothing, a Unix path that is not a socket, ...).
+    Bind {
+        /// The address or path, as given.
+        addr: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// A handler's `setup`, `handle` or `finish` returned an error, or the final flush or
+    /// datagram reply failed.
+    Handler {
+        /// Where it happened.
+        phase: Phase,
+        /// The error the handler returned.
+        source: io::Error,
+    },
+    /// A handler panicked. The panic was caught; the server goes on serving.
+    Panic {
+        /// Where it happened.
+        phase: Phase,
+        /// The panic message, when the payload was a string.
+        message: String,
+    },
+    /// The dispatch mode could not run a request (for example a thread could not be
+    /// spawned). The connection was closed.
+    Dispatch(io::Error),
+    /// Accepting a connection or receiving a datagram failed. The serve loop goes on
+    /// unless the listening socket itself is broken.
+    Accept(io::Error),
+    /// `serve_forever` or `handle_request` was called while another call on the same
+    /// server was still running.
+    AlreadyServing,
+    /// The server was closed with [`Server::close`](crate::Server::close).
+    Closed,
+    /// Any other I/O error.
+    Io(io::Error),
+}
+
+impl Error {
+    /// Converts this error into an [`io::Error`], for callers that live in `io::Result`.
+    ///
+    /// The original [`io::Error`] is returned whole where there is one.
+    pub fn into_io(self) -> io::Error {
+        match self {
+            Error::AddrInUse { source, .. }
+            | Error::Bind { source, .. }
+            | Error::Handler { source, .. }
+            | Error::Dispatch(source)
+            | Error::Accept(source)
+            | Error::Io(source) => source,
+            other => io::Error::other(other),
+        }
+    }
+
+    /// The [`io::ErrorKind`] of the underlying error, or [`io::ErrorKind::Other`].
+    pub fn kind(&self) -> io::ErrorKind {
+        match self {
+            Error::AddrInUse { .. } => io::ErrorKind::AddrInUse,
+            Error::Bind { source, .. }
+            | Error::Handler { source, .. }
+            | Error::Dispatch(source)
+            | Error::Accept(source)
+            | Error::Io(source) => source.kind(),
+            _ => io::ErrorKind::Other,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::AddrInUse { addr, .. } if addr.contains('/') => {
+                write!(f, "address {addr} is in use: a live server answers there; stop it or pick another path")
+            }
+            Error::AddrInUse { addr, .. } => {
+                write!(f, "address {addr} is in use; stop the other server or pick another port (0 picks a free one)")
+            }
+            Error::Bind { addr, source } => write!(f, "cannot bind {addr}: {source}"),
+            Error::Handler { phase, source } => write!(f, "handler failed in {phase}: {source}"),
+            Error::Panic { phase, message } => write!(f, "handler panicked in {phase}: {message}"),
+            Error::Dispatch(e) => write!(f, "cannot dispatch request: {e}"),
+            Error::Accept(e) => write!(f, "accept failed: {e}"),
+            Error::AlreadyServing => f.write_str(
+                "the server is already serving (serve_forever or handle_request is running on another thread)",
+            ),
+            Error::Closed => f.write_str("the server is closed"),
+            Error::Io(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::AddrInUse { source, .. }
+            | Error::Bind { source, .. }
+            | Error::Handler { source, .. }
+            | Error::Dispatch(source)
+            | Error::Accept(source)
+            | Error::Io(source) => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> Self {
+        e.into_io()
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,348 @@
+//! Handlers and the requests they receive.
+//!
+//! # Shared and per-request state
+//!
+//! One handler value serves every request of a server, from whatever thread the dispatch
+//! mode picks, so its methods take `&self` and it must be `Send + Sync`. That makes the
+//! two kinds of state plain Rust:
+//!
+//! - **shared state** (a hit counter, a map behind a lock) is a field of the handler:
+//!   an `AtomicU64`, a `parking_lot::Mutex<HashMap<..>>`;
+//! - **per-request state** is local variables inside [`RequestHandler::handle`], which
+//!   runs once per request and may loop over many messages of one connection.
+//!
+//! Python creates a new handler object per request and keeps shared state on the server;
+//! in Rust that would mean a factory and an `Arc` per request for no gain.
+
+use std::fmt;
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::sync::Arc;
+
+use crate::server::ServerHandle;
+use crate::transport::{Address, Connection, DatagramSocket};
+
+/// What a server calls for each request: `setup`, then `handle`, then `finish`.
+///
+/// `finish` runs even when `handle` returns an error or panics; when `setup` fails,
+/// neither `handle` nor `finish` runs. Every error and every caught panic is reported to
+/// the server's `handle_error` hook, and the server goes on serving.
+///
+/// `R` is [`StreamRequest`] for TCP and Unix stream servers, [`DatagramRequest`] for UDP
+/// and Unix datagram servers. A closure `Fn(&mut R) -> io::Result<()>` is a handler.
+///
+/// # Examples
+///
+/// A handler with shared state: a counter of the lines served, across all connections.
+///
+/// ```
+/// use std::io::{self, BufRead, Write};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use socketserver::{RequestHandler, StreamRequest};
+///
+/// #[derive(Default)]
+/// struct Counter {
+///     lines: AtomicU64, // shared by every request
+/// }
+///
+/// impl RequestHandler<StreamRequest> for Counter {
+///     fn handle(&self, request: &mut StreamRequest) -> io::Result<()> {
+///         let mut line = String::new(); // per request
+///         while request.reader().read_line(&mut line)? > 0 {
+///             let n = self.lines.fetch_add(1, Ordering::Relaxed) + 1;
+///             writeln!(request.writer(), "{n}: {}", line.trim_end())?;
+///             line.clear();
+///         }
+///         Ok(())
+///     }
+/// }
+/// ```
+#[doc(alias = "BaseRequestHandler")]
+#[doc(alias = "StreamRequestHandler")]
+#[doc(alias = "DatagramRequestHandler")]
+pub trait RequestHandler<R>: Send + Sync + 'static {
+    /// Runs first. An error here skips `handle` and `finish`.
+    fn setup(&self, request: &mut R) -> io::Result<()> {
+        let _ = request;
+        Ok(())
+    }
+
+    /// Serves the request.
+    fn handle(&self, request: &mut R) -> io::Result<()>;
+
+    /// Runs last, even when `handle` failed or panicked.
+    fn finish(&self, request: &mut R) -> io::Result<()> {
+        let _ = request;
+        Ok(())
+    }
+}
+
+impl<F> RequestHandler<StreamRequest> for F
+where
+    F: Fn(&mut StreamRequest) -> io::Result<()> + Send + Sync + 'static,
+{
+    fn handle(&self, request: &mut StreamRequest) -> io::Result<()> {
+        self(request)
+    }
+}
+
+impl<F> RequestHandler<DatagramRequest> for F
+where
+    F: Fn(&mut DatagramRequest) -> io::Result<()> + Send + Sync + 'static,
+{
+    fn handle(&self, request: &mut DatagramRequest) -> io::Result<()> {
+        self(request)
+    }
+}
+
+/// A handler with its request type erased, as the serve loop stores it.
+pub(crate) enum AnyHandler {
+    /// For TCP and Unix stream servers.
+    Stream(Arc<dyn RequestHandler<StreamRequest>>),
+    /// For UDP and Unix datagram servers.
+    Datagram(Arc<dyn RequestHandler<DatagramRequest>>),
+}
+
+/// A shared reference to the connection that reads and writes through `&Connection`,
+/// so the reader, the writer and the server's forced close can all hold it at once.
+#[derive(Debug, Clone)]
+struct ConnHandle(Arc<Connection>);
+
+impl Read for ConnHandle {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
+impl Write for ConnHandle {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The buffered reading side of a stream request (Python's `rfile`).
+///
+/// Implements [`Read`] and [`BufRead`]; its buffer size is the server's `rbufsize`.
+#[doc(alias = "rfile")]
+pub struct Reader {
+    inner: BufReader<ConnHandle>,
+}
+
+impl fmt::Debug for Reader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reader").field("buffered", &self.inner.buffer().len()).finish()
+    }
+}
+
+impl Read for Reader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl BufRead for Reader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.inner.consume(amt)
+    }
+}
+
+/// The writing side of a stream request (Python's `wfile`).
+///
+/// Unbuffered by default: every `write` sends all its bytes before returning, so
+/// `write` always returns the full length, as Python's `wfile.write` does. With a
+/// `wbufsize` above zero it is a [`BufWriter`]; either way the server flushes it after
+/// `finish`.
+#[doc(alias = "wfile")]
+pub struct Writer {
+    inner: WriterInner,
+}
+
+enum WriterInner {
+    Direct(ConnHandle),
+    Buffered(BufWriter<ConnHandle>),
+}
+
+impl fmt::Debug for Writer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let buffered = matches!(self.inner, WriterInner::Buffered(_));
+        f.debug_struct("Writer").field("buffered", &buffered).finish()
+    }
+}
+
+impl Write for Writer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.inner {
+            WriterInner::Direct(c) => c.write_all(buf).map(|()| buf.len()),
+            WriterInner::Buffered(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.inner {
+            WriterInner::Direct(_) => Ok(()),
+            WriterInner::Buffered(w) => w.flush(),
+        }
+    }
+}
+
+/// One stream connection, as a handler sees it (Python's `StreamRequestHandler`).
+///
+/// It gives a buffered [`Reader`] (`rfile`), a [`Writer`] (`wfile`), the client's
+/// address, the [`Connection`] itself for socket options, and a [`ServerHandle`].
+/// When the handler is done the server flushes the writer, shuts the connection down
+/// for writing (so the client sees end-of-file) and closes it.
+pub struct StreamRequest {
+    reader: Reader,
+    writer: Writer,
+    connection: Arc<Connection>,
+    client: Address,
+    server: ServerHandle,
+}
+
+impl fmt::Debug for StreamRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamRequest").field("client", &self.client).field("connection", &self.connection).finish()
+    }
+}
+
+impl StreamRequest {
+    pub(crate) fn new(
+        connection: Arc<Connection>,
+        client: Address,
+        server: ServerHandle,
+        rbufsize: usize,
+        wbufsize: usize,
+    ) -> StreamRequest {
+        let handle = ConnHandle(connection.clone());
+        let reader = Reader { inner: BufReader::with_capacity(rbufsize.max(1), handle.clone()) };
+        let inner = if wbufsize == 0 {
+            WriterInner::Direct(handle)
+        } else {
+            WriterInner::Buffered(BufWriter::with_capacity(wbufsize, handle))
+        };
+        StreamRequest { reader, writer: Writer { inner }, connection, client, server }
+    }
+
+    /// The buffered reader over the connection (Python's `rfile`).
+    #[doc(alias = "rfile")]
+    pub fn reader(&mut self) -> &mut Reader {
+        &mut self.reader
+    }
+
+    /// The writer over the connection (Python's `wfile`).
+    #[doc(alias = "wfile")]
+    pub fn writer(&mut self) -> &mut Writer {
+        &mut self.writer
+    }
+
+    /// The reader and the writer at once, for `io::copy(reader, writer)`.
+    pub fn reader_and_writer(&mut self) -> (&mut Reader, &mut Writer) {
+        (&mut self.reader, &mut self.writer)
+    }
+
+    /// The client's address (Python's `client_address`).
+    #[doc(alias = "client_address")]
+    pub fn client_addr(&self) -> &Address {
+        &self.client
+    }
+
+    /// The connection (Python's `request`), for timeouts, `TCP_NODELAY` and the like.
+    /// Reading from it directly bypasses the reader's buffer.
+    #[doc(alias = "request")]
+    pub fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// A handle to the server (Python's `self.server`): its address, and `shutdown`.
+    pub fn server(&self) -> &ServerHandle {
+        &self.server
+    }
+
+    /// The server's last step: flush the writer and send end-of-file to the client.
+    pub(crate) fn respond(&mut self) -> io::Result<()> {
+        self.writer.flush()?;
+        // Python's shutdown_request: SHUT_WR before close, so the client reads EOF even
+        // if another descriptor to the socket is still open. The peer may be gone.
+        let _ = self.connection.shutdown(std::net::Shutdown::Write);
+        Ok(())
+    }
+}
+
+/// One datagram, as a handler sees it (Python's `DatagramRequestHandler`).
+///
+/// It gives the packet, a reply buffer, the server's socket and the sender's address.
+/// If the handler touched the reply buffer (called [`DatagramRequest::reply`]), its
+/// contents are sent back to the sender in one datagram once the handler is done, even
+/// when empty.
+pub struct DatagramRequest {
+    packet: Vec<u8>,
+    reply: Vec<u8>,
+    reply_wanted: bool,
+    client: Address,
+    socket: Arc<DatagramSocket>,
+    server: ServerHandle,
+}
+
+impl fmt::Debug for DatagramRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatagramRequest")
+            .field("client", &self.client)
+            .field("packet_len", &self.packet.len())
+            .field("reply_len", &self.reply.len())
+            .finish()
+    }
+}
+
+impl DatagramRequest {
+    pub(crate) fn new(packet: Vec<u8>, client: Address, socket: Arc<DatagramSocket>, server: ServerHandle) -> Self {
+        DatagramRequest { packet, reply: Vec::new(), reply_wanted: false, client, socket, server }
+    }
+
+    /// The datagram's bytes (Python's `self.request[0]`, or `rfile`), truncated to the
+    /// server's `max_packet_size`.
+    #[doc(alias = "rfile")]
+    #[doc(alias = "data")]
+    pub fn packet(&self) -> &[u8] {
+        &self.packet
+    }
+
+    /// The reply buffer (Python's `wfile`). Calling this marks the reply to be sent to
+    /// the sender when the request finishes, even if nothing is written (an empty
+    /// datagram is then sent).
+    #[doc(alias = "wfile")]
+    pub fn reply(&mut self) -> &mut Vec<u8> {
+        self.reply_wanted = true;
+        &mut self.reply
+    }
+
+    /// The server's socket (Python's `self.request[1]`), for sends beyond the reply.
+    pub fn socket(&self) -> &DatagramSocket {
+        &self.socket
+    }
+
+    /// The sender's address (Python's `client_address`).
+    #[doc(alias = "client_address")]
+    pub fn client_addr(&self) -> &Address {
+        &self.client
+    }
+
+    /// A handle to the server (Python's `self.server`).
+    pub fn server(&self) -> &ServerHandle {
+        &self.server
+    }
+
+    /// The server's last step: send the reply, if the handler asked for one.
+    pub(crate) fn respond(&mut self) -> io::Result<()> {
+        if self.reply_wanted {
+            self.socket.send_to(&self.reply, &self.client)?;
+        }
+        Ok(())
+    }
+}

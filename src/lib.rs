@@ -1,0 +1,108 @@
+//! Blocking TCP, UDP and Unix-socket servers in the shape of Python's `socketserver`,
+//! without an async runtime.
+//!
+//! A server is a transport ([`TcpServer`], [`UdpServer`], [`UnixStreamServer`],
+//! [`UnixDatagramServer`]) × a dispatch mode ([`Sequential`](dispatch::Sequential),
+//! [`Threading`](dispatch::Threading), [`Pool`](dispatch::Pool)) × your
+//! [`RequestHandler`], run through one lifecycle: bind, [`serve_forever`](Server::serve_forever)
+//! or [`handle_request`](Server::handle_request), [`shutdown`](Server::shutdown) from any
+//! thread, [`close`](Server::close) (or drop).
+//!
+//! # Example
+//!
+//! An echo server on a free port, served in the background, and a client:
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use socketserver::{dispatch::Threading, StreamRequest, TcpServer};
+//!
+//! let server = TcpServer::builder("127.0.0.1:0")
+//!     .dispatch(Threading::new())
+//!     .bind(|req: &mut StreamRequest| {
+//!         let (reader, writer) = req.reader_and_writer();
+//!         std::io::copy(reader, writer).map(drop)
+//!     })?;
+//! let addr = server.local_addr();
+//! let background = server.serve_in_background()?;
+//!
+//! let mut client = std::net::TcpStream::connect(addr)?;
+//! client.write_all(b"hello")?;
+//! client.shutdown(std::net::Shutdown::Write)?;
+//! let mut echoed = String::new();
+//! client.read_to_string(&mut echoed)?;
+//! assert_eq!(echoed, "hello");
+//!
+//! background.stop()?; // shuts down, joins the thread, closes the server
+//! # Ok::<(), socketserver::Error>(())
+//! ```
+//!
+//! # Design
+//!
+//! - **Blocking I/O, one thread per running request** (or a fixed pool). No runtime, no
+//!   `unsafe`: the crate forbids it.
+//! - **No polling.** The serve loop blocks in `accept`/`recvfrom`; `shutdown` wakes it
+//!   with `shutdown(2)` on the server socket, so it takes effect at once and an idle
+//!   server makes no wakeups. See the `server` module notes on [`Server`].
+//! - **Bounded.** Threading with `max_threads` and the pool stop accepting at their
+//!   limit; waiting connections stay in the kernel backlog (128 by default), not in an
+//!   unbounded queue.
+//! - **Errors stay with their request.** A handler error or panic reaches
+//!   `handle_error`; the server goes on, and `finish` still runs.
+//!
+//! # Python names
+//!
+//! | Python `socketserver` | here |
+//! |---|---|
+//! | `TCPServer`, `UDPServer` | [`TcpServer`], [`UdpServer`] (sequential by default, as in Python) |
+//! | `UnixStreamServer`, `UnixDatagramServer` | [`UnixStreamServer`], [`UnixDatagramServer`] |
+//! | `ThreadingMixIn`, `ThreadingTCPServer`, ... | [`dispatch::Threading`], [`ThreadingTcpServer`], [`ThreadingUdpServer`], [`ThreadingUnixStreamServer`], [`ThreadingUnixDatagramServer`] |
+//! | (none) | [`dispatch::Pool`]: a fixed worker pool |
+//! | `ForkingMixIn` | not offered: forking a multi-threaded process is unsound; use a pool, or processes sharing a port with `reuse_port` |
+//! | `BaseRequestHandler`, `StreamRequestHandler`, `DatagramRequestHandler` | [`RequestHandler`] with [`StreamRequest`] or [`DatagramRequest`] |
+//! | `setup` / `handle` / `finish` | the same, on [`RequestHandler`] |
+//! | `rfile`, `wfile` | [`StreamRequest::reader`], [`StreamRequest::writer`]; for datagrams [`DatagramRequest::packet`], [`DatagramRequest::reply`] |
+//! | `request`, `client_address`, `server` | [`StreamRequest::connection`], `client_addr()`, `server()` |
+//! | `server_address` | [`Server::local_addr`] |
+//! | `serve_forever(poll_interval)` | [`Server::serve_forever`]: no polling |
+//! | `shutdown()` | [`Server::shutdown`], [`ServerHandle::shutdown`] |
+//! | `handle_request()`, `timeout`, `handle_timeout()` | [`Server::handle_request`], [`Builder::timeout`], [`Builder::handle_timeout`] |
+//! | `verify_request`, `handle_error`, `service_actions` | [`Builder::verify_request`], [`Builder::handle_error`], [`Builder::service_actions`] |
+//! | `server_close()`, `with server:` | [`Server::close`], drop |
+//! | `request_queue_size` (5) | [`Builder::backlog`] (128) |
+//! | `allow_reuse_address`, `allow_reuse_port` | [`Builder::reuse_address`], [`Builder::reuse_port`] |
+//! | `max_packet_size` | [`Builder::max_packet_size`] |
+//! | `rbufsize`, `wbufsize`, `timeout` (stream handler), `disable_nagle_algorithm` | [`Builder::rbufsize`], [`Builder::wbufsize`], [`Builder::read_timeout`], [`Builder::nodelay`] |
+//! | `daemon_threads`, `block_on_close` | [`dispatch::Threading::daemon_threads`], [`dispatch::Threading::block_on_close`] |
+//! | `bind_and_activate=False` | bind a socket yourself, then `TcpServer::from_listener` |
+//!
+//! # Platform-specific behavior
+//!
+//! Unix only. Immediate shutdown relies on Linux waking a blocked `accept`/`recvfrom`
+//! when the socket is shut down for reading; that is the platform this crate is tested on.
+//!
+//! # Features
+//!
+//! - `threadpool` (off): [`dispatch::ThreadPoolDispatch`], serving through a
+//!   `threadpool::ThreadPool` you already own.
+#![forbid(unsafe_code)]
+#![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+#![doc(test(attr(deny(warnings))))]
+// The sealed `Transport` trait's hidden methods take crate-private types on purpose:
+// users name the transports but can neither call nor implement those methods.
+#![allow(private_interfaces)]
+
+pub mod dispatch;
+mod error;
+mod handler;
+mod python;
+mod server;
+pub mod transport;
+
+pub use error::{Error, Phase, Result};
+pub use handler::{DatagramRequest, Reader, RequestHandler, StreamRequest, Writer};
+pub use python::{ThreadingTcpServer, ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer};
+pub use server::{
+    BackgroundServer, Builder, InetTransport, Server, ServerHandle, TcpServer, UdpServer, UnixDatagramServer,
+    UnixStreamServer, DEFAULT_BACKLOG, DEFAULT_MAX_PACKET_SIZE, DEFAULT_RBUFSIZE,
+};
+pub use transport::{Address, Connection, DatagramSocket};

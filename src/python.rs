@@ -1,0 +1,47 @@
+//! Python's ready-made threading servers, under their Python names.
+
+use std::fmt;
+use std::net::ToSocketAddrs;
+use std::path::Path;
+
+use crate::dispatch::Threading;
+use crate::error::Result;
+use crate::handler::{DatagramRequest, RequestHandler, StreamRequest};
+use crate::server::{Builder, Server};
+use crate::transport::{Tcp, Udp, UnixDatagram, UnixStream};
+
+macro_rules! threading_server {
+    ($(#[$attr:meta])* $name:ident, $python:literal, $transport:ty, $request:ty, $addr:ident: $($bound:tt)+) => {
+        #[doc = concat!("Python's `", $python, "`: a server with [`Threading`] dispatch.")]
+        ///
+        /// `bind` and `builder` return the plain server type with the mode already set;
+        /// there is no separate type, as the mode is a value, not a mix-in class.
+        $(#[$attr])*
+        #[derive(Debug)]
+        pub enum $name {}
+
+        impl $name {
+            /// Binds with [`Threading`] dispatch; see the plain server's `bind`.
+            ///
+            /// # Errors
+            /// As the plain server's `bind`.
+            pub fn bind<A, H>($addr: A, handler: H) -> Result<Server<$transport>>
+            where
+                A: $($bound)+,
+                H: RequestHandler<$request>,
+            {
+                Self::builder($addr).bind(handler)
+            }
+
+            /// A builder with [`Threading`] dispatch already set.
+            pub fn builder<A: $($bound)+>($addr: A) -> Builder<$transport> {
+                Server::<$transport>::builder($addr).dispatch(Threading::new())
+            }
+        }
+    };
+}
+
+threading_server!(#[doc(alias = "ThreadingTCPServer")] ThreadingTcpServer, "ThreadingTCPServer", Tcp, StreamRequest, addr: ToSocketAddrs + fmt::Debug);
+threading_server!(#[doc(alias = "ThreadingUDPServer")] ThreadingUdpServer, "ThreadingUDPServer", Udp, DatagramRequest, addr: ToSocketAddrs + fmt::Debug);
+threading_server!(ThreadingUnixStreamServer, "ThreadingUnixStreamServer", UnixStream, StreamRequest, path: AsRef<Path>);
+threading_server!(ThreadingUnixDatagramServer, "ThreadingUnixDatagramServer", UnixDatagram, DatagramRequest, path: AsRef<Path>);

@@ -1,0 +1,1253 @@
+//! The engine: one lifecycle and one serve loop for every transport and dispatch mode.
+//!
+//! # How shutdown works without polling
+//!
+//! The serve loop blocks in `accept` or `recvfrom` with no timeout (unless a
+//! `service_actions` interval asks for one). [`ServerHandle::shutdown`] sets a flag and
+//! calls `shutdown(fd, SHUT_RD)` on the server socket: the blocked call returns at once,
+//! and the kernel refuses new connections from that moment, even while a sequential
+//! handler is still busy. The next `serve_forever` binds the same address again.
+//!
+//! Running requests are counted in one place ([`Requests`]); the loop waits on that count
+//! for the dispatch mode's concurrency limit (backpressure) and, on shutdown, for the
+//! requests to finish, closing their connections when the shutdown deadline passes.
+
+use std::cell::Cell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::net::{Shutdown, ToSocketAddrs};
+use std::os::unix::net as unix;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+use std::{io, net};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::dispatch::{Dispatch, Job, Sequential};
+use crate::error::{Error, Phase, Result};
+use crate::handler::{AnyHandler, DatagramRequest, RequestHandler, StreamRequest};
+use crate::transport::sealed::RequestKind;
+use crate::transport::{
+    Address, BindTarget, Bound, Connection, DatagramSocket, Endpoint, Incoming, OwnedPath, SocketOptions, Tcp,
+    Transport, Udp, UnixDatagram, UnixStream,
+};
+
+/// The default listen backlog. Python's `request_queue_size` is 5, which drops
+/// connections under any burst; 128 is the usual `SOMAXCONN`.
+pub const DEFAULT_BACKLOG: i32 = 128;
+/// The default size of a stream request's read buffer (Python's `rbufsize` is 8192 too).
+pub const DEFAULT_RBUFSIZE: usize = 8192;
+/// The default datagram size limit; longer datagrams are truncated, as in Python.
+pub const DEFAULT_MAX_PACKET_SIZE: usize = 8192;
+
+/// After the shutdown deadline the server closes the connections still open; handlers
+/// then see end-of-file or errors. This is how long it waits for them after that.
+const FORCED_CLOSE_GRACE: Duration = Duration::from_secs(1);
+const BACKOFF_START: Duration = Duration::from_millis(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// A TCP server (Python's `TCPServer`). See [`Server`] for the methods.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::{self, BufRead, Read, Write};
+/// use socketserver::{StreamRequest, TcpServer};
+///
+/// let server = TcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| {
+///     let mut line = String::new();
+///     req.reader().read_line(&mut line)?;
+///     req.writer().write_all(line.to_uppercase().as_bytes())
+/// })?;
+/// let addr = server.local_addr();
+/// let background = server.serve_in_background()?;
+///
+/// let mut client = std::net::TcpStream::connect(addr)?;
+/// client.write_all(b"hello\n")?;
+/// let mut reply = String::new();
+/// client.read_to_string(&mut reply)?;
+/// assert_eq!(reply, "HELLO\n");
+///
+/// background.stop()?;
+/// # Ok::<(), socketserver::Error>(())
+/// ```
+#[doc(alias = "TCPServer")]
+pub type TcpServer = Server<Tcp>;
+/// A UDP server (Python's `UDPServer`). See [`Server`] for the methods.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::Write;
+/// use socketserver::{DatagramRequest, UdpServer};
+///
+/// let server = UdpServer::bind("127.0.0.1:0", |req: &mut DatagramRequest| {
+///     let upper = req.packet().to_ascii_uppercase();
+///     req.reply().write_all(&upper)
+/// })?;
+/// let addr = server.local_addr();
+/// let background = server.serve_in_background()?;
+///
+/// let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
+/// client.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+/// client.send_to(b"ping", addr)?;
+/// let mut buf = [0; 16];
+/// let (n, _) = client.recv_from(&mut buf)?;
+/// assert_eq!(&buf[..n], b"PING");
+///
+/// background.stop()?;
+/// # Ok::<(), socketserver::Error>(())
+/// ```
+#[doc(alias = "UDPServer")]
+pub type UdpServer = Server<Udp>;
+/// A Unix stream server (Python's `UnixStreamServer`). See [`Server`] for the methods.
+pub type UnixStreamServer = Server<UnixStream>;
+/// A Unix datagram server (Python's `UnixDatagramServer`). See [`Server`] for the methods.
+pub type UnixDatagramServer = Server<UnixDatagram>;
+
+/// A server: a bound socket, a handler, a dispatch mode, and the lifecycle of Python's
+/// `BaseServer`.
+///
+/// Use it through its aliases [`TcpServer`], [`UdpServer`], [`UnixStreamServer`] and
+/// [`UnixDatagramServer`]. Constructing binds (and for streams, listens); the server is
+/// closed when dropped (Python's `with` block): the socket closes, request threads are
+/// joined as the dispatch mode says, and a Unix socket file the server created is
+/// removed.
+///
+/// A server is `Sync`: one thread may run [`serve_forever`](Server::serve_forever) while
+/// others call [`shutdown`](Server::shutdown) through a [`ServerHandle`].
+pub struct Server<T: Transport> {
+    shared: Arc<Shared>,
+    _transport: PhantomData<fn() -> T>,
+}
+
+impl<T: Transport> fmt::Debug for Server<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server").field("local_addr", &self.shared.local).finish_non_exhaustive()
+    }
+}
+
+/// A cloneable handle to a server, for other threads and for handlers: read its address,
+/// ask it to shut down.
+#[derive(Clone)]
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle").field("local_addr", &self.shared.local).finish_non_exhaustive()
+    }
+}
+
+impl ServerHandle {
+    /// Stops the server: see [`Server::shutdown`].
+    pub fn shutdown(&self) {
+        self.shared.shutdown();
+    }
+
+    /// The address the server is bound to (Python's `server_address`).
+    #[doc(alias = "server_address")]
+    pub fn local_addr(&self) -> &Address {
+        &self.shared.local
+    }
+
+    /// Whether `serve_forever` or `handle_request` is running.
+    pub fn is_serving(&self) -> bool {
+        self.shared.life.lock().phase == LifePhase::Serving
+    }
+}
+
+type VerifyHook = Box<dyn Fn(&Address) -> bool + Send + Sync>;
+type ErrorHook = Box<dyn Fn(&Error, Option<&Address>) + Send + Sync>;
+type PlainHook = Box<dyn Fn() + Send + Sync>;
+
+/// The hooks of Python's `BaseServer`, each optional.
+#[derive(Default)]
+struct Hooks {
+    verify_request: Option<VerifyHook>,
+    handle_error: Option<ErrorHook>,
+    handle_timeout: Option<PlainHook>,
+    service_actions: Option<(Duration, PlainHook)>,
+}
+
+/// Per-request settings, fixed when the server is built.
+struct Config {
+    rbufsize: usize,
+    wbufsize: usize,
+    max_packet_size: usize,
+    nodelay: bool,
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+    timeout: Option<Duration>,
+    shutdown_deadline: Option<Duration>,
+    hooks: Hooks,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            rbufsize: DEFAULT_RBUFSIZE,
+            wbufsize: 0,
+            max_packet_size: DEFAULT_MAX_PACKET_SIZE,
+            nodelay: false,
+            read_timeout: None,
+            write_timeout: None,
+            timeout: None,
+            shutdown_deadline: None,
+            hooks: Hooks::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LifePhase {
+    Idle,
+    Serving,
+    Closed,
+}
+
+/// The lifecycle state, behind [`Shared::life`].
+struct Life {
+    phase: LifePhase,
+    /// Bumped each time a serve call ends, so `shutdown` waits for *its* serve only.
+    generation: u64,
+    /// A serve call has run to its end at least once.
+    served: bool,
+    /// `shutdown` arrived before the first serve call; that call returns at once.
+    stop_pending: bool,
+    /// When the running serve must close the connections still open.
+    deadline: Option<Instant>,
+    /// `None` once the server is closed.
+    endpoint: Option<Arc<Endpoint>>,
+    /// The endpoint was interrupted and must be bound again before serving.
+    interrupted: bool,
+    owned_path: Option<OwnedPath>,
+}
+
+/// Requests accepted and not yet finished, and the connections among them, so the
+/// shutdown deadline can close them.
+#[derive(Default)]
+struct Requests {
+    running: usize,
+    connections: Vec<Option<Arc<Connection>>>,
+    free_slots: Vec<usize>,
+}
+
+/// Everything the serve loop, the handlers and the handles share.
+struct Shared {
+    handler: AnyHandler,
+    dispatch: Box<dyn Dispatch>,
+    max_concurrent: Option<usize>,
+    config: Config,
+    options: SocketOptions,
+    reopen: fn(&Address, &SocketOptions) -> Result<Bound>,
+    local: Address,
+    stopping: AtomicBool,
+    life: Mutex<Life>,
+    life_changed: Condvar,
+    requests: Mutex<Requests>,
+    requests_changed: Condvar,
+}
+
+thread_local! {
+    /// The server whose serve loop or handler this thread is running, so `shutdown`
+    /// called from inside knows not to wait for itself.
+    static CURRENT_SERVER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the current thread as running code of `shared` until dropped.
+struct CurrentServer(usize);
+
+impl CurrentServer {
+    fn enter(shared: &Shared) -> CurrentServer {
+        let previous = CURRENT_SERVER.with(|c| c.replace(shared as *const Shared as usize));
+        CurrentServer(previous)
+    }
+
+    fn is(shared: &Shared) -> bool {
+        CURRENT_SERVER.with(|c| c.get() == shared as *const Shared as usize)
+    }
+}
+
+impl Drop for CurrentServer {
+    fn drop(&mut self) {
+        CURRENT_SERVER.with(|c| c.set(self.0));
+    }
+}
+
+/// One running request. Dropping it (after the request, or with a job that never ran)
+/// removes the request from [`Requests`] and wakes whoever waits on the count.
+struct Ticket {
+    shared: Arc<Shared>,
+    slot: Option<usize>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut requests = self.shared.requests.lock();
+        requests.running -= 1;
+        if let Some(slot) = self.slot {
+            requests.connections[slot] = None;
+            requests.free_slots.push(slot);
+        }
+        drop(requests);
+        self.shared.requests_changed.notify_all();
+    }
+}
+
+/// What a job carries to the thread that runs it.
+enum Work {
+    Stream(Arc<Connection>, Address),
+    Datagram(Vec<u8>, Address, Arc<DatagramSocket>),
+}
+
+/// Ends a serve call when dropped, also if a hook panicked through the loop.
+struct Serving<'a>(&'a Shared);
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        let mut life = self.0.life.lock();
+        life.phase = if life.phase == LifePhase::Closed { LifePhase::Closed } else { LifePhase::Idle };
+        life.generation += 1;
+        life.served = true;
+        life.stop_pending = false;
+        life.deadline = None;
+        drop(life);
+        self.0.life_changed.notify_all();
+    }
+}
+
+/// What to do about an error from `accept` or `recvfrom`.
+enum AcceptError {
+    /// Interrupted by a signal, or a connection reset before it was accepted.
+    Retry,
+    /// The receive timeout fired.
+    Timeout,
+    /// Out of descriptors or memory: wait, and try again.
+    Exhausted,
+    /// The listening socket itself is broken.
+    Fatal,
+    /// Anything else: report it and go on.
+    Other,
+}
+
+fn classify(e: &io::Error) -> AcceptError {
+    const ENOMEM: i32 = 12;
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    const ENOBUFS: i32 = 105;
+    const EBADF: i32 = 9;
+    const EINVAL: i32 = 22;
+    const ENOTSOCK: i32 = 88;
+    match e.kind() {
+        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => return AcceptError::Retry,
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => return AcceptError::Timeout,
+        _ => {}
+    }
+    match e.raw_os_error() {
+        Some(EMFILE | ENFILE | ENOBUFS | ENOMEM) => AcceptError::Exhausted,
+        Some(EBADF | EINVAL | ENOTSOCK) => AcceptError::Fatal,
+        _ => AcceptError::Other,
+    }
+}
+
+impl Shared {
+    fn handle(self: &Arc<Self>) -> ServerHandle {
+        ServerHandle { shared: self.clone() }
+    }
+
+    /// Starts a serve call: `Ok(None)` means a shutdown came first and the call returns
+    /// at once. Binds the address again if a previous shutdown interrupted the socket.
+    fn begin(&self, forever: bool) -> Result<Option<Arc<Endpoint>>> {
+        let mut life = self.life.lock();
+        match life.phase {
+            LifePhase::Closed => return Err(Error::Closed),
+            LifePhase::Serving => return Err(Error::AlreadyServing),
+            LifePhase::Idle => {}
+        }
+        if forever && life.stop_pending {
+            life.stop_pending = false;
+            life.served = true;
+            return Ok(None);
+        }
+        if life.interrupted {
+            let bound = (self.reopen)(&self.local, &self.options)?;
+            if let Some(old) = life.owned_path.take() {
+                drop(old); // the new bind replaced the file; the new record owns it
+            }
+            life.owned_path = bound.owned_path;
+            life.endpoint = Some(Arc::new(bound.endpoint));
+            life.interrupted = false;
+        }
+        self.stopping.store(false, Ordering::SeqCst);
+        life.phase = LifePhase::Serving;
+        Ok(life.endpoint.clone())
+    }
+
+    fn shutdown(&self) {
+        let (generation, deadline) = {
+            let mut life = self.life.lock();
+            match life.phase {
+                LifePhase::Closed => return,
+                // Between two serve calls there is nothing to stop; remembering it would
+                // make the next serve_forever return at once (Python's pitfall).
+                LifePhase::Idle if life.served => return,
+                // Before the first serve call (a serve thread just spawned): remember it,
+                // and refuse connections from now on.
+                LifePhase::Idle => {
+                    life.stop_pending = true;
+                    self.interrupt(&mut life);
+                    return;
+                }
+                LifePhase::Serving => {
+                    if !self.stopping.swap(true, Ordering::SeqCst) {
+                        life.deadline = self.config.shutdown_deadline.map(|d| Instant::now() + d);
+                        self.interrupt(&mut life);
+                        // Wake a loop waiting for a free slot or backing off.
+                        let _requests = self.requests.lock();
+                        self.requests_changed.notify_all();
+                    }
+                    (life.generation, life.deadline)
+                }
+            }
+        };
+        if CurrentServer::is(self) {
+            return; // called from a handler or hook: waiting here would wait for itself
+        }
+        if deadline.is_some() {
+            // The serve loop may be running the request itself (sequential mode), so
+            // the deadline is enforced from here too.
+            self.await_requests(deadline);
+        }
+        let mut life = self.life.lock();
+        while life.phase == LifePhase::Serving && life.generation == generation {
+            self.life_changed.wait(&mut life);
+        }
+    }
+
+    fn interrupt(&self, life: &mut Life) {
+        if let Some(endpoint) = &life.endpoint {
+            endpoint.interrupt();
+            life.interrupted = true;
+        }
+    }
+
+    /// Waits until no request runs. With a deadline, closes the connections still open
+    /// when it passes and waits [`FORCED_CLOSE_GRACE`] more. Returns whether all ended.
+    fn await_requests(&self, deadline: Option<Instant>) -> bool {
+        let mut requests = self.requests.lock();
+        let Some(deadline) = deadline else {
+            while requests.running > 0 {
+                self.requests_changed.wait(&mut requests);
+            }
+            return true;
+        };
+        while requests.running > 0 && !self.requests_changed.wait_until(&mut requests, deadline).timed_out() {}
+        if requests.running == 0 {
+            return true;
+        }
+        let open = requests.connections.iter().flatten().count();
+        log::warn!(
+            "shutdown deadline passed with {} request(s) running; closing {open} connection(s)",
+            requests.running
+        );
+        for connection in requests.connections.iter().flatten() {
+            let _ = connection.shutdown(Shutdown::Both);
+        }
+        let grace = deadline + FORCED_CLOSE_GRACE;
+        while requests.running > 0 && !self.requests_changed.wait_until(&mut requests, grace).timed_out() {}
+        if requests.running > 0 {
+            log::error!("{} request(s) still running after their connections were closed", requests.running);
+        }
+        requests.running == 0
+    }
+
+    /// Waits for a free slot when the dispatch mode has a limit. Returns `false` when
+    /// the server is stopping.
+    fn wait_for_capacity(&self) -> bool {
+        if let Some(max) = self.max_concurrent {
+            let mut requests = self.requests.lock();
+            while requests.running >= max && !self.stopping.load(Ordering::SeqCst) {
+                self.requests_changed.wait(&mut requests);
+            }
+        }
+        !self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps `delay` or until a request ends (which frees descriptors) or shutdown.
+    fn back_off(&self, delay: Duration) {
+        let mut requests = self.requests.lock();
+        if !self.stopping.load(Ordering::SeqCst) {
+            let _ = self.requests_changed.wait_for(&mut requests, delay);
+        }
+    }
+
+    fn report(&self, error: &Error, client: Option<&Address>) {
+        match &self.config.hooks.handle_error {
+            Some(hook) => {
+                if panic::catch_unwind(AssertUnwindSafe(|| hook(error, client))).is_err() {
+                    log::error!("the handle_error hook panicked while reporting: {error}");
+                }
+            }
+            None => match client {
+                Some(client) => log::error!("request from {client}: {error}"),
+                None => log::error!("{error}"),
+            },
+        }
+    }
+
+    /// Verifies and dispatches one request. Never fails: problems go to `handle_error`.
+    fn process(self: &Arc<Self>, incoming: Incoming, endpoint: &Endpoint) {
+        let client = match &incoming {
+            Incoming::Stream(_, client) | Incoming::Datagram(_, client) => client,
+        };
+        if let Some(verify) = &self.config.hooks.verify_request {
+            match panic::catch_unwind(AssertUnwindSafe(|| verify(client))) {
+                Ok(true) => {}
+                Ok(false) => return, // dropping `incoming` closes the connection, once
+                Err(payload) => {
+                    let error = Error::Panic { phase: Phase::Setup, message: panic_message(&*payload) };
+                    self.report(&error, Some(client));
+                    return;
+                }
+            }
+        }
+        let (work, connection) = match (incoming, endpoint) {
+            (Incoming::Stream(connection, client), _) => {
+                let connection = Arc::new(connection);
+                (Work::Stream(connection.clone(), client), Some(connection))
+            }
+            (Incoming::Datagram(packet, client), Endpoint::Datagram(socket)) => {
+                (Work::Datagram(packet, client, socket.clone()), None)
+            }
+            (Incoming::Datagram(..), _) => unreachable!("datagram from a stream endpoint"),
+        };
+        let ticket = self.track(connection);
+        let client = match &work {
+            Work::Stream(_, client) | Work::Datagram(_, client, _) => client.clone(),
+        };
+        if let Err(e) = self.dispatch.execute(Job::new(move || run(ticket, work))) {
+            self.report(&Error::Dispatch(e), Some(&client));
+        }
+    }
+
+    fn track(self: &Arc<Self>, connection: Option<Arc<Connection>>) -> Ticket {
+        let mut requests = self.requests.lock();
+        requests.running += 1;
+        let slot = connection.map(|connection| match requests.free_slots.pop() {
+            Some(slot) => {
+                requests.connections[slot] = Some(connection);
+                slot
+            }
+            None => {
+                requests.connections.push(Some(connection));
+                requests.connections.len() - 1
+            }
+        });
+        Ticket { shared: self.clone(), slot }
+    }
+
+    fn configure(&self, connection: &Connection) -> io::Result<()> {
+        if self.config.nodelay {
+            connection.set_nodelay(true)?;
+        }
+        if self.config.read_timeout.is_some() {
+            connection.set_read_timeout(self.config.read_timeout)?;
+        }
+        if self.config.write_timeout.is_some() {
+            connection.set_write_timeout(self.config.write_timeout)?;
+        }
+        Ok(())
+    }
+
+    /// The serve loop shared by `serve_forever` (`once == false`) and `handle_request`.
+    /// Returns whether a request was processed.
+    fn serve(self: &Arc<Self>, once: bool) -> Result<bool> {
+        let Some(endpoint) = self.begin(!once)? else {
+            return Ok(false);
+        };
+        let _serving = Serving(self);
+        let _current = CurrentServer::enter(self);
+        let mut buffer = match &*endpoint {
+            Endpoint::Datagram(_) => vec![0; self.config.max_packet_size],
+            _ => Vec::new(),
+        };
+        let service = self.config.hooks.service_actions.as_ref();
+        let deadline = if once { self.config.timeout.map(|t| Instant::now() + t) } else { None };
+        let mut next_service = service.map(|(interval, _)| Instant::now() + *interval);
+        if !once {
+            endpoint.set_receive_timeout(service.map(|(interval, _)| *interval))?;
+        }
+        let mut backoff: Option<Duration> = None;
+        let mut processed = false;
+        while self.wait_for_capacity() {
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    if let Some(hook) = &self.config.hooks.handle_timeout {
+                        hook();
+                    }
+                    break;
+                }
+                endpoint.set_receive_timeout(Some(left))?;
+            } else if once {
+                endpoint.set_receive_timeout(None)?;
+            }
+            let received = endpoint.receive(&mut buffer);
+            let stopping = self.stopping.load(Ordering::SeqCst);
+            match received {
+                // The empty "datagram" an interrupted datagram socket returns.
+                Ok(Incoming::Datagram(packet, _)) if stopping && packet.is_empty() => break,
+                Ok(incoming) => {
+                    if backoff.take().is_some() {
+                        log::info!("accepting again");
+                    }
+                    self.process(incoming, &endpoint);
+                    processed = true;
+                    if once {
+                        break;
+                    }
+                }
+                Err(_) if stopping => break,
+                Err(e) => match classify(&e) {
+                    AcceptError::Retry | AcceptError::Timeout => {}
+                    AcceptError::Exhausted => {
+                        let delay = backoff.map_or(BACKOFF_START, |d| (d * 2).min(BACKOFF_MAX));
+                        if backoff.is_none() {
+                            log::warn!("accept failed: {e}; backing off until resources free up");
+                        }
+                        backoff = Some(delay);
+                        self.back_off(delay);
+                    }
+                    AcceptError::Fatal => return Err(Error::Accept(e)),
+                    AcceptError::Other => self.report(&Error::Accept(e), None),
+                },
+            }
+            if let (Some(next), Some((interval, hook))) = (next_service, service) {
+                let now = Instant::now();
+                if now >= next {
+                    hook();
+                    next_service = Some(now + *interval);
+                }
+            }
+        }
+        if self.dispatch.waits_for_requests() {
+            let deadline = self.life.lock().deadline;
+            self.await_requests(deadline);
+        }
+        Ok(processed)
+    }
+
+    fn close(&self) {
+        self.shutdown();
+        let owned_path = {
+            let mut life = self.life.lock();
+            if life.phase == LifePhase::Closed {
+                return;
+            }
+            life.phase = LifePhase::Closed;
+            life.endpoint = None;
+            life.owned_path.take()
+        };
+        // Requests started by handle_request in a threaded mode may still run.
+        let drained = !self.dispatch.waits_for_requests()
+            || self.await_requests(self.config.shutdown_deadline.map(|d| Instant::now() + d));
+        if drained {
+            self.dispatch.close();
+        } else {
+            log::error!("closing the server without joining request threads that did not end");
+        }
+        if let Some(path) = owned_path {
+            path.remove();
+        }
+    }
+}
+
+/// Runs one request on whatever thread the dispatch mode chose.
+fn run(ticket: Ticket, work: Work) {
+    let shared = &ticket.shared;
+    let _current = CurrentServer::enter(shared);
+    match (work, &shared.handler) {
+        (Work::Stream(connection, client), AnyHandler::Stream(handler)) => {
+            if let Err(e) = shared.configure(&connection) {
+                shared.report(&Error::Io(e), Some(&client));
+                return;
+            }
+            let mut request =
+                StreamRequest::new(connection, client, shared.handle(), shared.config.rbufsize, shared.config.wbufsize);
+            run_phases(shared, &**handler, &mut request);
+        }
+        (Work::Datagram(packet, client, socket), AnyHandler::Datagram(handler)) => {
+            let mut request = DatagramRequest::new(packet, client, socket, shared.handle());
+            run_phases(shared, &**handler, &mut request);
+        }
+        _ => unreachable!("the transport fixes the handler's request type"),
+    }
+}
+
+/// What the phase runner needs from a request type.
+trait Phases {
+    fn client(&self) -> &Address;
+    fn respond(&mut self) -> io::Result<()>;
+}
+
+impl Phases for StreamRequest {
+    fn client(&self) -> &Address {
+        self.client_addr()
+    }
+    fn respond(&mut self) -> io::Result<()> {
+        StreamRequest::respond(self)
+    }
+}
+
+impl Phases for DatagramRequest {
+    fn client(&self) -> &Address {
+        self.client_addr()
+    }
+    fn respond(&mut self) -> io::Result<()> {
+        DatagramRequest::respond(self)
+    }
+}
+
+/// setup, handle, finish, respond: each caught and reported on its own, so a failing
+/// `handle` still gets its `finish`.
+fn run_phases<R: Phases + 'static>(shared: &Shared, handler: &dyn RequestHandler<R>, request: &mut R) {
+    let step = |request: &mut R, phase: Phase, f: &dyn Fn(&mut R) -> io::Result<()>| -> bool {
+        let error = match panic::catch_unwind(AssertUnwindSafe(|| f(request))) {
+            Ok(Ok(())) => return true,
+            Ok(Err(source)) => Error::Handler { phase, source },
+            Err(payload) => Error::Panic { phase, message: panic_message(&*payload) },
+        };
+        shared.report(&error, Some(request.client()));
+        false
+    };
+    if !step(request, Phase::Setup, &|r| handler.setup(r)) {
+        return;
+    }
+    step(request, Phase::Handle, &|r| handler.handle(r));
+    step(request, Phase::Finish, &|r| handler.finish(r));
+    step(request, Phase::Respond, &|r| r.respond());
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a panic with a non-string payload)".to_string()
+    }
+}
+
+impl<T: Transport> Server<T> {
+    /// Serves requests until [`shutdown`](Server::shutdown) (Python's `serve_forever`).
+    ///
+    /// Blocks in `accept`/`recvfrom` with no timeout and no polling: an idle server makes
+    /// no wakeups. When shutdown is asked for, it stops accepting at once, waits for the
+    /// running requests (see [`Builder::shutdown_deadline`]) and returns `Ok(())`.
+    ///
+    /// A `shutdown` that arrived before the first call (for example right after
+    /// spawning the thread that calls this) makes this call return at once. It may be
+    /// called again after it returns; it binds the same address again.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyServing`] if another serve call runs, [`Error::Closed`] after
+    /// [`close`](Server::close), [`Error::AddrInUse`] if the address could not be bound
+    /// again, and [`Error::Accept`] if the listening socket itself broke.
+    ///
+    /// # Python
+    /// There is no `poll_interval`: shutdown takes effect at once instead of within 0.5 s.
+    pub fn serve_forever(&self) -> Result<()> {
+        self.shared.serve(false).map(drop)
+    }
+
+    /// Waits for one request and dispatches it (Python's `handle_request`).
+    ///
+    /// Honours [`Builder::timeout`]: if no request arrives in time, the `handle_timeout`
+    /// hook runs and this returns `Ok(false)`. Returns `Ok(true)` once a request was
+    /// dispatched (in threading and pool modes it may still be running).
+    ///
+    /// # Errors
+    /// As [`serve_forever`](Server::serve_forever).
+    pub fn handle_request(&self) -> Result<bool> {
+        self.shared.serve(true)
+    }
+
+    /// Stops serving (Python's `shutdown`). Callable from any thread, including from a
+    /// handler, and before `serve_forever` has started.
+    ///
+    /// New connections are refused at once, in every mode. `serve_forever` then returns
+    /// once running requests finish, or once [`Builder::shutdown_deadline`] passes and
+    /// their connections are closed. Called from outside the server, this waits for that
+    /// return, like Python's; called from a handler or hook, it only asks, since waiting
+    /// would wait for itself. A call while nothing serves, after a serve has ended, does
+    /// nothing.
+    pub fn shutdown(&self) {
+        self.shared.shutdown();
+    }
+
+    /// A handle for other threads: [`ServerHandle::shutdown`] and the address.
+    pub fn handle(&self) -> ServerHandle {
+        self.shared.handle()
+    }
+
+    /// The address the server is bound to: the real port after binding port 0, or the
+    /// socket path (Python's `server_address`).
+    #[doc(alias = "server_address")]
+    pub fn local_addr(&self) -> T::Addr {
+        T::typed_addr(&self.shared.local)
+    }
+
+    /// Closes the server (Python's `server_close`): shuts it down, closes the socket,
+    /// waits for requests and joins threads as the dispatch mode says, and removes the
+    /// Unix socket file this server created. Dropping the server does the same; calling
+    /// it twice does nothing the second time.
+    #[doc(alias = "server_close")]
+    pub fn close(&self) {
+        self.shared.close();
+    }
+
+    /// Runs `serve_forever` on a new thread and returns a guard that stops it.
+    ///
+    /// For test harnesses: bind to `127.0.0.1:0`, read [`local_addr`](Server::local_addr),
+    /// serve in the background; [`BackgroundServer::stop`] or dropping the guard shuts
+    /// the server down, joins the thread and closes the server, leaving nothing running.
+    pub fn serve_in_background(self) -> io::Result<BackgroundServer<T>> {
+        let server = Arc::new(self);
+        let serving = server.clone();
+        let thread =
+            thread::Builder::new().name("socketserver-serve".to_string()).spawn(move || serving.serve_forever())?;
+        Ok(BackgroundServer { server, thread: Some(thread) })
+    }
+}
+
+impl<T: Transport> Drop for Server<T> {
+    fn drop(&mut self) {
+        self.shared.close();
+    }
+}
+
+/// A server running `serve_forever` on its own thread; see
+/// [`Server::serve_in_background`]. Dropping it stops the server and joins the thread.
+pub struct BackgroundServer<T: Transport> {
+    server: Arc<Server<T>>,
+    thread: Option<JoinHandle<Result<()>>>,
+}
+
+impl<T: Transport> fmt::Debug for BackgroundServer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackgroundServer").field("server", &self.server).finish_non_exhaustive()
+    }
+}
+
+impl<T: Transport> BackgroundServer<T> {
+    /// The server's address.
+    pub fn local_addr(&self) -> T::Addr {
+        self.server.local_addr()
+    }
+
+    /// A handle to the server.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Shuts the server down, joins its thread, closes it, and returns what
+    /// `serve_forever` returned.
+    ///
+    /// # Errors
+    /// The error `serve_forever` returned, if any.
+    ///
+    /// # Panics
+    /// Panics with the same payload if the serve thread panicked (a hook panicked).
+    pub fn stop(mut self) -> Result<()> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let Some(thread) = self.thread.take() else {
+            return Ok(());
+        };
+        self.server.shutdown();
+        let result = thread.join().unwrap_or_else(|payload| panic::resume_unwind(payload));
+        self.server.close();
+        result
+    }
+}
+
+impl<T: Transport> Drop for BackgroundServer<T> {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            self.server.shutdown();
+            return;
+        }
+        if let Err(e) = self.finish() {
+            log::error!("background server ended with an error: {e}");
+        }
+    }
+}
+
+/// Configures a server before binding it: socket options, dispatch mode, hooks.
+///
+/// Get one from `TcpServer::builder(addr)` (and the other servers' `builder`), or from
+/// `from_listener` / `from_socket` to serve a socket you bound yourself. Every setting
+/// has a safe default, given in its doc.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use socketserver::{dispatch::Pool, StreamRequest, TcpServer};
+///
+/// let server = TcpServer::builder("127.0.0.1:0")
+///     .backlog(1024)
+///     .dispatch(Pool::new(16))
+///     .read_timeout(Duration::from_secs(30))
+///     .shutdown_deadline(Duration::from_secs(2))
+///     .bind(|req: &mut StreamRequest| std::io::copy(req.reader(), &mut std::io::sink()).map(drop))?;
+/// assert_ne!(server.local_addr().port(), 0);
+/// # Ok::<(), socketserver::Error>(())
+/// ```
+#[must_use = "a builder does nothing until `bind` is called"]
+pub struct Builder<T: Transport> {
+    target: BindTarget,
+    options: SocketOptions,
+    config: Config,
+    dispatch: Box<dyn Dispatch>,
+    _transport: PhantomData<fn() -> T>,
+}
+
+impl<T: Transport> fmt::Debug for Builder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder").field("target", &self.target).field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+impl<T: Transport> Builder<T> {
+    fn new(target: BindTarget) -> Self {
+        Builder {
+            target,
+            options: SocketOptions { backlog: DEFAULT_BACKLOG, reuse_address: None, reuse_port: false, only_v6: None },
+            config: Config::default(),
+            dispatch: Box::new(Sequential),
+            _transport: PhantomData,
+        }
+    }
+
+    /// Where requests run: [`Sequential`](crate::dispatch::Sequential) (the default, as
+    /// Python's plain servers), [`Threading`](crate::dispatch::Threading),
+    /// [`Pool`](crate::dispatch::Pool), or a [`Dispatch`] of your own.
+    pub fn dispatch(mut self, dispatch: impl Dispatch) -> Self {
+        self.dispatch = Box::new(dispatch);
+        self
+    }
+
+    /// How long [`Server::handle_request`] waits for a request before calling the
+    /// `handle_timeout` hook (Python's `timeout`). Default: no limit.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout = Some(timeout);
+        self
+    }
+
+    /// After shutdown, how long running requests may take before their connections are
+    /// closed under them (handlers then see end-of-file or errors). Default: no limit,
+    /// as in Python: shutdown waits for every request.
+    pub fn shutdown_deadline(mut self, deadline: Duration) -> Self {
+        self.config.shutdown_deadline = Some(deadline);
+        self
+    }
+
+    /// Called with each client's address before dispatch (Python's `verify_request`);
+    /// `false` closes the connection (or drops the datagram) without running the handler.
+    pub fn verify_request(mut self, hook: impl Fn(&Address) -> bool + Send + Sync + 'static) -> Self {
+        self.config.hooks.verify_request = Some(Box::new(hook));
+        self
+    }
+
+    /// Called for every error and caught panic of a request, with the client's address
+    /// when there is one (Python's `handle_error`). The default logs it with
+    /// `log::error!`. The server goes on serving either way.
+    pub fn handle_error(mut self, hook: impl Fn(&Error, Option<&Address>) + Send + Sync + 'static) -> Self {
+        self.config.hooks.handle_error = Some(Box::new(hook));
+        self
+    }
+
+    /// Called when [`Server::handle_request`] times out (Python's `handle_timeout`).
+    pub fn handle_timeout(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.config.hooks.handle_timeout = Some(Box::new(hook));
+        self
+    }
+
+    /// Called by `serve_forever` about every `interval` (Python's `service_actions`,
+    /// which Python calls every `poll_interval`). Only with this hook set does the idle
+    /// serve loop wake up at all, once per interval.
+    ///
+    /// # Panics
+    /// Panics if `interval` is zero.
+    pub fn service_actions(mut self, interval: Duration, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        assert!(!interval.is_zero(), "the service_actions interval must not be zero");
+        self.config.hooks.service_actions = Some((interval, Box::new(hook)));
+        self
+    }
+
+    /// Binds (and for streams, listens) and returns the server, ready to serve.
+    ///
+    /// # Errors
+    /// [`Error::AddrInUse`] when the address is taken (for Unix sockets: a live server
+    /// answers at the path); [`Error::Bind`] for any other failure, naming the address.
+    /// A failed bind leaks no descriptor.
+    pub fn bind<H>(self, handler: H) -> Result<Server<T>>
+    where
+        H: RequestHandler<T::Request>,
+    {
+        let bound = T::open(self.target, &self.options)?;
+        let local = bound.endpoint.local_address()?;
+        let max_concurrent = self.dispatch.max_concurrent();
+        let shared = Shared {
+            handler: T::Request::erase(handler),
+            dispatch: self.dispatch,
+            max_concurrent,
+            config: self.config,
+            options: self.options,
+            reopen: T::reopen,
+            local,
+            stopping: AtomicBool::new(false),
+            life: Mutex::new(Life {
+                phase: LifePhase::Idle,
+                generation: 0,
+                served: false,
+                stop_pending: false,
+                deadline: None,
+                endpoint: Some(Arc::new(bound.endpoint)),
+                interrupted: false,
+                owned_path: bound.owned_path,
+            }),
+            life_changed: Condvar::new(),
+            requests: Mutex::new(Requests::default()),
+            requests_changed: Condvar::new(),
+        };
+        Ok(Server { shared: Arc::new(shared), _transport: PhantomData })
+    }
+}
+
+impl<T: Transport<Request = StreamRequest>> Builder<T> {
+    /// The listen backlog (Python's `request_queue_size`). Default
+    /// [`DEFAULT_BACKLOG`] (128); Python's 5 drops connections under bursts.
+    #[doc(alias = "request_queue_size")]
+    pub fn backlog(mut self, backlog: u32) -> Self {
+        self.options.backlog = backlog.min(i32::MAX as u32) as i32;
+        self
+    }
+
+    /// The read buffer size of each request's [`Reader`](crate::Reader) (Python's
+    /// `rbufsize`). Default [`DEFAULT_RBUFSIZE`] (8192).
+    pub fn rbufsize(mut self, bytes: usize) -> Self {
+        self.config.rbufsize = bytes;
+        self
+    }
+
+    /// The write buffer size of each request's [`Writer`](crate::Writer) (Python's
+    /// `wbufsize`). Default 0: unbuffered, every write is sent at once.
+    pub fn wbufsize(mut self, bytes: usize) -> Self {
+        self.config.wbufsize = bytes;
+        self
+    }
+
+    /// A read timeout on every connection (Python's `StreamRequestHandler.timeout`): a
+    /// read that waits longer fails with `WouldBlock`/`TimedOut`, which ends the request
+    /// through `handle_error`. Default: none.
+    ///
+    /// # Panics
+    /// Panics if `timeout` is zero.
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        assert!(!timeout.is_zero(), "a zero read timeout is not allowed");
+        self.config.read_timeout = Some(timeout);
+        self
+    }
+
+    /// A write timeout on every connection. Default: none.
+    ///
+    /// # Panics
+    /// Panics if `timeout` is zero.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        assert!(!timeout.is_zero(), "a zero write timeout is not allowed");
+        self.config.write_timeout = Some(timeout);
+        self
+    }
+}
+
+impl<T: Transport<Request = DatagramRequest>> Builder<T> {
+    /// The largest datagram read; longer ones are truncated to it, as in Python.
+    /// Default [`DEFAULT_MAX_PACKET_SIZE`] (8192).
+    ///
+    /// # Panics
+    /// Panics if `bytes` is zero.
+    pub fn max_packet_size(mut self, bytes: usize) -> Self {
+        assert!(bytes > 0, "max_packet_size must be at least 1");
+        self.config.max_packet_size = bytes;
+        self
+    }
+}
+
+/// Transports over IP: [`Tcp`] and [`Udp`].
+pub trait InetTransport: Transport {}
+impl InetTransport for Tcp {}
+impl InetTransport for Udp {}
+
+impl<T: InetTransport> Builder<T> {
+    /// `SO_REUSEADDR` (Python's `allow_reuse_address`). Default: on for TCP, so a
+    /// restarted server can bind while old connections sit in `TIME_WAIT`; off for UDP,
+    /// where it would let a second server share the port.
+    #[doc(alias = "allow_reuse_address")]
+    pub fn reuse_address(mut self, reuse: bool) -> Self {
+        self.options.reuse_address = Some(reuse);
+        self
+    }
+
+    /// `SO_REUSEPORT` (Python's `allow_reuse_port`): several processes may bind the same
+    /// port and the kernel spreads connections among them. Default: off.
+    #[doc(alias = "allow_reuse_port")]
+    pub fn reuse_port(mut self, reuse: bool) -> Self {
+        self.options.reuse_port = reuse;
+        self
+    }
+
+    /// `IPV6_V6ONLY` for an IPv6 address: `true` serves IPv6 only, `false` also IPv4
+    /// (as mapped addresses). Default: the system's (on Linux, `false`).
+    pub fn only_v6(mut self, only_v6: bool) -> Self {
+        self.options.only_v6 = Some(only_v6);
+        self
+    }
+}
+
+impl Builder<Tcp> {
+    /// `TCP_NODELAY` on every connection (Python's `disable_nagle_algorithm`). Default: off.
+    #[doc(alias = "disable_nagle_algorithm")]
+    pub fn nodelay(mut self, nodelay: bool) -> Self {
+        self.config.nodelay = nodelay;
+        self
+    }
+}
+
+/// The text of an address for error messages: `"127.0.0.1:80"` without the quotes.
+fn addr_text(addr: &impl fmt::Debug) -> String {
+    format!("{addr:?}").trim_matches('"').to_string()
+}
+
+fn inet_target<A: ToSocketAddrs + fmt::Debug>(addr: A) -> BindTarget {
+    BindTarget::Inet(addr.to_socket_addrs().map(Iterator::collect), addr_text(&addr))
+}
+
+impl Server<Tcp> {
+    /// Binds and listens on `addr` with the defaults: sequential dispatch, backlog 128,
+    /// `SO_REUSEADDR` on. Port 0 picks a free port; read it with `local_addr`.
+    ///
+    /// # Errors
+    /// [`Error::AddrInUse`] naming the address, or [`Error::Bind`].
+    pub fn bind<A, H>(addr: A, handler: H) -> Result<Self>
+    where
+        A: ToSocketAddrs + fmt::Debug,
+        H: RequestHandler<StreamRequest>,
+    {
+        Self::builder(addr).bind(handler)
+    }
+
+    /// A [`Builder`] for a TCP server on `addr`.
+    pub fn builder<A: ToSocketAddrs + fmt::Debug>(addr: A) -> Builder<Tcp> {
+        Builder::new(inet_target(addr))
+    }
+
+    /// A [`Builder`] that serves a listener you created, bound and set listening
+    /// yourself (Python's `bind_and_activate=False`): for socket options this crate
+    /// does not set, or a descriptor inherited from a parent (`OwnedFd` converts into a
+    /// `TcpListener`). Socket options on the builder do not apply to it.
+    pub fn from_listener(listener: impl Into<net::TcpListener>) -> Builder<Tcp> {
+        Builder::new(BindTarget::Existing(Endpoint::Tcp(listener.into())))
+    }
+}
+
+impl Server<Udp> {
+    /// Binds a UDP socket on `addr` with the defaults: sequential dispatch, datagrams
+    /// up to 8192 bytes, `SO_REUSEADDR` off.
+    ///
+    /// # Errors
+    /// [`Error::AddrInUse`] naming the address, or [`Error::Bind`].
+    pub fn bind<A, H>(addr: A, handler: H) -> Result<Self>
+    where
+        A: ToSocketAddrs + fmt::Debug,
+        H: RequestHandler<DatagramRequest>,
+    {
+        Self::builder(addr).bind(handler)
+    }
+
+    /// A [`Builder`] for a UDP server on `addr`.
+    pub fn builder<A: ToSocketAddrs + fmt::Debug>(addr: A) -> Builder<Udp> {
+        Builder::new(inet_target(addr))
+    }
+
+    /// A [`Builder`] that serves a UDP socket you bound yourself.
+    pub fn from_socket(socket: impl Into<net::UdpSocket>) -> Builder<Udp> {
+        let socket = DatagramSocket::Udp(socket.into());
+        Builder::new(BindTarget::Existing(Endpoint::Datagram(Arc::new(socket))))
+    }
+}
+
+impl Server<UnixStream> {
+    /// Binds and listens on the socket file `path`.
+    ///
+    /// A stale socket file left by a server that died is replaced; a live server at the
+    /// path is [`Error::AddrInUse`]; anything that is not a socket is [`Error::Bind`]
+    /// and is never deleted. Closing the server removes the file.
+    ///
+    /// # Errors
+    /// As above.
+    pub fn bind<P, H>(path: P, handler: H) -> Result<Self>
+    where
+        P: AsRef<Path>,
+        H: RequestHandler<StreamRequest>,
+    {
+        Self::builder(path).bind(handler)
+    }
+
+    /// A [`Builder`] for a Unix stream server at `path`.
+    pub fn builder<P: AsRef<Path>>(path: P) -> Builder<UnixStream> {
+        Builder::new(BindTarget::Path(PathBuf::from(path.as_ref())))
+    }
+
+    /// A [`Builder`] that serves a Unix listener you created. Its socket file is yours:
+    /// closing the server does not remove it.
+    pub fn from_listener(listener: impl Into<unix::UnixListener>) -> Builder<UnixStream> {
+        Builder::new(BindTarget::Existing(Endpoint::UnixStream(listener.into())))
+    }
+}
+
+impl Server<UnixDatagram> {
+    /// Binds a Unix datagram socket at `path`; stale files are handled as by
+    /// [`UnixStreamServer::bind`](Server::<UnixStream>::bind).
+    ///
+    /// # Errors
+    /// [`Error::AddrInUse`] or [`Error::Bind`].
+    pub fn bind<P, H>(path: P, handler: H) -> Result<Self>
+    where
+        P: AsRef<Path>,
+        H: RequestHandler<DatagramRequest>,
+    {
+        Self::builder(path).bind(handler)
+    }
+
+    /// A [`Builder`] for a Unix datagram server at `path`.
+    pub fn builder<P: AsRef<Path>>(path: P) -> Builder<UnixDatagram> {
+        Builder::new(BindTarget::Path(PathBuf::from(path.as_ref())))
+    }
+
+    /// A [`Builder`] that serves a Unix datagram socket you bound. Its socket file is
+    /// yours: closing the server does not remove it.
+    pub fn from_socket(socket: impl Into<unix::UnixDatagram>) -> Builder<UnixDatagram> {
+        let socket = DatagramSocket::Unix(socket.into());
+        Builder::new(BindTarget::Existing(Endpoint::Datagram(Arc::new(socket))))
+    }
+}
