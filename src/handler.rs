@@ -55,6 +55,20 @@ use crate::transport::{Address, Connection, DatagramSocket};
 ///         Ok(())
 ///     }
 /// }
+///
+/// let server = socketserver::TcpServer::bind("127.0.0.1:0", Counter::default())?;
+/// let addr = server.local_addr();
+/// let background = server.serve_in_background()?;
+/// for expected in ["1: a\n2: b\n", "3: c\n"] {
+///     let mut client = std::net::TcpStream::connect(addr)?;
+///     client.write_all(expected.lines().map(|l| &l[3..]).collect::<Vec<_>>().join("\n").as_bytes())?;
+///     client.shutdown(std::net::Shutdown::Write)?;
+///     let mut reply = String::new();
+///     io::Read::read_to_string(&mut client, &mut reply)?;
+///     assert_eq!(reply, expected);
+/// }
+/// background.stop()?;
+/// # Ok::<(), socketserver::Error>(())
 /// ```
 #[doc(alias = "BaseRequestHandler")]
 #[doc(alias = "StreamRequestHandler")]

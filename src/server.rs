@@ -55,7 +55,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// # Examples
 ///
 /// ```
-/// use std::io::{self, BufRead, Read, Write};
+/// use std::io::{BufRead, Read, Write};
 /// use socketserver::{StreamRequest, TcpServer};
 ///
 /// let server = TcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| {
@@ -568,9 +568,14 @@ impl Shared {
     /// The serve loop shared by `serve_forever` (`once == false`) and `handle_request`.
     /// Returns whether a request was processed.
     fn serve(self: &Arc<Self>, once: bool) -> Result<bool> {
-        let Some(endpoint) = self.begin(!once)? else {
-            return Ok(false);
-        };
+        match self.begin(!once)? {
+            Some(endpoint) => self.serve_begun(endpoint, once),
+            None => Ok(false),
+        }
+    }
+
+    /// The loop of a serve call that [`Shared::begin`] has started.
+    fn serve_begun(self: &Arc<Self>, endpoint: Arc<Endpoint>, once: bool) -> Result<bool> {
         let _serving = Serving(self);
         let _current = CurrentServer::enter(self);
         let mut buffer = match &*endpoint {
@@ -644,15 +649,18 @@ impl Shared {
     }
 
     fn close(&self) {
-        self.shutdown();
-        let owned_path = {
+        let owned_path = loop {
+            self.shutdown();
             let mut life = self.life.lock();
-            if life.phase == LifePhase::Closed {
-                return;
+            match life.phase {
+                LifePhase::Closed => return,
+                // A serve call started on another thread since `shutdown` returned.
+                LifePhase::Serving if !CurrentServer::is(self) => continue,
+                _ => {}
             }
             life.phase = LifePhase::Closed;
             life.endpoint = None;
-            life.owned_path.take()
+            break life.owned_path.take();
         };
         // Requests started by handle_request in a threaded mode may still run.
         let drained = !self.dispatch.waits_for_requests()
@@ -817,12 +825,31 @@ impl<T: Transport> Server<T> {
     /// For test harnesses: bind to `127.0.0.1:0`, read [`local_addr`](Server::local_addr),
     /// serve in the background; [`BackgroundServer::stop`] or dropping the guard shuts
     /// the server down, joins the thread and closes the server, leaving nothing running.
-    pub fn serve_in_background(self) -> io::Result<BackgroundServer<T>> {
+    ///
+    /// The serve call begins before this returns, so a `stop` right after it can never
+    /// be mistaken for a shutdown between two serve calls.
+    ///
+    /// # Errors
+    /// As [`serve_forever`](Server::serve_forever), and [`Error::Io`] if the thread
+    /// cannot be spawned.
+    pub fn serve_in_background(self) -> Result<BackgroundServer<T>> {
+        let endpoint = self.shared.begin(true)?;
+        let begun = endpoint.is_some();
         let server = Arc::new(self);
         let serving = server.clone();
-        let thread =
-            thread::Builder::new().name("socketserver-serve".to_string()).spawn(move || serving.serve_forever())?;
-        Ok(BackgroundServer { server, thread: Some(thread) })
+        let spawned = thread::Builder::new().name("socketserver-serve".to_string()).spawn(move || match endpoint {
+            Some(endpoint) => serving.shared.serve_begun(endpoint, false).map(drop),
+            None => Ok(()),
+        });
+        match spawned {
+            Ok(thread) => Ok(BackgroundServer { server, thread: Some(thread) }),
+            Err(e) => {
+                if begun {
+                    drop(Serving(&server.shared)); // end the serve call no thread runs
+                }
+                Err(Error::Io(e))
+            }
+        }
     }
 }
 

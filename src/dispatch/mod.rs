@@ -53,19 +53,36 @@ impl fmt::Debug for Job {
 ///
 /// # Examples
 ///
-/// A mode that runs every request on a new, unnamed thread:
+/// A mode that runs every request on a new, unnamed thread, and counts them:
 ///
 /// ```
-/// use std::io;
+/// use std::io::{self, Read, Write};
+/// use std::sync::atomic::{AtomicUsize, Ordering};
 /// use socketserver::dispatch::{Dispatch, Job};
+/// use socketserver::{StreamRequest, TcpServer};
 ///
-/// struct Spawn;
+/// #[derive(Default)]
+/// struct Spawn {
+///     started: AtomicUsize,
+/// }
 ///
 /// impl Dispatch for Spawn {
 ///     fn execute(&self, job: Job) -> io::Result<()> {
+///         self.started.fetch_add(1, Ordering::Relaxed);
 ///         std::thread::Builder::new().spawn(move || job.run()).map(drop)
 ///     }
 /// }
+///
+/// let server = TcpServer::builder("127.0.0.1:0")
+///     .dispatch(Spawn::default())
+///     .bind(|req: &mut StreamRequest| req.writer().write_all(b"hi"))?;
+/// let addr = server.local_addr();
+/// let background = server.serve_in_background()?;
+/// let mut reply = String::new();
+/// std::net::TcpStream::connect(addr)?.read_to_string(&mut reply)?;
+/// assert_eq!(reply, "hi");
+/// background.stop()?;
+/// # Ok::<(), socketserver::Error>(())
 /// ```
 pub trait Dispatch: Send + Sync + 'static {
     /// Runs `job`, inline or elsewhere. On error the job is dropped, which closes its

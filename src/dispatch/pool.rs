@@ -22,8 +22,14 @@ use super::{default_workers, Dispatch, Job};
 /// # Examples
 ///
 /// ```
-/// use socketserver::dispatch::Pool;
-/// let mode = Pool::new(8).thread_name("kv-worker");
+/// use std::io::Write;
+/// use socketserver::{dispatch::Pool, StreamRequest, TcpServer};
+///
+/// let server = TcpServer::builder("127.0.0.1:0")
+///     .dispatch(Pool::new(8).thread_name("kv-worker"))
+///     .bind(|req: &mut StreamRequest| req.writer().write_all(b"ok"))?;
+/// # drop(server);
+/// # Ok::<(), socketserver::Error>(())
 /// ```
 pub struct Pool {
     workers: usize,

@@ -24,8 +24,14 @@ use super::{Dispatch, Job};
 /// # Examples
 ///
 /// ```
-/// use socketserver::dispatch::Threading;
-/// let mode = Threading::new().max_threads(256).thread_name("echo");
+/// use std::io::Write;
+/// use socketserver::{dispatch::Threading, StreamRequest, TcpServer};
+///
+/// let server = TcpServer::builder("127.0.0.1:0")
+///     .dispatch(Threading::new().max_threads(256).thread_name("echo"))
+///     .bind(|req: &mut StreamRequest| req.writer().write_all(b"ok"))?;
+/// # drop(server);
+/// # Ok::<(), socketserver::Error>(())
 /// ```
 pub struct Threading {
     max_threads: Option<usize>,

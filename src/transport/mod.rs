@@ -233,6 +233,9 @@ impl DatagramSocket {
     }
 }
 
+/// The shortest receive timeout set on a server socket.
+const MIN_RECEIVE_TIMEOUT: Duration = Duration::from_millis(1);
+
 /// A bound socket the serve loop receives requests from.
 #[derive(Debug)]
 pub(crate) enum Endpoint {
@@ -293,7 +296,9 @@ impl Endpoint {
     /// Sets how long one [`Endpoint::receive`] may block (`SO_RCVTIMEO`, which Linux also
     /// applies to `accept`); `None` blocks until a request or [`Endpoint::interrupt`].
     pub(crate) fn set_receive_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.sock().set_read_timeout(timeout)
+        // SO_RCVTIMEO has microsecond resolution and zero means "no timeout": a
+        // sub-microsecond remainder would turn into blocking forever.
+        self.sock().set_read_timeout(timeout.map(|t| t.max(MIN_RECEIVE_TIMEOUT)))
     }
 
     pub(crate) fn local_address(&self) -> io::Result<Address> {
