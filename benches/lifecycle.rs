@@ -33,7 +33,9 @@ fn datagram_handler(_: &mut DatagramRequest) -> io::Result<()> {
     Ok(())
 }
 
-fn modes() -> Vec<(&'static str, fn() -> Box<dyn Dispatch>)> {
+type MakeDispatch = fn() -> Box<dyn Dispatch>;
+
+fn modes() -> Vec<(&'static str, MakeDispatch)> {
     vec![
         ("sequential", || Box::new(Sequential)),
         ("threading", || Box::new(Threading::new())),
@@ -116,7 +118,10 @@ fn measure<T: Transport>(name: String, mut bind: impl FnMut() -> Server<T>) -> R
     }
 }
 
-fn bind_with<T: Transport>(builder: impl Fn() -> Builder<T>, handler: fn(&mut T::Request) -> io::Result<()>) -> Server<T>
+fn bind_with<T: Transport>(
+    builder: impl Fn() -> Builder<T>,
+    handler: fn(&mut T::Request) -> io::Result<()>,
+) -> Server<T>
 where
     fn(&mut T::Request) -> io::Result<()>: socketserver::RequestHandler<T::Request>,
 {
@@ -172,7 +177,9 @@ fn main() {
         );
     }
     if let Some((p50, max, wakeups, cpu, version)) = &python {
-        println!("| Python {version}: TCPServer / ThreadingTCPServer | {p50:.3} | {max:.3} | {wakeups:.1} | {cpu:.1} |");
+        println!(
+            "| Python {version}: TCPServer / ThreadingTCPServer | {p50:.3} | {max:.3} | {wakeups:.1} | {cpu:.1} |"
+        );
         let ours = rows.iter().find(|r| r.name == "tcp threading").unwrap();
         println!();
         println!(

@@ -279,13 +279,9 @@ impl StreamRequest {
         &self.server
     }
 
-    /// The server's last step: flush the writer and send end-of-file to the client.
-    pub(crate) fn respond(&mut self) -> io::Result<()> {
-        self.writer.flush()?;
-        // Python's shutdown_request: SHUT_WR before close, so the client reads EOF even
-        // if another descriptor to the socket is still open. The peer may be gone.
-        let _ = self.connection.shutdown(std::net::Shutdown::Write);
-        Ok(())
+    /// Flushes the writer, after `finish`.
+    pub(crate) fn flush_writer(&mut self) -> io::Result<()> {
+        self.writer.flush()
     }
 }
 

@@ -67,6 +67,7 @@
 //! | `shutdown()` | [`Server::shutdown`], [`ServerHandle::shutdown`] |
 //! | `handle_request()`, `timeout`, `handle_timeout()` | [`Server::handle_request`], [`Builder::timeout`], [`Builder::handle_timeout`] |
 //! | `verify_request`, `handle_error`, `service_actions` | [`Builder::verify_request`], [`Builder::handle_error`], [`Builder::service_actions`] |
+//! | `shutdown_request`, `close_request` | [`Builder::shutdown_request`] (default: shut down the write half); the server always closes afterwards |
 //! | `server_close()`, `with server:` | [`Server::close`], drop |
 //! | `request_queue_size` (5) | [`Builder::backlog`] (128) |
 //! | `allow_reuse_address`, `allow_reuse_port` | [`Builder::reuse_address`], [`Builder::reuse_port`] |

@@ -165,6 +165,7 @@ impl ServerHandle {
 type VerifyHook = Box<dyn Fn(&Address) -> bool + Send + Sync>;
 type ErrorHook = Box<dyn Fn(&Error, Option<&Address>) + Send + Sync>;
 type PlainHook = Box<dyn Fn() + Send + Sync>;
+type ConnectionHook = Box<dyn Fn(&Connection) -> io::Result<()> + Send + Sync>;
 
 /// The hooks of Python's `BaseServer`, each optional.
 #[derive(Default)]
@@ -173,6 +174,7 @@ struct Hooks {
     handle_error: Option<ErrorHook>,
     handle_timeout: Option<PlainHook>,
     service_actions: Option<(Duration, PlainHook)>,
+    shutdown_request: Option<ConnectionHook>,
 }
 
 /// Per-request settings, fixed when the server is built.
@@ -701,15 +703,27 @@ fn run(ticket: Ticket, work: Work) {
 /// What the phase runner needs from a request type.
 trait Phases {
     fn client(&self) -> &Address;
-    fn respond(&mut self) -> io::Result<()>;
+    /// The server's last step for the request, after `finish`.
+    fn respond(&mut self, hooks: &Hooks) -> io::Result<()>;
 }
 
 impl Phases for StreamRequest {
     fn client(&self) -> &Address {
         self.client_addr()
     }
-    fn respond(&mut self) -> io::Result<()> {
-        StreamRequest::respond(self)
+
+    fn respond(&mut self, hooks: &Hooks) -> io::Result<()> {
+        self.flush_writer()?;
+        match &hooks.shutdown_request {
+            Some(hook) => hook(self.connection()),
+            None => {
+                // Python's shutdown_request: SHUT_WR before close, so the client reads
+                // end-of-file even if a clone of the socket is still open. The peer may
+                // be gone already; that is no error.
+                let _ = self.connection().shutdown(Shutdown::Write);
+                Ok(())
+            }
+        }
     }
 }
 
@@ -717,7 +731,8 @@ impl Phases for DatagramRequest {
     fn client(&self) -> &Address {
         self.client_addr()
     }
-    fn respond(&mut self) -> io::Result<()> {
+
+    fn respond(&mut self, _: &Hooks) -> io::Result<()> {
         DatagramRequest::respond(self)
     }
 }
@@ -739,7 +754,7 @@ fn run_phases<R: Phases + 'static>(shared: &Shared, handler: &dyn RequestHandler
     }
     step(request, Phase::Handle, &|r| handler.handle(r));
     step(request, Phase::Finish, &|r| handler.finish(r));
-    step(request, Phase::Respond, &|r| r.respond());
+    step(request, Phase::Respond, &|r| r.respond(&shared.config.hooks));
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -1093,6 +1108,16 @@ impl<T: Transport<Request = StreamRequest>> Builder<T> {
     pub fn read_timeout(mut self, timeout: Duration) -> Self {
         assert!(!timeout.is_zero(), "a zero read timeout is not allowed");
         self.config.read_timeout = Some(timeout);
+        self
+    }
+
+    /// Replaces what the server does to a connection after `finish` and the flush,
+    /// just before closing it (Python's `shutdown_request`). The default shuts down the
+    /// write half, so the client reads end-of-file; an error is reported to
+    /// `handle_error` with [`Phase::Respond`]. Closing itself always follows.
+    #[doc(alias = "close_request")]
+    pub fn shutdown_request(mut self, hook: impl Fn(&Connection) -> io::Result<()> + Send + Sync + 'static) -> Self {
+        self.config.hooks.shutdown_request = Some(Box::new(hook));
         self
     }
 

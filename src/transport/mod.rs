@@ -4,8 +4,8 @@
 //! [`UnixStream`], [`UnixDatagram`]) that only knows how to bind its socket; what the
 //! socket produces is one of two kinds, a stream connection ([`Connection`]) or a
 //! datagram ([`DatagramSocket`]), and everything after that is transport-independent.
-//! Stream transports hand a [`StreamRequest`](crate::StreamRequest) to the handler,
-//! datagram transports a [`DatagramRequest`](crate::DatagramRequest), so one handler
+//! Stream transports hand a [`StreamRequest`] to the handler,
+//! datagram transports a [`DatagramRequest`], so one handler
 //! serves TCP and Unix streams alike.
 
 use std::fmt;
@@ -182,7 +182,7 @@ impl Write for &Connection {
 
 /// The server's datagram socket: UDP or Unix datagram.
 ///
-/// A [`DatagramRequest`](crate::DatagramRequest) gives access to it for sends beyond the
+/// A [`DatagramRequest`] gives access to it for sends beyond the
 /// reply (Python's `self.socket` in a datagram handler).
 #[derive(Debug)]
 #[non_exhaustive]
@@ -369,7 +369,7 @@ pub(crate) mod sealed {
 /// once for all four (`TcpServer` is `Server<Tcp>`).
 pub trait Transport: sealed::Sealed + Send + Sync + Sized + 'static {
     /// The request type handlers of this transport receive:
-    /// [`StreamRequest`](crate::StreamRequest) or [`DatagramRequest`](crate::DatagramRequest).
+    /// [`StreamRequest`] or [`DatagramRequest`].
     type Request: sealed::RequestKind;
 }
 
