@@ -378,6 +378,9 @@ impl Shared {
             return Ok(None);
         }
         if life.interrupted {
+            // Close the old socket first: an interrupted UDP socket holds its port until
+            // closed, and UDP binds without SO_REUSEADDR.
+            drop(life.endpoint.take());
             let bound = (self.reopen)(&self.local, &self.options)?;
             if let Some(old) = life.owned_path.take() {
                 drop(old); // the new bind replaced the file; the new record owns it
