@@ -136,11 +136,22 @@ fn clear_stale(path: &Path) -> Result<()> {
 /// Connects to the socket at `path` to learn whether a server is behind it. A stream
 /// connect to a datagram socket fails with `EPROTOTYPE`, so that case tries again as a
 /// datagram.
+///
+/// The connect is non-blocking: Linux makes a blocking connect wait while a live
+/// listener's queue is full, and a full queue means "live" (`EAGAIN`). The price of
+/// asking by connecting is that a live stream server sees one empty connection.
 fn probe(path: &Path) -> io::Result<()> {
     const EPROTOTYPE: i32 = 91;
-    match unix::UnixStream::connect(path) {
-        Err(e) if e.raw_os_error() == Some(EPROTOTYPE) => unix::UnixDatagram::unbound()?.connect(path),
-        other => other.map(drop),
+    let addr = SockAddr::unix(path)?;
+    let connect = |ty: Type| -> io::Result<()> {
+        let socket = Socket::new(Domain::UNIX, ty, None)?;
+        socket.set_nonblocking(true)?;
+        socket.connect(&addr)
+    };
+    match connect(Type::STREAM) {
+        Err(e) if e.raw_os_error() == Some(EPROTOTYPE) => connect(Type::DGRAM),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        other => other,
     }
 }
 
