@@ -414,26 +414,6 @@ fn service_actions_runs_repeatedly_while_idle() {
     assert_eq!(calls.load(Ordering::SeqCst), stopped_at, "service_actions ran after serve_forever returned");
 }
 
-fn voluntary_context_switches(name: &str) -> u64 {
-    let mut found = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let path = task.unwrap().path();
-        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else { continue };
-        if comm.trim_end() == name {
-            found.push(path);
-        }
-    }
-    assert_eq!(found.len(), 1, "expected exactly one thread named {name:?}, found {found:?}");
-    let status = std::fs::read_to_string(found[0].join("status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
-        .expect("voluntary_ctxt_switches in status")
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn without_service_actions_the_idle_loop_never_wakes() {
     let server = Arc::new(TcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| reply_with(req, b"ok")).unwrap());
@@ -441,9 +421,9 @@ fn without_service_actions_the_idle_loop_never_wakes() {
     let (_, reply) = request(server.local_addr(), "warm up");
     assert_eq!(reply, b"ok");
     thread::sleep(Duration::from_millis(100));
-    let before = voluntary_context_switches("hooks-idle");
+    let before = support::context_switches_of("hooks-idle");
     thread::sleep(Duration::from_millis(500));
-    let after = voluntary_context_switches("hooks-idle");
+    let after = support::context_switches_of("hooks-idle");
     stop(&server, serving);
     eprintln!("{} wakeups in 500 ms idle", after - before);
     assert!(after - before <= 2, "the idle serve thread woke {} times in 500 ms", after - before);

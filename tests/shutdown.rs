@@ -125,27 +125,6 @@ fn assert_refused_within(addr: SocketAddr, limit: Duration) -> Duration {
     }
 }
 
-/// `voluntary_ctxt_switches` of the thread of this process whose name is exactly `name`.
-fn context_switches_of(name: &str) -> u64 {
-    let mut found = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let path = task.unwrap().path();
-        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else { continue };
-        if comm.trim_end() == name {
-            found.push(path);
-        }
-    }
-    assert_eq!(found.len(), 1, "expected exactly one thread named {name:?}, found {found:?}");
-    let status = std::fs::read_to_string(found[0].join("status")).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
-        .expect("voluntary_ctxt_switches in status")
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn shutdown_from_another_thread_returns_ok_in_every_mode() {
     for name in MODES {
@@ -553,9 +532,9 @@ fn idle_wakeups<T: Transport>(server: &Arc<Server<T>>, name: &str, warm_up: impl
     wait_until(TIMEOUT, "serve_forever to begin", || handle.is_serving());
     warm_up(); // one request served: the loop is past its setup
     thread::sleep(Duration::from_millis(100));
-    let before = context_switches_of(name);
+    let before = support::context_switches_of(name);
     thread::sleep(Duration::from_millis(500));
-    let after = context_switches_of(name);
+    let after = support::context_switches_of(name);
     shutdown_within(&handle, Duration::from_secs(5));
     assert!(join_within(serve, Duration::from_secs(5)).is_ok());
     after - before

@@ -111,3 +111,25 @@ pub fn threads_named(prefix: &str) -> usize {
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
+
+/// `voluntary_ctxt_switches` of the one thread of this process named exactly `name`: a
+/// blocked thread's count stays flat, a polling one's climbs.
+pub fn context_switches_of(name: &str) -> u64 {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let path = task.unwrap().path();
+        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else { continue };
+        if comm.trim_end() == name {
+            found.push(path);
+        }
+    }
+    assert_eq!(found.len(), 1, "expected exactly one thread named {name:?}, found {found:?}");
+    let status = std::fs::read_to_string(found[0].join("status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+        .expect("voluntary_ctxt_switches in status")
+        .trim()
+        .parse()
+        .unwrap()
+}
