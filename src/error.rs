@@ -121,11 +121,8 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::AddrInUse { addr, .. } if addr.contains('/') => {
-                write!(f, "address {addr} is in use: a live server answers there; stop it or pick another path")
-            }
             Error::AddrInUse { addr, .. } => {
-                write!(f, "address {addr} is in use; stop the other server or pick another port (0 picks a free one)")
+                write!(f, "address {addr} is in use; stop the other server or choose another address")
             }
             Error::Bind { addr, source } => write!(f, "cannot bind {addr}: {source}"),
             Error::Handler { phase, source } => write!(f, "handler failed in {phase}: {source}"),

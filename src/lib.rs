@@ -40,9 +40,11 @@
 //!
 //! - **Blocking I/O, one thread per running request** (or a fixed pool). No runtime, no
 //!   `unsafe`: the crate forbids it.
-//! - **No polling.** The serve loop blocks in `accept`/`recvfrom`; `shutdown` wakes it
-//!   with `shutdown(2)` on the server socket, so it takes effect at once and an idle
-//!   server makes no wakeups. See the `server` module notes on [`Server`].
+//! - **No polling.** The serve loop blocks in `accept`/`recvfrom` with no timeout;
+//!   `shutdown` wakes it with `shutdown(fd, SHUT_RD)` on the server socket, which also
+//!   makes the kernel refuse new connections at once. An idle server makes no wakeups.
+//!   The socket cannot listen again after that, so a later `serve_forever` binds the same
+//!   address anew.
 //! - **Bounded.** Threading with `max_threads` and the pool stop accepting at their
 //!   limit; waiting connections stay in the kernel backlog (128 by default), not in an
 //!   unbounded queue.
@@ -78,8 +80,9 @@
 //!
 //! # Platform-specific behavior
 //!
-//! Unix only. Immediate shutdown relies on Linux waking a blocked `accept`/`recvfrom`
-//! when the socket is shut down for reading; that is the platform this crate is tested on.
+//! Linux. Immediate shutdown relies on Linux waking a blocked `accept`/`recvfrom` when
+//! the socket is shut down for reading, and a few error numbers are Linux's; other
+//! systems are not supported yet.
 //!
 //! # Features
 //!

@@ -248,6 +248,8 @@ struct Shared {
     config: Config,
     options: SocketOptions,
     reopen: fn(&Address, &SocketOptions) -> Result<Bound>,
+    /// False for a socket the user supplied: binding it anew would lose their options.
+    reopenable: bool,
     local: Address,
     stopping: AtomicBool,
     life: Mutex<Life>,
@@ -324,6 +326,16 @@ impl Drop for Serving<'_> {
     }
 }
 
+/// Why [`Shared::wait_for_capacity`] returned.
+enum Capacity {
+    /// A request may be accepted.
+    Free,
+    /// The server is shutting down.
+    Stopping,
+    /// The timer passed while every slot was busy.
+    Timer,
+}
+
 /// What to do about an error from `accept` or `recvfrom`.
 enum AcceptError {
     /// Interrupted by a signal, or a connection reset before it was accepted.
@@ -378,6 +390,16 @@ impl Shared {
             return Ok(None);
         }
         if life.interrupted {
+            if !self.reopenable {
+                return Err(Error::Bind {
+                    addr: self.local.to_string(),
+                    source: io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        "a server built from a socket you supplied serves until its first shutdown; \
+                         build a new server from a new socket to serve again",
+                    ),
+                });
+            }
             // Close the old socket first: an interrupted UDP socket holds its port until
             // closed, and UDP binds without SO_REUSEADDR.
             drop(life.endpoint.take());
@@ -424,7 +446,7 @@ impl Shared {
         if CurrentServer::is(self) {
             return; // called from a handler or hook: waiting here would wait for itself
         }
-        if deadline.is_some() {
+        if deadline.is_some() && self.dispatch.waits_for_requests() {
             // The serve loop may be running the request itself (sequential mode), so
             // the deadline is enforced from here too.
             self.await_requests(deadline);
@@ -472,16 +494,27 @@ impl Shared {
         requests.running == 0
     }
 
-    /// Waits for a free slot when the dispatch mode has a limit. Returns `false` when
-    /// the server is stopping.
-    fn wait_for_capacity(&self) -> bool {
+    /// Waits for a free slot when the dispatch mode has a limit, until shutdown or
+    /// `timer` (the handle_request timeout, or the next service_actions call).
+    fn wait_for_capacity(&self, timer: Option<Instant>) -> Capacity {
         if let Some(max) = self.max_concurrent {
             let mut requests = self.requests.lock();
             while requests.running >= max && !self.stopping.load(Ordering::SeqCst) {
-                self.requests_changed.wait(&mut requests);
+                match timer {
+                    None => self.requests_changed.wait(&mut requests),
+                    Some(timer) => {
+                        if self.requests_changed.wait_until(&mut requests, timer).timed_out() {
+                            return Capacity::Timer;
+                        }
+                    }
+                }
             }
         }
-        !self.stopping.load(Ordering::SeqCst)
+        if self.stopping.load(Ordering::SeqCst) {
+            Capacity::Stopping
+        } else {
+            Capacity::Free
+        }
     }
 
     /// Sleeps `delay` or until a request ends (which frees descriptors) or shutdown.
@@ -582,36 +615,59 @@ impl Shared {
     /// The loop of a serve call that [`Shared::begin`] has started.
     fn serve_begun(self: &Arc<Self>, endpoint: Arc<Endpoint>, once: bool) -> Result<bool> {
         let _serving = Serving(self);
+        // Declared after `_serving` so it is dropped first: the socket must be released
+        // before a `shutdown` waiting on `_serving` can start the next serve call.
+        let endpoint = endpoint;
         let _current = CurrentServer::enter(self);
         let mut buffer = match &*endpoint {
             Endpoint::Datagram(_) => vec![0; self.config.max_packet_size],
             _ => Vec::new(),
         };
-        let service = self.config.hooks.service_actions.as_ref();
-        let deadline = if once { self.config.timeout.map(|t| Instant::now() + t) } else { None };
-        let mut next_service = service.map(|(interval, _)| Instant::now() + *interval);
+        let service = if once { None } else { self.config.hooks.service_actions.as_ref() };
+        // When the loop must act without a request: the handle_request timeout, or the
+        // next service_actions call.
+        let mut timer = match service {
+            Some((interval, _)) => Some(Instant::now() + *interval),
+            None if once => self.config.timeout.map(|t| Instant::now() + t),
+            None => None,
+        };
         if !once {
+            // Set once: a serve_forever loop only needs to wake for service_actions.
             endpoint.set_receive_timeout(service.map(|(interval, _)| *interval))?;
         }
         let mut backoff: Option<Duration> = None;
         let mut processed = false;
-        while self.wait_for_capacity() {
-            if let Some(deadline) = deadline {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    if let Some(hook) = &self.config.hooks.handle_timeout {
+        loop {
+            let capacity = self.wait_for_capacity(timer);
+            if matches!(capacity, Capacity::Stopping) {
+                break;
+            }
+            let now = Instant::now();
+            if let Some(due) = timer.filter(|due| *due <= now) {
+                match service {
+                    Some((interval, hook)) => {
                         hook();
+                        timer = Some(due.max(now) + *interval);
+                        continue;
                     }
-                    break;
+                    None => {
+                        if let Some(hook) = &self.config.hooks.handle_timeout {
+                            hook();
+                        }
+                        break;
+                    }
                 }
-                endpoint.set_receive_timeout(Some(left))?;
-            } else if once {
-                endpoint.set_receive_timeout(None)?;
+            }
+            if matches!(capacity, Capacity::Timer) {
+                continue;
+            }
+            if once {
+                endpoint.set_receive_timeout(timer.map(|due| due.saturating_duration_since(now)))?;
             }
             let received = endpoint.receive(&mut buffer);
             let stopping = self.stopping.load(Ordering::SeqCst);
             match received {
-                // The empty "datagram" an interrupted datagram socket returns.
+                // What an interrupted Unix datagram socket returns (UDP returns an error).
                 Ok(Incoming::Datagram(packet, _)) if stopping && packet.is_empty() => break,
                 Ok(incoming) => {
                     if backoff.take().is_some() {
@@ -638,15 +694,10 @@ impl Shared {
                     AcceptError::Other => self.report(&Error::Accept(e), None),
                 },
             }
-            if let (Some(next), Some((interval, hook))) = (next_service, service) {
-                let now = Instant::now();
-                if now >= next {
-                    hook();
-                    next_service = Some(now + *interval);
-                }
-            }
         }
-        if self.dispatch.waits_for_requests() {
+        // handle_request returns once its request is dispatched; serve_forever waits
+        // for what it started, unless the mode says not to.
+        if !once && self.dispatch.waits_for_requests() {
             let deadline = self.life.lock().deadline;
             self.await_requests(deadline);
         }
@@ -654,14 +705,20 @@ impl Shared {
     }
 
     fn close(&self) {
+        if CurrentServer::is(self) {
+            // From a handler or hook: closing would wait for this very request. Stop
+            // serving; the close itself happens when the server is dropped.
+            self.shutdown();
+            return;
+        }
         let owned_path = loop {
             self.shutdown();
             let mut life = self.life.lock();
             match life.phase {
                 LifePhase::Closed => return,
                 // A serve call started on another thread since `shutdown` returned.
-                LifePhase::Serving if !CurrentServer::is(self) => continue,
-                _ => {}
+                LifePhase::Serving => continue,
+                LifePhase::Idle => {}
             }
             life.phase = LifePhase::Closed;
             life.endpoint = None;
@@ -794,9 +851,14 @@ impl<T: Transport> Server<T> {
 
     /// Waits for one request and dispatches it (Python's `handle_request`).
     ///
-    /// Honours [`Builder::timeout`]: if no request arrives in time, the `handle_timeout`
-    /// hook runs and this returns `Ok(false)`. Returns `Ok(true)` once a request was
-    /// dispatched (in threading and pool modes it may still be running).
+    /// Honours [`Builder::timeout`]: if no request arrives in time (or no slot frees up
+    /// in a mode with a limit), the `handle_timeout` hook runs and this returns
+    /// `Ok(false)`. Returns `Ok(true)` once a request was dispatched (in threading and
+    /// pool modes it may still be running).
+    ///
+    /// # Python
+    /// As in Python, `shutdown` does not concern `handle_request`, except that a
+    /// `shutdown` while it waits makes it return `Ok(false)`.
     ///
     /// # Errors
     /// As [`serve_forever`](Server::serve_forever).
@@ -832,7 +894,8 @@ impl<T: Transport> Server<T> {
     /// Closes the server (Python's `server_close`): shuts it down, closes the socket,
     /// waits for requests and joins threads as the dispatch mode says, and removes the
     /// Unix socket file this server created. Dropping the server does the same; calling
-    /// it twice does nothing the second time.
+    /// it twice does nothing the second time. Called from one of this server's own
+    /// handlers, it only shuts the server down; the close happens on drop.
     #[doc(alias = "server_close")]
     pub fn close(&self) {
         self.shared.close();
@@ -1021,7 +1084,8 @@ impl<T: Transport> Builder<T> {
         self
     }
 
-    /// Called when [`Server::handle_request`] times out (Python's `handle_timeout`).
+    /// Called when [`Server::handle_request`] times out (Python's `handle_timeout`), on
+    /// the calling thread; a panic in it unwinds out of `handle_request`.
     pub fn handle_timeout(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
         self.config.hooks.handle_timeout = Some(Box::new(hook));
         self
@@ -1029,7 +1093,8 @@ impl<T: Transport> Builder<T> {
 
     /// Called by `serve_forever` about every `interval` (Python's `service_actions`,
     /// which Python calls every `poll_interval`). Only with this hook set does the idle
-    /// serve loop wake up at all, once per interval.
+    /// serve loop wake up at all, once per interval. It runs on the serve loop's thread;
+    /// a panic in it ends `serve_forever` by unwinding, as an exception would in Python.
     ///
     /// # Panics
     /// Panics if `interval` is zero.
@@ -1049,7 +1114,9 @@ impl<T: Transport> Builder<T> {
     where
         H: RequestHandler<T::Request>,
     {
+        let reopenable = !matches!(self.target, BindTarget::Existing(_));
         let bound = T::open(self.target, &self.options)?;
+        bound.endpoint.set_blocking()?;
         let local = bound.endpoint.local_address()?;
         let max_concurrent = self.dispatch.max_concurrent();
         let shared = Shared {
@@ -1059,6 +1126,7 @@ impl<T: Transport> Builder<T> {
             config: self.config,
             options: self.options,
             reopen: T::reopen,
+            reopenable,
             local,
             stopping: AtomicBool::new(false),
             life: Mutex::new(Life {
@@ -1219,7 +1287,11 @@ impl Server<Tcp> {
     /// A [`Builder`] that serves a listener you created, bound and set listening
     /// yourself (Python's `bind_and_activate=False`): for socket options this crate
     /// does not set, or a descriptor inherited from a parent (`OwnedFd` converts into a
-    /// `TcpListener`). Socket options on the builder do not apply to it.
+    /// `TcpListener`). Socket options on the builder do not apply to it; it is put in
+    /// blocking mode.
+    ///
+    /// Shutdown makes the listener refuse connections for good, so such a server serves
+    /// until its first shutdown; a later serve call fails with [`Error::Bind`].
     pub fn from_listener(listener: impl Into<net::TcpListener>) -> Builder<Tcp> {
         Builder::new(BindTarget::Existing(Endpoint::Tcp(listener.into())))
     }
@@ -1245,6 +1317,8 @@ impl Server<Udp> {
     }
 
     /// A [`Builder`] that serves a UDP socket you bound yourself.
+    ///
+    /// It serves until its first shutdown, as [`TcpServer::from_listener`] explains.
     pub fn from_socket(socket: impl Into<net::UdpSocket>) -> Builder<Udp> {
         let socket = DatagramSocket::Udp(socket.into());
         Builder::new(BindTarget::Existing(Endpoint::Datagram(Arc::new(socket))))
@@ -1275,6 +1349,8 @@ impl Server<UnixStream> {
 
     /// A [`Builder`] that serves a Unix listener you created. Its socket file is yours:
     /// closing the server does not remove it.
+    ///
+    /// It serves until its first shutdown, as [`TcpServer::from_listener`] explains.
     pub fn from_listener(listener: impl Into<unix::UnixListener>) -> Builder<UnixStream> {
         Builder::new(BindTarget::Existing(Endpoint::UnixStream(listener.into())))
     }
@@ -1301,6 +1377,8 @@ impl Server<UnixDatagram> {
 
     /// A [`Builder`] that serves a Unix datagram socket you bound. Its socket file is
     /// yours: closing the server does not remove it.
+    ///
+    /// It serves until its first shutdown, as [`TcpServer::from_listener`] explains.
     pub fn from_socket(socket: impl Into<unix::UnixDatagram>) -> Builder<UnixDatagram> {
         let socket = DatagramSocket::Unix(socket.into());
         Builder::new(BindTarget::Existing(Endpoint::Datagram(Arc::new(socket))))

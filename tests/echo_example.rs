@@ -376,6 +376,9 @@ fn wait_refused_tcp(addr: SocketAddr, limit: Duration) {
     loop {
         match TcpStream::connect_timeout(&addr, TIMEOUT) {
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return,
+            // A connect that races the listener's shutdown is reset rather than refused;
+            // the next one must be refused.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
             Err(e) => panic!("connecting after the signal failed with {e}, not `connection refused`"),
             Ok(probe) => drop(probe),
         }
@@ -390,6 +393,9 @@ fn wait_refused_unix(path: &Path, limit: Duration) {
     loop {
         match UnixStream::connect(path) {
             Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return,
+            // A connect that races the listener's shutdown is reset rather than refused;
+            // the next one must be refused.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
             Err(e) => panic!("connecting after the signal failed with {e}, not `connection refused`"),
             Ok(probe) => drop(probe),
         }

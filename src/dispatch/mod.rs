@@ -101,8 +101,9 @@ pub trait Dispatch: Send + Sync + 'static {
         true
     }
 
-    /// Called once when the server closes, after running requests have been waited
-    /// for: join the threads this mode started.
+    /// Called when the server closes, once running requests have ended: join the
+    /// threads this mode started. Not called if requests are still running after the
+    /// shutdown deadline (their threads are then left to end on their own).
     fn close(&self) {}
 }
 

@@ -293,6 +293,12 @@ impl Endpoint {
         let _ = self.sock().shutdown(Shutdown::Read);
     }
 
+    /// Puts the socket in blocking mode. A socket passed in by the user may be
+    /// non-blocking, which would turn the serve loop into a busy loop.
+    pub(crate) fn set_blocking(&self) -> io::Result<()> {
+        self.sock().set_nonblocking(false)
+    }
+
     /// Sets how long one [`Endpoint::receive`] may block (`SO_RCVTIMEO`, which Linux also
     /// applies to `accept`); `None` blocks until a request or [`Endpoint::interrupt`].
     pub(crate) fn set_receive_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {

@@ -30,10 +30,7 @@ impl sealed::Sealed for Tcp {
 
     fn reopen(local: &Address, options: &SocketOptions) -> Result<Bound> {
         let addr = local.as_inet().expect("a TCP server has an IP address");
-        // Binding the same port again needs SO_REUSEADDR: the old socket's port may
-        // linger until it is dropped.
-        let options = SocketOptions { reuse_address: Some(true), ..options.clone() };
-        Ok(Bound { endpoint: listen(addr, &options)?, owned_path: None })
+        Ok(Bound { endpoint: listen(addr, options)?, owned_path: None })
     }
 
     fn typed_addr(local: &Address) -> SocketAddr {

@@ -127,7 +127,14 @@ fn clear_stale(path: &Path) -> Result<()> {
             source: io::Error::new(io::ErrorKind::AddrInUse, "a live server answers at this path"),
         }),
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            fs::remove_file(path).map_err(|e| bind_error(&shown, e))
+            // Another process may have replaced the stale file since the probe; remove
+            // only the file that was probed.
+            match fs::symlink_metadata(path) {
+                Ok(now) if now.dev() == meta.dev() && now.ino() == meta.ino() => {
+                    fs::remove_file(path).map_err(|e| bind_error(&shown, e))
+                }
+                _ => Ok(()),
+            }
         }
         Err(e) => Err(bind_error(&shown, e)),
     }
