@@ -25,6 +25,8 @@ use socketserver::{
 };
 
 const GRACE: Duration = Duration::from_secs(2);
+const USAGE: &str = "usage: echo [--proto tcp|udp|unix] [--mode sequential|threading|pool] [--workers N] [--addr ADDR]
+  defaults: --proto tcp --mode threading --addr 127.0.0.1:9999 (unix: --addr PATH is required)";
 
 /// Where to listen, checked against the protocol.
 enum Listen {
@@ -68,6 +70,10 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
                 }
             }
             "--addr" => addr = Some(value()?),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }

@@ -1,18 +1,4 @@
 //! Handlers and the requests they receive.
-//!
-//! # Shared and per-request state
-//!
-//! One handler value serves every request of a server, from whatever thread the dispatch
-//! mode picks, so its methods take `&self` and it must be `Send + Sync`. That makes the
-//! two kinds of state plain Rust:
-//!
-//! - **shared state** (a hit counter, a map behind a lock) is a field of the handler:
-//!   an `AtomicU64`, a `parking_lot::Mutex<HashMap<..>>`;
-//! - **per-request state** is local variables inside [`RequestHandler::handle`], which
-//!   runs once per request and may loop over many messages of one connection.
-//!
-//! Python creates a new handler object per request and keeps shared state on the server;
-//! in Rust that would mean a factory and an `Arc` per request for no gain.
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -28,7 +14,27 @@ use crate::transport::{Address, Connection, DatagramSocket};
 /// the server's `handle_error` hook, and the server goes on serving.
 ///
 /// `R` is [`StreamRequest`] for TCP and Unix stream servers, [`DatagramRequest`] for UDP
-/// and Unix datagram servers. A closure `Fn(&mut R) -> io::Result<()>` is a handler.
+/// and Unix datagram servers. A closure `Fn(&mut R) -> io::Result<()>` is a handler; give
+/// its argument's type (`|req: &mut StreamRequest| ...`), which Rust cannot infer here.
+///
+/// # Shared and per-request state
+///
+/// One handler value serves every request of a server, from whatever thread the dispatch
+/// mode picks, so its methods take `&self` and it must be `Send + Sync`. That makes the
+/// two kinds of state plain Rust:
+///
+/// - **shared state** (a hit counter, a map behind a lock) is a field of the handler:
+///   an `AtomicU64`, a `parking_lot::Mutex<HashMap<..>>`;
+/// - **per-request state** is local variables inside [`RequestHandler::handle`], which
+///   runs once per request and may loop over many messages of one connection.
+///
+/// # Python
+///
+/// Python creates a new handler object per request and keeps shared state on the server
+/// (`self.server.x`); here the handler itself is the shared object, which saves a factory
+/// and an allocation per request. What Python's `setup` stores on `self` for `handle`,
+/// set up at the start of `handle` instead; `setup` and `finish` suit per-request work
+/// that needs no state, such as socket options or logging.
 ///
 /// # Examples
 ///

@@ -44,7 +44,7 @@
 //!   `shutdown` wakes it with `shutdown(fd, SHUT_RD)` on the server socket, which also
 //!   makes the kernel refuse new connections at once. An idle server makes no wakeups.
 //!   The socket cannot listen again after that, so a later `serve_forever` binds the same
-//!   address anew.
+//!   address anew (see [`Server`]).
 //! - **Bounded.** Threading with `max_threads` and the pool stop accepting at their
 //!   limit; waiting connections stay in the kernel backlog (128 by default), not in an
 //!   unbounded queue.
@@ -86,8 +86,15 @@
 //!
 //! # Features
 //!
-//! - `threadpool` (off): [`dispatch::ThreadPoolDispatch`], serving through a
+//! - `threadpool` (off): `dispatch::ThreadPoolDispatch`, serving through a
 //!   `threadpool::ThreadPool` you already own.
+//!
+//! # Logging
+//!
+//! The crate never prints. Handler errors and caught panics go to the `handle_error`
+//! hook, whose default logs them with `log::error!`: install a logger (for example
+//! `env_logger`) or set the hook, or they are not shown. Rust's panic hook still prints
+//! a handler's panic message to stderr.
 #![forbid(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![doc(test(attr(deny(warnings))))]

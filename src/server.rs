@@ -1,16 +1,9 @@
 //! The engine: one lifecycle and one serve loop for every transport and dispatch mode.
 //!
-//! # How shutdown works without polling
-//!
-//! The serve loop blocks in `accept` or `recvfrom` with no timeout (unless a
-//! `service_actions` interval asks for one). [`ServerHandle::shutdown`] sets a flag and
-//! calls `shutdown(fd, SHUT_RD)` on the server socket: the blocked call returns at once,
-//! and the kernel refuses new connections from that moment, even while a sequential
-//! handler is still busy. The next `serve_forever` binds the same address again.
-//!
-//! Running requests are counted in one place ([`Requests`]); the loop waits on that count
-//! for the dispatch mode's concurrency limit (backpressure) and, on shutdown, for the
-//! requests to finish, closing their connections when the shutdown deadline passes.
+//! Shutdown is described on [`Server`]. Running requests are counted in one place
+//! ([`Requests`]); the loop waits on that count for the dispatch mode's concurrency limit
+//! (backpressure) and, on shutdown, for the requests to finish, closing their connections
+//! when the shutdown deadline passes.
 
 use std::cell::Cell;
 use std::fmt;
@@ -120,6 +113,18 @@ pub type UnixDatagramServer = Server<UnixDatagram>;
 ///
 /// A server is `Sync`: one thread may run [`serve_forever`](Server::serve_forever) while
 /// others call [`shutdown`](Server::shutdown) through a [`ServerHandle`].
+///
+/// # How shutdown works without polling
+///
+/// The serve loop blocks in `accept` or `recvfrom` with no timeout (unless a
+/// `service_actions` interval asks for one). `shutdown` sets a flag and calls
+/// `shutdown(fd, SHUT_RD)` on the server socket: the blocked call returns at once, and
+/// the kernel refuses new connections from that moment, even while a sequential handler
+/// is still busy. Connections still waiting in the backlog are reset.
+///
+/// The socket cannot listen again after that, so the next `serve_forever` binds the same
+/// address anew. Between a shutdown and the next serve call the address is therefore
+/// free, unlike in Python, where the socket keeps listening (and queueing) until closed.
 pub struct Server<T: Transport> {
     shared: Arc<Shared>,
     _transport: PhantomData<fn() -> T>,
