@@ -122,9 +122,13 @@ pub type UnixDatagramServer = Server<UnixDatagram>;
 /// the kernel refuses new connections from that moment, even while a sequential handler
 /// is still busy. Connections still waiting in the backlog are reset.
 ///
-/// The socket cannot listen again after that, so the next `serve_forever` binds the same
-/// address anew. Between a shutdown and the next serve call the address is therefore
-/// free, unlike in Python, where the socket keeps listening (and queueing) until closed.
+/// A listening socket cannot listen again after that, so the next `serve_forever` of a
+/// TCP or Unix stream server binds the same address anew. Between a shutdown and the
+/// next serve call the address is therefore free, unlike in Python, where the socket
+/// keeps listening (and queueing) until closed.
+///
+/// A datagram server instead wakes its loop with an empty datagram sent to its own
+/// address, which is never served; its socket stays bound and is used again.
 pub struct Server<T: Transport> {
     shared: Arc<Shared>,
     _transport: PhantomData<fn() -> T>,
@@ -464,8 +468,9 @@ impl Shared {
 
     fn interrupt(&self, life: &mut Life) {
         if let Some(endpoint) = &life.endpoint {
-            endpoint.interrupt();
-            life.interrupted = true;
+            if endpoint.interrupt() {
+                life.interrupted = true;
+            }
         }
     }
 
@@ -548,6 +553,7 @@ impl Shared {
     fn process(self: &Arc<Self>, incoming: Incoming, endpoint: &Endpoint) {
         let client = match &incoming {
             Incoming::Stream(_, client) | Incoming::Datagram(_, client) => client,
+            Incoming::Wake => return,
         };
         if let Some(verify) = &self.config.hooks.verify_request {
             match panic::catch_unwind(AssertUnwindSafe(|| verify(client))) {
@@ -565,10 +571,10 @@ impl Shared {
                 let connection = Arc::new(connection);
                 (Work::Stream(connection.clone(), client), Some(connection))
             }
-            (Incoming::Datagram(packet, client), Endpoint::Datagram(socket)) => {
+            (Incoming::Datagram(packet, client), Endpoint::Datagram(socket, _)) => {
                 (Work::Datagram(packet, client, socket.clone()), None)
             }
-            (Incoming::Datagram(..), _) => unreachable!("datagram from a stream endpoint"),
+            (Incoming::Datagram(..), _) | (Incoming::Wake, _) => unreachable!("checked above"),
         };
         let ticket = self.track(connection);
         let client = match &work {
@@ -625,7 +631,7 @@ impl Shared {
         let endpoint = endpoint;
         let _current = CurrentServer::enter(self);
         let mut buffer = match &*endpoint {
-            Endpoint::Datagram(_) => vec![0; self.config.max_packet_size],
+            Endpoint::Datagram(..) => vec![0; self.config.max_packet_size],
             _ => Vec::new(),
         };
         let service = if once { None } else { self.config.hooks.service_actions.as_ref() };
@@ -672,7 +678,11 @@ impl Shared {
             let received = endpoint.receive(&mut buffer);
             let stopping = self.stopping.load(Ordering::SeqCst);
             match received {
-                // What an interrupted Unix datagram socket returns (UDP returns an error).
+                // A wakeup left over from an earlier shutdown is ignored.
+                Ok(Incoming::Wake) if !stopping => {}
+                Ok(Incoming::Wake) => break,
+                // What a Unix datagram socket without an address returns once shut down
+                // for reading (UDP returns an error).
                 Ok(Incoming::Datagram(packet, _)) if stopping && packet.is_empty() => break,
                 Ok(incoming) => {
                     if backoff.take().is_some() {
@@ -1321,12 +1331,11 @@ impl Server<Udp> {
         Builder::new(inet_target(addr))
     }
 
-    /// A [`Builder`] that serves a UDP socket you bound yourself.
-    ///
-    /// It serves until its first shutdown, as [`TcpServer::from_listener`] explains.
+    /// A [`Builder`] that serves a UDP socket you bound yourself. Socket options on the
+    /// builder do not apply to it; it is put in blocking mode.
     pub fn from_socket(socket: impl Into<net::UdpSocket>) -> Builder<Udp> {
         let socket = DatagramSocket::Udp(socket.into());
-        Builder::new(BindTarget::Existing(Endpoint::Datagram(Arc::new(socket))))
+        Builder::new(BindTarget::Existing(Endpoint::datagram(socket)))
     }
 }
 
@@ -1382,10 +1391,8 @@ impl Server<UnixDatagram> {
 
     /// A [`Builder`] that serves a Unix datagram socket you bound. Its socket file is
     /// yours: closing the server does not remove it.
-    ///
-    /// It serves until its first shutdown, as [`TcpServer::from_listener`] explains.
     pub fn from_socket(socket: impl Into<unix::UnixDatagram>) -> Builder<UnixDatagram> {
         let socket = DatagramSocket::Unix(socket.into());
-        Builder::new(BindTarget::Existing(Endpoint::Datagram(Arc::new(socket))))
+        Builder::new(BindTarget::Existing(Endpoint::datagram(socket)))
     }
 }

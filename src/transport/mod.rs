@@ -10,13 +10,13 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{self, Shutdown, SocketAddr};
+use std::net::{self, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr};
 use std::os::unix::net as unix;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use socket2::SockRef;
+use socket2::{SockAddr, SockRef};
 
 use crate::error::{Error, Result};
 use crate::handler::{AnyHandler, DatagramRequest, RequestHandler, StreamRequest};
@@ -241,21 +241,69 @@ const MIN_RECEIVE_TIMEOUT: Duration = Duration::from_millis(1);
 pub(crate) enum Endpoint {
     Tcp(net::TcpListener),
     UnixStream(unix::UnixListener),
-    Datagram(Arc<DatagramSocket>),
+    /// A datagram socket, and the address it sends its own wakeup to (if it has one).
+    Datagram(Arc<DatagramSocket>, Option<WakeAddr>),
+}
+
+/// Where a datagram socket can send a datagram to itself: its own address, with an
+/// unspecified IP (`0.0.0.0`, `::`) replaced by loopback. A datagram from there is the
+/// server's own wakeup, never a request.
+#[derive(Debug)]
+pub(crate) enum WakeAddr {
+    Inet(SocketAddr),
+    Path(PathBuf),
+}
+
+impl WakeAddr {
+    fn of(local: &Address) -> Option<WakeAddr> {
+        match local {
+            Address::Inet(addr) => {
+                let mut addr = *addr;
+                if addr.ip().is_unspecified() {
+                    addr.set_ip(match addr {
+                        SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+                        SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+                    });
+                }
+                Some(WakeAddr::Inet(addr))
+            }
+            Address::Unix(addr) => addr.as_pathname().map(|p| WakeAddr::Path(p.to_path_buf())),
+        }
+    }
+
+    fn is(&self, from: &Address) -> bool {
+        match (self, from) {
+            (WakeAddr::Inet(wake), Address::Inet(from)) => wake == from,
+            (WakeAddr::Path(wake), Address::Unix(from)) => from.as_pathname() == Some(wake.as_path()),
+            _ => false,
+        }
+    }
 }
 
 /// What one `accept` or `recv_from` produced.
 pub(crate) enum Incoming {
     Stream(Connection, Address),
     Datagram(Vec<u8>, Address),
+    /// The wakeup datagram [`Endpoint::interrupt`] sent.
+    Wake,
 }
 
 impl Endpoint {
+    /// A datagram endpoint, with its wakeup address worked out once.
+    pub(crate) fn datagram(socket: DatagramSocket) -> Endpoint {
+        let local = match &socket {
+            DatagramSocket::Udp(s) => s.local_addr().map(Address::Inet),
+            DatagramSocket::Unix(s) => s.local_addr().map(Address::Unix),
+        };
+        let wake = local.ok().as_ref().and_then(WakeAddr::of);
+        Endpoint::Datagram(Arc::new(socket), wake)
+    }
+
     fn sock(&self) -> SockRef<'_> {
         match self {
             Endpoint::Tcp(l) => SockRef::from(l),
             Endpoint::UnixStream(l) => SockRef::from(l),
-            Endpoint::Datagram(s) => match &**s {
+            Endpoint::Datagram(s, _) => match &**s {
                 DatagramSocket::Udp(s) => SockRef::from(s),
                 DatagramSocket::Unix(s) => SockRef::from(s),
             },
@@ -268,29 +316,55 @@ impl Endpoint {
         match self {
             Endpoint::Tcp(l) => l.accept().map(|(s, a)| Incoming::Stream(Connection::Tcp(s), Address::Inet(a))),
             Endpoint::UnixStream(l) => l.accept().map(|(s, a)| Incoming::Stream(Connection::Unix(s), Address::Unix(a))),
-            Endpoint::Datagram(s) => {
+            Endpoint::Datagram(s, wake) => {
                 let (n, addr) = match &**s {
                     DatagramSocket::Udp(s) => s.recv_from(buf).map(|(n, a)| (n, Address::Inet(a)))?,
                     DatagramSocket::Unix(s) => s.recv_from(buf).map(|(n, a)| (n, Address::Unix(a)))?,
                 };
+                if wake.as_ref().is_some_and(|wake| wake.is(&addr)) {
+                    return Ok(Incoming::Wake);
+                }
                 Ok(Incoming::Datagram(buf[..n].to_vec(), addr))
             }
         }
     }
 
     /// Wakes a thread blocked in [`Endpoint::receive`] and, for stream sockets, makes the
-    /// kernel refuse new connections, without closing the descriptor.
+    /// kernel refuse new connections, without closing the descriptor. Returns whether
+    /// the socket must be bound anew before it can serve again.
     ///
-    /// This is `shutdown(fd, SHUT_RD)` on the server socket. On Linux it makes a blocked
-    /// `accept` fail with `EINVAL` and a blocked `recvfrom` return, and a listening
-    /// socket answers new connections with a reset. One system call, no wakeup pipe and
-    /// no polling; the price is that the socket cannot listen again, so the next
-    /// `serve_forever` binds a fresh one (see `Shared::rebind`).
-    pub(crate) fn interrupt(&self) {
+    /// A stream socket gets `shutdown(fd, SHUT_RD)`: on Linux a blocked `accept` fails
+    /// with `EINVAL` at once and the listener answers new connections with a reset. One
+    /// system call, no wakeup pipe and no polling; the price is that the socket cannot
+    /// listen again, so the next serve call binds a fresh one.
+    ///
+    /// A datagram socket sends an empty datagram to itself, which the serve loop knows
+    /// by its source and never serves. The socket stays as it was, so requests still
+    /// running may go on replying through it and the next serve call uses it again. The
+    /// send does not block: if the socket's own queue is full, the loop has datagrams to
+    /// read and sees the shutdown flag after the next one. Only a socket without an
+    /// address to send to falls back to `SHUT_RD`.
+    pub(crate) fn interrupt(&self) -> bool {
+        if let Endpoint::Datagram(_, Some(wake)) = self {
+            let target = match wake {
+                WakeAddr::Inet(addr) => Ok(SockAddr::from(*addr)),
+                WakeAddr::Path(path) => SockAddr::unix(path),
+            };
+            /// Linux's MSG_DONTWAIT: fail instead of blocking on a full queue.
+            const MSG_DONTWAIT: i32 = 0x40;
+            let sent = target.and_then(|target| self.sock().send_to_with_flags(&[], &target, MSG_DONTWAIT));
+            match sent {
+                Ok(_) => return false,
+                // A full Unix datagram queue: the loop is busy reading, not blocked.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(_) => {}
+            }
+        }
         // For an unconnected datagram socket Linux answers ENOTCONN but still wakes the
         // receiver ("a hack to wake up other listeners" in inet_shutdown), so the result
         // carries no information here.
         let _ = self.sock().shutdown(Shutdown::Read);
+        true
     }
 
     /// Puts the socket in blocking mode. A socket passed in by the user may be
@@ -311,7 +385,7 @@ impl Endpoint {
         match self {
             Endpoint::Tcp(l) => l.local_addr().map(Address::Inet),
             Endpoint::UnixStream(l) => l.local_addr().map(Address::Unix),
-            Endpoint::Datagram(s) => match &**s {
+            Endpoint::Datagram(s, _) => match &**s {
                 DatagramSocket::Udp(s) => s.local_addr().map(Address::Inet),
                 DatagramSocket::Unix(s) => s.local_addr().map(Address::Unix),
             },
