@@ -1240,6 +1240,10 @@ impl<T: InetTransport> Builder<T> {
     /// `SO_REUSEADDR` (Python's `allow_reuse_address`). Default: on for TCP, so a
     /// restarted server can bind while old connections sit in `TIME_WAIT`; off for UDP,
     /// where it would let a second server share the port.
+    ///
+    /// A TCP server binds anew for each serve call after a shutdown (see [`Server`]);
+    /// with this off, that bind fails with [`Error::AddrInUse`] while connections the
+    /// server closed first still sit in `TIME_WAIT` (about a minute).
     #[doc(alias = "allow_reuse_address")]
     pub fn reuse_address(mut self, reuse: bool) -> Self {
         self.options.reuse_address = Some(reuse);

@@ -11,6 +11,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{self, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net as unix;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -251,11 +252,18 @@ pub(crate) enum Endpoint {
 #[derive(Debug)]
 pub(crate) enum WakeAddr {
     Inet(SocketAddr),
-    Path(PathBuf),
+    /// The path, and the device and inode of the socket file when the server started.
+    Path(PathBuf, u64, u64),
 }
 
 impl WakeAddr {
-    fn of(local: &Address) -> Option<WakeAddr> {
+    /// The wakeup address of a socket bound to `local`, if a datagram sent there is sure
+    /// to reach this socket. With `SO_REUSEPORT` it is not: the kernel would pick one
+    /// socket of the group for every wakeup.
+    fn of(local: &Address, reuse_port: bool) -> Option<WakeAddr> {
+        if reuse_port {
+            return None;
+        }
         match local {
             Address::Inet(addr) => {
                 let mut addr = *addr;
@@ -267,15 +275,35 @@ impl WakeAddr {
                 }
                 Some(WakeAddr::Inet(addr))
             }
-            Address::Unix(addr) => addr.as_pathname().map(|p| WakeAddr::Path(p.to_path_buf())),
+            Address::Unix(addr) => {
+                let path = addr.as_pathname()?;
+                let meta = std::fs::symlink_metadata(path).ok()?;
+                Some(WakeAddr::Path(path.to_path_buf(), meta.dev(), meta.ino()))
+            }
         }
     }
 
     fn is(&self, from: &Address) -> bool {
         match (self, from) {
             (WakeAddr::Inet(wake), Address::Inet(from)) => wake == from,
-            (WakeAddr::Path(wake), Address::Unix(from)) => from.as_pathname() == Some(wake.as_path()),
+            (WakeAddr::Path(wake, ..), Address::Unix(from)) => from.as_pathname() == Some(wake.as_path()),
             _ => false,
+        }
+    }
+
+    /// Where to send the wakeup, if it still reaches this socket: a Unix path may have
+    /// been taken over by another socket since, which would get the wakeup instead.
+    fn target(&self) -> Option<SockAddr> {
+        match self {
+            WakeAddr::Inet(addr) => Some(SockAddr::from(*addr)),
+            WakeAddr::Path(path, dev, ino) => {
+                let meta = std::fs::symlink_metadata(path).ok()?;
+                if meta.dev() == *dev && meta.ino() == *ino {
+                    SockAddr::unix(path).ok()
+                } else {
+                    None
+                }
+            }
         }
     }
 }
@@ -295,7 +323,11 @@ impl Endpoint {
             DatagramSocket::Udp(s) => s.local_addr().map(Address::Inet),
             DatagramSocket::Unix(s) => s.local_addr().map(Address::Unix),
         };
-        let wake = local.ok().as_ref().and_then(WakeAddr::of);
+        let reuse_port = match &socket {
+            DatagramSocket::Udp(s) => SockRef::from(s).reuse_port().unwrap_or(true),
+            DatagramSocket::Unix(_) => false,
+        };
+        let wake = local.ok().and_then(|local| WakeAddr::of(&local, reuse_port));
         Endpoint::Datagram(Arc::new(socket), wake)
     }
 
@@ -343,17 +375,17 @@ impl Endpoint {
     /// running may go on replying through it and the next serve call uses it again. The
     /// send does not block: if the socket's own queue is full, the loop has datagrams to
     /// read and sees the shutdown flag after the next one. Only a socket without an
-    /// address to send to falls back to `SHUT_RD`.
+    /// address to send to falls back to `SHUT_RD` (and so is bound anew to serve again):
+    /// one with `SO_REUSEPORT`, whose group would take the wakeup for any member, or a
+    /// Unix socket whose path now names another socket.
     pub(crate) fn interrupt(&self) -> bool {
-        if let Endpoint::Datagram(_, Some(wake)) = self {
-            let target = match wake {
-                WakeAddr::Inet(addr) => Ok(SockAddr::from(*addr)),
-                WakeAddr::Path(path) => SockAddr::unix(path),
-            };
+        if let Some(target) = match self {
+            Endpoint::Datagram(_, Some(wake)) => wake.target(),
+            _ => None,
+        } {
             /// Linux's MSG_DONTWAIT: fail instead of blocking on a full queue.
             const MSG_DONTWAIT: i32 = 0x40;
-            let sent = target.and_then(|target| self.sock().send_to_with_flags(&[], &target, MSG_DONTWAIT));
-            match sent {
+            match self.sock().send_to_with_flags(&[], &target, MSG_DONTWAIT) {
                 Ok(_) => return false,
                 // A full Unix datagram queue: the loop is busy reading, not blocked.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
