@@ -413,9 +413,7 @@ impl Shared {
             // closed, and UDP binds without SO_REUSEADDR.
             drop(life.endpoint.take());
             let bound = (self.reopen)(&self.local, &self.options)?;
-            if let Some(old) = life.owned_path.take() {
-                drop(old); // the new bind replaced the file; the new record owns it
-            }
+            // The bind replaced the old socket file, so only the new record counts.
             life.owned_path = bound.owned_path;
             life.endpoint = Some(Arc::new(bound.endpoint));
             life.interrupted = false;
