@@ -411,8 +411,10 @@ fn server_close_without_background_joins_pool_workers() {
 #[test]
 fn threading_reaps_finished_threads() {
     let _watchdog = watchdog("threading_reaps_finished_threads", WATCHDOG);
-    let server =
-        TcpServer::builder("127.0.0.1:0").dispatch(Threading::new().thread_name("tq-reap")).bind(echo_line).unwrap();
+    // Without keep-alive every request has a new thread, so reaping is what keeps the
+    // count down.
+    let mode = Threading::new().thread_name("tq-reap").keep_alive(Duration::ZERO);
+    let server = TcpServer::builder("127.0.0.1:0").dispatch(mode).bind(echo_line).unwrap();
     let addr = server.local_addr();
     let background = server.serve_in_background().unwrap();
     for n in 0..50 {
@@ -422,6 +424,41 @@ fn threading_reaps_finished_threads() {
     assert!(live <= 2, "{live} request threads alive after 50 finished requests");
     background.stop().unwrap();
     wait_threads("tq-reap", 0, "after stop");
+}
+
+/// The names of the threads that ran 20 one-at-a-time requests in `mode`.
+fn threads_serving_a_burst(mode: Threading) -> std::collections::HashSet<String> {
+    let names = Arc::new(Mutex::new(std::collections::HashSet::new()));
+    let seen = names.clone();
+    let server = TcpServer::builder("127.0.0.1:0")
+        .dispatch(mode)
+        .bind(move |req: &mut StreamRequest| {
+            seen.lock().unwrap().insert(thread::current().name().unwrap_or("?").to_string());
+            echo_line(req)
+        })
+        .unwrap();
+    let addr = server.local_addr();
+    let background = server.serve_in_background().unwrap();
+    for n in 0..20 {
+        line_round_trip(addr, &format!("burst {n}"));
+    }
+    background.stop().unwrap();
+    let names = names.lock().unwrap().clone();
+    names
+}
+
+/// A thread whose request ended takes the next one instead of a new thread being
+/// spawned; with `keep_alive(ZERO)` every request gets a new thread, as in Python.
+#[test]
+fn threading_reuses_idle_threads_within_keep_alive() {
+    let _watchdog = watchdog("threading_reuses_idle_threads_within_keep_alive", WATCHDOG);
+    let reused = threads_serving_a_burst(Threading::new().thread_name("tq-keep").keep_alive(TIMEOUT));
+    // A request can arrive before the previous thread is back waiting, so a few new
+    // threads may still be spawned; without reuse there would be 20.
+    assert!(reused.len() < 10, "20 one-at-a-time requests ran on {} threads: {reused:?}", reused.len());
+    let fresh = threads_serving_a_burst(Threading::new().thread_name("tq-fresh").keep_alive(Duration::ZERO));
+    assert_eq!(fresh.len(), 20, "without keep-alive each request has a thread of its own");
+    wait_threads("tq-keep", 0, "idle threads end when the server closes");
 }
 
 /// `stop()` must return while a handler is still blocked; the handler then finishes.

@@ -22,7 +22,7 @@ pub use pool::Pool;
 pub use sequential::Sequential;
 #[cfg(feature = "threadpool")]
 pub use thread_pool::ThreadPoolDispatch;
-pub use threading::Threading;
+pub use threading::{Threading, DEFAULT_KEEP_ALIVE};
 
 /// One request, ready to run: call [`Job::run`] on any thread.
 ///

@@ -2,8 +2,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
 use super::{Dispatch, Job};
@@ -20,6 +21,12 @@ use super::{Dispatch, Job};
 /// | [`daemon_threads`](Threading::daemon_threads) | `false` | `true` implies not blocking on close |
 /// | [`thread_name`](Threading::thread_name) | `socketserver-request` | threads are named `NAME-ID` |
 /// | [`stack_size`](Threading::stack_size) | std's default | stack size of each thread |
+/// | [`keep_alive`](Threading::keep_alive) | [`DEFAULT_KEEP_ALIVE`] (5 s) | how long a thread that finished its request waits to take the next one |
+///
+/// Every running request has a thread of its own, as in Python. A thread whose request
+/// ended waits up to `keep_alive` for the next request before it exits, so a burst of
+/// short connections does not pay for a thread spawn each; an idle thread wakes once,
+/// when its keep-alive ends, and is gone.
 ///
 /// # Examples
 ///
@@ -39,16 +46,24 @@ pub struct Threading {
     daemon_threads: bool,
     name: String,
     stack_size: Option<usize>,
+    keep_alive: Duration,
     live: Mutex<LiveThreads>,
     done_tx: Sender<u64>,
     done_rx: Receiver<u64>,
+    /// Where threads whose request ended wait for the next one. A zero-capacity channel:
+    /// a send succeeds only if a thread is waiting at that moment.
+    idle_rx: Receiver<Job>,
 }
 
-/// Threads that will be joined: still running, or ended but not yet reaped.
-#[derive(Default)]
+/// How long a request thread waits for the next request by default.
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// Threads that will be joined (still running, or ended but not yet reaped), and the
+/// way to hand a job to an idle one; `None` once closed, which releases idle threads.
 struct LiveThreads {
     next_id: u64,
     handles: HashMap<u64, JoinHandle<()>>,
+    idle_tx: Option<Sender<Job>>,
 }
 
 impl Default for Threading {
@@ -65,6 +80,7 @@ impl fmt::Debug for Threading {
             .field("daemon_threads", &self.daemon_threads)
             .field("thread_name", &self.name)
             .field("stack_size", &self.stack_size)
+            .field("keep_alive", &self.keep_alive)
             .finish()
     }
 }
@@ -73,16 +89,27 @@ impl Threading {
     /// A thread per request, no limit, joined on close.
     pub fn new() -> Threading {
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let (idle_tx, idle_rx) = crossbeam_channel::bounded(0);
         Threading {
             max_threads: None,
             block_on_close: true,
             daemon_threads: false,
             name: "socketserver-request".to_string(),
             stack_size: None,
-            live: Mutex::new(LiveThreads::default()),
+            keep_alive: DEFAULT_KEEP_ALIVE,
+            live: Mutex::new(LiveThreads { next_id: 0, handles: HashMap::new(), idle_tx: Some(idle_tx) }),
             done_tx,
             done_rx,
+            idle_rx,
         }
+    }
+
+    /// How long a thread whose request ended waits for the next request before it
+    /// exits. Default [`DEFAULT_KEEP_ALIVE`] (5 s); `Duration::ZERO` gives every request
+    /// a new thread, as Python does.
+    pub fn keep_alive(mut self, keep_alive: Duration) -> Threading {
+        self.keep_alive = keep_alive;
+        self
     }
 
     /// Runs at most `n` requests at once. At the limit the server stops accepting until
@@ -142,21 +169,42 @@ impl Dispatch for Threading {
     fn execute(&self, job: Job) -> io::Result<()> {
         let mut live = self.live.lock();
         self.reap(&mut live);
+        let job = match &live.idle_tx {
+            Some(idle) if !self.keep_alive.is_zero() => match idle.try_send(job) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => job,
+            },
+            _ => job,
+        };
         let id = live.next_id;
         live.next_id += 1;
         let mut builder = thread::Builder::new().name(format!("{}-{id}", self.name));
         if let Some(size) = self.stack_size {
             builder = builder.stack_size(size);
         }
+        let (idle, keep_alive) = (self.idle_rx.clone(), self.keep_alive);
+        let serve = move || {
+            let mut job = job;
+            loop {
+                job.run();
+                if keep_alive.is_zero() {
+                    break;
+                }
+                match idle.recv_timeout(keep_alive) {
+                    Ok(next) => job = next,
+                    Err(_) => break, // kept alive long enough, or the server closed
+                }
+            }
+        };
         if self.joins_threads() {
             let done = self.done_tx.clone();
             let handle = builder.spawn(move || {
-                job.run();
+                serve();
                 let _ = done.send(id);
             })?;
             live.handles.insert(id, handle);
         } else {
-            builder.spawn(move || job.run())?;
+            builder.spawn(serve)?;
         }
         Ok(())
     }
@@ -172,6 +220,7 @@ impl Dispatch for Threading {
     fn close(&self) {
         let handles: Vec<_> = {
             let mut live = self.live.lock();
+            live.idle_tx = None; // idle threads stop waiting and exit
             self.done_rx.try_iter().for_each(drop);
             live.handles.drain().map(|(_, h)| h).collect()
         };
