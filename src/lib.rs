@@ -43,9 +43,8 @@
 //! - **No polling.** The serve loop blocks in `accept`/`recvfrom` with no timeout;
 //!   `shutdown` wakes it with `shutdown(fd, SHUT_RD)` on the server socket, which also
 //!   makes the kernel refuse new connections at once. An idle server makes no wakeups.
-//!   A listening socket cannot listen again after that, so a later `serve_forever` binds
-//!   the same address anew; datagram servers wake themselves with a datagram instead
-//!   (see [`Server`]).
+//!   The socket cannot listen again after that, so a later `serve_forever` binds the same
+//!   address anew (see [`Server`]).
 //! - **Bounded.** Threading with `max_threads` and the pool stop accepting at their
 //!   limit; waiting connections stay in the kernel backlog (128 by default), not in an
 //!   unbounded queue.

@@ -122,13 +122,9 @@ pub type UnixDatagramServer = Server<UnixDatagram>;
 /// the kernel refuses new connections from that moment, even while a sequential handler
 /// is still busy. Connections still waiting in the backlog are reset.
 ///
-/// A listening socket cannot listen again after that, so the next `serve_forever` of a
-/// TCP or Unix stream server binds the same address anew. Between a shutdown and the
-/// next serve call the address is therefore free, unlike in Python, where the socket
-/// keeps listening (and queueing) until closed.
-///
-/// A datagram server instead wakes its loop with an empty datagram sent to its own
-/// address, which is never served; its socket stays bound and is used again.
+/// The socket cannot listen again after that, so the next `serve_forever` binds the same
+/// address anew. Between a shutdown and the next serve call the address is therefore
+/// free, unlike in Python, where the socket keeps listening (and queueing) until closed.
 pub struct Server<T: Transport> {
     shared: Arc<Shared>,
     _transport: PhantomData<fn() -> T>,
@@ -466,9 +462,8 @@ impl Shared {
 
     fn interrupt(&self, life: &mut Life) {
         if let Some(endpoint) = &life.endpoint {
-            if endpoint.interrupt() {
-                life.interrupted = true;
-            }
+            endpoint.interrupt();
+            life.interrupted = true;
         }
     }
 
@@ -551,7 +546,6 @@ impl Shared {
     fn process(self: &Arc<Self>, incoming: Incoming, endpoint: &Endpoint) {
         let client = match &incoming {
             Incoming::Stream(_, client) | Incoming::Datagram(_, client) => client,
-            Incoming::Wake => return,
         };
         if let Some(verify) = &self.config.hooks.verify_request {
             match panic::catch_unwind(AssertUnwindSafe(|| verify(client))) {
@@ -569,10 +563,10 @@ impl Shared {
                 let connection = Arc::new(connection);
                 (Work::Stream(connection.clone(), client), Some(connection))
             }
-            (Incoming::Datagram(packet, client), Endpoint::Datagram(socket, _)) => {
+            (Incoming::Datagram(packet, client), Endpoint::Datagram(socket)) => {
                 (Work::Datagram(packet, client, socket.clone()), None)
             }
-            (Incoming::Datagram(..), _) | (Incoming::Wake, _) => unreachable!("checked above"),
+            (Incoming::Datagram(..), _) => unreachable!("datagram from a stream endpoint"),
         };
         let ticket = self.track(connection);
         let client = match &work {
@@ -629,7 +623,7 @@ impl Shared {
         let endpoint = endpoint;
         let _current = CurrentServer::enter(self);
         let mut buffer = match &*endpoint {
-            Endpoint::Datagram(..) => vec![0; self.config.max_packet_size],
+            Endpoint::Datagram(_) => vec![0; self.config.max_packet_size],
             _ => Vec::new(),
         };
         let service = if once { None } else { self.config.hooks.service_actions.as_ref() };
@@ -652,12 +646,13 @@ impl Shared {
                 break;
             }
             let now = Instant::now();
-            if let Some(due) = timer.filter(|due| *due <= now) {
+            if timer.is_some_and(|due| due <= now) {
                 match service {
                     Some((interval, hook)) => {
                         hook();
-                        timer = Some(due.max(now) + *interval);
-                        continue;
+                        // Counted from the hook's end, and then on to `receive`: a hook
+                        // slower than its interval must not starve the requests.
+                        timer = Some(Instant::now() + *interval);
                     }
                     None => {
                         if let Some(hook) = &self.config.hooks.handle_timeout {
@@ -676,11 +671,7 @@ impl Shared {
             let received = endpoint.receive(&mut buffer);
             let stopping = self.stopping.load(Ordering::SeqCst);
             match received {
-                // A wakeup left over from an earlier shutdown is ignored.
-                Ok(Incoming::Wake) if !stopping => {}
-                Ok(Incoming::Wake) => break,
-                // What a Unix datagram socket without an address returns once shut down
-                // for reading (UDP returns an error).
+                // What an interrupted Unix datagram socket returns (UDP returns an error).
                 Ok(Incoming::Datagram(packet, _)) if stopping && packet.is_empty() => break,
                 Ok(incoming) => {
                     if backoff.take().is_some() {
@@ -1239,9 +1230,11 @@ impl<T: InetTransport> Builder<T> {
     /// restarted server can bind while old connections sit in `TIME_WAIT`; off for UDP,
     /// where it would let a second server share the port.
     ///
-    /// A TCP server binds anew for each serve call after a shutdown (see [`Server`]);
-    /// with this off, that bind fails with [`Error::AddrInUse`] while connections the
-    /// server closed first still sit in `TIME_WAIT` (about a minute).
+    /// A server binds anew for each serve call after a shutdown (see [`Server`]); with
+    /// this off, that bind fails with [`Error::AddrInUse`] while the port is still held:
+    /// for TCP by connections the server closed first (`TIME_WAIT`, about a minute), for
+    /// UDP by a request still running with `daemon_threads` and replying through the
+    /// old socket.
     #[doc(alias = "allow_reuse_address")]
     pub fn reuse_address(mut self, reuse: bool) -> Self {
         self.options.reuse_address = Some(reuse);
@@ -1335,9 +1328,11 @@ impl Server<Udp> {
 
     /// A [`Builder`] that serves a UDP socket you bound yourself. Socket options on the
     /// builder do not apply to it; it is put in blocking mode.
+    ///
+    /// It serves until its first shutdown, as [`TcpServer::from_listener`] explains.
     pub fn from_socket(socket: impl Into<net::UdpSocket>) -> Builder<Udp> {
         let socket = DatagramSocket::Udp(socket.into());
-        Builder::new(BindTarget::Existing(Endpoint::datagram(socket)))
+        Builder::new(BindTarget::Existing(Endpoint::Datagram(Arc::new(socket))))
     }
 }
 
@@ -1393,8 +1388,10 @@ impl Server<UnixDatagram> {
 
     /// A [`Builder`] that serves a Unix datagram socket you bound. Its socket file is
     /// yours: closing the server does not remove it.
+    ///
+    /// It serves until its first shutdown, as [`TcpServer::from_listener`] explains.
     pub fn from_socket(socket: impl Into<unix::UnixDatagram>) -> Builder<UnixDatagram> {
         let socket = DatagramSocket::Unix(socket.into());
-        Builder::new(BindTarget::Existing(Endpoint::datagram(socket)))
+        Builder::new(BindTarget::Existing(Endpoint::Datagram(Arc::new(socket))))
     }
 }

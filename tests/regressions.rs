@@ -4,10 +4,6 @@
 //! and the shutdown deadline, a non-blocking listener, sockets the user supplied,
 //! `reuse_address(false)` on a second bind, and `close()` from a handler.
 //!
-//! Since then datagram servers keep their socket across shutdown (they wake their loop
-//! with a datagram to themselves), so the rebinding races are exercised over TCP, and a
-//! UDP socket from `from_socket` serves again instead of failing.
-//!
 //! Handlers that must stay busy block on a [`Gate`] the test opens; every wait has a
 //! deadline and every test a watchdog. Not covered: two processes racing for a stale
 //! Unix socket path.
@@ -617,8 +613,9 @@ fn a_supplied_socket_is_never_replaced_by_a_fresh_bind() {
     assert_refused(addr);
     drop_within(tcp);
 
-    // UDP: the socket stays usable across shutdown, and every serve call uses it, as
-    // the option set on it shows (a fresh socket would have the default TTL, 64).
+    // UDP: the same. The first serve call serves the user's socket, as the option set
+    // on it shows (a fresh socket would have the default TTL, 64); the second is an
+    // error, not a fresh socket.
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.set_ttl(42).unwrap();
     let addr = socket.local_addr().unwrap();
@@ -632,12 +629,16 @@ fn a_supplied_socket_is_never_replaced_by_a_fresh_bind() {
             })
             .unwrap(),
     );
-    for serve_call in ["first", "second"] {
-        let serve = serve_started(&udp, "rg-supplied-udp");
-        assert_eq!(udp_echo_once(addr, b"yours"), b"yours", "{serve_call} serve call");
-        let ttl = ttls.recv_timeout(TIMEOUT).expect("the handler reports the TTL");
-        assert_eq!(ttl, 42, "the {serve_call} serve call does not serve the socket the user supplied");
-        stop(&udp, serve);
+    let serve = serve_started(&udp, "rg-supplied-udp");
+    assert_eq!(udp_echo_once(addr, b"yours"), b"yours");
+    let ttl = ttls.recv_timeout(TIMEOUT).expect("the handler reports the TTL");
+    assert_eq!(ttl, 42, "the serve call does not serve the socket the user supplied");
+    stop(&udp, serve);
+    match udp.serve_forever() {
+        Err(Error::Bind { source, .. }) => {
+            assert!(source.to_string().contains("socket you supplied"), "unexpected message: {source}")
+        }
+        other => panic!("a second serve of a supplied UDP socket returned {other:?}, not Error::Bind"),
     }
     drop_within(udp);
 }
@@ -727,11 +728,11 @@ fn close_from_a_handler_of_the_same_server_does_not_deadlock() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Wakeups that could reach another socket
+// Shutdown of datagram servers that share a port or lost their path
 // ---------------------------------------------------------------------------------------
 
-/// With SO_REUSEPORT the kernel would hand every server's self-addressed wakeup to one
-/// socket of the group; such servers must still stop, each of them, and serve again.
+/// Servers in one SO_REUSEPORT group must each stop, and serve again. (A wakeup sent to
+/// the shared address would reach an arbitrary member of the group.)
 #[test]
 fn udp_servers_sharing_a_port_each_stop_and_serve_again() {
     let _watchdog = watchdog("udp_servers_sharing_a_port_each_stop_and_serve_again", WATCHDOG);
@@ -749,8 +750,8 @@ fn udp_servers_sharing_a_port_each_stop_and_serve_again() {
     drop_within(second);
 }
 
-/// A Unix datagram server whose path was taken over by another socket must not send its
-/// wakeup to that stranger (and then wait for ever); it stops all the same.
+/// A Unix datagram server whose path was taken over by another socket stops all the
+/// same, sends nothing to the stranger there, and leaves the stranger's file alone.
 #[test]
 fn unix_datagram_server_stops_after_its_path_is_taken_over() {
     let _watchdog = watchdog("unix_datagram_server_stops_after_its_path_is_taken_over", WATCHDOG);
@@ -762,8 +763,34 @@ fn unix_datagram_server_stops_after_its_path_is_taken_over() {
     stranger.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     stop(&server, serving);
     let mut buf = [0; 16];
-    assert!(stranger.recv_from(&mut buf).is_err(), "the stranger at the path received the server's wakeup");
+    assert!(stranger.recv_from(&mut buf).is_err(), "the stranger at the path received a datagram from the server");
     drop_within(server);
     assert!(path.exists(), "closing the server removed a socket file it does not own");
     let _ = std::fs::remove_file(&path);
+}
+
+/// A `service_actions` hook slower than its interval must not starve the requests: the
+/// next call is counted from the end of the last one, and the loop receives in between.
+#[test]
+fn a_slow_service_actions_hook_does_not_starve_requests() {
+    let _watchdog = watchdog("a_slow_service_actions_hook_does_not_starve_requests", WATCHDOG);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let server = Arc::new(
+        TcpServer::builder("127.0.0.1:0")
+            .service_actions(Duration::from_millis(20), move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                thread::sleep(Duration::from_millis(30));
+            })
+            .bind(echo)
+            .unwrap(),
+    );
+    let addr = server.local_addr();
+    let serve = serve_started(&server, "rg-slow-service");
+    wait_until(TIMEOUT, "the slow hook to run", || calls.load(Ordering::SeqCst) >= 2);
+    for n in 0..3 {
+        assert_eq!(tcp_echo(addr, b"starved?"), b"starved?", "request {n} while the hook keeps running");
+    }
+    stop(&server, serve);
+    drop_within(server);
 }

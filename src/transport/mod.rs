@@ -10,14 +10,13 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{self, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr};
-use std::os::unix::fs::MetadataExt;
+use std::net::{self, Shutdown, SocketAddr};
 use std::os::unix::net as unix;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use socket2::{SockAddr, SockRef};
+use socket2::SockRef;
 
 use crate::error::{Error, Result};
 use crate::handler::{AnyHandler, DatagramRequest, RequestHandler, StreamRequest};
@@ -242,100 +241,21 @@ const MIN_RECEIVE_TIMEOUT: Duration = Duration::from_millis(1);
 pub(crate) enum Endpoint {
     Tcp(net::TcpListener),
     UnixStream(unix::UnixListener),
-    /// A datagram socket, and the address it sends its own wakeup to (if it has one).
-    Datagram(Arc<DatagramSocket>, Option<WakeAddr>),
-}
-
-/// Where a datagram socket can send a datagram to itself: its own address, with an
-/// unspecified IP (`0.0.0.0`, `::`) replaced by loopback. A datagram from there is the
-/// server's own wakeup, never a request.
-#[derive(Debug)]
-pub(crate) enum WakeAddr {
-    Inet(SocketAddr),
-    /// The path, and the device and inode of the socket file when the server started.
-    Path(PathBuf, u64, u64),
-}
-
-impl WakeAddr {
-    /// The wakeup address of a socket bound to `local`, if a datagram sent there is sure
-    /// to reach this socket. With `SO_REUSEPORT` it is not: the kernel would pick one
-    /// socket of the group for every wakeup.
-    fn of(local: &Address, reuse_port: bool) -> Option<WakeAddr> {
-        if reuse_port {
-            return None;
-        }
-        match local {
-            Address::Inet(addr) => {
-                let mut addr = *addr;
-                if addr.ip().is_unspecified() {
-                    addr.set_ip(match addr {
-                        SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
-                        SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
-                    });
-                }
-                Some(WakeAddr::Inet(addr))
-            }
-            Address::Unix(addr) => {
-                let path = addr.as_pathname()?;
-                let meta = std::fs::symlink_metadata(path).ok()?;
-                Some(WakeAddr::Path(path.to_path_buf(), meta.dev(), meta.ino()))
-            }
-        }
-    }
-
-    fn is(&self, from: &Address) -> bool {
-        match (self, from) {
-            (WakeAddr::Inet(wake), Address::Inet(from)) => wake == from,
-            (WakeAddr::Path(wake, ..), Address::Unix(from)) => from.as_pathname() == Some(wake.as_path()),
-            _ => false,
-        }
-    }
-
-    /// Where to send the wakeup, if it still reaches this socket: a Unix path may have
-    /// been taken over by another socket since, which would get the wakeup instead.
-    fn target(&self) -> Option<SockAddr> {
-        match self {
-            WakeAddr::Inet(addr) => Some(SockAddr::from(*addr)),
-            WakeAddr::Path(path, dev, ino) => {
-                let meta = std::fs::symlink_metadata(path).ok()?;
-                if meta.dev() == *dev && meta.ino() == *ino {
-                    SockAddr::unix(path).ok()
-                } else {
-                    None
-                }
-            }
-        }
-    }
+    Datagram(Arc<DatagramSocket>),
 }
 
 /// What one `accept` or `recv_from` produced.
 pub(crate) enum Incoming {
     Stream(Connection, Address),
     Datagram(Vec<u8>, Address),
-    /// The wakeup datagram [`Endpoint::interrupt`] sent.
-    Wake,
 }
 
 impl Endpoint {
-    /// A datagram endpoint, with its wakeup address worked out once.
-    pub(crate) fn datagram(socket: DatagramSocket) -> Endpoint {
-        let local = match &socket {
-            DatagramSocket::Udp(s) => s.local_addr().map(Address::Inet),
-            DatagramSocket::Unix(s) => s.local_addr().map(Address::Unix),
-        };
-        let reuse_port = match &socket {
-            DatagramSocket::Udp(s) => SockRef::from(s).reuse_port().unwrap_or(true),
-            DatagramSocket::Unix(_) => false,
-        };
-        let wake = local.ok().and_then(|local| WakeAddr::of(&local, reuse_port));
-        Endpoint::Datagram(Arc::new(socket), wake)
-    }
-
     fn sock(&self) -> SockRef<'_> {
         match self {
             Endpoint::Tcp(l) => SockRef::from(l),
             Endpoint::UnixStream(l) => SockRef::from(l),
-            Endpoint::Datagram(s, _) => match &**s {
+            Endpoint::Datagram(s) => match &**s {
                 DatagramSocket::Udp(s) => SockRef::from(s),
                 DatagramSocket::Unix(s) => SockRef::from(s),
             },
@@ -348,55 +268,29 @@ impl Endpoint {
         match self {
             Endpoint::Tcp(l) => l.accept().map(|(s, a)| Incoming::Stream(Connection::Tcp(s), Address::Inet(a))),
             Endpoint::UnixStream(l) => l.accept().map(|(s, a)| Incoming::Stream(Connection::Unix(s), Address::Unix(a))),
-            Endpoint::Datagram(s, wake) => {
+            Endpoint::Datagram(s) => {
                 let (n, addr) = match &**s {
                     DatagramSocket::Udp(s) => s.recv_from(buf).map(|(n, a)| (n, Address::Inet(a)))?,
                     DatagramSocket::Unix(s) => s.recv_from(buf).map(|(n, a)| (n, Address::Unix(a)))?,
                 };
-                if wake.as_ref().is_some_and(|wake| wake.is(&addr)) {
-                    return Ok(Incoming::Wake);
-                }
                 Ok(Incoming::Datagram(buf[..n].to_vec(), addr))
             }
         }
     }
 
     /// Wakes a thread blocked in [`Endpoint::receive`] and, for stream sockets, makes the
-    /// kernel refuse new connections, without closing the descriptor. Returns whether
-    /// the socket must be bound anew before it can serve again.
+    /// kernel refuse new connections, without closing the descriptor.
     ///
-    /// A stream socket gets `shutdown(fd, SHUT_RD)`: on Linux a blocked `accept` fails
-    /// with `EINVAL` at once and the listener answers new connections with a reset. One
-    /// system call, no wakeup pipe and no polling; the price is that the socket cannot
-    /// listen again, so the next serve call binds a fresh one.
-    ///
-    /// A datagram socket sends an empty datagram to itself, which the serve loop knows
-    /// by its source and never serves. The socket stays as it was, so requests still
-    /// running may go on replying through it and the next serve call uses it again. The
-    /// send does not block: if the socket's own queue is full, the loop has datagrams to
-    /// read and sees the shutdown flag after the next one. Only a socket without an
-    /// address to send to falls back to `SHUT_RD` (and so is bound anew to serve again):
-    /// one with `SO_REUSEPORT`, whose group would take the wakeup for any member, or a
-    /// Unix socket whose path now names another socket.
-    pub(crate) fn interrupt(&self) -> bool {
-        if let Some(target) = match self {
-            Endpoint::Datagram(_, Some(wake)) => wake.target(),
-            _ => None,
-        } {
-            /// Linux's MSG_DONTWAIT: fail instead of blocking on a full queue.
-            const MSG_DONTWAIT: i32 = 0x40;
-            match self.sock().send_to_with_flags(&[], &target, MSG_DONTWAIT) {
-                Ok(_) => return false,
-                // A full Unix datagram queue: the loop is busy reading, not blocked.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(_) => {}
-            }
-        }
+    /// This is `shutdown(fd, SHUT_RD)` on the server socket. On Linux it makes a blocked
+    /// `accept` fail with `EINVAL` and a blocked `recvfrom` return, and a listening
+    /// socket answers new connections with a reset. One system call, no wakeup pipe and
+    /// no polling; the price is that the socket cannot listen again, so the next
+    /// `serve_forever` binds a fresh one (see `Shared::rebind`).
+    pub(crate) fn interrupt(&self) {
         // For an unconnected datagram socket Linux answers ENOTCONN but still wakes the
         // receiver ("a hack to wake up other listeners" in inet_shutdown), so the result
         // carries no information here.
         let _ = self.sock().shutdown(Shutdown::Read);
-        true
     }
 
     /// Puts the socket in blocking mode. A socket passed in by the user may be
@@ -417,7 +311,7 @@ impl Endpoint {
         match self {
             Endpoint::Tcp(l) => l.local_addr().map(Address::Inet),
             Endpoint::UnixStream(l) => l.local_addr().map(Address::Unix),
-            Endpoint::Datagram(s, _) => match &**s {
+            Endpoint::Datagram(s) => match &**s {
                 DatagramSocket::Udp(s) => s.local_addr().map(Address::Inet),
                 DatagramSocket::Unix(s) => s.local_addr().map(Address::Unix),
             },

@@ -1,6 +1,7 @@
 //! UDP.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use socket2::{Protocol, Type};
 
@@ -43,5 +44,5 @@ impl sealed::Sealed for Udp {
 /// second server bind the same port and silently split the traffic.
 fn bind(addr: SocketAddr, options: &SocketOptions) -> Result<Endpoint> {
     let socket = inet_socket(addr, Type::DGRAM, Protocol::UDP, options, false)?;
-    Ok(Endpoint::datagram(DatagramSocket::Udp(socket.into())))
+    Ok(Endpoint::Datagram(Arc::new(DatagramSocket::Udp(socket.into()))))
 }

@@ -5,6 +5,7 @@ use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net as unix;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
@@ -95,7 +96,7 @@ fn bind_path(path: &Path, ty: Type, options: &SocketOptions) -> Result<Bound> {
         }
         Endpoint::UnixStream(unix::UnixListener::from(std::os::fd::OwnedFd::from(socket)))
     } else {
-        Endpoint::datagram(DatagramSocket::Unix(unix::UnixDatagram::from(std::os::fd::OwnedFd::from(socket))))
+        Endpoint::Datagram(Arc::new(DatagramSocket::Unix(unix::UnixDatagram::from(std::os::fd::OwnedFd::from(socket)))))
     };
     Ok(Bound { endpoint, owned_path })
 }
