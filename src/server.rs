@@ -899,7 +899,9 @@ impl<T: Transport> Server<T> {
     /// waits for requests and joins threads as the dispatch mode says, and removes the
     /// Unix socket file this server created. Dropping the server does the same; calling
     /// it twice does nothing the second time. Called from one of this server's own
-    /// handlers, it only shuts the server down; the close happens on drop.
+    /// handlers, it only shuts the server down, since waiting there would wait for
+    /// itself; the close happens on drop. (If that drop, of the last reference, also
+    /// happens in a handler, threads are not joined and a Unix socket file stays.)
     #[doc(alias = "server_close")]
     pub fn close(&self) {
         self.shared.close();
