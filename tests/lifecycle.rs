@@ -4,7 +4,7 @@
 mod support;
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Shutdown, SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -14,7 +14,9 @@ use socketserver::transport::Transport;
 use socketserver::{
     Address, DatagramRequest, Error, Server, ServerHandle, StreamRequest, TcpServer, UdpServer, UnixStreamServer,
 };
-use support::{connect, connect_unix, join_within, round_trip, temp_socket_path, wait_until, watchdog, TIMEOUT};
+use support::{
+    assert_refused, connect, connect_unix, join_within, round_trip, temp_socket_path, wait_until, watchdog, TIMEOUT,
+};
 
 fn echo(req: &mut StreamRequest) -> io::Result<()> {
     let (reader, writer) = req.reader_and_writer();
@@ -24,13 +26,6 @@ fn echo(req: &mut StreamRequest) -> io::Result<()> {
 fn tcp_echo(addr: SocketAddr, message: &[u8]) -> Vec<u8> {
     let stream = connect(addr);
     round_trip(&stream, message, || stream.shutdown(Shutdown::Write).unwrap())
-}
-
-fn assert_refused(addr: SocketAddr) {
-    match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-        Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "connect to {addr}: {e}"),
-        Ok(_) => panic!("connect to {addr} succeeded; expected ConnectionRefused"),
-    }
 }
 
 /// Runs `f` on a helper thread, failing the test if it does not return within `limit`.

@@ -13,7 +13,7 @@ mod support;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -23,7 +23,9 @@ use std::time::{Duration, Instant};
 use socketserver::dispatch::{Dispatch, Pool, Sequential, Threading};
 use socketserver::transport::Transport;
 use socketserver::{DatagramRequest, Error, Server, StreamRequest, TcpServer, UdpServer, UnixDatagramServer};
-use support::{connect, join_within, temp_socket_path, udp_client, wait_until, watchdog, TIMEOUT};
+use support::{
+    assert_refused, connect, join_within, temp_socket_path, udp_client, wait_until, watchdog, within, TIMEOUT,
+};
 
 const WATCHDOG: Duration = Duration::from_secs(90);
 
@@ -113,18 +115,6 @@ fn udp_echo_once(addr: SocketAddr, message: &[u8]) -> Vec<u8> {
     let mut buf = [0; 256];
     let (n, _) = client.recv_from(&mut buf).expect("UDP reply");
     buf[..n].to_vec()
-}
-
-fn assert_refused(addr: SocketAddr) {
-    match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-        Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "connect to {addr}: {e}"),
-        Ok(_) => panic!("connect to {addr} succeeded; expected ConnectionRefused"),
-    }
-}
-
-/// Runs `f` on a helper thread, failing the test if it does not return within `limit`.
-fn within<R: Send + 'static>(limit: Duration, f: impl FnOnce() -> R + Send + 'static) -> R {
-    join_within(thread::spawn(f), limit)
 }
 
 /// Runs `f` on a helper thread and hands back a receiver for its result.
@@ -269,20 +259,12 @@ impl Drop for BusyCores {
 /// The CPU time the one thread named `name` has used: from `schedstat` (nanoseconds),
 /// or `stat` (clock ticks, 10 ms each on Linux) where the kernel has no schedstat.
 fn cpu_time_of(name: &str) -> Duration {
-    let mut found: Vec<PathBuf> = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").unwrap() {
-        let path = task.unwrap().path();
-        let Ok(comm) = std::fs::read_to_string(path.join("comm")) else { continue };
-        if comm.trim_end() == name {
-            found.push(path);
-        }
-    }
-    assert_eq!(found.len(), 1, "expected exactly one thread named {name:?}, found {found:?}");
-    if let Ok(schedstat) = std::fs::read_to_string(found[0].join("schedstat")) {
+    let dir = support::thread_dir(name);
+    if let Ok(schedstat) = std::fs::read_to_string(dir.join("schedstat")) {
         let ns: u64 = schedstat.split_whitespace().next().unwrap().parse().unwrap();
         return Duration::from_nanos(ns);
     }
-    let stat = std::fs::read_to_string(found[0].join("stat")).unwrap();
+    let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
     // Fields after the parenthesised name: state is field 3, utime 14, stime 15.
     let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split_whitespace().collect();
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();

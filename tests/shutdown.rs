@@ -20,7 +20,8 @@ use socketserver::dispatch::{Dispatch, Pool, Sequential, Threading};
 use socketserver::transport::Transport;
 use socketserver::{DatagramRequest, Server, ServerHandle, StreamRequest, TcpServer, UdpServer, UnixStreamServer};
 use support::{
-    connect, connect_unix, join_within, round_trip, temp_socket_path, threads_named, udp_client, wait_until, TIMEOUT,
+    assert_refused, connect, connect_unix, join_within, round_trip, temp_socket_path, threads_named, udp_client,
+    wait_until, TIMEOUT,
 };
 
 const MODES: [&str; 3] = ["sequential", "threading", "pool"];
@@ -98,14 +99,6 @@ fn udp_echo_once(addr: SocketAddr, message: &[u8]) -> Vec<u8> {
     let (n, from) = client.recv_from(&mut buf).expect("UDP reply");
     assert_eq!(from, addr, "the reply comes from the server's address");
     buf[..n].to_vec()
-}
-
-/// A single connect attempt must be refused.
-fn assert_refused(addr: SocketAddr) {
-    match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-        Err(e) => assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "connect to {addr}: {e}"),
-        Ok(_) => panic!("connect to {addr} succeeded; expected ConnectionRefused"),
-    }
 }
 
 /// Connects repeatedly until a connect is refused; fails after `limit`. Connections

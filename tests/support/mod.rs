@@ -112,9 +112,9 @@ pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
-/// `voluntary_ctxt_switches` of the one thread of this process named exactly `name`: a
-/// blocked thread's count stays flat, a polling one's climbs.
-pub fn context_switches_of(name: &str) -> u64 {
+/// The `/proc/self/task/TID` folder of the one thread of this process named exactly
+/// `name`.
+pub fn thread_dir(name: &str) -> PathBuf {
     let mut found = Vec::new();
     for task in std::fs::read_dir("/proc/self/task").unwrap() {
         let path = task.unwrap().path();
@@ -124,7 +124,13 @@ pub fn context_switches_of(name: &str) -> u64 {
         }
     }
     assert_eq!(found.len(), 1, "expected exactly one thread named {name:?}, found {found:?}");
-    let status = std::fs::read_to_string(found[0].join("status")).unwrap();
+    found.pop().unwrap()
+}
+
+/// `voluntary_ctxt_switches` of the one thread of this process named exactly `name`: a
+/// blocked thread's count stays flat, a polling one's climbs.
+pub fn context_switches_of(name: &str) -> u64 {
+    let status = std::fs::read_to_string(thread_dir(name).join("status")).unwrap();
     status
         .lines()
         .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
@@ -132,4 +138,17 @@ pub fn context_switches_of(name: &str) -> u64 {
         .trim()
         .parse()
         .unwrap()
+}
+
+/// A single connect to `addr` must be refused.
+pub fn assert_refused(addr: SocketAddr) {
+    match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "connect to {addr}: {e}"),
+        Ok(_) => panic!("connect to {addr} succeeded; expected ConnectionRefused"),
+    }
+}
+
+/// Runs `f` on a helper thread, failing the test if it does not return within `limit`.
+pub fn within<R: Send + 'static>(limit: Duration, f: impl FnOnce() -> R + Send + 'static) -> R {
+    join_within(thread::spawn(f), limit)
 }
