@@ -260,33 +260,42 @@ fn threading_max_threads_holds_extra_connections_in_the_backlog() {
     background.stop().unwrap();
 }
 
-#[test]
-fn pool_bounds_concurrency_and_serves_the_queue() {
-    let _watchdog = watchdog("pool_bounds_concurrency_and_serves_the_queue", WATCHDOG);
+/// Serves `clients` requests through `dispatch`, a mode of two workers, and checks that
+/// exactly two run at once, the rest wait, and every request runs exactly once. Returns
+/// the running server for checks of its threads.
+fn assert_two_at_a_time(
+    dispatch: impl Dispatch,
+    clients: usize,
+    what: &str,
+) -> socketserver::BackgroundServer<socketserver::transport::Tcp> {
     let gate = gate();
-    let server = TcpServer::builder("127.0.0.1:0")
-        .dispatch(Pool::new(2).thread_name("tq-bound"))
-        .bind(gated_handler(gate.clone()))
-        .unwrap();
+    let server = TcpServer::builder("127.0.0.1:0").dispatch(dispatch).bind(gated_handler(gate.clone())).unwrap();
     let addr = server.local_addr();
     let background = server.serve_in_background().unwrap();
     let control = gate.control();
 
-    let ids: Vec<String> = (0..6).map(|n| format!("c{n}")).collect();
-    let clients: Vec<TcpStream> = ids.iter().map(|id| send_id(addr, id)).collect();
+    let ids: Vec<String> = (0..clients).map(|n| format!("c{n}")).collect();
+    let streams: Vec<TcpStream> = ids.iter().map(|id| send_id(addr, id)).collect();
     let mut started = vec![control.expect_arrival("the first request"), control.expect_arrival("the second request")];
-    control.assert_no_arrival("Pool(2) with two requests running");
-    for n in 2..6 {
+    control.assert_no_arrival(&format!("{what} with two requests running"));
+    for n in 2..clients {
         control.release(1);
         started.push(control.expect_arrival(&format!("request number {n}, once a worker is free")));
     }
     control.release(2);
-    for (client, id) in clients.into_iter().zip(&ids) {
-        expect_done(client, id);
+    for (stream, id) in streams.into_iter().zip(&ids) {
+        expect_done(stream, id);
     }
     started.sort();
-    assert_eq!(started, ids, "every queued request must run exactly once");
-    assert_eq!(control.high_water(), 2, "Pool(2) must run exactly two requests at once at its peak");
+    assert_eq!(started, ids, "{what}: every queued request must run exactly once");
+    assert_eq!(control.high_water(), 2, "{what} must run exactly two requests at once at its peak");
+    background
+}
+
+#[test]
+fn pool_bounds_concurrency_and_serves_the_queue() {
+    let _watchdog = watchdog("pool_bounds_concurrency_and_serves_the_queue", WATCHDOG);
+    let background = assert_two_at_a_time(Pool::new(2).thread_name("tq-bound"), 6, "Pool(2)");
     wait_threads("tq-bound", 2, "Pool(2) has two workers");
     background.stop().unwrap();
 }
@@ -544,31 +553,8 @@ fn threadpool_dispatch_bounds_concurrency_and_serves_all() {
     use socketserver::dispatch::ThreadPoolDispatch;
 
     let _watchdog = watchdog("threadpool_dispatch_bounds_concurrency_and_serves_all", WATCHDOG);
-    let gate = gate();
     let pool = threadpool::ThreadPool::with_name("tq-tpd".into(), 2);
-    let server = TcpServer::builder("127.0.0.1:0")
-        .dispatch(ThreadPoolDispatch::new(pool))
-        .bind(gated_handler(gate.clone()))
-        .unwrap();
-    let addr = server.local_addr();
-    let background = server.serve_in_background().unwrap();
-    let control = gate.control();
-
-    let ids: Vec<String> = (0..4).map(|n| format!("t{n}")).collect();
-    let clients: Vec<TcpStream> = ids.iter().map(|id| send_id(addr, id)).collect();
-    let mut started = vec![control.expect_arrival("the first request"), control.expect_arrival("the second request")];
-    control.assert_no_arrival("a ThreadPool of 2 with two requests running");
-    for n in 2..4 {
-        control.release(1);
-        started.push(control.expect_arrival(&format!("request number {n}")));
-    }
-    control.release(2);
-    for (client, id) in clients.into_iter().zip(&ids) {
-        expect_done(client, id);
-    }
-    started.sort();
-    assert_eq!(started, ids);
-    assert_eq!(control.high_water(), 2);
+    let background = assert_two_at_a_time(ThreadPoolDispatch::new(pool), 4, "a ThreadPool of 2");
     background.stop().unwrap();
     wait_threads("tq-tpd", 0, "once the server is gone");
 }
