@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::server::ServerHandle;
 use crate::transport::{Address, Connection, DatagramSocket};
@@ -124,18 +125,60 @@ pub(crate) enum AnyHandler {
 
 /// A shared reference to the connection that reads and writes through `&Connection`,
 /// so the reader, the writer and the server's forced close can all hold it at once.
+///
+/// The reader and the writer each own one, with the request's deadline and the
+/// configured timeout of their direction. Without a deadline the socket's own timeout
+/// applies and an operation costs no extra system call; with one, each operation waits
+/// at most the time left (or the configured timeout, if shorter).
 #[derive(Debug, Clone)]
-struct ConnHandle(Arc<Connection>);
+struct ConnHandle {
+    connection: Arc<Connection>,
+    deadline: Option<Instant>,
+    timeout: Option<Duration>,
+}
+
+impl ConnHandle {
+    /// Runs one read or write under the deadline, if one is set.
+    fn timed<T>(
+        &mut self,
+        set_timeout: fn(&Connection, Option<Duration>) -> io::Result<()>,
+        op: impl FnOnce(&Connection) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let Some(deadline) = self.deadline else { return op(&self.connection) };
+        let passed = || io::Error::new(io::ErrorKind::TimedOut, "the request's deadline has passed");
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(passed());
+        }
+        set_timeout(&self.connection, Some(self.timeout.map_or(left, |t| t.min(left))))?;
+        op(&self.connection).map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut if Instant::now() >= deadline => passed(),
+            _ => e,
+        })
+    }
+
+    fn set_deadline(
+        &mut self,
+        deadline: Option<Instant>,
+        set_timeout: fn(&Connection, Option<Duration>) -> io::Result<()>,
+    ) {
+        if deadline.is_none() && self.deadline.is_some() {
+            // Back to the configured timeout, which the deadline overrode.
+            let _ = set_timeout(&self.connection, self.timeout);
+        }
+        self.deadline = deadline;
+    }
+}
 
 impl Read for ConnHandle {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self.0).read(buf)
+        self.timed(Connection::set_read_timeout, |mut c| c.read(buf))
     }
 }
 
 impl Write for ConnHandle {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self.0).write(buf)
+        self.timed(Connection::set_write_timeout, |mut c| c.write(buf))
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -160,6 +203,65 @@ impl fmt::Debug for Reader {
 impl Read for Reader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.inner.read(buf)
+    }
+}
+
+impl Reader {
+    /// Reads one line, newline included, appending it to `line`, but never more than
+    /// `max` bytes: a longer line is an [`InvalidData`](io::ErrorKind::InvalidData) error
+    /// that says so, and the rest of the line is left unread instead of being pulled
+    /// into memory. Returns the bytes appended; `Ok(0)` at end-of-file. The last line may
+    /// lack its newline.
+    ///
+    /// This is the bound Python's `http.server` applies with `rfile.readline(65537)`:
+    /// without one, a client that never sends a newline grows the line without limit.
+    /// On error, `line` holds the first `max` bytes of the line, for a log message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{self, Write};
+    /// use socketserver::StreamRequest;
+    ///
+    /// let handler = |req: &mut StreamRequest| -> io::Result<()> {
+    ///     let mut line = Vec::new();
+    ///     match req.reader().read_line_bounded(&mut line, 1024) {
+    ///         Ok(_) => req.writer().write_all(&line),
+    ///         Err(e) if e.kind() == io::ErrorKind::InvalidData => req.writer().write_all(b"line too long\n"),
+    ///         Err(e) => Err(e),
+    ///     }
+    /// };
+    /// # let _ = socketserver::TcpServer::bind("127.0.0.1:0", handler)?;
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
+    pub fn read_line_bounded(&mut self, line: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        let start = line.len();
+        loop {
+            let available = match self.inner.fill_buf() {
+                Ok(available) => available,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if available.is_empty() {
+                return Ok(line.len() - start);
+            }
+            let room = max - (line.len() - start);
+            let (chunk, complete) = match available.iter().position(|&b| b == b'\n') {
+                Some(newline) => (&available[..=newline], true),
+                None => (available, false),
+            };
+            if chunk.len() > room {
+                line.extend_from_slice(&chunk[..room]);
+                self.inner.consume(room);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("line longer than {max} bytes")));
+            }
+            let taken = chunk.len();
+            line.extend_from_slice(chunk);
+            self.inner.consume(taken);
+            if complete {
+                return Ok(line.len() - start);
+            }
+        }
     }
 }
 
@@ -239,15 +341,58 @@ impl StreamRequest {
         server: ServerHandle,
         rbufsize: usize,
         wbufsize: usize,
+        timeouts: (Option<Duration>, Option<Duration>),
     ) -> StreamRequest {
-        let handle = ConnHandle(connection.clone());
-        let reader = Reader { inner: BufReader::with_capacity(rbufsize.max(1), handle.clone()) };
+        let (read_timeout, write_timeout) = timeouts;
+        let handle = ConnHandle { connection: connection.clone(), deadline: None, timeout: write_timeout };
+        let reader_handle = ConnHandle { timeout: read_timeout, ..handle.clone() };
+        let reader = Reader { inner: BufReader::with_capacity(rbufsize.max(1), reader_handle) };
         let inner = if wbufsize == 0 {
             WriterInner::Direct(handle)
         } else {
             WriterInner::Buffered(BufWriter::with_capacity(wbufsize, handle))
         };
         StreamRequest { reader, writer: Writer { inner }, connection, client, server }
+    }
+
+    /// Sets a deadline for this request's reads and writes, or clears it with `None`.
+    ///
+    /// After `deadline`, reads and writes fail with [`TimedOut`](io::ErrorKind::TimedOut);
+    /// before it, each waits at most the time left (or the server's `read_timeout` /
+    /// `write_timeout`, if shorter). A per-read timeout alone cannot stop a client that
+    /// sends one byte now and then; a deadline can. Set it again for each message of a
+    /// keep-alive connection.
+    ///
+    /// # Examples
+    ///
+    /// Each request line must arrive within 10 seconds of the previous reply:
+    ///
+    /// ```
+    /// use std::io::{self, Write};
+    /// use std::time::{Duration, Instant};
+    /// use socketserver::StreamRequest;
+    ///
+    /// let handler = |req: &mut StreamRequest| -> io::Result<()> {
+    ///     let mut line = Vec::new();
+    ///     loop {
+    ///         req.set_deadline(Some(Instant::now() + Duration::from_secs(10)));
+    ///         line.clear();
+    ///         if req.reader().read_line_bounded(&mut line, 4096)? == 0 {
+    ///             return Ok(());
+    ///         }
+    ///         req.writer().write_all(&line)?;
+    ///     }
+    /// };
+    /// # let _ = socketserver::TcpServer::bind("127.0.0.1:0", handler)?;
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.reader.inner.get_mut().set_deadline(deadline, Connection::set_read_timeout);
+        let writer = match &mut self.writer.inner {
+            WriterInner::Direct(handle) => handle,
+            WriterInner::Buffered(writer) => writer.get_mut(),
+        };
+        writer.set_deadline(deadline, Connection::set_write_timeout);
     }
 
     /// The buffered reader over the connection (Python's `rfile`).

@@ -438,9 +438,11 @@ impl Shared {
                     if !self.stopping.swap(true, Ordering::SeqCst) {
                         life.deadline = self.config.shutdown_deadline.map(|d| Instant::now() + d);
                         self.interrupt(&mut life);
-                        // Wake a loop waiting for a free slot or backing off.
+                        // Wake a loop waiting for a free slot or backing off, and a
+                        // pool's supervisor.
                         let _requests = self.requests.lock();
                         self.requests_changed.notify_all();
+                        self.life_changed.notify_all();
                     }
                     (life.generation, life.deadline)
                 }
@@ -517,6 +519,29 @@ impl Shared {
             Capacity::Stopping
         } else {
             Capacity::Free
+        }
+    }
+
+    /// While other threads run the serve loop: calls service_actions at its interval
+    /// until shutdown.
+    fn supervise(&self, service: Option<&(Duration, PlainHook)>) {
+        let _current = CurrentServer::enter(self);
+        let mut next = service.map(|(interval, _)| Instant::now() + *interval);
+        // Waits on `life_changed`, which shutdown signals, not on `requests_changed`,
+        // which every finished request signals.
+        let mut life = self.life.lock();
+        while !self.stopping.load(Ordering::SeqCst) {
+            match (service, next) {
+                (Some((interval, hook)), Some(due)) => {
+                    if self.life_changed.wait_until(&mut life, due).timed_out() {
+                        drop(life);
+                        hook();
+                        next = Some(Instant::now() + *interval);
+                        life = self.life.lock();
+                    }
+                }
+                _ => self.life_changed.wait(&mut life),
+            }
         }
     }
 
@@ -615,18 +640,72 @@ impl Shared {
         }
     }
 
-    /// The loop of a serve call that [`Shared::begin`] has started.
+    /// A serve call that [`Shared::begin`] has started: the receive loop, run once for
+    /// `handle_request`, and as the dispatch mode says for `serve_forever` (a pool runs
+    /// one copy per worker).
     fn serve_begun(self: &Arc<Self>, endpoint: Arc<Endpoint>, once: bool) -> Result<bool> {
         let _serving = Serving(self);
         // Declared after `_serving` so it is dropped first: the socket must be released
         // before a `shutdown` waiting on `_serving` can start the next serve call.
         let endpoint = endpoint;
+        let service = if once { None } else { self.config.hooks.service_actions.as_ref() };
+        if once {
+            return self.receive_loop(&endpoint, true, None);
+        }
+        // service_actions runs on the thread that called serve_forever: in the loop
+        // when that thread runs it, or in `supervise` while other threads do.
+        let caller = thread::current().id();
+        let outcome: Mutex<Result<bool>> = Mutex::new(Ok(false));
+        let serve_loop = || {
+            let service = service.filter(|_| thread::current().id() == caller);
+            // The loop on the calling thread wakes for service_actions; copies on other
+            // threads never do, so the socket's receive timeout is set only here.
+            let result = match service {
+                Some((interval, _)) => endpoint.set_receive_timeout(Some(*interval)).map_err(Error::from),
+                None => Ok(()),
+            };
+            let result = result.and_then(|()| self.receive_loop(&endpoint, false, service));
+            let mut outcome = outcome.lock();
+            match result {
+                Ok(processed) => {
+                    if let Ok(any) = &mut *outcome {
+                        *any |= processed;
+                    }
+                }
+                Err(e) => {
+                    if outcome.is_ok() {
+                        *outcome = Err(e);
+                    }
+                    drop(outcome);
+                    // A broken socket ends every copy, not only this one. Marked as the
+                    // server's own thread so `shutdown` does not wait for this serve.
+                    let _current = CurrentServer::enter(self);
+                    self.shutdown();
+                }
+            }
+        };
+        self.dispatch.run_serve_loop(&serve_loop, &|| self.supervise(service));
+        // serve_forever waits for what it started, unless the mode says not to.
+        if self.dispatch.waits_for_requests() {
+            let deadline = self.life.lock().deadline;
+            self.await_requests(deadline);
+        }
+        outcome.into_inner()
+    }
+
+    /// Receives and dispatches requests until shutdown (or, with `once`, one request or
+    /// the `handle_request` timeout). Returns whether a request was processed.
+    fn receive_loop(
+        self: &Arc<Self>,
+        endpoint: &Arc<Endpoint>,
+        once: bool,
+        service: Option<&(Duration, PlainHook)>,
+    ) -> Result<bool> {
         let _current = CurrentServer::enter(self);
-        let mut buffer = match &*endpoint {
+        let mut buffer = match &**endpoint {
             Endpoint::Datagram(_) => vec![0; self.config.max_packet_size],
             _ => Vec::new(),
         };
-        let service = if once { None } else { self.config.hooks.service_actions.as_ref() };
         // When the loop must act without a request: the handle_request timeout, or the
         // next service_actions call.
         let mut timer = match service {
@@ -634,10 +713,6 @@ impl Shared {
             None if once => self.config.timeout.map(|t| Instant::now() + t),
             None => None,
         };
-        if !once {
-            // Set once: a serve_forever loop only needs to wake for service_actions.
-            endpoint.set_receive_timeout(service.map(|(interval, _)| *interval))?;
-        }
         let mut backoff: Option<Duration> = None;
         let mut processed = false;
         loop {
@@ -677,7 +752,7 @@ impl Shared {
                     if backoff.take().is_some() {
                         log::info!("accepting again");
                     }
-                    self.process(incoming, &endpoint);
+                    self.process(incoming, endpoint);
                     processed = true;
                     if once {
                         break;
@@ -698,12 +773,6 @@ impl Shared {
                     AcceptError::Other => self.report(&Error::Accept(e), None),
                 },
             }
-        }
-        // handle_request returns once its request is dispatched; serve_forever waits
-        // for what it started, unless the mode says not to.
-        if !once && self.dispatch.waits_for_requests() {
-            let deadline = self.life.lock().deadline;
-            self.await_requests(deadline);
         }
         Ok(processed)
     }
@@ -753,7 +822,14 @@ fn run(ticket: Ticket, work: Work) {
                 return;
             }
             let mut request =
-                StreamRequest::new(connection, client, shared.handle(), shared.config.rbufsize, shared.config.wbufsize);
+                StreamRequest::new(
+                connection,
+                client,
+                shared.handle(),
+                shared.config.rbufsize,
+                shared.config.wbufsize,
+                (shared.config.read_timeout, shared.config.write_timeout),
+            );
             run_phases(shared, &**handler, &mut request);
         }
         (Work::Datagram(packet, client, socket), AnyHandler::Datagram(handler)) => {

@@ -390,7 +390,7 @@ fn pool_leaves_no_thread_after_close() {
     let server =
         TcpServer::builder("127.0.0.1:0").dispatch(Pool::new(3).thread_name("tq-plcl")).bind(echo_line).unwrap();
     let addr = server.local_addr();
-    assert_eq!(threads_named("tq-plcl"), 0, "workers start with the first request");
+    assert_eq!(threads_named("tq-plcl"), 0, "workers start with serve_forever");
     let background = server.serve_in_background().unwrap();
     for n in 0..5 {
         line_round_trip(addr, &format!("line {n}"));

@@ -2,7 +2,8 @@
 //!
 //! - [`Sequential`]: inline, in the serve loop, one at a time (Python's plain `TCPServer`).
 //! - [`Threading`]: a thread per request (`ThreadingMixIn`).
-//! - [`Pool`]: a fixed set of worker threads (no Python equivalent).
+//! - [`Pool`]: a fixed set of worker threads, each receiving and running requests (no
+//!   Python equivalent).
 //!
 //! All three implement the public [`Dispatch`] trait, and so can a mode of your own. The
 //! serve loop, not the mode, enforces [`Dispatch::max_concurrent`]: when that many
@@ -101,6 +102,21 @@ pub trait Dispatch: Send + Sync + 'static {
         true
     }
 
+    /// Runs the serve loop, which receives requests and passes each to
+    /// [`execute`](Dispatch::execute), until shutdown. The default runs it once, on the
+    /// thread that called `serve_forever`.
+    ///
+    /// A mode may instead run several copies at once on threads of its own, call
+    /// `supervise` on the calling thread meanwhile (it runs `service_actions` and returns
+    /// on shutdown), and return when every copy has returned: all of them wake on
+    /// shutdown. [`Pool`] does, and runs each request inline on the thread that received
+    /// it, so the kernel hands a connection or a datagram straight to an idle worker with
+    /// no handoff between threads.
+    fn run_serve_loop(&self, serve_loop: &(dyn Fn() + Sync), supervise: &dyn Fn()) {
+        let _ = supervise; // the only copy runs on this thread and supervises itself
+        serve_loop()
+    }
+
     /// Called when the server closes, once running requests have ended: join the
     /// threads this mode started. Not called if requests are still running after the
     /// shutdown deadline (their threads are then left to end on their own).
@@ -116,6 +132,9 @@ impl<D: Dispatch + ?Sized> Dispatch for Box<D> {
     }
     fn waits_for_requests(&self) -> bool {
         (**self).waits_for_requests()
+    }
+    fn run_serve_loop(&self, serve_loop: &(dyn Fn() + Sync), supervise: &dyn Fn()) {
+        (**self).run_serve_loop(serve_loop, supervise)
     }
     fn close(&self) {
         (**self).close()

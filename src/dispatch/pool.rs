@@ -1,23 +1,31 @@
+use std::cell::Cell;
 use std::fmt;
 use std::io;
-use std::panic::{self, AssertUnwindSafe};
-use std::thread::{self, JoinHandle};
+use std::thread;
 
-use crossbeam_channel::{Receiver, Sender};
-use parking_lot::Mutex;
+use super::{default_workers, Dispatch, Job, Threading};
 
-use super::{default_workers, Dispatch, Job};
+thread_local! {
+    /// The pool whose serve loop this thread runs, if any.
+    static WORKER_OF: Cell<usize> = const { Cell::new(0) };
+}
 
-/// Runs requests on a fixed set of worker threads.
+/// Runs requests on a fixed set of worker threads, each of which receives requests
+/// itself.
 ///
-/// At most `workers` requests run at once; with every worker busy the server stops
-/// accepting, so further connections wait in the kernel backlog, not in a queue in
-/// memory. A request that panics does not cost a worker. Closing the server joins every
-/// worker. Workers start with the first request.
+/// Every worker runs the serve loop: it waits in `accept` (or `recvfrom`) on the shared
+/// socket and runs the request it got, then waits again. The kernel hands each
+/// connection or datagram straight to an idle worker, so there is no queue and no
+/// handoff between threads, which is what a hand-written pool does and what makes this
+/// mode as fast as one. At most `workers` requests run at once; with every worker busy
+/// nobody accepts, so further connections wait in the kernel backlog, not in memory.
+/// A request that panics does not cost a worker.
 ///
-/// Built on a bounded `crossbeam-channel` rather than the `threadpool` crate, whose
-/// queue is unbounded and which does not join its threads on drop; see
-/// `ThreadPoolDispatch` (feature `threadpool`) to serve through a pool you already own.
+/// Workers start when `serve_forever` starts and are joined before it returns. A request
+/// that comes from outside the workers, through
+/// [`handle_request`](crate::Server::handle_request), runs on a thread of its own (at
+/// most `workers` at once, reused as [`Threading`] does) and `handle_request` returns at
+/// once.
 ///
 /// # Examples
 ///
@@ -35,13 +43,8 @@ pub struct Pool {
     workers: usize,
     name: String,
     stack_size: Option<usize>,
-    state: Mutex<PoolState>,
-}
-
-#[derive(Default)]
-struct PoolState {
-    sender: Option<Sender<Job>>,
-    threads: Vec<JoinHandle<()>>,
+    /// Runs requests that arrive from outside the workers (`handle_request`).
+    outside: Threading,
 }
 
 impl fmt::Debug for Pool {
@@ -68,12 +71,9 @@ impl Pool {
     /// Panics if `workers` is zero.
     pub fn new(workers: usize) -> Pool {
         assert!(workers > 0, "a pool needs at least one worker");
-        Pool {
-            workers,
-            name: "socketserver-worker".to_string(),
-            stack_size: None,
-            state: Mutex::new(PoolState::default()),
-        }
+        let name = "socketserver-worker".to_string();
+        let outside = Threading::new().max_threads(workers).thread_name(name.clone());
+        Pool { workers, name, stack_size: None, outside }
     }
 
     /// The number of workers.
@@ -84,73 +84,70 @@ impl Pool {
     /// The name prefix of worker threads; each is named `NAME-N`.
     pub fn thread_name(mut self, name: impl Into<String>) -> Pool {
         self.name = name.into();
+        self.outside = self.outside.thread_name(self.name.clone());
         self
     }
 
     /// The stack size of worker threads, in bytes.
     pub fn stack_size(mut self, bytes: usize) -> Pool {
         self.stack_size = Some(bytes);
+        self.outside = self.outside.stack_size(bytes);
         self
     }
 
-    fn start(&self, state: &mut PoolState) -> io::Result<Sender<Job>> {
-        // The serve loop never lets more than `workers` jobs be queued or running, so
-        // this bound is never the one that blocks; it only keeps the pool honest if used
-        // elsewhere.
-        let (sender, receiver) = crossbeam_channel::bounded::<Job>(self.workers);
-        for n in 0..self.workers {
-            let mut builder = thread::Builder::new().name(format!("{}-{n}", self.name));
-            if let Some(size) = self.stack_size {
-                builder = builder.stack_size(size);
-            }
-            let receiver: Receiver<Job> = receiver.clone();
-            match builder.spawn(move || work(receiver)) {
-                Ok(handle) => state.threads.push(handle),
-                // Serve with the workers we have; with none, report the error.
-                Err(e) if state.threads.is_empty() => return Err(e),
-                Err(e) => {
-                    log::warn!("pool started {n} of {} workers: {e}", self.workers);
-                    break;
-                }
-            }
-        }
-        state.sender = Some(sender.clone());
-        Ok(sender)
-    }
-}
-
-fn work(jobs: Receiver<Job>) {
-    for job in jobs {
-        // Jobs built by the server catch their own panics; this keeps the worker alive
-        // for jobs of custom code too.
-        let _ = panic::catch_unwind(AssertUnwindSafe(|| job.run()));
+    fn id(&self) -> usize {
+        self as *const Pool as usize
     }
 }
 
 impl Dispatch for Pool {
+    /// Runs the request on the worker that received it, or for `handle_request` on a
+    /// thread of its own.
     fn execute(&self, job: Job) -> io::Result<()> {
-        let sender = {
-            let mut state = self.state.lock();
-            match &state.sender {
-                Some(sender) => sender.clone(),
-                None => self.start(&mut state)?,
-            }
-        };
-        sender.send(job).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the worker pool is closed"))
+        if WORKER_OF.with(Cell::get) == self.id() {
+            job.run();
+            Ok(())
+        } else {
+            self.outside.execute(job)
+        }
     }
 
     fn max_concurrent(&self) -> Option<usize> {
         Some(self.workers)
     }
 
-    fn close(&self) {
-        let threads = {
-            let mut state = self.state.lock();
-            state.sender = None; // disconnects the channel: idle workers return
-            std::mem::take(&mut state.threads)
+    fn run_serve_loop(&self, serve_loop: &(dyn Fn() + Sync), supervise: &dyn Fn()) {
+        let id = self.id();
+        let work = move || {
+            WORKER_OF.with(|w| w.set(id));
+            serve_loop();
         };
-        for thread in threads {
-            let _ = thread.join();
-        }
+        thread::scope(|scope| {
+            let mut started = 0;
+            for n in 0..self.workers {
+                let mut builder = thread::Builder::new().name(format!("{}-{n}", self.name));
+                if let Some(size) = self.stack_size {
+                    builder = builder.stack_size(size);
+                }
+                match builder.spawn_scoped(scope, work) {
+                    Ok(_) => started += 1,
+                    Err(e) => {
+                        log::warn!("pool started {started} of {} workers: {e}", self.workers);
+                        break;
+                    }
+                }
+            }
+            if started == 0 {
+                // Not one thread could be created: serve on this one rather than not at all.
+                work();
+                WORKER_OF.with(|w| w.set(0));
+            } else {
+                supervise();
+            }
+        });
+    }
+
+    fn close(&self) {
+        self.outside.close();
     }
 }
