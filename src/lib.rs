@@ -113,7 +113,7 @@ pub use error::{Error, Phase, Result};
 pub use handler::{DatagramRequest, Reader, RequestHandler, StreamRequest, Writer};
 pub use python::{ThreadingTcpServer, ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer};
 pub use server::{
-    BackgroundServer, Builder, InetTransport, Server, ServerHandle, TcpServer, UdpServer, UnixDatagramServer,
+    BackgroundServer, Builder, InetTransport, Server, ServerHandle, Stats, TcpServer, UdpServer, UnixDatagramServer,
     UnixStreamServer, DEFAULT_BACKLOG, DEFAULT_MAX_PACKET_SIZE, DEFAULT_RBUFSIZE,
 };
 pub use transport::{Address, Connection, DatagramSocket};

@@ -12,10 +12,11 @@ use std::net::{Shutdown, ToSocketAddrs};
 use std::os::unix::net as unix;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+use std::io::Read;
 use std::{io, net};
 
 use parking_lot::{Condvar, Mutex};
@@ -42,6 +43,8 @@ pub const DEFAULT_MAX_PACKET_SIZE: usize = 8192;
 const FORCED_CLOSE_GRACE: Duration = Duration::from_secs(1);
 const BACKOFF_START: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long refusing a connection may block the serve loop on a client that does not read.
+const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// A TCP server (Python's `TCPServer`). See [`Server`] for the methods.
 ///
@@ -165,12 +168,42 @@ impl ServerHandle {
     pub fn is_serving(&self) -> bool {
         self.shared.life.lock().phase == LifePhase::Serving
     }
+
+    /// The server's counters: requests running, received, finished, errors, refused.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use socketserver::{StreamRequest, TcpServer};
+    ///
+    /// let server = TcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| req.writer().write_all(b"hi"))?;
+    /// let (addr, handle) = (server.local_addr(), server.handle());
+    /// let background = server.serve_in_background()?;
+    /// std::net::TcpStream::connect(addr)?.read_to_end(&mut Vec::new())?;
+    /// background.stop()?;
+    /// let stats = handle.stats();
+    /// assert_eq!((stats.received, stats.finished, stats.errors, stats.active), (1, 1, 0, 0));
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
+    pub fn stats(&self) -> Stats {
+        let counters = &self.shared.counters;
+        Stats {
+            active: self.shared.requests.lock().running,
+            received: counters.received.load(Ordering::Relaxed),
+            finished: counters.finished.load(Ordering::Relaxed),
+            errors: counters.errors.load(Ordering::Relaxed),
+            refused: counters.refused.load(Ordering::Relaxed),
+            denied: counters.denied.load(Ordering::Relaxed),
+        }
+    }
 }
 
 type VerifyHook = Box<dyn Fn(&Address) -> bool + Send + Sync>;
 type ErrorHook = Box<dyn Fn(&Error, Option<&Address>) + Send + Sync>;
 type PlainHook = Box<dyn Fn() + Send + Sync>;
 type ConnectionHook = Box<dyn Fn(&Connection) -> io::Result<()> + Send + Sync>;
+type RefuseHook = Box<dyn Fn(&Connection, &Address) -> io::Result<()> + Send + Sync>;
 
 /// The hooks of Python's `BaseServer`, each optional.
 #[derive(Default)]
@@ -180,6 +213,8 @@ struct Hooks {
     handle_timeout: Option<PlainHook>,
     service_actions: Option<(Duration, PlainHook)>,
     shutdown_request: Option<ConnectionHook>,
+    /// Set: refuse connections beyond the limit (after this hook) instead of waiting.
+    refuse_when_full: Option<RefuseHook>,
 }
 
 /// Per-request settings, fixed when the server is built.
@@ -192,6 +227,7 @@ struct Config {
     write_timeout: Option<Duration>,
     timeout: Option<Duration>,
     shutdown_deadline: Option<Duration>,
+    max_connections: Option<usize>,
     hooks: Hooks,
 }
 
@@ -206,6 +242,7 @@ impl Default for Config {
             write_timeout: None,
             timeout: None,
             shutdown_deadline: None,
+            max_connections: None,
             hooks: Hooks::default(),
         }
     }
@@ -245,6 +282,38 @@ struct Requests {
     free_slots: Vec<usize>,
 }
 
+/// What [`ServerHandle::stats`] reads; counted with relaxed atomics, a few per request.
+#[derive(Default)]
+struct Counters {
+    received: AtomicU64,
+    finished: AtomicU64,
+    errors: AtomicU64,
+    refused: AtomicU64,
+    denied: AtomicU64,
+}
+
+/// A server's counters, read with [`ServerHandle::stats`], for logs and health checks.
+///
+/// Counted since the server was built, across serve calls. Each counter is read on its
+/// own, so under load the numbers are close to, but not exactly, one instant's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Requests running now.
+    pub active: usize,
+    /// Connections accepted and datagrams received.
+    pub received: u64,
+    /// Requests that ran and ended, with or without an error.
+    pub finished: u64,
+    /// Errors and caught panics reported to `handle_error`.
+    pub errors: u64,
+    /// Connections refused because the server was full
+    /// ([`Builder::refuse_when_full`]).
+    pub refused: u64,
+    /// Requests that `verify_request` turned down.
+    pub denied: u64,
+}
+
 /// Everything the serve loop, the handlers and the handles share.
 struct Shared {
     handler: AnyHandler,
@@ -261,6 +330,7 @@ struct Shared {
     life_changed: Condvar,
     requests: Mutex<Requests>,
     requests_changed: Condvar,
+    counters: Counters,
 }
 
 thread_local! {
@@ -298,6 +368,7 @@ struct Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        self.shared.counters.finished.fetch_add(1, Ordering::Relaxed);
         let mut requests = self.shared.requests.lock();
         requests.running -= 1;
         if let Some(slot) = self.slot {
@@ -502,7 +573,9 @@ impl Shared {
     /// Waits for a free slot when the dispatch mode has a limit, until shutdown or
     /// `timer` (the handle_request timeout, or the next service_actions call).
     fn wait_for_capacity(&self, timer: Option<Instant>) -> Capacity {
-        if let Some(max) = self.max_concurrent {
+        // A server that refuses when full must keep accepting in order to refuse.
+        let waits = self.config.hooks.refuse_when_full.is_none();
+        if let Some(max) = self.max_concurrent.filter(|_| waits) {
             let mut requests = self.requests.lock();
             while requests.running >= max && !self.stopping.load(Ordering::SeqCst) {
                 match timer {
@@ -554,6 +627,7 @@ impl Shared {
     }
 
     fn report(&self, error: &Error, client: Option<&Address>) {
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
         match &self.config.hooks.handle_error {
             Some(hook) => {
                 if panic::catch_unwind(AssertUnwindSafe(|| hook(error, client))).is_err() {
@@ -569,13 +643,17 @@ impl Shared {
 
     /// Verifies and dispatches one request. Never fails: problems go to `handle_error`.
     fn process(self: &Arc<Self>, incoming: Incoming, endpoint: &Endpoint) {
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
         let client = match &incoming {
             Incoming::Stream(_, client) | Incoming::Datagram(_, client) => client,
         };
         if let Some(verify) = &self.config.hooks.verify_request {
             match panic::catch_unwind(AssertUnwindSafe(|| verify(client))) {
                 Ok(true) => {}
-                Ok(false) => return, // dropping `incoming` closes the connection, once
+                Ok(false) => {
+                    self.counters.denied.fetch_add(1, Ordering::Relaxed);
+                    return; // dropping `incoming` closes the connection, once
+                }
                 Err(payload) => {
                     let error = Error::Panic { phase: Phase::Setup, message: panic_message(&*payload) };
                     self.report(&error, Some(client));
@@ -593,7 +671,12 @@ impl Shared {
             }
             (Incoming::Datagram(..), _) => unreachable!("datagram from a stream endpoint"),
         };
-        let ticket = self.track(connection);
+        let Some(ticket) = self.track(connection) else {
+            if let Work::Stream(connection, client) = work {
+                self.refuse(&connection, &client);
+            }
+            return;
+        };
         let client = match &work {
             Work::Stream(_, client) | Work::Datagram(_, client, _) => client.clone(),
         };
@@ -602,8 +685,15 @@ impl Shared {
         }
     }
 
-    fn track(self: &Arc<Self>, connection: Option<Arc<Connection>>) -> Ticket {
+    /// Counts a request as running, or returns `None` when the server refuses requests
+    /// beyond its limit and is at it. (A server that waits instead never gets here full:
+    /// its loop waited for a free slot before accepting.)
+    fn track(self: &Arc<Self>, connection: Option<Arc<Connection>>) -> Option<Ticket> {
         let mut requests = self.requests.lock();
+        if self.config.hooks.refuse_when_full.is_some() && self.max_concurrent.is_some_and(|max| requests.running >= max)
+        {
+            return None;
+        }
         requests.running += 1;
         let slot = connection.map(|connection| match requests.free_slots.pop() {
             Some(slot) => {
@@ -615,7 +705,36 @@ impl Shared {
                 requests.connections.len() - 1
             }
         });
-        Ticket { shared: self.clone(), slot }
+        Some(Ticket { shared: self.clone(), slot })
+    }
+
+    /// Turns a connection away when the server is full: the hook may write a short
+    /// reply, then the connection is closed, on the serve loop's thread.
+    fn refuse(&self, connection: &Connection, client: &Address) {
+        self.counters.refused.fetch_add(1, Ordering::Relaxed);
+        let Some(hook) = &self.config.hooks.refuse_when_full else { return };
+        // Never let a client that does not read stall the serve loop.
+        let _ = connection.set_write_timeout(Some(REFUSE_WRITE_TIMEOUT));
+        match panic::catch_unwind(AssertUnwindSafe(|| hook(connection, client))) {
+            Ok(Ok(())) => {}
+            Ok(Err(source)) => self.report(&Error::Handler { phase: Phase::Respond, source }, Some(client)),
+            Err(payload) => {
+                let error = Error::Panic { phase: Phase::Respond, message: panic_message(&*payload) };
+                self.report(&error, Some(client));
+            }
+        }
+        // Closing with unread bytes makes the kernel send a reset, which can destroy the
+        // reply before the client reads it: read what has arrived, then end the stream.
+        let _ = connection.shutdown(Shutdown::Write);
+        if connection.set_nonblocking(true).is_ok() {
+            let mut scratch = [0u8; 4096];
+            for _ in 0..16 {
+                match (&*connection).read(&mut scratch) {
+                    Ok(n) if n > 0 => {}
+                    _ => break,
+                }
+            }
+        }
     }
 
     fn configure(&self, connection: &Connection) -> io::Result<()> {
@@ -1186,6 +1305,23 @@ impl<T: Transport> Builder<T> {
         self
     }
 
+    /// At most `n` requests run at once, in any dispatch mode (with [`Threading`]'s
+    /// `max_threads` or a [`Pool`], the smaller limit counts). At the limit the server
+    /// stops accepting until a request ends: further connections wait in the kernel's
+    /// backlog and datagrams in the socket's buffer, never in a queue in memory. For
+    /// streams, [`refuse_when_full`](Builder::refuse_when_full) turns them away instead.
+    ///
+    /// [`Threading`]: crate::dispatch::Threading
+    /// [`Pool`]: crate::dispatch::Pool
+    ///
+    /// # Panics
+    /// Panics if `n` is zero.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        assert!(n > 0, "max_connections must be at least 1");
+        self.config.max_connections = Some(n);
+        self
+    }
+
     /// Binds (and for streams, listens) and returns the server, ready to serve.
     ///
     /// # Errors
@@ -1200,7 +1336,10 @@ impl<T: Transport> Builder<T> {
         let bound = T::open(self.target, &self.options)?;
         bound.endpoint.set_blocking()?;
         let local = bound.endpoint.local_address()?;
-        let max_concurrent = self.dispatch.max_concurrent();
+        let max_concurrent = match (self.dispatch.max_concurrent(), self.config.max_connections) {
+            (Some(mode), Some(limit)) => Some(mode.min(limit)),
+            (mode, limit) => mode.or(limit),
+        };
         let shared = Shared {
             handler: T::Request::erase(handler),
             dispatch: self.dispatch,
@@ -1224,12 +1363,33 @@ impl<T: Transport> Builder<T> {
             life_changed: Condvar::new(),
             requests: Mutex::new(Requests::default()),
             requests_changed: Condvar::new(),
+            counters: Counters::default(),
         };
         Ok(Server { shared: Arc::new(shared), _transport: PhantomData })
     }
 }
 
 impl<T: Transport<Request = StreamRequest>> Builder<T> {
+    /// When the server is full (see [`max_connections`](Builder::max_connections)),
+    /// accept each further connection, call `hook` to write a short reply (such as
+    /// `"-ERR busy\r\n"` or an HTTP 503), and close it, instead of leaving it to wait in
+    /// the backlog. Counted in [`Stats::refused`].
+    ///
+    /// The hook runs on the accepting thread, so it must be quick: its writes time out
+    /// after 100 ms. Refusing needs a thread free to accept, which [`Threading`] always
+    /// has; a [`Pool`] refuses only with `max_connections` below its size, and a
+    /// sequential server never does.
+    ///
+    /// [`Threading`]: crate::dispatch::Threading
+    /// [`Pool`]: crate::dispatch::Pool
+    pub fn refuse_when_full(
+        mut self,
+        hook: impl Fn(&Connection, &Address) -> io::Result<()> + Send + Sync + 'static,
+    ) -> Self {
+        self.config.hooks.refuse_when_full = Some(Box::new(hook));
+        self
+    }
+
     /// The listen backlog (Python's `request_queue_size`). Default
     /// [`DEFAULT_BACKLOG`] (128); Python's 5 drops connections under bursts.
     #[doc(alias = "request_queue_size")]

@@ -125,6 +125,14 @@ impl Connection {
         }
     }
 
+    /// Moves the connection in or out of non-blocking mode.
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        match self {
+            Connection::Tcp(s) => s.set_nonblocking(nonblocking),
+            Connection::Unix(s) => s.set_nonblocking(nonblocking),
+        }
+    }
+
     /// The address of the other end.
     pub fn peer_addr(&self) -> io::Result<Address> {
         match self {
