@@ -16,8 +16,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
 use socketserver::dispatch::{Dispatch, Pool, Sequential, Threading};
 use socketserver::transport::Transport;
 use socketserver::{
@@ -124,13 +122,8 @@ fn run<T: Transport>(
             None => eprintln!("echo: {error}"),
         })
         .bind(handler)?;
-    let handle = server.handle();
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
-            handle.shutdown();
-        }
-    });
+    // Ctrl-C or SIGTERM: refuse new connections at once, give running ones GRACE.
+    let _signals = server.handle().shutdown_on_signals()?;
     let mut stdout = io::stdout().lock();
     writeln!(stdout, "listening on {}", url(&server.local_addr()))?;
     stdout.flush()?;

@@ -107,6 +107,8 @@ mod error;
 mod handler;
 mod python;
 mod server;
+#[cfg(feature = "signals")]
+mod signals;
 pub mod transport;
 
 pub use error::{Error, Phase, Result};
@@ -116,4 +118,6 @@ pub use server::{
     BackgroundServer, Builder, InetTransport, Server, ServerHandle, Stats, TcpServer, UdpServer, UnixDatagramServer,
     UnixStreamServer, DEFAULT_BACKLOG, DEFAULT_MAX_PACKET_SIZE, DEFAULT_RBUFSIZE,
 };
+#[cfg(feature = "signals")]
+pub use signals::SignalShutdown;
 pub use transport::{Address, Connection, DatagramSocket};

@@ -26,7 +26,7 @@ use crate::error::{Error, Phase, Result};
 use crate::handler::{AnyHandler, DatagramRequest, RequestHandler, StreamRequest};
 use crate::transport::sealed::RequestKind;
 use crate::transport::{
-    Address, BindTarget, Bound, Connection, DatagramSocket, Endpoint, Incoming, OwnedPath, SocketOptions, Tcp,
+    Address, BeforeBind, BindTarget, Bound, Connection, DatagramSocket, Endpoint, Incoming, OwnedPath, SocketOptions, Tcp,
     Transport, Udp, UnixDatagram, UnixStream,
 };
 
@@ -203,6 +203,7 @@ type VerifyHook = Box<dyn Fn(&Address) -> bool + Send + Sync>;
 type ErrorHook = Box<dyn Fn(&Error, Option<&Address>) + Send + Sync>;
 type PlainHook = Box<dyn Fn() + Send + Sync>;
 type ConnectionHook = Box<dyn Fn(&Connection) -> io::Result<()> + Send + Sync>;
+type AfterBindHook = Box<dyn Fn(&Address) -> io::Result<()> + Send + Sync>;
 type RefuseHook = Box<dyn Fn(&Connection, &Address) -> io::Result<()> + Send + Sync>;
 
 /// The hooks of Python's `BaseServer`, each optional.
@@ -215,6 +216,23 @@ struct Hooks {
     shutdown_request: Option<ConnectionHook>,
     /// Set: refuse connections beyond the limit (after this hook) instead of waiting.
     refuse_when_full: Option<RefuseHook>,
+    after_bind: Option<AfterBindHook>,
+}
+
+impl Hooks {
+    /// Ends a stream request, after its handler or when `verify_request` turned it
+    /// down (Python's `shutdown_request`): the user's hook, or SHUT_WR before the close,
+    /// so the client reads end-of-file even if a clone of the socket is still open. The
+    /// peer may be gone already; that is no error.
+    fn shutdown_request(&self, connection: &Connection) -> io::Result<()> {
+        match &self.shutdown_request {
+            Some(hook) => hook(connection),
+            None => {
+                let _ = connection.shutdown(Shutdown::Write);
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Per-request settings, fixed when the server is built.
@@ -484,6 +502,9 @@ impl Shared {
             life.owned_path = bound.owned_path;
             life.endpoint = Some(Arc::new(bound.endpoint));
             life.interrupted = false;
+            if let Some(hook) = &self.config.hooks.after_bind {
+                hook(&self.local).map_err(|source| Error::Bind { addr: self.local.to_string(), source })?;
+            }
         }
         self.stopping.store(false, Ordering::SeqCst);
         life.phase = LifePhase::Serving;
@@ -641,6 +662,17 @@ impl Shared {
         }
     }
 
+    /// Runs a hook of the server's own on a request's behalf; its error or panic is
+    /// reported to `handle_error` as the request's.
+    fn guarded(&self, phase: Phase, client: &Address, hook: impl FnOnce() -> io::Result<()>) {
+        let error = match panic::catch_unwind(AssertUnwindSafe(hook)) {
+            Ok(Ok(())) => return,
+            Ok(Err(source)) => Error::Handler { phase, source },
+            Err(payload) => Error::Panic { phase, message: panic_message(&*payload) },
+        };
+        self.report(&error, Some(client));
+    }
+
     /// Verifies and dispatches one request. Never fails: problems go to `handle_error`.
     fn process(self: &Arc<Self>, incoming: Incoming, endpoint: &Endpoint) {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
@@ -652,6 +684,9 @@ impl Shared {
                 Ok(true) => {}
                 Ok(false) => {
                     self.counters.denied.fetch_add(1, Ordering::Relaxed);
+                    if let Incoming::Stream(connection, client) = &incoming {
+                        self.guarded(Phase::Respond, client, || self.config.hooks.shutdown_request(connection));
+                    }
                     return; // dropping `incoming` closes the connection, once
                 }
                 Err(payload) => {
@@ -715,14 +750,7 @@ impl Shared {
         let Some(hook) = &self.config.hooks.refuse_when_full else { return };
         // Never let a client that does not read stall the serve loop.
         let _ = connection.set_write_timeout(Some(REFUSE_WRITE_TIMEOUT));
-        match panic::catch_unwind(AssertUnwindSafe(|| hook(connection, client))) {
-            Ok(Ok(())) => {}
-            Ok(Err(source)) => self.report(&Error::Handler { phase: Phase::Respond, source }, Some(client)),
-            Err(payload) => {
-                let error = Error::Panic { phase: Phase::Respond, message: panic_message(&*payload) };
-                self.report(&error, Some(client));
-            }
-        }
+        self.guarded(Phase::Respond, client, || hook(connection, client));
         // Closing with unread bytes makes the kernel send a reset, which can destroy the
         // reply before the client reads it: read what has arrived, then end the stream.
         let _ = connection.shutdown(Shutdown::Write);
@@ -973,16 +1001,7 @@ impl Phases for StreamRequest {
 
     fn respond(&mut self, hooks: &Hooks) -> io::Result<()> {
         self.flush_writer()?;
-        match &hooks.shutdown_request {
-            Some(hook) => hook(self.connection()),
-            None => {
-                // Python's shutdown_request: SHUT_WR before close, so the client reads
-                // end-of-file even if a clone of the socket is still open. The peer may
-                // be gone already; that is no error.
-                let _ = self.connection().shutdown(Shutdown::Write);
-                Ok(())
-            }
-        }
+        hooks.shutdown_request(self.connection())
     }
 }
 
@@ -1135,6 +1154,63 @@ impl<T: Transport> Server<T> {
     }
 }
 
+impl<T: Transport<Request = StreamRequest>> Server<T> {
+    /// Runs a connection you obtained yourself through the server: `verify_request`,
+    /// the connection limit, the dispatch mode, the handler and the hooks, as if the
+    /// serve loop had accepted it (Python's `process_request`).
+    ///
+    /// This is how to replace accepting (Python's `get_request`): accept from a socket
+    /// of your own, take connections from another process, or connect out instead of
+    /// listening, as `idlelib` does. It returns once the request is dispatched; in a
+    /// waiting mode at its limit it first waits for a free slot. Errors of the request
+    /// go to `handle_error`, as always.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] after [`close`](Server::close); the connection is then closed.
+    ///
+    /// # Examples
+    ///
+    /// A server that serves a connection it made itself, outward:
+    ///
+    /// ```
+    /// use std::io::{BufRead, BufReader, Write};
+    /// use socketserver::{Connection, StreamRequest, TcpServer};
+    ///
+    /// let peer = std::net::TcpListener::bind("127.0.0.1:0")?;
+    /// let server = TcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| req.writer().write_all(b"hello\n"))?;
+    /// let outward = std::net::TcpStream::connect(peer.local_addr()?)?;
+    /// let client_addr = outward.peer_addr()?.into();
+    /// server.process_request(Connection::Tcp(outward), client_addr)?;
+    ///
+    /// let (stream, _) = peer.accept()?;
+    /// let mut line = String::new();
+    /// BufReader::new(stream).read_line(&mut line)?;
+    /// assert_eq!(line, "hello\n");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[doc(alias = "get_request")]
+    pub fn process_request(&self, connection: Connection, client: Address) -> Result<()> {
+        let endpoint = self.shared.life.lock().endpoint.clone().ok_or(Error::Closed)?;
+        let _ = self.shared.wait_for_capacity(None);
+        self.shared.process(Incoming::Stream(connection, client), &endpoint);
+        Ok(())
+    }
+}
+
+/// The server socket's descriptor (Python's `fileno()`), to wait for readiness in an
+/// event loop of your own and then call [`Server::handle_request`], which will not block
+/// for long when the socket is readable.
+///
+/// The descriptor changes when a serve call binds anew after a shutdown, and is `-1`
+/// once the server is closed: ask again rather than keeping it. (For the same reason
+/// there is no `AsFd`: a borrow could outlive the socket it names.)
+impl<T: Transport> std::os::fd::AsRawFd for Server<T> {
+    #[doc(alias = "fileno")]
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.shared.life.lock().endpoint.as_ref().map_or(-1, |endpoint| endpoint.as_raw_fd())
+    }
+}
+
 impl<T: Transport> Drop for Server<T> {
     fn drop(&mut self) {
         self.shared.close();
@@ -1240,7 +1316,7 @@ impl<T: Transport> Builder<T> {
     fn new(target: BindTarget) -> Self {
         Builder {
             target,
-            options: SocketOptions { backlog: DEFAULT_BACKLOG, reuse_address: None, reuse_port: false, only_v6: None },
+            options: SocketOptions { backlog: DEFAULT_BACKLOG, ..SocketOptions::default() },
             config: Config::default(),
             dispatch: Box::new(Sequential),
             _transport: PhantomData,
@@ -1305,6 +1381,65 @@ impl<T: Transport> Builder<T> {
         self
     }
 
+    /// Called with each new server socket before it is bound (part of what overriding
+    /// Python's `server_bind` does): set options that must precede bind and that the
+    /// builder does not offer, such as `SO_RCVBUF` or `SO_BINDTODEVICE`, for example
+    /// through `socket2::SockRef::from(&fd)`. Runs again when the server binds anew after
+    /// a shutdown. An error fails the bind with [`Error::Bind`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::os::fd::AsRawFd;
+    /// use socketserver::{StreamRequest, TcpServer};
+    ///
+    /// let server = TcpServer::builder("127.0.0.1:0")
+    ///     .before_bind(|fd| {
+    ///         assert!(fd.as_raw_fd() >= 0); // e.g. socket2::SockRef::from(&fd).set_recv_buffer_size(1 << 20)
+    ///         Ok(())
+    ///     })
+    ///     .bind(|req: &mut StreamRequest| req.writer().write_all(b"hi"))?;
+    /// # drop(server);
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
+    pub fn before_bind(
+        mut self,
+        hook: impl Fn(std::os::fd::BorrowedFd<'_>) -> io::Result<()> + Send + Sync + 'static,
+    ) -> Self {
+        self.options.before_bind = Some(BeforeBind(Arc::new(hook)));
+        self
+    }
+
+    /// Called with the real address once the socket is bound (and for streams,
+    /// listening): what overriding Python's `server_bind` to read `server_address` does,
+    /// as `http.server` does for its `server_name` and `server_port`. With port 0 this is
+    /// the port the system picked. Runs again each time the server binds anew after a
+    /// shutdown. An error fails the bind with [`Error::Bind`] and closes the socket.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::sync::{Arc, Mutex};
+    /// use socketserver::{Address, StreamRequest, TcpServer};
+    ///
+    /// let bound: Arc<Mutex<Option<Address>>> = Arc::default();
+    /// let record = bound.clone();
+    /// let server = TcpServer::builder("127.0.0.1:0")
+    ///     .after_bind(move |addr| {
+    ///         *record.lock().unwrap() = Some(addr.clone());
+    ///         Ok(())
+    ///     })
+    ///     .bind(|req: &mut StreamRequest| req.writer().write_all(b"hi"))?;
+    /// assert_eq!(bound.lock().unwrap().as_ref().and_then(Address::as_inet), Some(server.local_addr()));
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
+    pub fn after_bind(mut self, hook: impl Fn(&Address) -> io::Result<()> + Send + Sync + 'static) -> Self {
+        self.config.hooks.after_bind = Some(Box::new(hook));
+        self
+    }
+
     /// At most `n` requests run at once, in any dispatch mode (with [`Threading`]'s
     /// `max_threads` or a [`Pool`], the smaller limit counts). At the limit the server
     /// stops accepting until a request ends: further connections wait in the kernel's
@@ -1336,6 +1471,15 @@ impl<T: Transport> Builder<T> {
         let bound = T::open(self.target, &self.options)?;
         bound.endpoint.set_blocking()?;
         let local = bound.endpoint.local_address()?;
+        if let Some(hook) = &self.config.hooks.after_bind {
+            // Dropping `bound` on error closes the socket; remove a file it created.
+            if let Err(source) = hook(&local) {
+                if let Some(path) = bound.owned_path {
+                    path.remove();
+                }
+                return Err(Error::Bind { addr: local.to_string(), source });
+            }
+        }
         let max_concurrent = match (self.dispatch.max_concurrent(), self.config.max_connections) {
             (Some(mode), Some(limit)) => Some(mode.min(limit)),
             (mode, limit) => mode.or(limit),
@@ -1425,9 +1569,10 @@ impl<T: Transport<Request = StreamRequest>> Builder<T> {
     }
 
     /// Replaces what the server does to a connection after `finish` and the flush,
-    /// just before closing it (Python's `shutdown_request`). The default shuts down the
-    /// write half, so the client reads end-of-file; an error is reported to
-    /// `handle_error` with [`Phase::Respond`]. Closing itself always follows.
+    /// just before closing it (Python's `shutdown_request`), and to a connection that
+    /// `verify_request` turned down. The default shuts down the write half, so the
+    /// client reads end-of-file; an error is reported to `handle_error` with
+    /// [`Phase::Respond`]. Closing itself always follows.
     #[doc(alias = "close_request")]
     pub fn shutdown_request(mut self, hook: impl Fn(&Connection) -> io::Result<()> + Send + Sync + 'static) -> Self {
         self.config.hooks.shutdown_request = Some(Box::new(hook));
@@ -1491,6 +1636,33 @@ impl<T: InetTransport> Builder<T> {
     /// (as mapped addresses). Default: the system's (on Linux, `false`).
     pub fn only_v6(mut self, only_v6: bool) -> Self {
         self.options.only_v6 = Some(only_v6);
+        self
+    }
+}
+
+impl<T: Transport<Addr = PathBuf>> Builder<T> {
+    /// The permission bits of the socket file, such as `0o660` to let only the owner
+    /// and group connect. Set right after bind, before the socket listens, so no client
+    /// connects under the default bits (which follow the process's umask). Also applied
+    /// when the server binds anew after a shutdown.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::os::unix::fs::PermissionsExt;
+    /// use socketserver::{StreamRequest, UnixStreamServer};
+    ///
+    /// let path = std::env::temp_dir().join(format!("perm-doc-{}.sock", std::process::id()));
+    /// let server = UnixStreamServer::builder(&path)
+    ///     .permissions(0o600)
+    ///     .bind(|req: &mut StreamRequest| req.writer().write_all(b"hi"))?;
+    /// assert_eq!(std::fs::metadata(&path)?.permissions().mode() & 0o777, 0o600);
+    /// drop(server); // removes the socket file
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn permissions(mut self, mode: u32) -> Self {
+        self.options.mode = Some(mode);
         self
     }
 }

@@ -19,7 +19,9 @@ thread_local! {
 /// handoff between threads, which is what a hand-written pool does and what makes this
 /// mode as fast as one. At most `workers` requests run at once; with every worker busy
 /// nobody accepts, so further connections wait in the kernel backlog, not in memory.
-/// A request that panics does not cost a worker.
+/// A request that panics does not cost a worker. If some workers cannot be started
+/// (thread limits), the pool serves with those that did, and if none did, on the thread
+/// that called `serve_forever`; either way a warning is logged.
 ///
 /// Workers start when `serve_forever` starts and are joined before it returns. A request
 /// that comes from outside the workers, through

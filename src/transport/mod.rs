@@ -11,6 +11,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{self, Shutdown, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net as unix;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -315,6 +316,10 @@ impl Endpoint {
         self.sock().set_read_timeout(timeout.map(|t| t.max(MIN_RECEIVE_TIMEOUT)))
     }
 
+    pub(crate) fn as_raw_fd(&self) -> RawFd {
+        self.sock().as_raw_fd()
+    }
+
     pub(crate) fn local_address(&self) -> io::Result<Address> {
         match self {
             Endpoint::Tcp(l) => l.local_addr().map(Address::Inet),
@@ -328,12 +333,35 @@ impl Endpoint {
 }
 
 /// Socket options applied when the server socket is created, before bind and listen.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct SocketOptions {
     pub(crate) backlog: i32,
     pub(crate) reuse_address: Option<bool>,
     pub(crate) reuse_port: bool,
     pub(crate) only_v6: Option<bool>,
+    /// Permission bits for a Unix socket file.
+    pub(crate) mode: Option<u32>,
+    pub(crate) before_bind: Option<BeforeBind>,
+}
+
+/// The user's hook that runs on a new server socket before it is bound.
+#[derive(Clone)]
+pub(crate) struct BeforeBind(pub(crate) Arc<dyn Fn(BorrowedFd<'_>) -> io::Result<()> + Send + Sync>);
+
+impl fmt::Debug for BeforeBind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BeforeBind")
+    }
+}
+
+impl SocketOptions {
+    /// Runs the `before_bind` hook, if any, on a socket about to be bound.
+    pub(crate) fn before_bind(&self, socket: &socket2::Socket) -> io::Result<()> {
+        match &self.before_bind {
+            Some(hook) => (hook.0)(socket.as_fd()),
+            None => Ok(()),
+        }
+    }
 }
 
 /// What a builder was asked to bind, kept so that the same address can be bound again.

@@ -64,6 +64,7 @@ pub(super) fn inet_socket(
         if options.reuse_port {
             socket.set_reuse_port(true)?;
         }
+        options.before_bind(&socket)?;
         Ok(socket)
     };
     let socket = setup().map_err(|e| bind_error(addr, e))?;

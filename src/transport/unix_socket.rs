@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net as unix;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -83,17 +83,28 @@ fn bind_path(path: &Path, ty: Type, options: &SocketOptions) -> Result<Bound> {
     let shown = path.display();
     clear_stale(path)?;
     let socket = Socket::new(Domain::UNIX, ty, None).map_err(|e| bind_error(&shown, e))?;
+    options.before_bind(&socket).map_err(|e| bind_error(&shown, e))?;
     let addr = SockAddr::unix(path).map_err(|e| bind_error(&shown, e))?;
     socket.bind(&addr).map_err(|e| bind_error(&shown, e))?;
-    // From here on the file is ours: remove it if listening fails.
+    // From here on the file is ours: remove it if anything else fails. The permission
+    // bits are set before listening, so no client connects under the default ones.
     let owned_path = OwnedPath::record(path);
-    let endpoint = if ty == Type::STREAM {
-        if let Err(e) = socket.listen(options.backlog) {
-            if let Some(owned) = owned_path {
-                owned.remove();
-            }
-            return Err(bind_error(&shown, e));
+    let finish = || -> io::Result<()> {
+        if let Some(mode) = options.mode {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
         }
+        if ty == Type::STREAM {
+            socket.listen(options.backlog)?;
+        }
+        Ok(())
+    };
+    if let Err(e) = finish() {
+        if let Some(owned) = owned_path {
+            owned.remove();
+        }
+        return Err(bind_error(&shown, e));
+    }
+    let endpoint = if ty == Type::STREAM {
         Endpoint::UnixStream(unix::UnixListener::from(std::os::fd::OwnedFd::from(socket)))
     } else {
         Endpoint::Datagram(Arc::new(DatagramSocket::Unix(unix::UnixDatagram::from(std::os::fd::OwnedFd::from(socket)))))
