@@ -325,6 +325,8 @@ pub struct StreamRequest {
     writer: Writer,
     connection: Arc<Connection>,
     client: Address,
+    /// The peer that connected, when a PROXY protocol header named another client.
+    proxy: Option<Address>,
     server: ServerHandle,
 }
 
@@ -352,7 +354,7 @@ impl StreamRequest {
         } else {
             WriterInner::Buffered(BufWriter::with_capacity(wbufsize, handle))
         };
-        StreamRequest { reader, writer: Writer { inner }, connection, client, server }
+        StreamRequest { reader, writer: Writer { inner }, connection, client, proxy: None, server }
     }
 
     /// Sets a deadline for this request's reads and writes, or clears it with `None`.
@@ -416,6 +418,29 @@ impl StreamRequest {
     #[doc(alias = "client_address")]
     pub fn client_addr(&self) -> &Address {
         &self.client
+    }
+
+    /// With the PROXY protocol on (`Builder::proxy_protocol`, feature
+    /// `proxy-protocol`): the address of the proxy that connected, when its header named
+    /// the real client, which [`client_addr`](StreamRequest::client_addr) then gives.
+    /// `None` otherwise.
+    pub fn proxy_addr(&self) -> Option<&Address> {
+        self.proxy.as_ref()
+    }
+
+    /// Reads the PROXY protocol header that must open the connection, and takes the
+    /// client's address from it. A proxy's health check (`LOCAL`) keeps the peer's.
+    #[cfg(feature = "proxy-protocol")]
+    pub(crate) fn read_proxy_header(&mut self, within: Duration) -> io::Result<()> {
+        use crate::proxy_protocol::{read_header, ProxyHeader};
+        // A client that connects directly and sends nothing must not hold the thread.
+        self.set_deadline(Some(Instant::now() + within));
+        let header = read_header(&mut self.reader);
+        self.set_deadline(None);
+        if let ProxyHeader::Proxied { source, .. } = header? {
+            self.proxy = Some(std::mem::replace(&mut self.client, Address::Inet(source)));
+        }
+        Ok(())
     }
 
     /// The connection (Python's `request`), for timeouts, `TCP_NODELAY` and the like.

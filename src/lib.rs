@@ -38,8 +38,9 @@
 //!
 //! # Design
 //!
-//! - **Blocking I/O, one thread per running request** (or a fixed pool). No runtime, no
-//!   `unsafe`: the crate forbids it.
+//! - **Blocking I/O, one thread per running request** (or a fixed pool). No runtime.
+//!   `unsafe` is denied but in one call: taking ownership of the descriptors systemd
+//!   passes ([`activation`]).
 //! - **No polling.** The serve loop blocks in `accept`/`recvfrom` with no timeout;
 //!   `shutdown` wakes it with `shutdown(fd, SHUT_RD)` on the server socket, which also
 //!   makes the kernel refuse new connections at once. An idle server makes no wakeups.
@@ -52,6 +53,10 @@
 //!   `handle_error`; the server goes on, and `finish` still runs.
 //!
 //! # Python names
+//!
+//! The [`migration`] guide maps every name of Python's `socketserver`, shows Python's
+//! documentation examples beside their Rust versions, and says where this crate differs
+//! on purpose. In short:
 //!
 //! | Python `socketserver` | here |
 //! |---|---|
@@ -86,8 +91,19 @@
 //!
 //! # Features
 //!
+//! - **`signals`** (on): `ServerHandle::shutdown_on_signals`, a graceful shutdown on
+//!   SIGINT and SIGTERM, on `signal-hook`.
+//! - `proxy-protocol` (off): `Builder::proxy_protocol` and the `proxy_protocol` module's
+//!   parser: the real client address behind haproxy or nginx.
 //! - `threadpool` (off): `dispatch::ThreadPoolDispatch`, serving through a
 //!   `threadpool::ThreadPool` you already own.
+//!
+//! # Deployment
+//!
+//! Past one process, scale with what exists: several processes on one port
+//! ([`Builder::reuse_port`]), systemd socket activation ([`activation::ListenFds`]), or a
+//! load balancer in front (with the PROXY protocol for the client address). Stats for
+//! health checks come from [`ServerHandle::stats`].
 //!
 //! # Logging
 //!
@@ -95,16 +111,22 @@
 //! hook, whose default logs them with `log::error!`: install a logger (for example
 //! `env_logger`) or set the hook, or they are not shown. Rust's panic hook still prints
 //! a handler's panic message to stderr.
-#![forbid(unsafe_code)]
+// `unsafe` is denied everywhere but one place: taking ownership of the descriptors
+// systemd passes (`activation`), which no safe API can do.
+#![deny(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![doc(test(attr(deny(warnings))))]
 // The sealed `Transport` trait's hidden methods take crate-private types on purpose:
 // users name the transports but can neither call nor implement those methods.
 #![allow(private_interfaces)]
 
+pub mod activation;
 pub mod dispatch;
 mod error;
 mod handler;
+pub mod migration;
+#[cfg(feature = "proxy-protocol")]
+pub mod proxy_protocol;
 mod python;
 mod server;
 #[cfg(feature = "signals")]

@@ -43,6 +43,9 @@ pub const DEFAULT_MAX_PACKET_SIZE: usize = 8192;
 const FORCED_CLOSE_GRACE: Duration = Duration::from_secs(1);
 const BACKOFF_START: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How long a client may take to send its PROXY protocol header.
+#[cfg(feature = "proxy-protocol")]
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long refusing a connection may block the serve loop on a client that does not read.
 const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
 
@@ -246,6 +249,8 @@ struct Config {
     timeout: Option<Duration>,
     shutdown_deadline: Option<Duration>,
     max_connections: Option<usize>,
+    #[cfg(feature = "proxy-protocol")]
+    proxy_protocol: bool,
     hooks: Hooks,
 }
 
@@ -261,6 +266,8 @@ impl Default for Config {
             timeout: None,
             shutdown_deadline: None,
             max_connections: None,
+            #[cfg(feature = "proxy-protocol")]
+            proxy_protocol: false,
             hooks: Hooks::default(),
         }
     }
@@ -977,6 +984,13 @@ fn run(ticket: Ticket, work: Work) {
                 shared.config.wbufsize,
                 (shared.config.read_timeout, shared.config.write_timeout),
             );
+            #[cfg(feature = "proxy-protocol")]
+            if shared.config.proxy_protocol {
+                if let Err(source) = request.read_proxy_header(PROXY_HEADER_TIMEOUT) {
+                    shared.report(&Error::Handler { phase: Phase::Setup, source }, Some(request.client_addr()));
+                    return;
+                }
+            }
             run_phases(shared, &**handler, &mut request);
         }
         (Work::Datagram(packet, client, socket), AnyHandler::Datagram(handler)) => {
@@ -1514,6 +1528,45 @@ impl<T: Transport> Builder<T> {
 }
 
 impl<T: Transport<Request = StreamRequest>> Builder<T> {
+    /// Every connection starts with a PROXY protocol header (v1 or v2), as haproxy's
+    /// `send-proxy` and nginx's `proxy_protocol on` send: the server reads it before
+    /// `setup`, and the handler's [`client_addr`](StreamRequest::client_addr) is the real
+    /// client's, with [`proxy_addr`](StreamRequest::proxy_addr) the proxy's.
+    ///
+    /// Only turn this on behind a proxy that always sends the header: anyone who can
+    /// connect directly could otherwise claim any address. A connection without a valid
+    /// header within 10 seconds is closed and reported to `handle_error` as a
+    /// [`Phase::Setup`] error (`InvalidData`, "PROXY protocol: ..."); the handler does not
+    /// run. Feature `proxy-protocol`; see [`proxy_protocol`](crate::proxy_protocol).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use socketserver::{StreamRequest, TcpServer};
+    ///
+    /// let server = TcpServer::builder("127.0.0.1:0")
+    ///     .proxy_protocol(true)
+    ///     .bind(|req: &mut StreamRequest| {
+    ///         let client = req.client_addr().to_string();
+    ///         req.writer().write_all(client.as_bytes())
+    ///     })?;
+    /// let addr = server.local_addr();
+    /// let background = server.serve_in_background()?;
+    /// let mut proxy = std::net::TcpStream::connect(addr)?;
+    /// proxy.write_all(b"PROXY TCP4 203.0.113.7 192.0.2.1 51000 443\r\n")?;
+    /// let mut reply = String::new();
+    /// proxy.read_to_string(&mut reply)?;
+    /// assert_eq!(reply, "203.0.113.7:51000");
+    /// background.stop()?;
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
+    #[cfg(feature = "proxy-protocol")]
+    pub fn proxy_protocol(mut self, enabled: bool) -> Self {
+        self.config.proxy_protocol = enabled;
+        self
+    }
+
     /// When the server is full (see [`max_connections`](Builder::max_connections)),
     /// accept each further connection, call `hook` to write a short reply (such as
     /// `"-ERR busy\r\n"` or an HTTP 503), and close it, instead of leaving it to wait in

@@ -1,0 +1,2 @@
+//! Migrating from Python's `socketserver`: every name, and where we differ on purpose.
+#![doc = include_str!("migration.md")]
