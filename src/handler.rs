@@ -1,7 +1,7 @@
 //! Handlers and the requests they receive.
 
 use std::fmt;
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -188,21 +188,53 @@ impl Write for ConnHandle {
 
 /// The buffered reading side of a stream request (Python's `rfile`).
 ///
-/// Implements [`Read`] and [`BufRead`]; its buffer size is the server's `rbufsize`.
+/// Implements [`Read`] and [`BufRead`]; its buffer holds up to the server's `rbufsize`
+/// bytes.
 #[doc(alias = "rfile")]
 pub struct Reader {
-    inner: BufReader<ConnHandle>,
+    source: ConnHandle,
+    /// Initialized bytes; the buffer's capacity is `rbufsize`. Only `buf[pos..filled]`
+    /// holds data not yet consumed.
+    buf: Vec<u8>,
+    pos: usize,
+    filled: usize,
+    capacity: usize,
+}
+
+/// How much of the read buffer is made ready for the first read.
+const FIRST_READ_WINDOW: usize = 1024;
+
+impl Reader {
+    fn new(source: ConnHandle, capacity: usize) -> Reader {
+        let capacity = capacity.max(1);
+        Reader { source, buf: Vec::with_capacity(capacity), pos: 0, filled: 0, capacity }
+    }
+
+    /// The bytes received and not yet consumed, without reading more: a handler that
+    /// batches replies (pipelining) flushes when this is empty.
+    pub fn buffer(&self) -> &[u8] {
+        &self.buf[self.pos..self.filled]
+    }
 }
 
 impl fmt::Debug for Reader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Reader").field("buffered", &self.inner.buffer().len()).finish()
+        f.debug_struct("Reader").field("buffered", &self.buffer().len()).field("capacity", &self.capacity).finish()
     }
 }
 
 impl Read for Reader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf)
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        // A large read with nothing buffered goes straight to the socket, as with std's
+        // BufReader.
+        if self.pos == self.filled && out.len() >= self.capacity {
+            return self.source.read(out);
+        }
+        let available = self.fill_buf()?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
     }
 }
 
@@ -237,7 +269,7 @@ impl Reader {
     pub fn read_line_bounded(&mut self, line: &mut Vec<u8>, max: usize) -> io::Result<usize> {
         let start = line.len();
         loop {
-            let available = match self.inner.fill_buf() {
+            let available = match self.fill_buf() {
                 Ok(available) => available,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -252,12 +284,12 @@ impl Reader {
             };
             if chunk.len() > room {
                 line.extend_from_slice(&chunk[..room]);
-                self.inner.consume(room);
+                self.consume(room);
                 return Err(io::Error::new(io::ErrorKind::InvalidData, format!("line longer than {max} bytes")));
             }
             let taken = chunk.len();
             line.extend_from_slice(chunk);
-            self.inner.consume(taken);
+            self.consume(taken);
             if complete {
                 return Ok(line.len() - start);
             }
@@ -265,13 +297,30 @@ impl Reader {
     }
 }
 
+/// The buffer is made ready (zeroed, since safe code cannot read into uninitialized
+/// memory) a window at a time: 1 KiB at first, doubling each time a read fills the
+/// window, up to `rbufsize`. `std::io::BufReader` over a type of our own would zero all
+/// of it on the first read, touching every page of every idle connection's buffer; this
+/// way an idle or small-message connection touches one page, and a bulk one reaches the
+/// full buffer after a few reads.
 impl BufRead for Reader {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        self.inner.fill_buf()
+        if self.pos == self.filled {
+            if self.buf.is_empty() {
+                self.buf.resize(FIRST_READ_WINDOW.min(self.capacity), 0);
+            }
+            let n = self.source.read(&mut self.buf)?;
+            if n == self.buf.len() && n < self.capacity {
+                self.buf.resize((n * 2).min(self.capacity), 0);
+            }
+            self.pos = 0;
+            self.filled = n;
+        }
+        Ok(&self.buf[self.pos..self.filled])
     }
 
     fn consume(&mut self, amt: usize) {
-        self.inner.consume(amt)
+        self.pos = (self.pos + amt).min(self.filled);
     }
 }
 
@@ -348,7 +397,7 @@ impl StreamRequest {
         let (read_timeout, write_timeout) = timeouts;
         let handle = ConnHandle { connection: connection.clone(), deadline: None, timeout: write_timeout };
         let reader_handle = ConnHandle { timeout: read_timeout, ..handle.clone() };
-        let reader = Reader { inner: BufReader::with_capacity(rbufsize.max(1), reader_handle) };
+        let reader = Reader::new(reader_handle, rbufsize);
         let inner = if wbufsize == 0 {
             WriterInner::Direct(handle)
         } else {
@@ -389,7 +438,7 @@ impl StreamRequest {
     /// # Ok::<(), socketserver::Error>(())
     /// ```
     pub fn set_deadline(&mut self, deadline: Option<Instant>) {
-        self.reader.inner.get_mut().set_deadline(deadline, Connection::set_read_timeout);
+        self.reader.source.set_deadline(deadline, Connection::set_read_timeout);
         let writer = match &mut self.writer.inner {
             WriterInner::Direct(handle) => handle,
             WriterInner::Buffered(writer) => writer.get_mut(),

@@ -327,3 +327,34 @@ fn a_keep_alive_handler_with_arguments_and_server_wide_state() {
     background.stop().unwrap();
     assert_eq!(replies, ["Hello, Ada (#1)\n", "Hello, Grace (#2)\n", "414 line too long\n"]);
 }
+
+/// Pipelining (the RESP example's shape): replies are batched in a buffered writer and
+/// flushed only when the reader holds no more received bytes, so two requests sent in
+/// one packet get their replies in one write, in order.
+#[test]
+fn reader_buffer_shows_pipelined_requests_still_unread() {
+    let _watchdog = watchdog("reader_buffer_shows_pipelined_requests_still_unread", WATCHDOG);
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let server = TcpServer::builder("127.0.0.1:0")
+        .wbufsize(4096)
+        .bind(|req: &mut StreamRequest| {
+            let mut line = String::new();
+            while req.reader().read_line(&mut line)? > 0 {
+                let pending = req.reader().buffer().len();
+                write!(req.writer(), "{} pending={pending};", line.trim_end())?;
+                if pending == 0 {
+                    req.writer().flush()?;
+                }
+                line.clear();
+            }
+            Ok(())
+        })
+        .unwrap();
+    let addr = server.local_addr();
+    let background = server.serve_in_background().unwrap();
+    let mut client = connect(addr);
+    client.write_all(b"a\nbb\nccc\n").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_all(client), "a pending=7;bb pending=4;ccc pending=0;");
+    background.stop().unwrap();
+}
