@@ -53,10 +53,6 @@
 //!
 //! [`sd_listen_fds(3)`]: https://www.freedesktop.org/software/systemd/man/latest/sd_listen_fds.html
 
-// Taking ownership of an inherited descriptor is `OwnedFd::from_raw_fd`, which no safe
-// API replaces. It is the only `unsafe` here (and in the crate).
-#![allow(unsafe_code)]
-
 use std::env;
 use std::fmt;
 use std::io;
@@ -65,6 +61,20 @@ use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixDatagram, UnixListener};
 
 use socket2::{Domain, SockRef, Type};
+
+/// Takes ownership of a descriptor the service manager passed.
+///
+/// `OwnedFd::from_raw_fd` is the one `unsafe` call in the crate: no safe API can take
+/// ownership of an inherited descriptor.
+#[allow(unsafe_code)]
+fn own_inherited(fd: RawFd) -> OwnedFd {
+    // SAFETY: LISTEN_PID names this process, so the service manager that started it
+    // passed descriptors 3..3 + LISTEN_FDS open, for it to own (sd_listen_fds(3)); the
+    // caller has checked this one is an open socket. Nothing else in the process takes
+    // them: the variables are gone, so a later `take` finds none. Should a later check
+    // fail, the caller releases every descriptor with `into_raw_fd`, closing none.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
 
 /// The first passed descriptor (`SD_LISTEN_FDS_START`).
 const FIRST_FD: RawFd = 3;
@@ -142,12 +152,23 @@ impl ListenFds {
         let names = parse(pid?.as_deref(), count?.as_deref(), names?.as_deref(), std::process::id())?;
         let mut fds = Vec::new();
         for (fd, name) in (FIRST_FD..).zip(&names) {
-            // SAFETY: LISTEN_PID names this process, so the service manager that started
-            // it passed descriptors 3..3 + LISTEN_FDS open, for it to own
-            // (sd_listen_fds(3)). Nothing else in the process takes them: the variables
-            // are gone, so a later `take` finds none. Should the environment lie, the
-            // check below releases every descriptor with `into_raw_fd`, closing none.
-            let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+            // Before owning it, make sure the descriptor is open and a socket, in safe
+            // code: an environment that overstates LISTEN_FDS must not make us own (and
+            // later close) a closed or unrelated descriptor.
+            let is_socket = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
+            if !is_socket {
+                for fd in fds {
+                    let _ = OwnedFd::into_raw_fd(fd);
+                }
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "socket activation: LISTEN_FDS passes descriptor {fd} ({name:?}), which is not an open socket"
+                    ),
+                ));
+            }
+            let owned = own_inherited(fd);
             let checked = check_socket(&owned, fd, name);
             fds.push(owned);
             if let Err(e) = checked {

@@ -135,6 +135,8 @@ struct ConnHandle {
     connection: Arc<Connection>,
     deadline: Option<Instant>,
     timeout: Option<Duration>,
+    /// The socket's timeout was changed for a deadline and must be put back.
+    overridden: bool,
 }
 
 impl ConnHandle {
@@ -151,6 +153,7 @@ impl ConnHandle {
             return Err(passed());
         }
         set_timeout(&self.connection, Some(self.timeout.map_or(left, |t| t.min(left))))?;
+        self.overridden = true;
         op(&self.connection).map_err(|e| match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut if Instant::now() >= deadline => passed(),
             _ => e,
@@ -162,9 +165,11 @@ impl ConnHandle {
         deadline: Option<Instant>,
         set_timeout: fn(&Connection, Option<Duration>) -> io::Result<()>,
     ) {
-        if deadline.is_none() && self.deadline.is_some() {
-            // Back to the configured timeout, which the deadline overrode.
+        if deadline.is_none() && self.overridden {
+            // Back to the configured timeout, which the deadline overrode. (Only then: a
+            // deadline that no read or write ran under costs no system call.)
             let _ = set_timeout(&self.connection, self.timeout);
+            self.overridden = false;
         }
         self.deadline = deadline;
     }
@@ -395,7 +400,8 @@ impl StreamRequest {
         timeouts: (Option<Duration>, Option<Duration>),
     ) -> StreamRequest {
         let (read_timeout, write_timeout) = timeouts;
-        let handle = ConnHandle { connection: connection.clone(), deadline: None, timeout: write_timeout };
+        let handle =
+            ConnHandle { connection: connection.clone(), deadline: None, timeout: write_timeout, overridden: false };
         let reader_handle = ConnHandle { timeout: read_timeout, ..handle.clone() };
         let reader = Reader::new(reader_handle, rbufsize);
         let inner = if wbufsize == 0 {

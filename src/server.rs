@@ -7,6 +7,7 @@
 
 use std::cell::Cell;
 use std::fmt;
+use std::io::Read;
 use std::marker::PhantomData;
 use std::net::{Shutdown, ToSocketAddrs};
 use std::os::unix::net as unix;
@@ -16,7 +17,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
-use std::io::Read;
 use std::{io, net};
 
 use parking_lot::{Condvar, Mutex};
@@ -26,8 +26,8 @@ use crate::error::{Error, Phase, Result};
 use crate::handler::{AnyHandler, DatagramRequest, RequestHandler, StreamRequest};
 use crate::transport::sealed::RequestKind;
 use crate::transport::{
-    Address, BeforeBind, BindTarget, Bound, Connection, DatagramSocket, Endpoint, Incoming, OwnedPath, SocketOptions, Tcp,
-    Transport, Udp, UnixDatagram, UnixStream,
+    Address, BeforeBind, BindTarget, Bound, Connection, DatagramSocket, Endpoint, Incoming, OwnedPath, SocketOptions,
+    Tcp, Transport, Udp, UnixDatagram, UnixStream,
 };
 
 /// The default listen backlog. Python's `request_queue_size` is 5, which drops
@@ -303,6 +303,10 @@ struct Life {
 #[derive(Default)]
 struct Requests {
     running: usize,
+    /// Places taken by serve loops about to accept, under a connection limit: with
+    /// several threads accepting at once, checking the count before a blocking accept
+    /// and counting the request after it would let them all past the limit.
+    reserved: usize,
     connections: Vec<Option<Arc<Connection>>>,
     free_slots: Vec<usize>,
 }
@@ -328,7 +332,8 @@ pub struct Stats {
     pub active: usize,
     /// Connections accepted and datagrams received.
     pub received: u64,
-    /// Requests that ran and ended, with or without an error.
+    /// Requests that ended: ran (with or without an error), or could not be
+    /// dispatched.
     pub finished: u64,
     /// Errors and caught panics reported to `handle_error`.
     pub errors: u64,
@@ -362,6 +367,19 @@ thread_local! {
     /// The server whose serve loop or handler this thread is running, so `shutdown`
     /// called from inside knows not to wait for itself.
     static CURRENT_SERVER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Shuts the server down if the thread unwinds through it: a copy of the serve loop or
+/// the supervisor that panics must not leave the other copies serving.
+struct StopOnUnwind<'a>(&'a Shared);
+
+impl Drop for StopOnUnwind<'_> {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            let _current = CurrentServer::enter(self.0);
+            self.0.shutdown();
+        }
+    }
 }
 
 /// Marks the current thread as running code of `shared` until dropped.
@@ -427,10 +445,24 @@ impl Drop for Serving<'_> {
     }
 }
 
+/// A place among the running requests, reserved before accepting; given back when
+/// dropped unless a request took it over ([`Shared::track`]).
+struct Slot<'a>(&'a Shared);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut requests = self.0.requests.lock();
+        requests.reserved -= 1;
+        drop(requests);
+        self.0.requests_changed.notify_all();
+    }
+}
+
 /// Why [`Shared::wait_for_capacity`] returned.
-enum Capacity {
-    /// A request may be accepted.
-    Free,
+enum Capacity<'a> {
+    /// A request may be accepted: into this reserved place, when the server has a
+    /// limit it waits at.
+    Free(Option<Slot<'a>>),
     /// The server is shutting down.
     Stopping,
     /// The timer passed while every slot was busy.
@@ -510,7 +542,15 @@ impl Shared {
             life.endpoint = Some(Arc::new(bound.endpoint));
             life.interrupted = false;
             if let Some(hook) = &self.config.hooks.after_bind {
-                hook(&self.local).map_err(|source| Error::Bind { addr: self.local.to_string(), source })?;
+                if let Err(source) = hook(&self.local) {
+                    // As a failed first bind: close the socket, and bind again next time.
+                    life.endpoint = None;
+                    life.interrupted = true;
+                    if let Some(path) = life.owned_path.take() {
+                        path.remove();
+                    }
+                    return Err(Error::Bind { addr: self.local.to_string(), source });
+                }
             }
         }
         self.stopping.store(false, Ordering::SeqCst);
@@ -600,12 +640,13 @@ impl Shared {
 
     /// Waits for a free slot when the dispatch mode has a limit, until shutdown or
     /// `timer` (the handle_request timeout, or the next service_actions call).
-    fn wait_for_capacity(&self, timer: Option<Instant>) -> Capacity {
+    fn wait_for_capacity(&self, timer: Option<Instant>) -> Capacity<'_> {
         // A server that refuses when full must keep accepting in order to refuse.
         let waits = self.config.hooks.refuse_when_full.is_none();
+        let mut slot = None;
         if let Some(max) = self.max_concurrent.filter(|_| waits) {
             let mut requests = self.requests.lock();
-            while requests.running >= max && !self.stopping.load(Ordering::SeqCst) {
+            while requests.running + requests.reserved >= max && !self.stopping.load(Ordering::SeqCst) {
                 match timer {
                     None => self.requests_changed.wait(&mut requests),
                     Some(timer) => {
@@ -615,11 +656,15 @@ impl Shared {
                     }
                 }
             }
+            if !self.stopping.load(Ordering::SeqCst) {
+                requests.reserved += 1;
+                slot = Some(Slot(self));
+            }
         }
         if self.stopping.load(Ordering::SeqCst) {
             Capacity::Stopping
         } else {
-            Capacity::Free
+            Capacity::Free(slot)
         }
     }
 
@@ -627,6 +672,7 @@ impl Shared {
     /// until shutdown.
     fn supervise(&self, service: Option<&(Duration, PlainHook)>) {
         let _current = CurrentServer::enter(self);
+        let _stop = StopOnUnwind(self);
         let mut next = service.map(|(interval, _)| Instant::now() + *interval);
         // Waits on `life_changed`, which shutdown signals, not on `requests_changed`,
         // which every finished request signals.
@@ -643,6 +689,14 @@ impl Shared {
                 }
                 _ => self.life_changed.wait(&mut life),
             }
+        }
+        let deadline = life.deadline;
+        drop(life);
+        // The workers run the requests themselves and cannot return before they end, so
+        // the deadline is enforced from here, also when the shutdown came from inside
+        // (a handler, a hook, a broken socket), where nobody else waits for it.
+        if deadline.is_some() {
+            self.await_requests(deadline);
         }
     }
 
@@ -680,28 +734,46 @@ impl Shared {
         self.report(&error, Some(client));
     }
 
+    /// Runs `verify_request`: `false` turns the request down, after `shutdown_request`
+    /// for a connection (as CPython does, bpo-26309); a panic in the hook counts as
+    /// `false` and is reported.
+    fn verify(&self, client: &Address, connection: Option<&Connection>) -> bool {
+        let Some(verify) = &self.config.hooks.verify_request else { return true };
+        match panic::catch_unwind(AssertUnwindSafe(|| verify(client))) {
+            Ok(true) => true,
+            Ok(false) => {
+                self.counters.denied.fetch_add(1, Ordering::Relaxed);
+                if let Some(connection) = connection {
+                    self.guarded(Phase::Respond, client, || self.config.hooks.shutdown_request(connection));
+                }
+                false
+            }
+            Err(payload) => {
+                let error = Error::Panic { phase: Phase::Setup, message: panic_message(&*payload) };
+                self.report(&error, Some(client));
+                false
+            }
+        }
+    }
+
+    /// Whether `verify_request` waits for the PROXY protocol header.
+    fn verifies_after_proxy_header(&self) -> bool {
+        #[cfg(feature = "proxy-protocol")]
+        return self.config.proxy_protocol;
+        #[cfg(not(feature = "proxy-protocol"))]
+        false
+    }
+
     /// Verifies and dispatches one request. Never fails: problems go to `handle_error`.
-    fn process(self: &Arc<Self>, incoming: Incoming, endpoint: &Endpoint) {
+    fn process(self: &Arc<Self>, incoming: Incoming, endpoint: &Endpoint, slot: Option<Slot<'_>>) {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         let client = match &incoming {
             Incoming::Stream(_, client) | Incoming::Datagram(_, client) => client,
         };
-        if let Some(verify) = &self.config.hooks.verify_request {
-            match panic::catch_unwind(AssertUnwindSafe(|| verify(client))) {
-                Ok(true) => {}
-                Ok(false) => {
-                    self.counters.denied.fetch_add(1, Ordering::Relaxed);
-                    if let Incoming::Stream(connection, client) = &incoming {
-                        self.guarded(Phase::Respond, client, || self.config.hooks.shutdown_request(connection));
-                    }
-                    return; // dropping `incoming` closes the connection, once
-                }
-                Err(payload) => {
-                    let error = Error::Panic { phase: Phase::Setup, message: panic_message(&*payload) };
-                    self.report(&error, Some(client));
-                    return;
-                }
-            }
+        // Behind a PROXY protocol proxy the address here is the proxy's: the request is
+        // verified once its header names the client (in `run`).
+        if !self.verifies_after_proxy_header() && !self.verify(client, incoming.connection()) {
+            return; // dropping `incoming` closes the connection, once
         }
         let (work, connection) = match (incoming, endpoint) {
             (Incoming::Stream(connection, client), _) => {
@@ -713,7 +785,7 @@ impl Shared {
             }
             (Incoming::Datagram(..), _) => unreachable!("datagram from a stream endpoint"),
         };
-        let Some(ticket) = self.track(connection) else {
+        let Some(ticket) = self.track(connection, slot) else {
             if let Work::Stream(connection, client) = work {
                 self.refuse(&connection, &client);
             }
@@ -727,14 +799,20 @@ impl Shared {
         }
     }
 
-    /// Counts a request as running, or returns `None` when the server refuses requests
-    /// beyond its limit and is at it. (A server that waits instead never gets here full:
-    /// its loop waited for a free slot before accepting.)
-    fn track(self: &Arc<Self>, connection: Option<Arc<Connection>>) -> Option<Ticket> {
+    /// Counts a request as running, in the place `slot` reserved for it if any, or
+    /// returns `None` when the server refuses requests beyond its limit and is at it.
+    fn track(self: &Arc<Self>, connection: Option<Arc<Connection>>, slot: Option<Slot<'_>>) -> Option<Ticket> {
         let mut requests = self.requests.lock();
-        if self.config.hooks.refuse_when_full.is_some() && self.max_concurrent.is_some_and(|max| requests.running >= max)
+        if slot.is_none()
+            && self.config.hooks.refuse_when_full.is_some()
+            && self.max_concurrent.is_some_and(|max| requests.running >= max)
         {
             return None;
+        }
+        if let Some(slot) = slot {
+            // The place passes to the request: the ticket gives it back.
+            std::mem::forget(slot);
+            requests.reserved -= 1;
         }
         requests.running += 1;
         let slot = connection.map(|connection| match requests.free_slots.pop() {
@@ -804,13 +882,20 @@ impl Shared {
         let endpoint = endpoint;
         let service = if once { None } else { self.config.hooks.service_actions.as_ref() };
         if once {
-            return self.receive_loop(&endpoint, true, None);
+            let result = self.receive_loop(&endpoint, true, None);
+            if let Err(Error::Accept(_)) = &result {
+                // The socket is broken: bind anew on the next call, as serve_forever does.
+                let mut life = self.life.lock();
+                self.interrupt(&mut life);
+            }
+            return result;
         }
         // service_actions runs on the thread that called serve_forever: in the loop
         // when that thread runs it, or in `supervise` while other threads do.
         let caller = thread::current().id();
         let outcome: Mutex<Result<bool>> = Mutex::new(Ok(false));
         let serve_loop = || {
+            let _stop = StopOnUnwind(self);
             let service = service.filter(|_| thread::current().id() == caller);
             // The loop on the calling thread wakes for service_actions; copies on other
             // threads never do, so the socket's receive timeout is set only here.
@@ -891,9 +976,10 @@ impl Shared {
                     }
                 }
             }
-            if matches!(capacity, Capacity::Timer) {
-                continue;
-            }
+            let slot = match capacity {
+                Capacity::Free(slot) => slot,
+                Capacity::Timer | Capacity::Stopping => continue,
+            };
             if once {
                 endpoint.set_receive_timeout(timer.map(|due| due.saturating_duration_since(now)))?;
             }
@@ -906,7 +992,7 @@ impl Shared {
                     if backoff.take().is_some() {
                         log::info!("accepting again");
                     }
-                    self.process(incoming, endpoint);
+                    self.process(incoming, endpoint, slot);
                     processed = true;
                     if once {
                         break;
@@ -975,8 +1061,7 @@ fn run(ticket: Ticket, work: Work) {
                 shared.report(&Error::Io(e), Some(&client));
                 return;
             }
-            let mut request =
-                StreamRequest::new(
+            let mut request = StreamRequest::new(
                 connection,
                 client,
                 shared.handle(),
@@ -988,6 +1073,9 @@ fn run(ticket: Ticket, work: Work) {
             if shared.config.proxy_protocol {
                 if let Err(source) = request.read_proxy_header(PROXY_HEADER_TIMEOUT) {
                     shared.report(&Error::Handler { phase: Phase::Setup, source }, Some(request.client_addr()));
+                    return;
+                }
+                if !shared.verify(request.client_addr(), Some(request.connection())) {
                     return;
                 }
             }
@@ -1176,8 +1264,9 @@ impl<T: Transport<Request = StreamRequest>> Server<T> {
     /// This is how to replace accepting (Python's `get_request`): accept from a socket
     /// of your own, take connections from another process, or connect out instead of
     /// listening, as `idlelib` does. It returns once the request is dispatched; in a
-    /// waiting mode at its limit it first waits for a free slot. Errors of the request
-    /// go to `handle_error`, as always.
+    /// waiting mode at its limit it first waits for a free slot, and a server that
+    /// refuses when full refuses it here (counted in [`Stats::refused`]). Errors of the
+    /// request go to `handle_error`, as always.
     ///
     /// # Errors
     /// [`Error::Closed`] after [`close`](Server::close); the connection is then closed.
@@ -1205,8 +1294,11 @@ impl<T: Transport<Request = StreamRequest>> Server<T> {
     #[doc(alias = "get_request")]
     pub fn process_request(&self, connection: Connection, client: Address) -> Result<()> {
         let endpoint = self.shared.life.lock().endpoint.clone().ok_or(Error::Closed)?;
-        let _ = self.shared.wait_for_capacity(None);
-        self.shared.process(Incoming::Stream(connection, client), &endpoint);
+        let slot = match self.shared.wait_for_capacity(None) {
+            Capacity::Free(slot) => slot,
+            Capacity::Stopping | Capacity::Timer => None,
+        };
+        self.shared.process(Incoming::Stream(connection, client), &endpoint, slot);
         Ok(())
     }
 }
@@ -1361,7 +1453,9 @@ impl<T: Transport> Builder<T> {
     }
 
     /// Called with each client's address before dispatch (Python's `verify_request`);
-    /// `false` closes the connection (or drops the datagram) without running the handler.
+    /// `false` closes the connection (after `shutdown_request`, as CPython does) or drops
+    /// the datagram, without running the handler. With the PROXY protocol on, it runs
+    /// once the header has named the real client, on the request's thread.
     pub fn verify_request(mut self, hook: impl Fn(&Address) -> bool + Send + Sync + 'static) -> Self {
         self.config.hooks.verify_request = Some(Box::new(hook));
         self
@@ -1399,7 +1493,8 @@ impl<T: Transport> Builder<T> {
     /// Python's `server_bind` does): set options that must precede bind and that the
     /// builder does not offer, such as `SO_RCVBUF` or `SO_BINDTODEVICE`, for example
     /// through `socket2::SockRef::from(&fd)`. Runs again when the server binds anew after
-    /// a shutdown. An error fails the bind with [`Error::Bind`].
+    /// a shutdown (then under the server's internal lock: do not call the server's own
+    /// methods from it). An error fails the bind with [`Error::Bind`].
     ///
     /// # Examples
     ///
@@ -1535,9 +1630,12 @@ impl<T: Transport<Request = StreamRequest>> Builder<T> {
     ///
     /// Only turn this on behind a proxy that always sends the header: anyone who can
     /// connect directly could otherwise claim any address. A connection without a valid
-    /// header within 10 seconds is closed and reported to `handle_error` as a
-    /// [`Phase::Setup`] error (`InvalidData`, "PROXY protocol: ..."); the handler does not
-    /// run. Feature `proxy-protocol`; see [`proxy_protocol`](crate::proxy_protocol).
+    /// header is closed and reported to `handle_error` as a [`Phase::Setup`] error, and
+    /// the handler does not run: `InvalidData` ("PROXY protocol: ...") for a malformed
+    /// header, `UnexpectedEof` if the connection ends inside it, `TimedOut` if it has not
+    /// arrived within 10 seconds. `verify_request` then sees the real client; the
+    /// `refuse_when_full` hook and errors before the header see the proxy. Feature
+    /// `proxy-protocol`; see [`proxy_protocol`](crate::proxy_protocol).
     ///
     /// # Examples
     ///
@@ -1695,9 +1793,10 @@ impl<T: InetTransport> Builder<T> {
 
 impl<T: Transport<Addr = PathBuf>> Builder<T> {
     /// The permission bits of the socket file, such as `0o660` to let only the owner
-    /// and group connect. Set right after bind, before the socket listens, so no client
-    /// connects under the default bits (which follow the process's umask). Also applied
-    /// when the server binds anew after a shutdown.
+    /// and group connect. Set right after bind, before a stream socket listens, so no
+    /// client connects under the default bits (which follow the process's umask); a
+    /// datagram socket can receive in the instant between bind and this change. Also
+    /// applied when the server binds anew after a shutdown.
     ///
     /// # Examples
     ///

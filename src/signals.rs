@@ -15,11 +15,17 @@ impl ServerHandle {
     /// connections at once and `serve_forever` returns once running requests end (see
     /// [`Builder::shutdown_deadline`](crate::Builder::shutdown_deadline)).
     ///
+    /// A second signal, while running requests are still being waited for (a hung one,
+    /// with no [`shutdown_deadline`](crate::Builder::shutdown_deadline)), ends the
+    /// process at once with the signal's default action, as a second Ctrl-C does in most
+    /// servers.
+    ///
     /// A thread named `socketserver-signals` waits for the signals, so a handler does
     /// nothing but set a flag and write to a pipe (the safe way, through `signal-hook`).
-    /// While the returned guard lives, the two signals no longer end the process; drop it
-    /// to stop listening (the default action is not restored: signal-hook cannot do that
-    /// safely, so a later signal is ignored unless another listener is registered).
+    /// While the returned guard lives, the two signals no longer end the process at the
+    /// first; drop it to stop listening (the default action is not restored: signal-hook
+    /// cannot do that safely, so a later signal is ignored unless another listener is
+    /// registered).
     ///
     /// # Errors
     /// An error if the signal handlers cannot be installed or the thread cannot start.
@@ -40,10 +46,22 @@ impl ServerHandle {
         let control = signals.handle();
         let server = self.clone();
         let thread = thread::Builder::new().name("socketserver-signals".into()).spawn(move || {
+            let mut stopping = None;
             for signal in signals.forever() {
                 let name = if signal == SIGINT { "SIGINT" } else { "SIGTERM" };
+                if stopping.is_some() {
+                    log::warn!("{name} again: exiting without waiting for running requests");
+                    let _ = signal_hook::low_level::emulate_default_handler(signal);
+                    continue;
+                }
                 log::info!("{name}: shutting down");
-                server.shutdown();
+                // On a thread of its own, so this one hears a second signal while
+                // shutdown waits for running requests.
+                let server = server.clone();
+                stopping = Some(thread::spawn(move || server.shutdown()));
+            }
+            if let Some(stopping) = stopping {
+                let _ = stopping.join();
             }
         });
         match thread {

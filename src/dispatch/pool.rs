@@ -74,7 +74,7 @@ impl Pool {
     pub fn new(workers: usize) -> Pool {
         assert!(workers > 0, "a pool needs at least one worker");
         let name = "socketserver-worker".to_string();
-        let outside = Threading::new().max_threads(workers).thread_name(name.clone());
+        let outside = Threading::new().max_threads(workers).thread_name(outside_name(&name));
         Pool { workers, name, stack_size: None, outside }
     }
 
@@ -86,7 +86,7 @@ impl Pool {
     /// The name prefix of worker threads; each is named `NAME-N`.
     pub fn thread_name(mut self, name: impl Into<String>) -> Pool {
         self.name = name.into();
-        self.outside = self.outside.thread_name(self.name.clone());
+        self.outside = self.outside.thread_name(outside_name(&self.name));
         self
     }
 
@@ -100,6 +100,11 @@ impl Pool {
     fn id(&self) -> usize {
         self as *const Pool as usize
     }
+}
+
+/// Threads that run `handle_request`'s requests are `NAME-h-N`, apart from the workers.
+fn outside_name(name: &str) -> String {
+    format!("{name}-h")
 }
 
 impl Dispatch for Pool {
@@ -141,8 +146,14 @@ impl Dispatch for Pool {
             }
             if started == 0 {
                 // Not one thread could be created: serve on this one rather than not at all.
+                struct Restore;
+                impl Drop for Restore {
+                    fn drop(&mut self) {
+                        WORKER_OF.with(|w| w.set(0)); // also if the loop unwinds
+                    }
+                }
+                let _restore = Restore;
                 work();
-                WORKER_OF.with(|w| w.set(0));
             } else {
                 supervise();
             }

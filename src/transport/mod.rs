@@ -259,6 +259,16 @@ pub(crate) enum Incoming {
     Datagram(Vec<u8>, Address),
 }
 
+impl Incoming {
+    /// The connection, for a stream request.
+    pub(crate) fn connection(&self) -> Option<&Connection> {
+        match self {
+            Incoming::Stream(connection, _) => Some(connection),
+            Incoming::Datagram(..) => None,
+        }
+    }
+}
+
 impl Endpoint {
     fn sock(&self) -> SockRef<'_> {
         match self {

@@ -1,0 +1,172 @@
+//! Regression tests for the fixes from the review of the pool redesign, the connection
+//! limit and the bind hooks: each failed before its fix (reproductions by the reviewer).
+
+mod support;
+
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use socketserver::dispatch::Pool;
+use socketserver::{Error, StreamRequest, TcpServer};
+use support::{connect, join_within, wait_until, watchdog, TIMEOUT};
+
+const WATCHDOG: Duration = Duration::from_secs(60);
+
+/// max_connections(1) on a pool of 4: every worker used to pass the capacity check
+/// before any counted its request, so four ran at once.
+#[test]
+fn a_pool_never_runs_more_than_max_connections() {
+    let _watchdog = watchdog("a_pool_never_runs_more_than_max_connections", WATCHDOG);
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (now, most) = (running.clone(), peak.clone());
+    let server = TcpServer::builder("127.0.0.1:0")
+        .dispatch(Pool::new(4))
+        .max_connections(1)
+        .bind(move |req: &mut StreamRequest| {
+            most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+            thread::sleep(Duration::from_millis(100));
+            now.fetch_sub(1, Ordering::SeqCst);
+            req.writer().write_all(b"x")
+        })
+        .unwrap();
+    let addr = server.local_addr();
+    let background = server.serve_in_background().unwrap();
+    let clients: Vec<_> =
+        (0..4).map(|_| thread::spawn(move || connect(addr).read_to_end(&mut Vec::new()).unwrap())).collect();
+    for client in clients {
+        assert_eq!(join_within(client, TIMEOUT), 1, "each client gets its reply");
+    }
+    background.stop().unwrap();
+    assert_eq!(peak.load(Ordering::SeqCst), 1, "more than max_connections ran at once");
+}
+
+/// A panic in service_actions ends serve_forever by unwinding, with a pool too (its
+/// supervisor used to wait for workers that went on serving).
+#[test]
+fn a_panic_in_service_actions_ends_a_pool_serve_forever() {
+    let _watchdog = watchdog("a_panic_in_service_actions_ends_a_pool_serve_forever", WATCHDOG);
+    let server = Arc::new(
+        TcpServer::builder("127.0.0.1:0")
+            .dispatch(Pool::new(2))
+            .service_actions(Duration::from_millis(50), || panic!("service_actions failed"))
+            .bind(|req: &mut StreamRequest| req.writer().write_all(b"hi"))
+            .unwrap(),
+    );
+    let serving = server.clone();
+    let serve = thread::spawn(move || serving.serve_forever());
+    wait_until(TIMEOUT, "serve_forever to end after the panic", || serve.is_finished());
+    assert!(serve.join().is_err(), "serve_forever must unwind with the hook's panic");
+}
+
+/// shutdown() from a handler with a pool and a shutdown_deadline: the deadline closes a
+/// hung request's connection (it used to be enforced only after the workers returned,
+/// which they could not while running the hung request).
+#[test]
+fn a_pool_enforces_the_shutdown_deadline_when_a_handler_shuts_down() {
+    let _watchdog = watchdog("a_pool_enforces_the_shutdown_deadline_when_a_handler_shuts_down", WATCHDOG);
+    let server = Arc::new(
+        TcpServer::builder("127.0.0.1:0")
+            .dispatch(Pool::new(2))
+            .shutdown_deadline(Duration::from_millis(200))
+            .bind(|req: &mut StreamRequest| {
+                let mut first = [0u8; 1];
+                req.reader().read_exact(&mut first)?;
+                if first[0] == b'q' {
+                    req.server().shutdown();
+                    return Ok(());
+                }
+                req.reader().read_to_end(&mut Vec::new()).map(drop) // hangs until closed
+            })
+            .unwrap(),
+    );
+    let addr = server.local_addr();
+    let serving = server.clone();
+    let serve = thread::spawn(move || serving.serve_forever());
+    let mut hung = connect(addr);
+    hung.write_all(b"h").unwrap();
+    wait_until(TIMEOUT, "the hung request to start", || server.handle().stats().active == 1);
+    connect(addr).write_all(b"q").unwrap();
+    let started = Instant::now();
+    wait_until(TIMEOUT, "serve_forever to end at the deadline", || serve.is_finished());
+    join_within(serve, TIMEOUT).unwrap();
+    assert!(started.elapsed() < TIMEOUT);
+    // The hung client's connection was closed under it, while the client still held it.
+    let mut rest = Vec::new();
+    let _ = hung.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+}
+
+/// after_bind failing when the server binds anew: the new socket is closed, and the
+/// next serve call binds (and calls the hook) again.
+#[test]
+fn a_failing_after_bind_on_rebind_closes_the_socket_and_binds_again_next_time() {
+    let _watchdog = watchdog("a_failing_after_bind_on_rebind_closes_the_socket_and_binds_again_next_time", WATCHDOG);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let count = calls.clone();
+    let server = Arc::new(
+        TcpServer::builder("127.0.0.1:0")
+            .after_bind(move |_| match count.fetch_add(1, Ordering::SeqCst) {
+                1 => Err(io::Error::other("no")),
+                _ => Ok(()),
+            })
+            .bind(|req: &mut StreamRequest| req.writer().write_all(b"hi"))
+            .unwrap(),
+    );
+    let addr = server.local_addr();
+    let serve_once = |server: &Arc<socketserver::TcpServer>| {
+        let serving = server.clone();
+        let serve = thread::spawn(move || serving.serve_forever());
+        wait_until(TIMEOUT, "serving", || server.handle().is_serving());
+        let mut reply = String::new();
+        connect(addr).read_to_string(&mut reply).unwrap();
+        assert_eq!(reply, "hi");
+        server.shutdown();
+        join_within(serve, TIMEOUT).unwrap();
+    };
+    serve_once(&server);
+    let second = server.serve_forever();
+    assert!(matches!(second, Err(Error::Bind { .. })), "{second:?}");
+    support::assert_refused(addr);
+    serve_once(&server);
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "built, failed rebind, rebind");
+}
+
+/// Behind a PROXY protocol proxy, verify_request judges the client the header names,
+/// not the proxy.
+#[cfg(feature = "proxy-protocol")]
+#[test]
+fn verify_request_sees_the_client_named_by_the_proxy_header() {
+    let _watchdog = watchdog("verify_request_sees_the_client_named_by_the_proxy_header", WATCHDOG);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let server = TcpServer::builder("127.0.0.1:0")
+        .proxy_protocol(true)
+        .verify_request(move |client| {
+            record.lock().unwrap().push(client.to_string());
+            client.as_inet().is_some_and(|a| a.ip().to_string() != "198.51.100.9")
+        })
+        .bind(|req: &mut StreamRequest| {
+            let client = req.client_addr().to_string();
+            req.writer().write_all(client.as_bytes())
+        })
+        .unwrap();
+    let addr = server.local_addr();
+    let background = server.serve_in_background().unwrap();
+    let ask = |header: &[u8]| {
+        let mut client = connect(addr);
+        client.write_all(header).unwrap();
+        let mut reply = String::new();
+        let _ = client.read_to_string(&mut reply);
+        reply
+    };
+    assert_eq!(ask(b"PROXY TCP4 203.0.113.7 192.0.2.1 51000 443\r\n"), "203.0.113.7:51000");
+    assert_eq!(ask(b"PROXY TCP4 198.51.100.9 192.0.2.1 51000 443\r\n"), "", "a denied client got a reply");
+    let stats = background.handle().stats();
+    background.stop().unwrap();
+    assert_eq!(*seen.lock().unwrap(), ["203.0.113.7:51000", "198.51.100.9:51000"]);
+    assert_eq!(stats.denied, 1);
+}
