@@ -1,0 +1,372 @@
+//! A key-value server speaking the Redis protocol (RESP2), enough for `redis-cli` and
+//! `redis-benchmark -t ping,set,get`.
+//!
+//! ```text
+//! cargo run --release --example kv -- [--addr ADDR] [--mode sequential|threading|pool] [--workers N]
+//! ```
+//!
+//! Prints `listening on tcp://IP:PORT` once bound (default `127.0.0.1:6380`); try
+//! `redis-cli -p 6380 set greeting hello`. Commands: `PING [msg]`, `ECHO msg`, `GET key`,
+//! `SET key value [EX seconds]`, `DEL key...`, `EXISTS key...`, `INCR key`, `COMMAND`
+//! (an empty reply, so `redis-cli` starts cleanly), `CONFIG GET save|appendonly` (as
+//! `redis-benchmark` asks), `QUIT`. Requests come as RESP arrays
+//! or as inline lines (`PING\r\n`, as `nc` sends), and may be pipelined: replies are
+//! written in order and sent when no further request is already waiting. A malformed
+//! request gets `-ERR Protocol error: ...` and the connection is closed. SIGINT or
+//! SIGTERM stops accepting at once, gives running clients up to 2 s, then exits 0.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::process::ExitCode;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use socketserver::dispatch::{Dispatch, Pool, Sequential, Threading};
+use socketserver::{Reader, RequestHandler, StreamRequest, TcpServer, Writer};
+
+const GRACE: Duration = Duration::from_secs(2);
+/// Redis's own limits: an inline request or an array header of 64 KiB, 1M array items.
+const MAX_LINE: usize = 64 * 1024;
+const MAX_ITEMS: i64 = 1024 * 1024;
+/// Lower than Redis's 512 MB, as a map in one process's memory is all there is.
+const MAX_BULK: i64 = 64 * 1024 * 1024;
+const USAGE: &str = "usage: kv [--addr ADDR] [--mode sequential|threading|pool] [--workers N]
+  defaults: --addr 127.0.0.1:6380 --mode threading";
+
+struct Args {
+    addr: SocketAddr,
+    dispatch: Box<dyn Dispatch>,
+}
+
+/// Parses the command line; the error is the one line to print.
+fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
+    let (mut addr, mut mode, mut workers) = ("127.0.0.1:6380".to_string(), "threading".to_string(), None);
+    while let Some(flag) = argv.next() {
+        let mut value = || argv.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--addr" => addr = value()?,
+            "--mode" => mode = value()?,
+            "--workers" => {
+                let text = value()?;
+                let n = text.parse().ok().filter(|&n| n > 0);
+                workers = Some(n.ok_or(format!("bad --workers {text:?}: expected a whole number of at least 1"))?);
+            }
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    let dispatch: Box<dyn Dispatch> = match mode.as_str() {
+        "sequential" => Box::new(Sequential),
+        "threading" => Box::new(Threading::new()),
+        "pool" => Box::new(workers.map_or_else(Pool::default, Pool::new)),
+        other => return Err(format!("unknown --mode {other:?}: expected sequential, threading or pool")),
+    };
+    let addr = addr.parse().map_err(|_| format!("bad --addr {addr:?}: expected IP:PORT, like 127.0.0.1:6380"))?;
+    Ok(Args { addr, dispatch })
+}
+
+struct Entry {
+    value: Vec<u8>,
+    expires: Option<Instant>,
+}
+
+/// The store, shared by every connection.
+#[derive(Default)]
+struct Kv {
+    map: Mutex<HashMap<Vec<u8>, Entry>>,
+}
+
+/// Why no command could be read.
+enum ReadError {
+    /// The client closed, also in the middle of a request.
+    Closed,
+    /// The request is malformed: reply with this and close.
+    Protocol(&'static str),
+    Io(io::Error),
+}
+
+impl From<io::Error> for ReadError {
+    fn from(error: io::Error) -> ReadError {
+        ReadError::Io(error)
+    }
+}
+
+/// Reads one command: a RESP array of bulk strings, or an inline line of words. An
+/// empty array or blank line gives no words.
+fn read_command(input: &mut Reader, line: &mut Vec<u8>) -> Result<Vec<Vec<u8>>, ReadError> {
+    read_line(input, line, "too big inline request")?;
+    let Some(count) = line.strip_prefix(b"*") else {
+        return Ok(line.split(u8::is_ascii_whitespace).filter(|w| !w.is_empty()).map(<[u8]>::to_vec).collect());
+    };
+    let count = number(count).filter(|&n| n <= MAX_ITEMS).ok_or(ReadError::Protocol("invalid multibulk length"))?;
+    let mut args = Vec::with_capacity(count.clamp(0, 16) as usize);
+    for _ in 0..count {
+        read_line(input, line, "too big bulk count string")?;
+        let Some(len) = line.strip_prefix(b"$") else {
+            return Err(ReadError::Protocol("expected '$'"));
+        };
+        let len =
+            number(len).filter(|&n| (0..=MAX_BULK).contains(&n)).ok_or(ReadError::Protocol("invalid bulk length"))?;
+        // Grown as the bytes arrive, so a large announced length costs nothing up front.
+        let mut arg = Vec::new();
+        Read::take(&mut *input, len as u64 + 2).read_to_end(&mut arg)?;
+        if arg.len() < len as usize + 2 {
+            return Err(ReadError::Closed);
+        }
+        if !arg.ends_with(b"\r\n") {
+            return Err(ReadError::Protocol("expected CRLF after a bulk string"));
+        }
+        arg.truncate(len as usize);
+        args.push(arg);
+    }
+    Ok(args)
+}
+
+/// Reads a line of at most `MAX_LINE` bytes into `line`, without its `\r\n` (or `\n`).
+/// A longer line is a protocol error; its rest is never read, so it costs no memory.
+fn read_line(input: &mut Reader, line: &mut Vec<u8>, too_long: &'static str) -> Result<(), ReadError> {
+    line.clear();
+    if let Err(e) = input.read_line_bounded(line, MAX_LINE) {
+        let too_big = e.kind() == io::ErrorKind::InvalidData;
+        return Err(if too_big { ReadError::Protocol(too_long) } else { ReadError::Io(e) });
+    }
+    if line.pop() != Some(b'\n') {
+        return Err(ReadError::Closed);
+    }
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    Ok(())
+}
+
+/// A decimal integer, as Redis reads them: an optional `-`, digits, nothing else.
+fn number(text: &[u8]) -> Option<i64> {
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(text).ok()?.parse().ok()
+}
+
+/// What the connection does after a command.
+enum Next {
+    Continue,
+    Quit,
+}
+
+impl RequestHandler<StreamRequest> for Kv {
+    fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+        let (reader, out) = req.reader_and_writer();
+        if let Some(message) = self.serve(reader, out)? {
+            write!(out, "-ERR Protocol error: {message}\r\n")?;
+            drain(req)?;
+        }
+        Ok(())
+    }
+}
+
+impl Kv {
+    /// Answers commands until the client leaves or sends `QUIT` (`None`), or sends a
+    /// malformed request (the protocol error to report).
+    fn serve(&self, reader: &mut Reader, out: &mut Writer) -> io::Result<Option<&'static str>> {
+        let mut line = Vec::new();
+        loop {
+            // Replies collect in the writer while pipelined requests are already here, and
+            // go out in one send just before a read that would wait for the client.
+            if reader.buffer().is_empty() {
+                out.flush()?;
+            }
+            let args = match read_command(reader, &mut line) {
+                Ok(args) => args,
+                Err(ReadError::Closed) => return Ok(None),
+                Err(ReadError::Protocol(message)) => return Ok(Some(message)),
+                Err(ReadError::Io(e)) if is_disconnect(&e) => return Ok(None),
+                Err(ReadError::Io(e)) => return Err(e),
+            };
+            if args.is_empty() {
+                continue;
+            }
+            if let Next::Quit = self.execute(&args, out)? {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<Vec<u8>, Entry>> {
+        // A panic elsewhere cannot leave an entry half-written: every change is one call.
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs one command and writes its reply.
+    fn execute(&self, args: &[Vec<u8>], out: &mut impl Write) -> io::Result<Next> {
+        let name = args[0].to_ascii_lowercase();
+        let arity_ok = match name.as_slice() {
+            b"ping" => args.len() <= 2,
+            b"echo" | b"get" | b"incr" => args.len() == 2,
+            b"set" => args.len() >= 3,
+            b"del" | b"exists" => args.len() >= 2,
+            b"command" | b"quit" => true,
+            b"config" => args.len() == 3,
+            _ => {
+                let shown = String::from_utf8_lossy(&args[0]).replace(['\r', '\n'], " ");
+                return error(out, &format!("unknown command '{}'", shown.chars().take(128).collect::<String>()));
+            }
+        };
+        if !arity_ok {
+            let name = String::from_utf8_lossy(&name);
+            return error(out, &format!("wrong number of arguments for '{name}' command"));
+        }
+        let now = Instant::now();
+        match name.as_slice() {
+            b"ping" if args.len() == 1 => out.write_all(b"+PONG\r\n")?,
+            b"ping" | b"echo" => bulk(out, Some(&args[1]))?,
+            b"get" => bulk(out, live(&self.map(), &args[1], now).map(|e| e.value.as_slice()))?,
+            b"set" => {
+                let expires = match &args[3..] {
+                    [] => None,
+                    [option, seconds] if option.eq_ignore_ascii_case(b"ex") => match number(seconds) {
+                        None => return error(out, "value is not an integer or out of range"),
+                        Some(s) if s <= 0 || s > i64::MAX / 1000 => {
+                            return error(out, "invalid expire time in 'set' command")
+                        }
+                        Some(s) => now.checked_add(Duration::from_secs(s as u64)),
+                    },
+                    _ => return error(out, "syntax error"),
+                };
+                self.map().insert(args[1].clone(), Entry { value: args[2].clone(), expires });
+                out.write_all(b"+OK\r\n")?
+            }
+            b"del" => {
+                let mut map = self.map();
+                let removed = args[1..].iter().filter(|k| map.remove(*k).is_some_and(|e| !expired(&e, now))).count();
+                integer(out, removed as i64)?
+            }
+            b"exists" => {
+                let map = self.map();
+                integer(out, args[1..].iter().filter(|k| live(&map, k, now).is_some()).count() as i64)?
+            }
+            b"incr" => {
+                let mut map = self.map();
+                let entry = live(&map, &args[1], now);
+                let current = match entry.map(|e| number(&e.value)) {
+                    None => 0,
+                    Some(Some(n)) => n,
+                    Some(None) => return error(out, "value is not an integer or out of range"),
+                };
+                let Some(next) = current.checked_add(1) else {
+                    return error(out, "increment or decrement would overflow");
+                };
+                let expires = entry.and_then(|e| e.expires); // INCR keeps the key's time to live
+                map.insert(args[1].clone(), Entry { value: next.to_string().into_bytes(), expires });
+                integer(out, next)?
+            }
+            b"command" => out.write_all(b"*0\r\n")?,
+            b"config" if !args[1].eq_ignore_ascii_case(b"get") => return error(out, "only CONFIG GET is supported"),
+            // What redis-benchmark asks before it starts; this server keeps nothing on disk.
+            b"config" => match args[2].to_ascii_lowercase().as_slice() {
+                b"save" => out.write_all(b"*2\r\n$4\r\nsave\r\n$0\r\n\r\n")?,
+                b"appendonly" => out.write_all(b"*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n")?,
+                _ => out.write_all(b"*0\r\n")?,
+            },
+            b"quit" => {
+                out.write_all(b"+OK\r\n")?;
+                return Ok(Next::Quit);
+            }
+            _ => unreachable!("every name was checked above"),
+        }
+        Ok(Next::Continue)
+    }
+}
+
+/// The entry under `key` unless it has expired (expired entries are dropped lazily, on
+/// the next write to their key).
+fn live<'a>(map: &'a HashMap<Vec<u8>, Entry>, key: &[u8], now: Instant) -> Option<&'a Entry> {
+    map.get(key).filter(|e| !expired(e, now))
+}
+
+fn expired(entry: &Entry, now: Instant) -> bool {
+    entry.expires.is_some_and(|at| at <= now)
+}
+
+fn bulk(out: &mut impl Write, value: Option<&[u8]>) -> io::Result<()> {
+    match value {
+        Some(value) => {
+            write!(out, "${}\r\n", value.len())?;
+            out.write_all(value)?;
+            out.write_all(b"\r\n")
+        }
+        None => out.write_all(b"$-1\r\n"),
+    }
+}
+
+fn integer(out: &mut impl Write, n: i64) -> io::Result<()> {
+    write!(out, ":{n}\r\n")
+}
+
+fn error(out: &mut impl Write, message: &str) -> io::Result<Next> {
+    write!(out, "-ERR {message}\r\n")?;
+    Ok(Next::Continue)
+}
+
+/// After a protocol error: stop sending, then read and discard what the client still
+/// sends (at most 256 KiB, for at most a second in all: a deadline, so a client sending
+/// a byte at a time cannot stretch it), so closing does not reset the connection under
+/// the error reply.
+fn drain(req: &mut StreamRequest) -> io::Result<()> {
+    req.writer().flush()?;
+    let _ = req.connection().shutdown(Shutdown::Write);
+    req.set_deadline(Some(Instant::now() + Duration::from_secs(1)));
+    let _ = io::copy(&mut Read::take(req.reader(), 256 * 1024), &mut io::sink());
+    Ok(())
+}
+
+/// The client went away: the connection just ends.
+fn is_disconnect(error: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(error.kind(), ConnectionReset | BrokenPipe | UnexpectedEof)
+}
+
+fn main() -> ExitCode {
+    let args = match parse(std::env::args().skip(1)) {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("kv: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("kv: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Binds, prints the address, serves until a signal, and closes.
+fn run(args: Args) -> Result<(), socketserver::Error> {
+    let server = TcpServer::builder(args.addr)
+        .dispatch(args.dispatch)
+        .nodelay(true)
+        // Replies collect here and go out in one send per batch of pipelined requests.
+        .wbufsize(16 * 1024)
+        .shutdown_deadline(GRACE)
+        .handle_error(|error, client| match client {
+            Some(client) => eprintln!("kv: {client}: {error}"),
+            None => eprintln!("kv: {error}"),
+        })
+        .bind(Kv::default())?;
+    // Ctrl-C or SIGTERM: refuse new connections at once, give running ones GRACE.
+    let _signals = server.handle().shutdown_on_signals()?;
+    let mut stdout = io::stdout().lock();
+    writeln!(stdout, "listening on tcp://{}", server.local_addr())?;
+    stdout.flush()?;
+    drop(stdout);
+    server.serve_forever()?;
+    server.close();
+    Ok(())
+}
