@@ -15,7 +15,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, OnceLock};
+use std::sync::mpsc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -31,59 +31,8 @@ const GRACE: Duration = Duration::from_secs(2);
 // Building and running the example
 // ---------------------------------------------------------------------------------------
 
-/// The path of the built example, building it on first use.
-fn echo_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(build_echo)
-}
-
-/// Builds the example with the profile and target directory of this test binary, and
-/// returns the executable cargo reports.
-fn build_echo() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    // <target>/<profile>/deps/echo_example-HASH
-    let profile_dir = exe.parent().and_then(Path::parent).expect("the test binary lives in <profile>/deps");
-    let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
-        Some("debug") => "dev".to_string(),
-        Some(name) => name.to_string(),
-        None => panic!("cannot tell the profile from {}", exe.display()),
-    };
-    // CARGO_TARGET_TMPDIR is <target>/tmp, whatever CARGO_TARGET_DIR or config said.
-    let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("the target directory");
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo
-        .args(["build", "--quiet", "--example", "echo", "--message-format", "json", "--profile", &profile])
-        .arg("--manifest-path")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir);
-    if cfg!(feature = "threadpool") {
-        cargo.args(["--features", "threadpool"]);
-    }
-    let (status, stdout, stderr) = run_to_exit(cargo, Duration::from_secs(600));
-    assert!(status.success(), "cargo build --example echo failed ({status}):\n{stderr}");
-    let binary = stdout
-        .lines()
-        .filter(|line| line.contains(r#""reason":"compiler-artifact""#) && line.contains(r#""kind":["example"]"#))
-        .filter(|line| line.contains(r#""name":"echo""#))
-        .find_map(json_executable)
-        .unwrap_or_else(|| PathBuf::from(profile_dir).join("examples").join("echo"));
-    assert!(binary.is_file(), "the echo example is not at {}", binary.display());
-    binary
-}
-
-/// The `"executable"` path of one line of cargo's JSON messages.
-fn json_executable(line: &str) -> Option<PathBuf> {
-    let start = line.find(r#""executable":""#)? + r#""executable":""#.len();
-    let mut path = String::new();
-    let mut chars = line[start..].chars();
-    loop {
-        match chars.next()? {
-            '"' => return Some(PathBuf::from(path)),
-            '\\' => path.push(chars.next()?),
-            c => path.push(c),
-        }
-    }
+fn echo_binary() -> PathBuf {
+    support::example_binary("echo")
 }
 
 /// Runs `command` to its end within `limit`, returning its status, stdout and stderr.

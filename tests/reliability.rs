@@ -172,34 +172,8 @@ fn pattern(len: usize) -> Vec<u8> {
 /// The echo example's descriptor limit in the exhaustion test.
 const FD_LIMIT: usize = 40;
 
-/// Builds the echo example with this test binary's profile and target directory, as
-/// tests/echo_example.rs does, and returns its path.
 fn echo_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("the test binary lives in <profile>/deps");
-    let profile = match profile_dir.file_name().and_then(|name| name.to_str()) {
-        Some("debug") => "dev",
-        Some(name) => name,
-        None => panic!("cannot tell the profile from {}", exe.display()),
-    };
-    // CARGO_TARGET_TMPDIR is <target>/tmp, whatever CARGO_TARGET_DIR or config said.
-    let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("the target directory");
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo
-        .args(["build", "--quiet", "--example", "echo", "--profile", profile])
-        .arg("--manifest-path")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir)
-        .stdin(Stdio::null());
-    if cfg!(feature = "threadpool") {
-        cargo.args(["--features", "threadpool"]);
-    }
-    let output = cargo.output().expect("run cargo build --example echo");
-    assert!(output.status.success(), "cargo build --example echo failed:\n{}", String::from_utf8_lossy(&output.stderr));
-    let binary = profile_dir.join("examples").join("echo");
-    assert!(binary.is_file(), "the echo example is not at {}", binary.display());
-    binary
+    support::example_binary("echo")
 }
 
 /// A child process, killed and reaped when dropped.

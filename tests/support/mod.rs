@@ -152,3 +152,83 @@ pub fn assert_refused(addr: SocketAddr) {
 pub fn within<R: Send + 'static>(limit: Duration, f: impl FnOnce() -> R + Send + 'static) -> R {
     join_within(thread::spawn(f), limit)
 }
+
+/// Builds the example `name` with this test binary's profile, target directory and
+/// features, once per test binary, and returns its executable.
+///
+/// The cargo variables set for this test binary are not passed on: build scripts (such
+/// as ring's, under the TLS example) rerun when they change, which would rebuild those
+/// crates here and again at the next outer `cargo test`.
+pub fn example_binary(name: &str) -> PathBuf {
+    use std::collections::HashMap;
+    use std::path::Path;
+    use std::process::{Command, Stdio};
+    use std::sync::{Mutex, OnceLock};
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Mutex::default).lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(binary) = built.get(name) {
+        return binary.clone();
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // <target>/<profile>/deps/TEST-HASH
+    let profile_dir = exe.parent().and_then(Path::parent).expect("the test binary lives in <profile>/deps");
+    let profile = match profile_dir.file_name().and_then(|dir| dir.to_str()) {
+        Some("debug") => "dev".to_string(),
+        Some(dir) => dir.to_string(),
+        None => panic!("cannot tell the profile from {}", exe.display()),
+    };
+    // CARGO_TARGET_TMPDIR is <target>/tmp, whatever CARGO_TARGET_DIR or config said.
+    let target_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).parent().expect("the target directory");
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .args(["build", "--quiet", "--example", name, "--message-format", "json", "--profile", &profile])
+        .arg("--manifest-path")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir)
+        .stdin(Stdio::null());
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        let set_by_cargo = ["CARGO_PKG_", "CARGO_MANIFEST_"].iter().any(|prefix| key.starts_with(prefix))
+            || ["CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&&*key);
+        if set_by_cargo {
+            cargo.env_remove(&*key);
+        }
+    }
+    // The same features as the tests, so the library is not built a second time.
+    for (on, feature) in
+        [(cfg!(feature = "threadpool"), "threadpool"), (cfg!(feature = "proxy-protocol"), "proxy-protocol")]
+    {
+        if on {
+            cargo.args(["--features", feature]);
+        }
+    }
+    // A build may take long on a busy machine; test watchdogs are armed after it.
+    let output = cargo.output().expect("run cargo build");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "cargo build --example {name} failed ({}):\n{stderr}", output.status);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let binary = stdout
+        .lines()
+        .filter(|line| line.contains(r#""reason":"compiler-artifact""#) && line.contains(r#""kind":["example"]"#))
+        .filter(|line| line.contains(&format!(r#""name":"{name}""#)))
+        .find_map(json_executable)
+        .unwrap_or_else(|| profile_dir.join("examples").join(name));
+    assert!(binary.is_file(), "the {name} example is not at {}", binary.display());
+    built.insert(name.to_string(), binary.clone());
+    binary
+}
+
+/// The `"executable"` path of one line of cargo's JSON messages.
+fn json_executable(line: &str) -> Option<PathBuf> {
+    let start = line.find(r#""executable":""#)? + r#""executable":""#.len();
+    let mut path = String::new();
+    let mut chars = line[start..].chars();
+    loop {
+        match chars.next()? {
+            '"' => return Some(PathBuf::from(path)),
+            '\\' => path.push(chars.next()?),
+            c => path.push(c),
+        }
+    }
+}
