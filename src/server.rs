@@ -1268,6 +1268,10 @@ impl<T: Transport<Request = StreamRequest>> Server<T> {
     /// refuses when full refuses it here (counted in [`Stats::refused`]). Errors of the
     /// request go to `handle_error`, as always.
     ///
+    /// Use it instead of `serve_forever`, not beside it: under a limit, a running serve
+    /// loop holds a place while it waits in `accept`, so in a sequential server (a limit
+    /// of one) this call would wait for that loop to serve a client first.
+    ///
     /// # Errors
     /// [`Error::Closed`] after [`close`](Server::close); the connection is then closed.
     ///
