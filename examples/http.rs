@@ -42,11 +42,12 @@ const MAX_HEADERS: usize = 100;
 /// response before the client reads it.
 const DRAIN_LIMIT: u64 = 256 * 1024;
 const USAGE: &str = "usage: http [--root DIR] [--addr ADDR] [--timeout SECS] [--mode sequential|threading|pool]
-            [--workers N] [--max-connections N]
+            [--workers N] [--max-connections N] [--verbose]
   defaults: --root . --addr 127.0.0.1:8000 --timeout 5 --mode threading, no connection limit
   --timeout: a connection idle (or not reading) this long is closed, and a request's
              line and headers must arrive within twice this after their first byte
-  --max-connections: clients beyond N at once get 503 and are closed";
+  --max-connections: clients beyond N at once get 503 and are closed
+  --verbose: log each request, and the server's own messages, to stderr";
 const INDEX: &str = "<!DOCTYPE html>\n<html><head><title>socketserver</title></head>\n\
 <body><h1>socketserver http example</h1><p>Files are served from the root directory; \
 <a href=\"/health\">/health</a> answers ok.</p></body></html>\n";
@@ -57,12 +58,14 @@ struct Args {
     timeout: Duration,
     dispatch: Box<dyn Dispatch>,
     max_connections: Option<usize>,
+    verbose: bool,
 }
 
 /// Parses the command line; the error is the one line to print.
 fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     let (mut root, mut addr, mut timeout) = (PathBuf::from("."), "127.0.0.1:8000".to_string(), 5);
     let (mut mode, mut workers, mut max_connections) = ("threading".to_string(), None, None);
+    let mut verbose = false;
     while let Some(flag) = argv.next() {
         let mut value = || argv.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
@@ -79,6 +82,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "--mode" => mode = value()?,
             "--workers" => workers = Some(count(&flag, &value()?)?),
             "--max-connections" => max_connections = Some(count(&flag, &value()?)?),
+            "--verbose" => verbose = true,
             "--help" | "-h" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -98,7 +102,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     }
     let addr =
         addr.parse().map_err(|_| format!("bad --addr {addr:?}: expected IP:PORT, like 127.0.0.1:8000 or [::1]:0"))?;
-    Ok(Args { root, addr, timeout: Duration::from_secs(timeout), dispatch, max_connections })
+    Ok(Args { root, addr, timeout: Duration::from_secs(timeout), dispatch, max_connections, verbose })
 }
 
 /// A whole number of at least 1, the value of `flag`.
@@ -180,7 +184,16 @@ impl RequestHandler<StreamRequest> for Http {
                     send(req.writer(), Response::error(status), false, After::DrainAndClose)?;
                     After::DrainAndClose
                 }
-                Incoming::Request(request) => self.serve(req.writer(), &request)?,
+                Incoming::Request(request) => {
+                    log::info!(
+                        target: "http::access",
+                        "{} {} {}",
+                        req.client_addr(),
+                        request.method,
+                        String::from_utf8_lossy(&request.path)
+                    );
+                    self.serve(req.writer(), &request)?
+                }
             };
             match after {
                 After::KeepAlive => continue,
@@ -527,6 +540,26 @@ fn is_disconnect(error: &io::Error) -> bool {
     matches!(error.kind(), WouldBlock | TimedOut | ConnectionReset | BrokenPipe | UnexpectedEof)
 }
 
+/// `--verbose`: a logger of a few lines, so that this example's access log (target
+/// `http::access`) and the crate's own messages (targets `socketserver::*`: a signal
+/// received, a shutdown deadline passed, accepting backing off) show on stderr. A real
+/// program would install `env_logger` or the like the same way, once, in `main`.
+struct StderrLogger;
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Info
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            eprintln!("{:5} {}: {}", record.level(), record.target(), record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
 fn main() -> ExitCode {
     let args = match parse(std::env::args().skip(1)) {
         Ok(args) => args,
@@ -535,6 +568,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.verbose && log::set_logger(&StderrLogger).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

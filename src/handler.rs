@@ -522,8 +522,18 @@ impl StreamRequest {
 /// If the handler touched the reply buffer (called [`DatagramRequest::reply`]), its
 /// contents are sent back to the sender in one datagram once the handler is done, even
 /// when empty.
+///
+/// # Python
+///
+/// Python's `DatagramRequestHandler` always sends the contents of `wfile`, so a handler
+/// that writes nothing still sends an empty datagram. Here nothing is sent unless the
+/// handler asked for a reply, which lets a handler stay silent (for a request it drops,
+/// or a protocol with no replies); call `req.reply()` without writing to send the empty
+/// one. A datagram longer than `max_packet_size` is cut to it, as in Python, but
+/// [`truncated`](DatagramRequest::truncated) says so.
 pub struct DatagramRequest {
     packet: Vec<u8>,
+    truncated: bool,
     reply: Vec<u8>,
     reply_wanted: bool,
     client: Address,
@@ -542,8 +552,24 @@ impl fmt::Debug for DatagramRequest {
 }
 
 impl DatagramRequest {
-    pub(crate) fn new(packet: Vec<u8>, client: Address, socket: Arc<DatagramSocket>, server: ServerHandle) -> Self {
-        DatagramRequest { packet, reply: Vec::new(), reply_wanted: false, client, socket, server }
+    pub(crate) fn new(
+        mut packet: Vec<u8>,
+        max_packet_size: usize,
+        client: Address,
+        socket: Arc<DatagramSocket>,
+        server: ServerHandle,
+    ) -> Self {
+        let truncated = packet.len() > max_packet_size;
+        packet.truncate(max_packet_size);
+        DatagramRequest { packet, truncated, reply: Vec::new(), reply_wanted: false, client, socket, server }
+    }
+
+    /// Whether the datagram was longer than the server's `max_packet_size`, so that
+    /// [`packet`](DatagramRequest::packet) holds only its first bytes. Python truncates
+    /// silently; here the handler can tell, and answer with an error instead of acting
+    /// on half a message.
+    pub fn truncated(&self) -> bool {
+        self.truncated
     }
 
     /// The datagram's bytes (Python's `self.request[0]`, or `rfile`), truncated to the

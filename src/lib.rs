@@ -107,10 +107,14 @@
 //!
 //! # Logging
 //!
-//! The crate never prints. Handler errors and caught panics go to the `handle_error`
-//! hook, whose default logs them with `log::error!`: install a logger (for example
-//! `env_logger`) or set the hook, or they are not shown. Rust's panic hook still prints
-//! a handler's panic message to stderr.
+//! Handler errors and caught panics go to the `handle_error` hook. Its default logs
+//! them with `log::error!` (target `socketserver::server`) when a logger takes errors,
+//! and otherwise writes them to stderr, as Python's `handle_error` does, so an error
+//! never vanishes; so does the warning that accepting backs off because descriptors ran
+//! out. Everything else goes through `log` only: `warn` for a shutdown deadline that
+//! passed or a pool that could not start all its workers, `info` for signals and for
+//! accepting again after a back-off. Rust's panic hook still prints a handler's panic
+//! message to stderr. The `http` example installs a small logger (`--verbose`).
 // `unsafe` is denied everywhere but one place: taking ownership of the descriptors
 // systemd passes (`activation`), which no safe API can do.
 #![deny(unsafe_code)]

@@ -633,7 +633,8 @@ impl Shared {
         let grace = deadline + FORCED_CLOSE_GRACE;
         while requests.running > 0 && !self.requests_changed.wait_until(&mut requests, grace).timed_out() {}
         if requests.running > 0 {
-            log::error!("{} request(s) still running after their connections were closed", requests.running);
+            let message = format!("{} request(s) still running after their connections were closed", requests.running);
+            log_or_stderr(log::Level::Error, &message);
         }
         requests.running == 0
     }
@@ -713,12 +714,17 @@ impl Shared {
         match &self.config.hooks.handle_error {
             Some(hook) => {
                 if panic::catch_unwind(AssertUnwindSafe(|| hook(error, client))).is_err() {
-                    log::error!("the handle_error hook panicked while reporting: {error}");
+                    log_or_stderr(
+                        log::Level::Error,
+                        &format!("the handle_error hook panicked while reporting: {error}"),
+                    );
                 }
             }
+            // Through `log` when a logger takes errors; otherwise to stderr, as Python's
+            // handle_error does, so that an error never vanishes.
             None => match client {
-                Some(client) => log::error!("request from {client}: {error}"),
-                None => log::error!("{error}"),
+                Some(client) => log_or_stderr(log::Level::Error, &format!("request from {client}: {error}")),
+                None => log_or_stderr(log::Level::Error, &error.to_string()),
             },
         }
     }
@@ -942,7 +948,9 @@ impl Shared {
     ) -> Result<bool> {
         let _current = CurrentServer::enter(self);
         let mut buffer = match &**endpoint {
-            Endpoint::Datagram(_) => vec![0; self.config.max_packet_size],
+            // One byte more than the limit: a datagram that fills it was longer, which the
+            // request then reports (`DatagramRequest::truncated`) instead of hiding.
+            Endpoint::Datagram(_) => vec![0; self.config.max_packet_size.saturating_add(1)],
             _ => Vec::new(),
         };
         // When the loop must act without a request: the handle_request timeout, or the
@@ -1004,7 +1012,10 @@ impl Shared {
                     AcceptError::Exhausted => {
                         let delay = backoff.map_or(BACKOFF_START, |d| (d * 2).min(BACKOFF_MAX));
                         if backoff.is_none() {
-                            log::warn!("accept failed: {e}; backing off until resources free up");
+                            log_or_stderr(
+                                log::Level::Warn,
+                                &format!("accept failed: {e}; backing off until resources free up"),
+                            );
                         }
                         backoff = Some(delay);
                         self.back_off(delay);
@@ -1043,7 +1054,7 @@ impl Shared {
         if drained {
             self.dispatch.close();
         } else {
-            log::error!("closing the server without joining request threads that did not end");
+            log_or_stderr(log::Level::Error, "closing the server without joining request threads that did not end");
         }
         if let Some(path) = owned_path {
             path.remove();
@@ -1082,7 +1093,8 @@ fn run(ticket: Ticket, work: Work) {
             run_phases(shared, &**handler, &mut request);
         }
         (Work::Datagram(packet, client, socket), AnyHandler::Datagram(handler)) => {
-            let mut request = DatagramRequest::new(packet, client, socket, shared.handle());
+            let mut request =
+                DatagramRequest::new(packet, shared.config.max_packet_size, client, socket, shared.handle());
             run_phases(shared, &**handler, &mut request);
         }
         _ => unreachable!("the transport fixes the handler's request type"),
@@ -1135,6 +1147,16 @@ fn run_phases<R: Phases + 'static>(shared: &Shared, handler: &dyn RequestHandler
     step(request, Phase::Handle, &|r| handler.handle(r));
     step(request, Phase::Finish, &|r| handler.finish(r));
     step(request, Phase::Respond, &|r| r.respond(&shared.config.hooks));
+}
+
+/// Logs `message`, or writes it to stderr when no logger takes that level: for what an
+/// operator must see even without a logger (request errors, running out of descriptors).
+fn log_or_stderr(level: log::Level, message: &str) {
+    if log::log_enabled!(level) {
+        log::log!(level, "{message}");
+    } else {
+        eprintln!("socketserver: {message}");
+    }
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -1381,7 +1403,7 @@ impl<T: Transport> Drop for BackgroundServer<T> {
             return;
         }
         if let Err(e) = self.finish() {
-            log::error!("background server ended with an error: {e}");
+            log_or_stderr(log::Level::Error, &format!("background server ended with an error: {e}"));
         }
     }
 }
@@ -1467,7 +1489,8 @@ impl<T: Transport> Builder<T> {
 
     /// Called for every error and caught panic of a request, with the client's address
     /// when there is one (Python's `handle_error`). The default logs it with
-    /// `log::error!`. The server goes on serving either way.
+    /// `log::error!` when a logger takes errors, and writes it to stderr otherwise (as
+    /// Python does), so an error never vanishes. The server goes on serving either way.
     pub fn handle_error(mut self, hook: impl Fn(&Error, Option<&Address>) + Send + Sync + 'static) -> Self {
         self.config.hooks.handle_error = Some(Box::new(hook));
         self
@@ -1746,8 +1769,9 @@ impl<T: Transport<Request = StreamRequest>> Builder<T> {
 }
 
 impl<T: Transport<Request = DatagramRequest>> Builder<T> {
-    /// The largest datagram read; longer ones are truncated to it, as in Python.
-    /// Default [`DEFAULT_MAX_PACKET_SIZE`] (8192).
+    /// The largest datagram read; longer ones are truncated to it, as in Python, and
+    /// the handler can tell ([`DatagramRequest::truncated`]). Default
+    /// [`DEFAULT_MAX_PACKET_SIZE`] (8192).
     ///
     /// # Panics
     /// Panics if `bytes` is zero.

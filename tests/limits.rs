@@ -364,3 +364,36 @@ fn stats_count_received_finished_errors_and_denied() {
     assert_eq!(stats.active, 0);
     assert_eq!(stats.errors, failed, "{stats:?}");
 }
+
+/// Garbage (invalid UTF-8, NUL bytes, no newline) into a handler reading text lines: a
+/// clear error for that client, and the next client is served.
+#[test]
+fn garbage_bytes_to_a_line_reader_are_a_clear_error_and_the_next_client_is_served() {
+    let _watchdog =
+        watchdog("garbage_bytes_to_a_line_reader_are_a_clear_error_and_the_next_client_is_served", WATCHDOG);
+    let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = errors.clone();
+    let server = TcpServer::builder("127.0.0.1:0")
+        .dispatch(Threading::new())
+        .handle_error(move |error, _| record.lock().unwrap().push(error.to_string()))
+        .bind(|req: &mut StreamRequest| {
+            let mut line = String::new();
+            req.reader().read_line(&mut line)?; // fails on invalid UTF-8
+            req.writer().write_all(line.to_uppercase().as_bytes())
+        })
+        .unwrap();
+    let addr = server.local_addr();
+    let background = server.serve_in_background().unwrap();
+    let mut garbage = connect(addr);
+    garbage.write_all(&[0xff, 0xfe, 0x00, b'a', 0xc3, 0x28, b'\n']).unwrap();
+    garbage.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_reply(&mut garbage), "", "garbage got a reply");
+    let mut next = connect(addr);
+    next.write_all(b"hello\n").unwrap();
+    next.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_reply(&mut next), "HELLO\n");
+    background.stop().unwrap();
+    let errors = errors.lock().unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("handler failed in handle") && errors[0].contains("UTF-8"), "{errors:?}");
+}

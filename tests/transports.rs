@@ -369,6 +369,37 @@ fn udp_truncates_to_custom_max_packet_size() {
     background.stop().unwrap();
 }
 
+/// The handler is told when a datagram was cut, for UDP and Unix datagrams, exactly at
+/// the limit and one byte past it.
+#[test]
+fn datagram_handlers_see_whether_a_packet_was_truncated() {
+    let _watchdog = watchdog("datagram_handlers_see_whether_a_packet_was_truncated", WATCHDOG);
+    let flag = |req: &mut DatagramRequest| {
+        let answer = format!("{} {}", req.packet().len(), req.truncated());
+        req.reply().write_all(answer.as_bytes())
+    };
+    let server = UdpServer::builder("127.0.0.1:0").max_packet_size(100).bind(flag).unwrap();
+    let addr = server.local_addr();
+    let background = server.serve_in_background().unwrap();
+    let client = udp_client();
+    for (len, expected) in [(99, "99 false"), (100, "100 false"), (101, "100 true"), (5000, "100 true")] {
+        let (reply, _) = udp_exchange(&client, addr, &pattern(len));
+        assert_eq!(String::from_utf8_lossy(&reply), expected, "a {len}-byte datagram over UDP");
+    }
+    background.stop().unwrap();
+
+    let path = temp_socket_path("trunc");
+    let _cleanup = TempPath(path.clone());
+    let server = UnixDatagramServer::builder(&path).max_packet_size(100).bind(flag).unwrap();
+    let background = server.serve_in_background().unwrap();
+    let (client, _client_path) = unix_dgram_client("truncc");
+    for (len, expected) in [(100, "100 false"), (101, "100 true")] {
+        let reply = unix_dgram_exchange(&client, &path, &pattern(len));
+        assert_eq!(String::from_utf8_lossy(&reply), expected, "a {len}-byte Unix datagram");
+    }
+    background.stop().unwrap();
+}
+
 #[test]
 fn udp_handler_sends_extra_datagrams_through_the_socket() {
     let _watchdog = watchdog("udp_handler_sends_extra_datagrams_through_the_socket", WATCHDOG);

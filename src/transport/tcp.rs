@@ -68,8 +68,17 @@ pub(super) fn inet_socket(
         Ok(socket)
     };
     let socket = setup().map_err(|e| bind_error(addr, e))?;
-    socket.bind(&addr.into()).map_err(|e| bind_error(addr, e))?;
+    socket.bind(&addr.into()).map_err(|e| bind_error(addr, explain_bind_error(addr, e)))?;
     Ok(socket)
+}
+
+/// Adds what to do to the errors a student meets first.
+fn explain_bind_error(addr: SocketAddr, e: std::io::Error) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::PermissionDenied && addr.port() != 0 && addr.port() < 1024 {
+        let hint = "ports below 1024 need root or the CAP_NET_BIND_SERVICE capability; use a port from 1024 up";
+        return std::io::Error::new(e.kind(), format!("{e}; {hint}"));
+    }
+    e
 }
 
 /// Tries each resolved address in turn, as `std::net::TcpListener::bind` does, and
@@ -91,4 +100,19 @@ pub(super) fn first_bound(
         addr: text.to_string(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "address resolved to nothing"),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_privileged_port_denied_says_what_to_do() {
+        let denied = || std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let low = explain_bind_error("0.0.0.0:80".parse().unwrap(), denied());
+        assert!(low.to_string().contains("ports below 1024 need root or the CAP_NET_BIND_SERVICE capability"), "{low}");
+        assert_eq!(low.kind(), std::io::ErrorKind::PermissionDenied);
+        let high = explain_bind_error("0.0.0.0:8080".parse().unwrap(), denied());
+        assert!(!high.to_string().contains("1024"), "{high}");
+    }
 }

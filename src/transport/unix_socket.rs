@@ -81,6 +81,19 @@ fn socket_path(local: &Address) -> Result<PathBuf> {
 /// that died. Anything else at the path is left alone and reported.
 fn bind_path(path: &Path, ty: Type, options: &SocketOptions) -> Result<Bound> {
     let shown = path.display();
+    // sun_path holds 108 bytes, the terminating NUL included.
+    const MAX_PATH: usize = 107;
+    let length = path.as_os_str().len();
+    if length > MAX_PATH {
+        let message = format!(
+            "a Unix socket path may be at most {MAX_PATH} bytes and this one is {length}; \
+             use a shorter path, or a relative one from a nearby working directory"
+        );
+        return Err(Error::Bind {
+            addr: shown.to_string(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, message),
+        });
+    }
     clear_stale(path)?;
     let socket = Socket::new(Domain::UNIX, ty, None).map_err(|e| bind_error(&shown, e))?;
     options.before_bind(&socket).map_err(|e| bind_error(&shown, e))?;

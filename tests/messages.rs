@@ -1,0 +1,72 @@
+//! Errors that teach: what a student sees when something goes wrong, with no setup.
+
+mod support;
+
+use std::io::{self, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use socketserver::{Error, StreamRequest, TcpServer, UnixStreamServer};
+use support::{connect, watchdog};
+
+/// With no logger installed, the default handle_error writes the error and the client's
+/// address to stderr, as Python's does, instead of letting it vanish. Checked in a child
+/// process (this test binary run again), whose stderr the test reads.
+#[test]
+fn without_a_logger_handler_errors_go_to_stderr() {
+    let _watchdog = watchdog("without_a_logger_handler_errors_go_to_stderr", Duration::from_secs(60));
+    if std::env::var_os("MESSAGES_CHILD").is_some() {
+        let server = TcpServer::bind("127.0.0.1:0", |_: &mut StreamRequest| -> io::Result<()> {
+            Err(io::Error::other("the handler's own words"))
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        println!("client {}", {
+            let background = server.serve_in_background().unwrap();
+            let mut client = connect(addr);
+            let local = client.local_addr().unwrap();
+            client.read_to_end(&mut Vec::new()).unwrap();
+            background.stop().unwrap();
+            local
+        });
+        return;
+    }
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "without_a_logger_handler_errors_go_to_stderr", "--nocapture", "--test-threads", "1"])
+        .env("MESSAGES_CHILD", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "child failed:\n{stdout}\n{stderr}");
+    // libtest prints "test NAME ... " on the same line before the child's own output.
+    let client = stdout
+        .lines()
+        .find_map(|line| line.split_once("client ").map(|(_, addr)| addr.trim()))
+        .expect("the child's client address");
+    let expected = format!("socketserver: request from {client}: handler failed in handle: the handler's own words");
+    assert!(stderr.lines().any(|line| line == expected), "expected {expected:?} on stderr, got:\n{stderr}");
+}
+
+#[test]
+fn a_unix_path_too_long_says_how_long_it_may_be() {
+    let path = std::env::temp_dir().join("x".repeat(120));
+    let error = UnixStreamServer::bind(&path, |_: &mut StreamRequest| Ok(())).unwrap_err();
+    assert!(matches!(error, Error::Bind { .. }), "{error:?}");
+    let message = error.to_string();
+    assert!(message.contains("at most 107 bytes"), "{message}");
+    assert!(message.contains(&format!("this one is {}", path.as_os_str().len())), "{message}");
+    assert!(!path.exists());
+}
+
+#[test]
+fn an_address_in_use_names_it_and_says_what_to_do() {
+    let first = TcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| req.writer().write_all(b"x")).unwrap();
+    let addr = first.local_addr();
+    let error = TcpServer::bind(addr, |_: &mut StreamRequest| Ok(())).unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::AddrInUse);
+    let message = error.to_string();
+    assert!(message.contains(&addr.to_string()) && message.contains("in use"), "{message}");
+    assert!(message.contains("stop the other server or choose another address"), "{message}");
+}
