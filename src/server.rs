@@ -191,10 +191,14 @@ impl ServerHandle {
     /// ```
     pub fn stats(&self) -> Stats {
         let counters = &self.shared.counters;
+        let (active, started, finished) = {
+            let requests = self.shared.requests.lock();
+            (requests.running, requests.started, requests.finished)
+        };
         Stats {
-            active: self.shared.requests.lock().running,
-            received: counters.received.load(Ordering::Relaxed),
-            finished: counters.finished.load(Ordering::Relaxed),
+            active,
+            received: started + counters.untracked.load(Ordering::Relaxed),
+            finished,
             errors: counters.errors.load(Ordering::Relaxed),
             refused: counters.refused.load(Ordering::Relaxed),
             denied: counters.denied.load(Ordering::Relaxed),
@@ -307,6 +311,9 @@ struct Requests {
     /// several threads accepting at once, checking the count before a blocking accept
     /// and counting the request after it would let them all past the limit.
     reserved: usize,
+    /// Requests counted as running so far, and those that have ended (for `stats`).
+    started: u64,
+    finished: u64,
     connections: Vec<Option<Arc<Connection>>>,
     free_slots: Vec<usize>,
 }
@@ -314,8 +321,10 @@ struct Requests {
 /// What [`ServerHandle::stats`] reads; counted with relaxed atomics, a few per request.
 #[derive(Default)]
 struct Counters {
-    received: AtomicU64,
-    finished: AtomicU64,
+    /// Requests turned away before they were counted as running: denied by
+    /// `verify_request` or refused when full. (Running and finished requests are counted
+    /// in [`Requests`], under the lock the serve loop takes anyway.)
+    untracked: AtomicU64,
     errors: AtomicU64,
     refused: AtomicU64,
     denied: AtomicU64,
@@ -411,8 +420,8 @@ struct Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        self.shared.counters.finished.fetch_add(1, Ordering::Relaxed);
         let mut requests = self.shared.requests.lock();
+        requests.finished += 1;
         requests.running -= 1;
         if let Some(slot) = self.slot {
             requests.connections[slot] = None;
@@ -772,13 +781,13 @@ impl Shared {
 
     /// Verifies and dispatches one request. Never fails: problems go to `handle_error`.
     fn process(self: &Arc<Self>, incoming: Incoming, endpoint: &Endpoint, slot: Option<Slot<'_>>) {
-        self.counters.received.fetch_add(1, Ordering::Relaxed);
         let client = match &incoming {
             Incoming::Stream(_, client) | Incoming::Datagram(_, client) => client,
         };
         // Behind a PROXY protocol proxy the address here is the proxy's: the request is
         // verified once its header names the client (in `run`).
         if !self.verifies_after_proxy_header() && !self.verify(client, incoming.connection()) {
+            self.counters.untracked.fetch_add(1, Ordering::Relaxed);
             return; // dropping `incoming` closes the connection, once
         }
         let (work, connection) = match (incoming, endpoint) {
@@ -821,6 +830,7 @@ impl Shared {
             requests.reserved -= 1;
         }
         requests.running += 1;
+        requests.started += 1;
         let slot = connection.map(|connection| match requests.free_slots.pop() {
             Some(slot) => {
                 requests.connections[slot] = Some(connection);
@@ -838,6 +848,7 @@ impl Shared {
     /// reply, then the connection is closed, on the serve loop's thread.
     fn refuse(&self, connection: &Connection, client: &Address) {
         self.counters.refused.fetch_add(1, Ordering::Relaxed);
+        self.counters.untracked.fetch_add(1, Ordering::Relaxed);
         let Some(hook) = &self.config.hooks.refuse_when_full else { return };
         // Never let a client that does not read stall the serve loop.
         let _ = connection.set_write_timeout(Some(REFUSE_WRITE_TIMEOUT));
