@@ -126,6 +126,15 @@ impl Connection {
         }
     }
 
+    /// A second handle to the same connection (`dup(2)`), for example for another thread
+    /// to write to this client, as a chat room's broadcast does.
+    pub fn try_clone(&self) -> io::Result<Connection> {
+        match self {
+            Connection::Tcp(s) => s.try_clone().map(Connection::Tcp),
+            Connection::Unix(s) => s.try_clone().map(Connection::Unix),
+        }
+    }
+
     /// Moves the connection in or out of non-blocking mode.
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         match self {
@@ -259,6 +268,20 @@ pub(crate) enum Incoming {
     Datagram(Vec<u8>, Address),
 }
 
+/// `recvfrom` on a UDP socket, through rustix rather than std.
+///
+/// A receive woken by `shutdown(2)` (how the server stops) returns no datagram and no
+/// sender. std's `UdpSocket::recv_from` then reads a sender address the kernel never
+/// wrote, and in release builds panics on what it finds (Rust 1.95); rustix marks the
+/// address unset first and reports it as absent, which becomes an error here.
+fn receive_udp(socket: &net::UdpSocket, buf: &mut [u8]) -> io::Result<(usize, Address)> {
+    let (_, n, sender) = rustix::net::recvfrom(socket, &mut *buf, rustix::net::RecvFlags::empty())?;
+    match sender.and_then(|sender| SocketAddr::try_from(sender).ok()) {
+        Some(sender) => Ok((n.min(buf.len()), Address::Inet(sender))),
+        None => Err(io::Error::new(io::ErrorKind::NotConnected, "no datagram: the socket was shut down")),
+    }
+}
+
 impl Incoming {
     /// The connection, for a stream request.
     pub(crate) fn connection(&self) -> Option<&Connection> {
@@ -289,7 +312,7 @@ impl Endpoint {
             Endpoint::UnixStream(l) => l.accept().map(|(s, a)| Incoming::Stream(Connection::Unix(s), Address::Unix(a))),
             Endpoint::Datagram(s) => {
                 let (n, addr) = match &**s {
-                    DatagramSocket::Udp(s) => s.recv_from(buf).map(|(n, a)| (n, Address::Inet(a)))?,
+                    DatagramSocket::Udp(s) => receive_udp(s, buf)?,
                     DatagramSocket::Unix(s) => s.recv_from(buf).map(|(n, a)| (n, Address::Unix(a)))?,
                 };
                 Ok(Incoming::Datagram(buf[..n].to_vec(), addr))
