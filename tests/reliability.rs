@@ -271,6 +271,7 @@ fn out_of_descriptors_the_server_backs_off_and_recovers() {
     let before = cpu_ticks(pid);
     thread::sleep(Duration::from_secs(1));
     let used = cpu_ticks(pid) - before;
+    eprintln!("rl-emfile: out of descriptors for 1 s, the server used {used} ticks (10 ms each) of CPU");
     assert!(used < 10, "the exhausted server used {used} ticks (10 ms each) of CPU in one second: it spins");
     assert_eq!(child_fds(pid), FD_LIMIT, "the child should still be out of descriptors");
     for client in &mut waiting {
