@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use support::{connect, join_within, udp_client, watchdog, Watchdog, TIMEOUT};
 
@@ -45,35 +45,11 @@ fn python(code: &str, args: &[&str]) -> Command {
     command
 }
 
-/// Reads a pipe to its end on a thread.
-fn read_all(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
 /// Runs a client to its end within `TIMEOUT`, checks that it succeeded, and returns its
 /// standard output.
 fn run(mut command: Command) -> String {
-    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    let stdout = read_all(child.stdout.take().unwrap());
-    let stderr = read_all(child.stderr.take().unwrap());
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{command:?} still running after {TIMEOUT:?}");
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    let (stdout, stderr) = (join_within(stdout, TIMEOUT), join_within(stderr, TIMEOUT));
+    let finished = support::run_to_exit(&mut command, b"", TIMEOUT);
+    let (status, stdout, stderr) = (finished.status, finished.stdout, finished.stderr);
     assert!(status.success(), "{command:?} ended with {status}; stdout: {stdout}; stderr: {stderr}");
     stdout
 }
@@ -99,7 +75,7 @@ impl Server {
                 let _ = send.send(line);
             }
         });
-        let stderr = Some(read_all(child.stderr.take().unwrap()));
+        let stderr = Some(support::read_pipe(child.stderr.take().unwrap()));
         Server { child, name: format!("{command:?}"), lines, stderr }
     }
 

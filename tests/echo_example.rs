@@ -37,32 +37,8 @@ fn echo_binary() -> PathBuf {
 
 /// Runs `command` to its end within `limit`, returning its status, stdout and stderr.
 fn run_to_exit(mut command: Command, limit: Duration) -> (ExitStatus, String, String) {
-    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    let stdout = read_all(child.stdout.take().unwrap());
-    let stderr = read_all(child.stderr.take().unwrap());
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{command:?} still running after {limit:?}");
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    (status, join_within(stdout, TIMEOUT), join_within(stderr, TIMEOUT))
-}
-
-/// Reads a pipe to its end on a thread.
-fn read_all(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
+    let finished = support::run_to_exit(&mut command, b"", limit);
+    (finished.status, finished.stdout, finished.stderr)
 }
 
 /// The example with `args`, ready to spawn.
@@ -102,7 +78,7 @@ impl Echo {
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("spawn the echo example");
         let stdout = child.stdout.take().unwrap();
-        let stderr = read_all(child.stderr.take().unwrap());
+        let stderr = support::read_pipe(child.stderr.take().unwrap());
         let (lines, first_line) = mpsc::channel();
         thread::spawn(move || {
             let mut stdout = io::BufReader::new(stdout);

@@ -15,7 +15,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, OnceLock};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use support::{temp_socket_path, watchdog, Watchdog, TIMEOUT};
@@ -57,28 +57,8 @@ struct Output {
 /// Runs `command` with `stdin` to its end within `limit`, killing it and failing the
 /// test if it takes longer.
 fn run(command: &mut Command, stdin: &[u8], limit: Duration) -> Output {
-    command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
-    // A client that stops reading its input must not block the test: write on a thread.
-    thread::spawn(move || input.write_all(&stdin));
-    let stdout = read_all(child.stdout.take().unwrap());
-    let stderr = read_all(child.stderr.take().unwrap());
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{command:?} still running after {limit:?}");
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    let text = |h: JoinHandle<Vec<u8>>| String::from_utf8_lossy(&support::join_within(h, TIMEOUT)).into_owned();
-    Output { ok: status.success(), stdout: text(stdout), stderr: text(stderr) }
+    let finished = support::run_to_exit(command, stdin, limit);
+    Output { ok: finished.status.success(), stdout: finished.stdout, stderr: finished.stderr }
 }
 
 /// Runs a client that must succeed; its stdout.
@@ -86,14 +66,6 @@ fn client(args: &[&str], stdin: &[u8]) -> String {
     let out = run(Command::new(args[0]).args(&args[1..]), stdin, TOOL_LIMIT);
     assert!(out.ok, "{args:?} failed; stderr: {}", out.stderr);
     out.stdout
-}
-
-fn read_all(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        bytes
-    })
 }
 
 /// A running example. Dropping it kills the process and reaps it.

@@ -40,32 +40,8 @@ fn tls_binary() -> PathBuf {
 
 /// Runs `command` to its end within `limit`, returning its status, stdout and stderr.
 fn run_to_exit(mut command: Command, limit: Duration) -> (ExitStatus, String, String) {
-    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-    let stdout = read_all(child.stdout.take().unwrap());
-    let stderr = read_all(child.stderr.take().unwrap());
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{command:?} still running after {limit:?}");
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    (status, join_within(stdout, TIMEOUT), join_within(stderr, TIMEOUT))
-}
-
-/// Reads a pipe to its end on a thread.
-fn read_all(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
+    let finished = support::run_to_exit(&mut command, b"", limit);
+    (finished.status, finished.stdout, finished.stderr)
 }
 
 /// Builds the example, then arms a watchdog: a hang that slipped past every deadline
@@ -111,7 +87,7 @@ impl Tls {
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = command.spawn().expect("spawn the tls example");
         let stdout = child.stdout.take().unwrap();
-        let stderr = read_all(child.stderr.take().unwrap());
+        let stderr = support::read_pipe(child.stderr.take().unwrap());
         let (lines, first_line) = mpsc::channel();
         thread::spawn(move || {
             let mut stdout = BufReader::new(stdout);

@@ -232,3 +232,46 @@ fn json_executable(line: &str) -> Option<PathBuf> {
         }
     }
 }
+
+/// What a process that ran to its end printed.
+pub struct Finished {
+    pub status: std::process::ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `command` to its end within `limit`, feeding it `stdin`, and returns what it
+/// printed. A process still running at the limit is killed and fails the test.
+pub fn run_to_exit(command: &mut std::process::Command, stdin: &[u8], limit: Duration) -> Finished {
+    use std::process::Stdio;
+    command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    // A process that stops reading its input must not block the test: write on a thread.
+    thread::spawn(move || input.write_all(&stdin));
+    let stdout = read_pipe(child.stdout.take().unwrap());
+    let stderr = read_pipe(child.stderr.take().unwrap());
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} still running after {limit:?}");
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    Finished { status, stdout: join_within(stdout, TIMEOUT), stderr: join_within(stderr, TIMEOUT) }
+}
+
+/// Reads a pipe to its end on a thread, as text.
+pub fn read_pipe(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
