@@ -29,6 +29,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use socketserver::activation::ListenFds;
 use socketserver::dispatch::{Dispatch, Pool, Sequential, Threading};
 use socketserver::{Reader, RequestHandler, StreamRequest, TcpServer, Writer};
 
@@ -47,7 +48,8 @@ const USAGE: &str = "usage: http [--root DIR] [--addr ADDR] [--timeout SECS] [--
   --timeout: a connection idle (or not reading) this long is closed, and a request's
              line and headers must arrive within twice this after their first byte
   --max-connections: clients beyond N at once get 503 and are closed
-  --verbose: log each request, and the server's own messages, to stderr";
+  --verbose: log each request, and the server's own messages, to stderr
+  Started by systemd socket activation (LISTEN_FDS), it serves the passed socket instead of --addr.";
 const INDEX: &str = "<!DOCTYPE html>\n<html><head><title>socketserver</title></head>\n\
 <body><h1>socketserver http example</h1><p>Files are served from the root directory; \
 <a href=\"/health\">/health</a> answers ok.</p></body></html>\n";
@@ -582,7 +584,12 @@ fn main() -> ExitCode {
 
 /// Binds, prints the address, serves until a signal, and closes.
 fn run(args: Args) -> Result<(), socketserver::Error> {
-    let mut builder = TcpServer::builder(args.addr);
+    // Under systemd (or `systemd-socket-activate`), serve the socket it passed, already
+    // bound and listening; otherwise bind --addr.
+    let mut builder = match ListenFds::take()?.take_tcp_listener(0)? {
+        Some(listener) => TcpServer::from_listener(listener),
+        None => TcpServer::builder(args.addr),
+    };
     if let Some(n) = args.max_connections {
         // Answering at once beats leaving clients in the backlog, where they cannot tell
         // a busy server from a dead one.

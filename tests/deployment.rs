@@ -71,6 +71,31 @@ fn socket_activation_serves_named_tcp_listeners() {
     assert_eq!(reply, "activated: hello", "output:\n{output}");
 }
 
+/// The README's command: the http example under `systemd-socket-activate` serves the
+/// socket it was passed (and exits cleanly on SIGTERM).
+#[test]
+#[ignore = "needs systemd-socket-activate (package systemd): run .ci/deployment"]
+fn the_http_example_serves_a_passed_socket() {
+    let http = support::example_binary("http");
+    let _watchdog = watchdog("the_http_example_serves_a_passed_socket", WATCHDOG);
+    let dir = TempDir::new("activation-http");
+    let (mut activated, mut client) = until_started(|| {
+        let port = free_tcp_port();
+        let args = [format!("--listen=127.0.0.1:{port}"), http.display().to_string()];
+        let mut activated = Process::start("systemd-socket-activate", "systemd", &args, &dir);
+        let client = connect_while_running(SocketAddr::from(([127, 0, 0, 1], port)), &mut activated);
+        client.map(|client| (activated, client))
+    });
+    client.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    let read = client.read_to_string(&mut reply);
+    assert!(read.is_ok() && reply.starts_with("HTTP/1.1 200 OK\r\n"), "{read:?} {reply:?}\n{}", activated.output());
+    let stop = Command::new("kill").args(["-TERM", &activated.child.id().to_string()]).status().unwrap();
+    assert!(stop.success());
+    let status = activated.wait(TIMEOUT);
+    assert!(status.success(), "the http example ended with {status}:\n{}", activated.output());
+}
+
 /// The child of `socket_activation_serves_named_tcp_listeners`: systemd-socket-activate
 /// passes two listeners, named "web" and "admin".
 fn activated_tcp_server() {
