@@ -46,9 +46,10 @@
 //!   makes the kernel refuse new connections at once. An idle server makes no wakeups.
 //!   The socket cannot listen again after that, so a later `serve_forever` binds the same
 //!   address anew (see [`Server`]).
-//! - **Bounded.** Threading with `max_threads` and the pool stop accepting at their
-//!   limit; waiting connections stay in the kernel backlog (128 by default), not in an
-//!   unbounded queue.
+//! - **Bounded.** [`Builder::max_connections`] (in every mode), Threading's `max_threads`
+//!   and the pool's size stop accepting at their limit; waiting connections stay in the
+//!   kernel backlog (128 by default), not in an unbounded queue, or are refused with a
+//!   short reply ([`Builder::refuse_when_full`]).
 //! - **Errors stay with their request.** A handler error or panic reaches
 //!   `handle_error`; the server goes on, and `finish` still runs.
 //!
@@ -81,7 +82,10 @@
 //! | `max_packet_size` | [`Builder::max_packet_size`] |
 //! | `rbufsize`, `wbufsize`, `timeout` (stream handler), `disable_nagle_algorithm` | [`Builder::rbufsize`], [`Builder::wbufsize`], [`Builder::read_timeout`], [`Builder::nodelay`] |
 //! | `daemon_threads`, `block_on_close` | [`dispatch::Threading::daemon_threads`], [`dispatch::Threading::block_on_close`] |
-//! | `bind_and_activate=False` | bind a socket yourself, then `TcpServer::from_listener` |
+//! | `bind_and_activate=False`, `server_activate` | bind a socket yourself, then `TcpServer::from_listener` |
+//! | `server_bind` override | [`Builder::before_bind`], [`Builder::after_bind`] |
+//! | `get_request` override | your own accept loop and [`Server::process_request`] |
+//! | `fileno()` | `AsRawFd` for [`Server`] |
 //!
 //! # Platform-specific behavior
 //!
