@@ -11,7 +11,7 @@ mod support;
 use std::io::{self, BufRead, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, Once};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -160,24 +160,9 @@ fn wait_threads(prefix: &str, n: usize, what: &str) {
     }
 }
 
-/// Silences the panics these tests cause on purpose; every other panic is reported by
-/// the previous hook as usual.
+/// Silences the panics these tests cause on purpose (see `support`).
 fn quiet_expected_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            if !message.contains(EXPECTED_PANIC) {
-                previous(info);
-            }
-        }));
-    });
+    support::quiet_panics_containing(EXPECTED_PANIC);
 }
 
 // ---------------------------------------------------------------------------------------

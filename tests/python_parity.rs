@@ -60,7 +60,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, Once};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -186,23 +186,9 @@ fn assert_path_released(path: &Path) {
     assert!(!path.exists(), "{} still exists after close", path.display());
 }
 
-/// Silences the panics caused on purpose; any other panic is reported as usual.
+/// Silences the panics these tests cause on purpose (see `support`).
 fn quiet_expected_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            if !message.contains(ON_PURPOSE) {
-                previous(info);
-            }
-        }));
-    });
+    support::quiet_panics_containing(ON_PURPOSE);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard, Once, PoisonError};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -53,25 +53,9 @@ fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Silences the panics these tests cause on purpose (ten thousand backtrace-less
-/// messages would bury a real failure); every other panic is printed as usual. The hook
-/// is process-wide and filters by message, so it is installed once and never restored.
+/// Silences the panics these tests cause on purpose (see `support`).
 fn quiet_expected_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            if !message.contains(EXPECTED_PANIC) {
-                previous(info);
-            }
-        }));
-    });
+    support::quiet_panics_containing(EXPECTED_PANIC);
 }
 
 /// What `handle_error` saw, kept as plain values: [`Error`] is not `Clone`.

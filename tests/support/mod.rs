@@ -275,3 +275,24 @@ pub fn read_pipe(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
         String::from_utf8_lossy(&bytes).into_owned()
     })
 }
+
+/// Silences the panics a test binary causes on purpose, recognised by `marker` in their
+/// message; every other panic is reported by the previous hook as usual. The hook is
+/// process-wide, so it is installed once (with the first marker) and never restored.
+pub fn quiet_panics_containing(marker: &'static str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            if !message.contains(marker) {
+                previous(info);
+            }
+        }));
+    });
+}
