@@ -117,8 +117,9 @@ fn echo_stream(request: &mut StreamRequest) -> io::Result<()> {
 
 /// Replies to a datagram with its own bytes (an empty one gets an empty reply).
 fn echo_datagram(request: &mut DatagramRequest) -> io::Result<()> {
-    let packet = request.packet().to_vec();
-    request.reply().write_all(&packet)
+    let (packet, reply) = request.packet_and_reply();
+    reply.extend_from_slice(packet);
+    Ok(())
 }
 
 /// Binds, prints the address, serves until a signal, and closes.

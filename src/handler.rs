@@ -589,6 +589,28 @@ impl DatagramRequest {
         &mut self.reply
     }
 
+    /// The packet and the reply buffer at once, to answer from the packet without
+    /// copying it first (the borrow checker will not lend `packet()` and `reply()`
+    /// together). Marks the reply to be sent, as [`reply`](DatagramRequest::reply) does.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::{DatagramRequest, UdpServer};
+    ///
+    /// let echo = |req: &mut DatagramRequest| {
+    ///     let (packet, reply) = req.packet_and_reply();
+    ///     reply.extend_from_slice(packet);
+    ///     Ok(())
+    /// };
+    /// # let _ = UdpServer::bind("127.0.0.1:0", echo)?;
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
+    pub fn packet_and_reply(&mut self) -> (&[u8], &mut Vec<u8>) {
+        self.reply_wanted = true;
+        (&self.packet, &mut self.reply)
+    }
+
     /// The server's socket (Python's `self.request[1]`), for sends beyond the reply.
     pub fn socket(&self) -> &DatagramSocket {
         &self.socket
