@@ -20,10 +20,12 @@
 //! < * bob left
 //! ```
 //!
-//! A nickname is up to 16 letters, digits, `-` or `_`; any other, or one already taken,
-//! becomes `guestN`. A client leaves on end-of-file (Ctrl-D in `nc`), `/quit`, an error,
-//! or a line over 1024 bytes. A client that stops reading cannot stall the room: a write
-//! to it that waits more than 2 s fails, and it is disconnected.
+//! A nickname is up to 16 letters, digits, `-` or `_`, not starting with `guest`; any
+//! other, or one already taken, becomes `guestN`. A client leaves on end-of-file (Ctrl-D
+//! in `nc`), `/quit`, an error, or a line over 1024 bytes. A client that stops reading
+//! cannot stall the room for long: a write to it that waits more than 2 s fails, and it
+//! is disconnected (the others wait those 2 s, since a broadcast writes under the lock;
+//! a real server would give each client an outgoing queue).
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -74,9 +76,12 @@ impl ChatRoom {
     /// Enters the room under a free nickname, which it returns.
     fn join(&self, id: u64, wanted: &str, stream: Connection) -> io::Result<String> {
         let mut members = self.members();
+        // `guestN` names are the server's to give, so a chosen one can never collide with
+        // the fallback of a later client.
         let valid = !wanted.is_empty()
             && wanted.len() <= MAX_NICK
-            && wanted.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            && wanted.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && !wanted.starts_with("guest");
         let taken = members.values().any(|m| m.nick == wanted);
         let nick = if valid && !taken { wanted.to_string() } else { format!("guest{id}") };
         let others: Vec<&str> = members.values().map(|m| m.nick.as_str()).collect();

@@ -586,7 +586,11 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<(), socketserver::Error> {
     // Under systemd (or `systemd-socket-activate`), serve the socket it passed, already
     // bound and listening; otherwise bind --addr.
-    let mut builder = match ListenFds::take()?.take_tcp_listener(0)? {
+    let mut passed = ListenFds::take()?;
+    if passed.len() > 1 {
+        eprintln!("http: {} sockets passed; serving the first, closing the others", passed.len());
+    }
+    let mut builder = match passed.take_tcp_listener(0)? {
         Some(listener) => TcpServer::from_listener(listener),
         None => TcpServer::builder(args.addr),
     };

@@ -114,10 +114,12 @@
 //! Handler errors and caught panics go to the `handle_error` hook. Its default logs
 //! them with `log::error!` (target `socketserver::server`) when a logger takes errors,
 //! and otherwise writes them to stderr, as Python's `handle_error` does, so an error
-//! never vanishes; so does the warning that accepting backs off because descriptors ran
-//! out. Everything else goes through `log` only: `warn` for a shutdown deadline that
-//! passed or a pool that could not start all its workers, `info` for signals and for
-//! accepting again after a back-off. Rust's panic hook still prints a handler's panic
+//! never vanishes; so do the warning that accepting backs off because descriptors ran
+//! out and the other error-level messages (requests still running after the shutdown
+//! deadline closed their connections, a background server that ended with an error).
+//! The rest goes through `log` only: `warn` for a shutdown deadline that passed or a
+//! pool that could not start all its workers, `info` for signals and for accepting
+//! again after a back-off. Rust's panic hook still prints a handler's panic
 //! message to stderr. The `http` example installs a small logger (`--verbose`).
 // `unsafe` is denied everywhere but one place: taking ownership of the descriptors
 // systemd passes (`activation`), which no safe API can do.

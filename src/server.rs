@@ -7,7 +7,7 @@
 
 use std::cell::Cell;
 use std::fmt;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::marker::PhantomData;
 use std::net::{Shutdown, ToSocketAddrs};
 use std::os::unix::net as unix;
@@ -35,6 +35,8 @@ use crate::transport::{
 pub const DEFAULT_BACKLOG: i32 = 128;
 /// The default size of a stream request's read buffer (Python's `rbufsize` is 8192 too).
 pub const DEFAULT_RBUFSIZE: usize = 8192;
+/// The largest `max_packet_size` accepted: 16 MiB.
+const MAX_PACKET_SIZE_LIMIT: usize = 16 << 20;
 /// The default datagram size limit; longer datagrams are truncated, as in Python.
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 8192;
 
@@ -502,6 +504,9 @@ fn classify(e: &io::Error) -> AcceptError {
     const ENOTSOCK: i32 = 88;
     match e.kind() {
         io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => return AcceptError::Retry,
+        // A UDP socket shut down by someone else, outside a shutdown: it will never
+        // receive again (as a listener in that state fails with EINVAL).
+        io::ErrorKind::NotConnected => return AcceptError::Fatal,
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => return AcceptError::Timeout,
         _ => {}
     }
@@ -1166,7 +1171,10 @@ fn log_or_stderr(level: log::Level, message: &str) {
     if log::log_enabled!(level) {
         log::log!(level, "{message}");
     } else {
-        eprintln!("socketserver: {message}");
+        // Not eprintln!, which panics when stderr is a closed pipe: a report must never
+        // take the server down.
+        let mut stderr = io::stderr().lock();
+        let _ = writeln!(stderr, "socketserver: {message}");
     }
 }
 
@@ -1785,9 +1793,11 @@ impl<T: Transport<Request = DatagramRequest>> Builder<T> {
     /// [`DEFAULT_MAX_PACKET_SIZE`] (8192).
     ///
     /// # Panics
-    /// Panics if `bytes` is zero.
+    /// Panics if `bytes` is zero or above 16 MiB (a buffer of that size is allocated per
+    /// receiving thread; no datagram is that long).
     pub fn max_packet_size(mut self, bytes: usize) -> Self {
         assert!(bytes > 0, "max_packet_size must be at least 1");
+        assert!(bytes <= MAX_PACKET_SIZE_LIMIT, "max_packet_size must be at most {MAX_PACKET_SIZE_LIMIT} bytes");
         self.config.max_packet_size = bytes;
         self
     }

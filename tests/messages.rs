@@ -70,3 +70,38 @@ fn an_address_in_use_names_it_and_says_what_to_do() {
     assert!(message.contains(&addr.to_string()) && message.contains("in use"), "{message}");
     assert!(message.contains("stop the other server or choose another address"), "{message}");
 }
+
+/// A report to a closed stderr (`server 2>&1 | tee log` whose reader died) must not take
+/// the server down: eprintln! would panic on the broken pipe.
+#[test]
+fn reports_to_a_closed_stderr_do_not_stop_the_server() {
+    let _watchdog = watchdog("reports_to_a_closed_stderr_do_not_stop_the_server", Duration::from_secs(60));
+    if std::env::var_os("MESSAGES_CLOSED_STDERR").is_some() {
+        let server = TcpServer::bind("127.0.0.1:0", |_: &mut StreamRequest| -> io::Result<()> {
+            Err(io::Error::other("reported to a closed pipe"))
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        let background = server.serve_in_background().unwrap();
+        for _ in 0..3 {
+            connect(addr).read_to_end(&mut Vec::new()).unwrap();
+        }
+        let handle = background.handle();
+        background.stop().expect("the server survived its reports");
+        println!("served {}", handle.stats().finished);
+        return;
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "reports_to_a_closed_stderr_do_not_stop_the_server", "--nocapture", "--test-threads", "1"])
+        .env("MESSAGES_CLOSED_STDERR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take()); // the reader of stderr is gone
+    let mut stdout = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success() && stdout.contains("served 3"), "{status}: {stdout}");
+}

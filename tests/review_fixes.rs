@@ -170,3 +170,27 @@ fn verify_request_sees_the_client_named_by_the_proxy_header() {
     assert_eq!(*seen.lock().unwrap(), ["203.0.113.7:51000", "198.51.100.9:51000"]);
     assert_eq!(stats.denied, 1);
 }
+
+/// A UDP socket shut down by someone else (not by `shutdown`) never receives again:
+/// serve_forever returns an error instead of reporting "no datagram" in a loop.
+#[test]
+fn a_udp_socket_shut_down_from_outside_ends_serve_forever() {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    let _watchdog = watchdog("a_udp_socket_shut_down_from_outside_ends_serve_forever", WATCHDOG);
+    let server = Arc::new(
+        socketserver::UdpServer::builder("127.0.0.1:0")
+            .handle_error(|_, _| {})
+            .bind(|_: &mut socketserver::DatagramRequest| Ok(()))
+            .unwrap(),
+    );
+    let serving = server.clone();
+    let serve = thread::spawn(move || serving.serve_forever());
+    wait_until(TIMEOUT, "serving", || server.handle().is_serving());
+    // SAFETY: the server owns the descriptor and outlives this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(server.as_raw_fd()) };
+    // Linux answers ENOTCONN for an unconnected UDP socket but shuts it down all the same.
+    let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Read);
+    let result = join_within(serve, TIMEOUT);
+    assert!(matches!(result, Err(Error::Accept(_))), "{result:?}");
+    assert!(server.handle().stats().errors < 5, "{:?}", server.handle().stats());
+}

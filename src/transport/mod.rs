@@ -128,6 +128,11 @@ impl Connection {
 
     /// A second handle to the same connection (`dup(2)`), for example for another thread
     /// to write to this client, as a chat room's broadcast does.
+    ///
+    /// The handles share one socket: its timeouts and non-blocking mode (a deadline set
+    /// on the request changes them for the clone too), and it stays open until every
+    /// handle is dropped; the server's default `shutdown_request` still ends the stream
+    /// for the client when the request ends.
     pub fn try_clone(&self) -> io::Result<Connection> {
         match self {
             Connection::Tcp(s) => s.try_clone().map(Connection::Tcp),
@@ -275,9 +280,10 @@ pub(crate) enum Incoming {
 /// wrote, and in release builds panics on what it finds (Rust 1.95); rustix marks the
 /// address unset first and reports it as absent, which becomes an error here.
 fn receive_udp(socket: &net::UdpSocket, buf: &mut [u8]) -> io::Result<(usize, Address)> {
-    let (_, n, sender) = rustix::net::recvfrom(socket, &mut *buf, rustix::net::RecvFlags::empty())?;
+    // The first value is what the buffer holds; the second, the datagram's length.
+    let (n, _, sender) = rustix::net::recvfrom(socket, &mut *buf, rustix::net::RecvFlags::empty())?;
     match sender.and_then(|sender| SocketAddr::try_from(sender).ok()) {
-        Some(sender) => Ok((n.min(buf.len()), Address::Inet(sender))),
+        Some(sender) => Ok((n, Address::Inet(sender))),
         None => Err(io::Error::new(io::ErrorKind::NotConnected, "no datagram: the socket was shut down")),
     }
 }
