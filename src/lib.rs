@@ -52,6 +52,14 @@
 //!   short reply ([`Builder::refuse_when_full`]).
 //! - **Errors stay with their request.** A handler error or panic reaches
 //!   `handle_error`; the server goes on, and `finish` still runs.
+//! - **Handlers are testable without sockets.** [`testing::TestStream`] and
+//!   [`testing::TestDatagram`] run a handler over in-memory bytes, through the same
+//!   phases a server runs.
+//! - **One engine in layers.** The platform seam (the wake-up, error classification,
+//!   limits), sockets, the control block that requests and handles share (lifecycle,
+//!   counts), requests, handlers, the engine (the one serve loop, admission, running a
+//!   request), then the builder and the server: each layer uses only those below it,
+//!   which `tests/layers.rs` checks.
 //!
 //! # Python names
 //!
@@ -90,8 +98,9 @@
 //! # Platform-specific behavior
 //!
 //! Linux. Immediate shutdown relies on Linux waking a blocked `accept`/`recvfrom` when
-//! the socket is shut down for reading, and a few error numbers are Linux's; other
-//! systems are not supported yet.
+//! the socket is shut down for reading; other systems are not supported yet, and the
+//! crate says so at compile time. Every platform difference lives in one private module
+//! (`sys`), as in mio and socket2, so a port adds a file there.
 //!
 //! # Features
 //!
@@ -130,26 +139,45 @@
 // users name the transports but can neither call nor implement those methods.
 #![allow(private_interfaces)]
 
-pub mod activation;
-pub mod dispatch;
+// The modules, in layers: each uses only the modules above it in this list, which
+// tests/layers.rs checks (rustfmt.toml keeps the order).
+//
+// Errors and reports, used everywhere.
 mod error;
-mod handler;
-pub mod migration;
+mod report;
+// The platform seam, then sockets: addresses, connections, binding.
+mod sys;
+mod net;
 #[cfg(feature = "proxy-protocol")]
 pub mod proxy_protocol;
-mod python;
+// The control block (lifecycle, counts, `ServerHandle`), then what handlers see.
+mod handle;
+mod request;
+mod handler;
+pub mod transport;
+// Settings and dispatch modes, then the engine: the serve loop, admission, a request's run.
+mod config;
+pub mod dispatch;
+mod engine;
+// The public server and its builder, and what stands on them.
 mod server;
+mod builder;
+mod python;
 #[cfg(feature = "signals")]
 mod signals;
-pub mod transport;
+pub mod activation;
+pub mod testing;
+pub mod migration;
 
+pub use builder::Builder;
+pub use config::{DEFAULT_BACKLOG, DEFAULT_MAX_PACKET_SIZE, DEFAULT_RBUFSIZE};
 pub use error::{Error, Phase, Result};
-pub use handler::{DatagramRequest, Reader, RequestHandler, StreamRequest, Writer};
+pub use handle::{ServerHandle, Stats};
+pub use handler::RequestHandler;
+pub use net::{Address, Connection, DatagramSocket};
 pub use python::{ThreadingTcpServer, ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer};
-pub use server::{
-    BackgroundServer, Builder, InetTransport, Server, ServerHandle, Stats, TcpServer, UdpServer, UnixDatagramServer,
-    UnixStreamServer, DEFAULT_BACKLOG, DEFAULT_MAX_PACKET_SIZE, DEFAULT_RBUFSIZE,
-};
+pub use request::{DatagramRequest, Reader, StreamRequest, Writer};
+pub use server::{BackgroundServer, Server, TcpServer, UdpServer, UnixDatagramServer, UnixStreamServer};
 #[cfg(feature = "signals")]
 pub use signals::SignalShutdown;
-pub use transport::{Address, Connection, DatagramSocket};
+pub use transport::InetTransport;

@@ -4,10 +4,12 @@ use std::fmt;
 use std::net::ToSocketAddrs;
 use std::path::Path;
 
+use crate::builder::Builder;
 use crate::dispatch::Threading;
 use crate::error::Result;
-use crate::handler::{DatagramRequest, RequestHandler, StreamRequest};
-use crate::server::{Builder, Server};
+use crate::handler::RequestHandler;
+use crate::request::{DatagramRequest, StreamRequest};
+use crate::server::Server;
 use crate::transport::{Tcp, Udp, UnixDatagram, UnixStream};
 
 macro_rules! threading_server {

@@ -7,7 +7,7 @@ use std::thread::{self, JoinHandle};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::{Handle, Signals};
 
-use crate::server::ServerHandle;
+use crate::handle::ServerHandle;
 
 impl ServerHandle {
     /// Shuts the server down when the process receives SIGINT (Ctrl-C) or SIGTERM (what

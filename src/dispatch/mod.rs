@@ -9,6 +9,13 @@
 //! serve loop, not the mode, enforces [`Dispatch::max_concurrent`]: when that many
 //! requests are running it stops accepting until one ends, so excess connections wait
 //! in the kernel's backlog instead of in an unbounded queue in memory.
+//!
+//! The trait is what a mode of your own needs: run a job, say how many may run at once,
+//! close. How the built-in modes drive the serve loop (a sequential server runs the
+//! request on the loop's thread; a pool runs one serve loop per worker) is the crate's
+//! own business, so that it can change without a breaking change: a mode written
+//! against this trait is served by one serve loop that passes each request to
+//! [`Dispatch::execute`].
 
 use std::fmt;
 use std::io;
@@ -96,31 +103,61 @@ pub trait Dispatch: Send + Sync + 'static {
         None
     }
 
-    /// Whether `serve_forever` waits for running requests before it returns. `true` by
-    /// default; [`Threading`] says `false` when `block_on_close` is off.
-    fn waits_for_requests(&self) -> bool {
-        true
-    }
-
-    /// Runs the serve loop, which receives requests and passes each to
-    /// [`execute`](Dispatch::execute), until shutdown. The default runs it once, on the
-    /// thread that called `serve_forever`.
-    ///
-    /// A mode may instead run several copies at once on threads of its own, call
-    /// `supervise` on the calling thread meanwhile (it runs `service_actions` and returns
-    /// on shutdown), and return when every copy has returned: all of them wake on
-    /// shutdown. [`Pool`] does, and runs each request inline on the thread that received
-    /// it, so the kernel hands a connection or a datagram straight to an idle worker with
-    /// no handoff between threads.
-    fn run_serve_loop(&self, serve_loop: &(dyn Fn() + Sync), supervise: &dyn Fn()) {
-        let _ = supervise; // the only copy runs on this thread and supervises itself
-        serve_loop()
-    }
-
     /// Called when the server closes, once running requests have ended: join the
     /// threads this mode started. Not called if requests are still running after the
     /// shutdown deadline (their threads are then left to end on their own).
     fn close(&self) {}
+
+    /// Which built-in mode this is, for the engine alone: the return type cannot be
+    /// named outside the crate, so a mode of your own keeps the default.
+    #[doc(hidden)]
+    fn flavor(&self) -> Flavor<'_> {
+        Flavor(Kind::Custom)
+    }
+}
+
+mod flavor {
+    /// Which built-in mode a [`Dispatch`](super::Dispatch) is. Public only in name: it
+    /// lives in a private module, so no code outside the crate can name, build or look
+    /// into it (the way crossbeam-channel hides its flavors behind one `Sender`).
+    #[derive(Clone, Copy)]
+    pub struct Flavor<'a>(pub(crate) super::Kind<'a>);
+
+    impl std::fmt::Debug for Flavor<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Flavor")
+        }
+    }
+}
+
+use flavor::Flavor;
+
+/// The built-in modes the engine drives in its own way, and everything else.
+#[derive(Clone, Copy)]
+pub(crate) enum Kind<'a> {
+    /// Any mode that only runs jobs ([`Threading`] among them): one serve loop passes
+    /// each request to `execute`.
+    Custom,
+    /// The serve loop runs each request itself, with no job to box.
+    Sequential,
+    /// As `Custom`, but `serve_forever` may not wait for the requests.
+    Threading(&'a Threading),
+    /// One serve loop per worker, each running what it received.
+    Pool(&'a Pool),
+}
+
+impl Kind<'_> {
+    pub(crate) fn of(dispatch: &dyn Dispatch) -> Kind<'_> {
+        dispatch.flavor().0
+    }
+
+    /// Whether a serve call waits for the requests it started before it returns.
+    pub(crate) fn waits_for_requests(self) -> bool {
+        match self {
+            Kind::Threading(threading) => threading.joins_threads(),
+            _ => true,
+        }
+    }
 }
 
 impl<D: Dispatch + ?Sized> Dispatch for Box<D> {
@@ -130,14 +167,11 @@ impl<D: Dispatch + ?Sized> Dispatch for Box<D> {
     fn max_concurrent(&self) -> Option<usize> {
         (**self).max_concurrent()
     }
-    fn waits_for_requests(&self) -> bool {
-        (**self).waits_for_requests()
-    }
-    fn run_serve_loop(&self, serve_loop: &(dyn Fn() + Sync), supervise: &dyn Fn()) {
-        (**self).run_serve_loop(serve_loop, supervise)
-    }
     fn close(&self) {
         (**self).close()
+    }
+    fn flavor(&self) -> Flavor<'_> {
+        (**self).flavor()
     }
 }
 

@@ -1,14 +1,8 @@
-use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::thread;
 
-use super::{default_workers, Dispatch, Job, Threading};
-
-thread_local! {
-    /// The pool whose serve loop this thread runs, if any.
-    static WORKER_OF: Cell<usize> = const { Cell::new(0) };
-}
+use super::{default_workers, Dispatch, Flavor, Job, Kind, Threading};
 
 /// Runs requests on a fixed set of worker threads, each of which receives requests
 /// itself.
@@ -97,38 +91,10 @@ impl Pool {
         self
     }
 
-    fn id(&self) -> usize {
-        self as *const Pool as usize
-    }
-}
-
-/// Threads that run `handle_request`'s requests are `NAME-h-N`, apart from the workers.
-fn outside_name(name: &str) -> String {
-    format!("{name}-h")
-}
-
-impl Dispatch for Pool {
-    /// Runs the request on the worker that received it, or for `handle_request` on a
-    /// thread of its own.
-    fn execute(&self, job: Job) -> io::Result<()> {
-        if WORKER_OF.with(Cell::get) == self.id() {
-            job.run();
-            Ok(())
-        } else {
-            self.outside.execute(job)
-        }
-    }
-
-    fn max_concurrent(&self) -> Option<usize> {
-        Some(self.workers)
-    }
-
-    fn run_serve_loop(&self, serve_loop: &(dyn Fn() + Sync), supervise: &dyn Fn()) {
-        let id = self.id();
-        let work = move || {
-            WORKER_OF.with(|w| w.set(id));
-            serve_loop();
-        };
+    /// Runs `serve_loop` on every worker and `supervise` on this thread until they all
+    /// return (they return on shutdown). If no worker can be started, serves on this
+    /// thread instead, without `supervise`; if some cannot, serves with the others.
+    pub(crate) fn run_workers(&self, serve_loop: &(dyn Fn() + Sync), supervise: &dyn Fn()) {
         thread::scope(|scope| {
             let mut started = 0;
             for n in 0..self.workers {
@@ -136,7 +102,7 @@ impl Dispatch for Pool {
                 if let Some(size) = self.stack_size {
                     builder = builder.stack_size(size);
                 }
-                match builder.spawn_scoped(scope, work) {
+                match builder.spawn_scoped(scope, serve_loop) {
                     Ok(_) => started += 1,
                     Err(e) => {
                         log::warn!("pool started {started} of {} workers: {e}", self.workers);
@@ -146,21 +112,37 @@ impl Dispatch for Pool {
             }
             if started == 0 {
                 // Not one thread could be created: serve on this one rather than not at all.
-                struct Restore;
-                impl Drop for Restore {
-                    fn drop(&mut self) {
-                        WORKER_OF.with(|w| w.set(0)); // also if the loop unwinds
-                    }
-                }
-                let _restore = Restore;
-                work();
+                serve_loop();
             } else {
                 supervise();
             }
         });
     }
+}
+
+/// Threads that run `handle_request`'s requests are `NAME-h-N`, apart from the workers.
+fn outside_name(name: &str) -> String {
+    format!("{name}-h")
+}
+
+/// What the pool does when the engine passes it a request: the engine runs a request a
+/// worker received on that worker itself, so only requests from outside the workers
+/// (`handle_request`, `process_request`, or a pool behind a mode of your own) come here,
+/// and run on a thread of their own.
+impl Dispatch for Pool {
+    fn execute(&self, job: Job) -> io::Result<()> {
+        self.outside.execute(job)
+    }
+
+    fn max_concurrent(&self) -> Option<usize> {
+        Some(self.workers)
+    }
 
     fn close(&self) {
         self.outside.close();
+    }
+
+    fn flavor(&self) -> Flavor<'_> {
+        Flavor(Kind::Pool(self))
     }
 }

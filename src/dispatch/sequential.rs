@@ -1,6 +1,6 @@
 use std::io;
 
-use super::{Dispatch, Job};
+use super::{Dispatch, Flavor, Job, Kind};
 
 /// Runs each request inline in the serve loop, one at a time, as Python's plain
 /// `TCPServer` and `UDPServer` do.
@@ -19,5 +19,9 @@ impl Dispatch for Sequential {
 
     fn max_concurrent(&self) -> Option<usize> {
         Some(1)
+    }
+
+    fn flavor(&self) -> Flavor<'_> {
+        Flavor(Kind::Sequential)
     }
 }

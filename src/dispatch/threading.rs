@@ -7,7 +7,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
-use super::{Dispatch, Job};
+use super::{Dispatch, Flavor, Job, Kind};
 
 /// Runs each request on a new thread, as Python's `ThreadingMixIn` does.
 ///
@@ -150,7 +150,7 @@ impl Threading {
         self
     }
 
-    fn joins_threads(&self) -> bool {
+    pub(crate) fn joins_threads(&self) -> bool {
         self.block_on_close && !self.daemon_threads
     }
 
@@ -213,8 +213,8 @@ impl Dispatch for Threading {
         self.max_threads
     }
 
-    fn waits_for_requests(&self) -> bool {
-        self.joins_threads()
+    fn flavor(&self) -> Flavor<'_> {
+        Flavor(Kind::Threading(self))
     }
 
     fn close(&self) {

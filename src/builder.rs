@@ -1,0 +1,577 @@
+//! [`Builder`]: the settings of a server before it binds, and the constructors that
+//! make one for each transport (`TcpServer::bind`, `TcpServer::builder`,
+//! `from_listener`, ...).
+
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::net::{self, ToSocketAddrs};
+use std::os::unix::net as unix;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{Config, DEFAULT_BACKLOG, MAX_PACKET_SIZE_LIMIT};
+use crate::dispatch::{Dispatch, Kind, Sequential};
+use crate::engine::{Engine, Rebind};
+use crate::error::{Error, Result};
+use crate::handle::{Control, Policy};
+use crate::handler::sealed::RequestKind;
+use crate::handler::RequestHandler;
+use crate::net::{Address, BeforeBind, BindTarget, Connection, DatagramSocket, Endpoint, SocketOptions};
+use crate::request::{DatagramRequest, StreamRequest};
+use crate::server::Server;
+use crate::transport::{InetTransport, Tcp, Transport, Udp, UnixDatagram, UnixStream};
+
+/// Configures a server before binding it: socket options, dispatch mode, hooks.
+///
+/// Get one from `TcpServer::builder(addr)` (and the other servers' `builder`), or from
+/// `from_listener` / `from_socket` to serve a socket you bound yourself. Every setting
+/// has a safe default, given in its doc.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use socketserver::{dispatch::Pool, StreamRequest, TcpServer};
+///
+/// let server = TcpServer::builder("127.0.0.1:0")
+///     .backlog(1024)
+///     .dispatch(Pool::new(16))
+///     .read_timeout(Duration::from_secs(30))
+///     .shutdown_deadline(Duration::from_secs(2))
+///     .bind(|req: &mut StreamRequest| std::io::copy(req.reader(), &mut std::io::sink()).map(drop))?;
+/// assert_ne!(server.local_addr().port(), 0);
+/// # Ok::<(), socketserver::Error>(())
+/// ```
+#[must_use = "a builder does nothing until `bind` is called"]
+pub struct Builder<T: Transport> {
+    target: BindTarget,
+    options: SocketOptions,
+    config: Config,
+    dispatch: Box<dyn Dispatch>,
+    _transport: PhantomData<fn() -> T>,
+}
+
+impl<T: Transport> fmt::Debug for Builder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder").field("target", &self.target).field("options", &self.options).finish_non_exhaustive()
+    }
+}
+
+impl<T: Transport> Builder<T> {
+    fn new(target: BindTarget) -> Self {
+        Builder {
+            target,
+            options: SocketOptions { backlog: DEFAULT_BACKLOG, ..SocketOptions::default() },
+            config: Config::default(),
+            dispatch: Box::new(Sequential),
+            _transport: PhantomData,
+        }
+    }
+
+    /// Where requests run: [`Sequential`](crate::dispatch::Sequential) (the default, as
+    /// Python's plain servers), [`Threading`](crate::dispatch::Threading),
+    /// [`Pool`](crate::dispatch::Pool), or a [`Dispatch`] of your own.
+    pub fn dispatch(mut self, dispatch: impl Dispatch) -> Self {
+        self.dispatch = Box::new(dispatch);
+        self
+    }
+
+    /// How long [`Server::handle_request`] waits for a request before calling the
+    /// `handle_timeout` hook (Python's `timeout`). Default: no limit.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout = Some(timeout);
+        self
+    }
+
+    /// After shutdown, how long running requests may take before their connections are
+    /// closed under them (handlers then see end-of-file or errors). Default: no limit,
+    /// as in Python: shutdown waits for every request.
+    pub fn shutdown_deadline(mut self, deadline: Duration) -> Self {
+        self.config.shutdown_deadline = Some(deadline);
+        self
+    }
+
+    /// Called with each client's address before dispatch (Python's `verify_request`);
+    /// `false` closes the connection (after `shutdown_request`, as CPython does) or drops
+    /// the datagram, without running the handler. With the PROXY protocol on, it runs
+    /// once the header has named the real client, on the request's thread.
+    pub fn verify_request(mut self, hook: impl Fn(&Address) -> bool + Send + Sync + 'static) -> Self {
+        self.config.hooks.verify_request = Some(Box::new(hook));
+        self
+    }
+
+    /// Called for every error and caught panic of a request, with the client's address
+    /// when there is one (Python's `handle_error`). The default logs it with
+    /// `log::error!` when a logger takes errors, and writes it to stderr otherwise (as
+    /// Python does), so an error never vanishes. The server goes on serving either way.
+    pub fn handle_error(mut self, hook: impl Fn(&Error, Option<&Address>) + Send + Sync + 'static) -> Self {
+        self.config.hooks.handle_error = Some(Box::new(hook));
+        self
+    }
+
+    /// Called when [`Server::handle_request`] times out (Python's `handle_timeout`), on
+    /// the calling thread; a panic in it unwinds out of `handle_request`.
+    pub fn handle_timeout(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.config.hooks.handle_timeout = Some(Box::new(hook));
+        self
+    }
+
+    /// Called by `serve_forever` about every `interval` (Python's `service_actions`,
+    /// which Python calls every `poll_interval`). Only with this hook set does the idle
+    /// serve loop wake up at all, once per interval. It runs on the serve loop's thread;
+    /// a panic in it ends `serve_forever` by unwinding, as an exception would in Python.
+    ///
+    /// # Panics
+    /// Panics if `interval` is zero.
+    pub fn service_actions(mut self, interval: Duration, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        assert!(!interval.is_zero(), "the service_actions interval must not be zero");
+        self.config.hooks.service_actions = Some((interval, Box::new(hook)));
+        self
+    }
+
+    /// Called with each new server socket before it is bound (part of what overriding
+    /// Python's `server_bind` does): set options that must precede bind and that the
+    /// builder does not offer, such as `SO_RCVBUF` or `SO_BINDTODEVICE`, for example
+    /// through `socket2::SockRef::from(&fd)`. Runs again when the server binds anew after
+    /// a shutdown (then under the server's internal lock: do not call the server's own
+    /// methods from it). An error fails the bind with [`Error::Bind`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::os::fd::AsRawFd;
+    /// use socketserver::{StreamRequest, TcpServer};
+    ///
+    /// let server = TcpServer::builder("127.0.0.1:0")
+    ///     .before_bind(|fd| {
+    ///         assert!(fd.as_raw_fd() >= 0); // e.g. socket2::SockRef::from(&fd).set_recv_buffer_size(1 << 20)
+    ///         Ok(())
+    ///     })
+    ///     .bind(|req: &mut StreamRequest| req.writer().write_all(b"hi"))?;
+    /// # drop(server);
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
+    pub fn before_bind(
+        mut self,
+        hook: impl Fn(std::os::fd::BorrowedFd<'_>) -> io::Result<()> + Send + Sync + 'static,
+    ) -> Self {
+        self.options.before_bind = Some(BeforeBind(Arc::new(hook)));
+        self
+    }
+
+    /// Called with the real address once the socket is bound (and for streams,
+    /// listening): what overriding Python's `server_bind` to read `server_address` does,
+    /// as `http.server` does for its `server_name` and `server_port`. With port 0 this is
+    /// the port the system picked. Runs again each time the server binds anew after a
+    /// shutdown. An error fails the bind with [`Error::Bind`] and closes the socket.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::sync::{Arc, Mutex};
+    /// use socketserver::{Address, StreamRequest, TcpServer};
+    ///
+    /// let bound: Arc<Mutex<Option<Address>>> = Arc::default();
+    /// let record = bound.clone();
+    /// let server = TcpServer::builder("127.0.0.1:0")
+    ///     .after_bind(move |addr| {
+    ///         *record.lock().unwrap() = Some(addr.clone());
+    ///         Ok(())
+    ///     })
+    ///     .bind(|req: &mut StreamRequest| req.writer().write_all(b"hi"))?;
+    /// assert_eq!(bound.lock().unwrap().as_ref().and_then(Address::as_inet), Some(server.local_addr()));
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
+    pub fn after_bind(mut self, hook: impl Fn(&Address) -> io::Result<()> + Send + Sync + 'static) -> Self {
+        self.config.hooks.after_bind = Some(Box::new(hook));
+        self
+    }
+
+    /// At most `n` requests run at once, in any dispatch mode (with [`Threading`]'s
+    /// `max_threads` or a [`Pool`], the smaller limit counts). At the limit the server
+    /// stops accepting until a request ends: further connections wait in the kernel's
+    /// backlog and datagrams in the socket's buffer, never in a queue in memory. For
+    /// streams, [`refuse_when_full`](Builder::refuse_when_full) turns them away instead.
+    ///
+    /// [`Threading`]: crate::dispatch::Threading
+    /// [`Pool`]: crate::dispatch::Pool
+    ///
+    /// # Panics
+    /// Panics if `n` is zero.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        assert!(n > 0, "max_connections must be at least 1");
+        self.config.max_connections = Some(n);
+        self
+    }
+
+    /// Binds (and for streams, listens) and returns the server, ready to serve.
+    ///
+    /// # Errors
+    /// [`Error::AddrInUse`] when the address is taken (for Unix sockets: a live server
+    /// answers at the path); [`Error::Bind`] for any other failure, naming the address.
+    /// A failed bind leaks no descriptor.
+    pub fn bind<H>(self, handler: H) -> Result<Server<T>>
+    where
+        H: RequestHandler<T::Request>,
+    {
+        let reopenable = !matches!(self.target, BindTarget::Existing(_));
+        let bound = T::open(self.target, &self.options)?;
+        bound.endpoint.set_blocking()?;
+        let local = bound.endpoint.local_address()?;
+        if let Some(hook) = &self.config.hooks.after_bind {
+            // Dropping `bound` on error closes the socket; remove a file it created.
+            if let Err(source) = hook(&local) {
+                if let Some(path) = bound.owned_path {
+                    path.remove();
+                }
+                return Err(Error::Bind { addr: local.to_string(), source });
+            }
+        }
+        let policy = Policy {
+            shutdown_deadline: self.config.shutdown_deadline,
+            waits_for_requests: Kind::of(&*self.dispatch).waits_for_requests(),
+        };
+        let control = Arc::new(Control::new(local, bound, policy));
+        let rebind = Rebind { options: self.options, reopen: T::reopen, reopenable };
+        let engine = Engine::new(control, T::Request::erase(handler), self.dispatch, self.config, rebind);
+        Ok(Server::new(engine))
+    }
+}
+
+impl<T: Transport<Request = StreamRequest>> Builder<T> {
+    /// Every connection starts with a PROXY protocol header (v1 or v2), as haproxy's
+    /// `send-proxy` and nginx's `proxy_protocol on` send: the server reads it before
+    /// `setup`, and the handler's [`client_addr`](StreamRequest::client_addr) is the real
+    /// client's, with [`proxy_addr`](StreamRequest::proxy_addr) the proxy's.
+    ///
+    /// Only turn this on behind a proxy that always sends the header: anyone who can
+    /// connect directly could otherwise claim any address. A connection without a valid
+    /// header is closed and reported to `handle_error` as a [`Phase::Setup`](crate::Phase::Setup) error, and
+    /// the handler does not run: `InvalidData` ("PROXY protocol: ...") for a malformed
+    /// header, `UnexpectedEof` if the connection ends inside it, `TimedOut` if it has not
+    /// arrived within 10 seconds. `verify_request` then sees the real client; the
+    /// `refuse_when_full` hook and errors before the header see the proxy. Feature
+    /// `proxy-protocol`; see [`proxy_protocol`](crate::proxy_protocol).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use socketserver::{StreamRequest, TcpServer};
+    ///
+    /// let server = TcpServer::builder("127.0.0.1:0")
+    ///     .proxy_protocol(true)
+    ///     .bind(|req: &mut StreamRequest| {
+    ///         let client = req.client_addr().to_string();
+    ///         req.writer().write_all(client.as_bytes())
+    ///     })?;
+    /// let addr = server.local_addr();
+    /// let background = server.serve_in_background()?;
+    /// let mut proxy = std::net::TcpStream::connect(addr)?;
+    /// proxy.write_all(b"PROXY TCP4 203.0.113.7 192.0.2.1 51000 443\r\n")?;
+    /// let mut reply = String::new();
+    /// proxy.read_to_string(&mut reply)?;
+    /// assert_eq!(reply, "203.0.113.7:51000");
+    /// background.stop()?;
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
+    #[cfg(feature = "proxy-protocol")]
+    pub fn proxy_protocol(mut self, enabled: bool) -> Self {
+        self.config.proxy_protocol = enabled;
+        self
+    }
+
+    /// When the server is full (see [`max_connections`](Builder::max_connections)),
+    /// accept each further connection, call `hook` to write a short reply (such as
+    /// `"-ERR busy\r\n"` or an HTTP 503), and close it, instead of leaving it to wait in
+    /// the backlog. Counted in [`Stats::refused`](crate::Stats::refused).
+    ///
+    /// The hook runs on the accepting thread, so it must be quick: its writes time out
+    /// after 100 ms. Refusing needs a thread free to accept, which [`Threading`] always
+    /// has; a [`Pool`] refuses only with `max_connections` below its size, and a
+    /// sequential server never does.
+    ///
+    /// [`Threading`]: crate::dispatch::Threading
+    /// [`Pool`]: crate::dispatch::Pool
+    pub fn refuse_when_full(
+        mut self,
+        hook: impl Fn(&Connection, &Address) -> io::Result<()> + Send + Sync + 'static,
+    ) -> Self {
+        self.config.hooks.refuse_when_full = Some(Box::new(hook));
+        self
+    }
+
+    /// The listen backlog (Python's `request_queue_size`). Default
+    /// [`DEFAULT_BACKLOG`] (128); Python's 5 drops connections under bursts.
+    #[doc(alias = "request_queue_size")]
+    pub fn backlog(mut self, backlog: u32) -> Self {
+        self.options.backlog = backlog.min(i32::MAX as u32) as i32;
+        self
+    }
+
+    /// The read buffer size of each request's [`Reader`](crate::Reader) (Python's
+    /// `rbufsize`). Default [`DEFAULT_RBUFSIZE`](crate::DEFAULT_RBUFSIZE) (8192).
+    pub fn rbufsize(mut self, bytes: usize) -> Self {
+        self.config.rbufsize = bytes;
+        self
+    }
+
+    /// The write buffer size of each request's [`Writer`](crate::Writer) (Python's
+    /// `wbufsize`). Default 0: unbuffered, every write is sent at once.
+    pub fn wbufsize(mut self, bytes: usize) -> Self {
+        self.config.wbufsize = bytes;
+        self
+    }
+
+    /// A read timeout on every connection (Python's `StreamRequestHandler.timeout`): a
+    /// read that waits longer fails with `WouldBlock`/`TimedOut`, which ends the request
+    /// through `handle_error`. Default: none.
+    ///
+    /// # Panics
+    /// Panics if `timeout` is zero.
+    pub fn read_timeout(mut self, timeout: Duration) -> Self {
+        assert!(!timeout.is_zero(), "a zero read timeout is not allowed");
+        self.config.read_timeout = Some(timeout);
+        self
+    }
+
+    /// Replaces what the server does to a connection after `finish` and the flush,
+    /// just before closing it (Python's `shutdown_request`), and to a connection that
+    /// `verify_request` turned down. The default shuts down the write half, so the
+    /// client reads end-of-file; an error is reported to `handle_error` with
+    /// [`Phase::Respond`](crate::Phase::Respond). Closing itself always follows.
+    #[doc(alias = "close_request")]
+    pub fn shutdown_request(mut self, hook: impl Fn(&Connection) -> io::Result<()> + Send + Sync + 'static) -> Self {
+        self.config.hooks.shutdown_request = Some(Box::new(hook));
+        self
+    }
+
+    /// A write timeout on every connection. Default: none.
+    ///
+    /// # Panics
+    /// Panics if `timeout` is zero.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        assert!(!timeout.is_zero(), "a zero write timeout is not allowed");
+        self.config.write_timeout = Some(timeout);
+        self
+    }
+}
+
+impl<T: Transport<Request = DatagramRequest>> Builder<T> {
+    /// The largest datagram read; longer ones are truncated to it, as in Python, and
+    /// the handler can tell ([`DatagramRequest::truncated`]). Default
+    /// [`DEFAULT_MAX_PACKET_SIZE`](crate::DEFAULT_MAX_PACKET_SIZE) (8192).
+    ///
+    /// # Panics
+    /// Panics if `bytes` is zero or above 16 MiB (a buffer of that size is allocated per
+    /// receiving thread; no datagram is that long).
+    pub fn max_packet_size(mut self, bytes: usize) -> Self {
+        assert!(bytes > 0, "max_packet_size must be at least 1");
+        assert!(bytes <= MAX_PACKET_SIZE_LIMIT, "max_packet_size must be at most {MAX_PACKET_SIZE_LIMIT} bytes");
+        self.config.max_packet_size = bytes;
+        self
+    }
+}
+
+impl<T: InetTransport> Builder<T> {
+    /// `SO_REUSEADDR` (Python's `allow_reuse_address`). Default: on for TCP, so a
+    /// restarted server can bind while old connections sit in `TIME_WAIT`; off for UDP,
+    /// where it would let a second server share the port.
+    ///
+    /// A server binds anew for each serve call after a shutdown (see [`Server`]); with
+    /// this off, that bind fails with [`Error::AddrInUse`] while the port is still held:
+    /// for TCP by connections the server closed first (`TIME_WAIT`, about a minute), for
+    /// UDP by a request still running with `daemon_threads` and replying through the
+    /// old socket.
+    #[doc(alias = "allow_reuse_address")]
+    pub fn reuse_address(mut self, reuse: bool) -> Self {
+        self.options.reuse_address = Some(reuse);
+        self
+    }
+
+    /// `SO_REUSEPORT` (Python's `allow_reuse_port`): several processes may bind the same
+    /// port and the kernel spreads connections among them. Default: off.
+    #[doc(alias = "allow_reuse_port")]
+    pub fn reuse_port(mut self, reuse: bool) -> Self {
+        self.options.reuse_port = reuse;
+        self
+    }
+
+    /// `IPV6_V6ONLY` for an IPv6 address: `true` serves IPv6 only, `false` also IPv4
+    /// (as mapped addresses). Default: the system's (on Linux, `false`).
+    pub fn only_v6(mut self, only_v6: bool) -> Self {
+        self.options.only_v6 = Some(only_v6);
+        self
+    }
+}
+
+impl<T: Transport<Addr = PathBuf>> Builder<T> {
+    /// The permission bits of the socket file, such as `0o660` to let only the owner
+    /// and group connect. Set right after bind, before a stream socket listens, so no
+    /// client connects under the default bits (which follow the process's umask); a
+    /// datagram socket can receive in the instant between bind and this change. Also
+    /// applied when the server binds anew after a shutdown.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::os::unix::fs::PermissionsExt;
+    /// use socketserver::{StreamRequest, UnixStreamServer};
+    ///
+    /// let path = std::env::temp_dir().join(format!("perm-doc-{}.sock", std::process::id()));
+    /// let server = UnixStreamServer::builder(&path)
+    ///     .permissions(0o600)
+    ///     .bind(|req: &mut StreamRequest| req.writer().write_all(b"hi"))?;
+    /// assert_eq!(std::fs::metadata(&path)?.permissions().mode() & 0o777, 0o600);
+    /// drop(server); // removes the socket file
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn permissions(mut self, mode: u32) -> Self {
+        self.options.mode = Some(mode);
+        self
+    }
+}
+
+impl Builder<Tcp> {
+    /// `TCP_NODELAY` on every connection (Python's `disable_nagle_algorithm`). Default: off.
+    #[doc(alias = "disable_nagle_algorithm")]
+    pub fn nodelay(mut self, nodelay: bool) -> Self {
+        self.config.nodelay = nodelay;
+        self
+    }
+}
+
+/// The text of an address for error messages: `"127.0.0.1:80"` without the quotes.
+fn addr_text(addr: &impl fmt::Debug) -> String {
+    format!("{addr:?}").trim_matches('"').to_string()
+}
+
+fn inet_target<A: ToSocketAddrs + fmt::Debug>(addr: A) -> BindTarget {
+    BindTarget::Inet(addr.to_socket_addrs().map(Iterator::collect), addr_text(&addr))
+}
+
+impl Server<Tcp> {
+    /// Binds and listens on `addr` with the defaults: sequential dispatch, backlog 128,
+    /// `SO_REUSEADDR` on. Port 0 picks a free port; read it with `local_addr`.
+    ///
+    /// # Errors
+    /// [`Error::AddrInUse`] naming the address, or [`Error::Bind`].
+    pub fn bind<A, H>(addr: A, handler: H) -> Result<Self>
+    where
+        A: ToSocketAddrs + fmt::Debug,
+        H: RequestHandler<StreamRequest>,
+    {
+        Self::builder(addr).bind(handler)
+    }
+
+    /// A [`Builder`] for a TCP server on `addr`.
+    pub fn builder<A: ToSocketAddrs + fmt::Debug>(addr: A) -> Builder<Tcp> {
+        Builder::new(inet_target(addr))
+    }
+
+    /// A [`Builder`] that serves a listener you created, bound and set listening
+    /// yourself (Python's `bind_and_activate=False`): for socket options this crate
+    /// does not set, or a descriptor inherited from a parent (`OwnedFd` converts into a
+    /// `TcpListener`). Socket options on the builder do not apply to it; it is put in
+    /// blocking mode.
+    ///
+    /// Shutdown makes the listener refuse connections for good, so such a server serves
+    /// until its first shutdown; a later serve call fails with [`Error::Bind`].
+    pub fn from_listener(listener: impl Into<net::TcpListener>) -> Builder<Tcp> {
+        Builder::new(BindTarget::Existing(Endpoint::Tcp(listener.into())))
+    }
+}
+
+impl Server<Udp> {
+    /// Binds a UDP socket on `addr` with the defaults: sequential dispatch, datagrams
+    /// up to 8192 bytes, `SO_REUSEADDR` off.
+    ///
+    /// # Errors
+    /// [`Error::AddrInUse`] naming the address, or [`Error::Bind`].
+    pub fn bind<A, H>(addr: A, handler: H) -> Result<Self>
+    where
+        A: ToSocketAddrs + fmt::Debug,
+        H: RequestHandler<DatagramRequest>,
+    {
+        Self::builder(addr).bind(handler)
+    }
+
+    /// A [`Builder`] for a UDP server on `addr`.
+    pub fn builder<A: ToSocketAddrs + fmt::Debug>(addr: A) -> Builder<Udp> {
+        Builder::new(inet_target(addr))
+    }
+
+    /// A [`Builder`] that serves a UDP socket you bound yourself. Socket options on the
+    /// builder do not apply to it; it is put in blocking mode.
+    ///
+    /// It serves until its first shutdown, as [`TcpServer::from_listener`](crate::TcpServer::from_listener) explains.
+    pub fn from_socket(socket: impl Into<net::UdpSocket>) -> Builder<Udp> {
+        let socket = DatagramSocket::Udp(socket.into());
+        Builder::new(BindTarget::Existing(Endpoint::Datagram(Arc::new(socket))))
+    }
+}
+
+impl Server<UnixStream> {
+    /// Binds and listens on the socket file `path`.
+    ///
+    /// A stale socket file left by a server that died is replaced; a live server at the
+    /// path is [`Error::AddrInUse`]; anything that is not a socket is [`Error::Bind`]
+    /// and is never deleted. Closing the server removes the file.
+    ///
+    /// # Errors
+    /// As above.
+    pub fn bind<P, H>(path: P, handler: H) -> Result<Self>
+    where
+        P: AsRef<Path>,
+        H: RequestHandler<StreamRequest>,
+    {
+        Self::builder(path).bind(handler)
+    }
+
+    /// A [`Builder`] for a Unix stream server at `path`.
+    pub fn builder<P: AsRef<Path>>(path: P) -> Builder<UnixStream> {
+        Builder::new(BindTarget::Path(PathBuf::from(path.as_ref())))
+    }
+
+    /// A [`Builder`] that serves a Unix listener you created. Its socket file is yours:
+    /// closing the server does not remove it.
+    ///
+    /// It serves until its first shutdown, as [`TcpServer::from_listener`](crate::TcpServer::from_listener) explains.
+    pub fn from_listener(listener: impl Into<unix::UnixListener>) -> Builder<UnixStream> {
+        Builder::new(BindTarget::Existing(Endpoint::UnixStream(listener.into())))
+    }
+}
+
+impl Server<UnixDatagram> {
+    /// Binds a Unix datagram socket at `path`; stale files are handled as by
+    /// [`UnixStreamServer::bind`](Server::<UnixStream>::bind).
+    ///
+    /// # Errors
+    /// [`Error::AddrInUse`] or [`Error::Bind`].
+    pub fn bind<P, H>(path: P, handler: H) -> Result<Self>
+    where
+        P: AsRef<Path>,
+        H: RequestHandler<DatagramRequest>,
+    {
+        Self::builder(path).bind(handler)
+    }
+
+    /// A [`Builder`] for a Unix datagram server at `path`.
+    pub fn builder<P: AsRef<Path>>(path: P) -> Builder<UnixDatagram> {
+        Builder::new(BindTarget::Path(PathBuf::from(path.as_ref())))
+    }
+
+    /// A [`Builder`] that serves a Unix datagram socket you bound. Its socket file is
+    /// yours: closing the server does not remove it.
+    ///
+    /// It serves until its first shutdown, as [`TcpServer::from_listener`](crate::TcpServer::from_listener) explains.
+    pub fn from_socket(socket: impl Into<unix::UnixDatagram>) -> Builder<UnixDatagram> {
+        let socket = DatagramSocket::Unix(socket.into());
+        Builder::new(BindTarget::Existing(Endpoint::Datagram(Arc::new(socket))))
+    }
+}

@@ -1,0 +1,101 @@
+//! What a builder sets and the engine reads: per-request settings and the hooks of
+//! Python's `BaseServer`, with their defaults.
+
+use std::io;
+use std::net::Shutdown;
+use std::time::Duration;
+
+use crate::error::Error;
+use crate::net::{Address, Connection};
+
+/// The default listen backlog. Python's `request_queue_size` is 5, which drops
+/// connections under any burst; 128 is the usual `SOMAXCONN`.
+pub const DEFAULT_BACKLOG: i32 = 128;
+/// The default size of a stream request's read buffer (Python's `rbufsize` is 8192 too).
+pub const DEFAULT_RBUFSIZE: usize = 8192;
+/// The default datagram size limit; longer datagrams are truncated, as in Python.
+pub const DEFAULT_MAX_PACKET_SIZE: usize = 8192;
+/// The largest `max_packet_size` accepted: 16 MiB.
+pub(crate) const MAX_PACKET_SIZE_LIMIT: usize = 16 << 20;
+
+pub(crate) type VerifyHook = Box<dyn Fn(&Address) -> bool + Send + Sync>;
+pub(crate) type ErrorHook = Box<dyn Fn(&Error, Option<&Address>) + Send + Sync>;
+pub(crate) type PlainHook = Box<dyn Fn() + Send + Sync>;
+pub(crate) type ConnectionHook = Box<dyn Fn(&Connection) -> io::Result<()> + Send + Sync>;
+pub(crate) type AfterBindHook = Box<dyn Fn(&Address) -> io::Result<()> + Send + Sync>;
+pub(crate) type RefuseHook = Box<dyn Fn(&Connection, &Address) -> io::Result<()> + Send + Sync>;
+
+/// The hooks of Python's `BaseServer`, each optional.
+#[derive(Default)]
+pub(crate) struct Hooks {
+    pub(crate) verify_request: Option<VerifyHook>,
+    pub(crate) handle_error: Option<ErrorHook>,
+    pub(crate) handle_timeout: Option<PlainHook>,
+    pub(crate) service_actions: Option<(Duration, PlainHook)>,
+    pub(crate) shutdown_request: Option<ConnectionHook>,
+    /// Set: refuse connections beyond the limit (after this hook) instead of waiting.
+    pub(crate) refuse_when_full: Option<RefuseHook>,
+    pub(crate) after_bind: Option<AfterBindHook>,
+}
+
+impl Hooks {
+    /// Ends a stream request, after its handler or when `verify_request` turned it
+    /// down (Python's `shutdown_request`): the user's hook, or SHUT_WR before the close,
+    /// so the client reads end-of-file even if a clone of the socket is still open. The
+    /// peer may be gone already; that is no error.
+    pub(crate) fn shutdown_request(&self, connection: &Connection) -> io::Result<()> {
+        match &self.shutdown_request {
+            Some(hook) => hook(connection),
+            None => {
+                let _ = connection.shutdown(Shutdown::Write);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Per-request settings, fixed when the server is built.
+pub(crate) struct Config {
+    pub(crate) rbufsize: usize,
+    pub(crate) wbufsize: usize,
+    pub(crate) max_packet_size: usize,
+    pub(crate) nodelay: bool,
+    pub(crate) read_timeout: Option<Duration>,
+    pub(crate) write_timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) shutdown_deadline: Option<Duration>,
+    pub(crate) max_connections: Option<usize>,
+    #[cfg(feature = "proxy-protocol")]
+    pub(crate) proxy_protocol: bool,
+    pub(crate) hooks: Hooks,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            rbufsize: DEFAULT_RBUFSIZE,
+            wbufsize: 0,
+            max_packet_size: DEFAULT_MAX_PACKET_SIZE,
+            nodelay: false,
+            read_timeout: None,
+            write_timeout: None,
+            timeout: None,
+            shutdown_deadline: None,
+            max_connections: None,
+            #[cfg(feature = "proxy-protocol")]
+            proxy_protocol: false,
+            hooks: Hooks::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Whether the PROXY protocol header comes first (feature `proxy-protocol`), so
+    /// that `verify_request` waits for the address it names.
+    pub(crate) fn proxy_protocol(&self) -> bool {
+        #[cfg(feature = "proxy-protocol")]
+        return self.proxy_protocol;
+        #[cfg(not(feature = "proxy-protocol"))]
+        false
+    }
+}

@@ -1,0 +1,129 @@
+//! Admission: what happens to a connection or a datagram between `accept` and the
+//! handler. `verify_request`, the connection limit (a place reserved before accepting,
+//! or a refusal when full), then the request runs inline or goes to the dispatch mode.
+
+use std::io::Read;
+use std::net::Shutdown;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::run::Work;
+use super::Engine;
+use crate::dispatch::Job;
+use crate::error::{Error, Phase, Result};
+use crate::handle::{Capacity, Slot};
+use crate::net::{Address, Connection, Endpoint, Incoming};
+use crate::report::panic_message;
+
+/// How long refusing a connection may block the serve loop on a client that does not read.
+const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
+
+impl Engine {
+    /// The limit the serve loop waits at before accepting, if any. A server that
+    /// refuses when full must keep accepting in order to refuse, so it waits at none.
+    pub(super) fn waits_at_limit(&self) -> Option<usize> {
+        self.max_concurrent.filter(|_| self.config.hooks.refuse_when_full.is_none())
+    }
+
+    /// Verifies and runs one request (on this thread with `inline`, else through the
+    /// dispatch mode). Never fails: problems go to `handle_error`.
+    pub(super) fn admit(
+        self: &Arc<Self>,
+        incoming: Incoming,
+        endpoint: &Endpoint,
+        slot: Option<Slot<'_>>,
+        inline: bool,
+    ) {
+        // Behind a PROXY protocol proxy the address here is the proxy's: the request is
+        // verified once its header names the client (in `run`).
+        if !self.config.proxy_protocol() && !self.verify(incoming.client(), incoming.connection()) {
+            self.control.counters.untracked.fetch_add(1, Ordering::Relaxed);
+            return; // dropping `incoming` closes the connection, once
+        }
+        let (work, connection) = match (incoming, endpoint) {
+            (Incoming::Stream(connection, client), _) => {
+                let connection = Arc::new(connection);
+                (Work::Stream(connection.clone(), client), Some(connection))
+            }
+            (Incoming::Datagram(packet, client), Endpoint::Datagram(socket)) => {
+                (Work::Datagram(packet, client, socket.clone()), None)
+            }
+            (Incoming::Datagram(..), _) => unreachable!("datagram from a stream endpoint"),
+        };
+        let refuse_at = self.config.hooks.refuse_when_full.as_ref().and(self.max_concurrent);
+        let Some(ticket) = self.control.track(connection, slot, refuse_at) else {
+            if let Work::Stream(connection, client) = work {
+                self.refuse(&connection, &client);
+            }
+            return;
+        };
+        if inline {
+            self.run(ticket, work);
+            return;
+        }
+        let client = work.client().clone();
+        let engine = self.clone();
+        if let Err(e) = self.dispatch.execute(Job::new(move || engine.run(ticket, work))) {
+            self.report(&Error::Dispatch(e), Some(&client));
+        }
+    }
+
+    /// Runs `verify_request`: `false` turns the request down, after `shutdown_request`
+    /// for a connection (as CPython does, bpo-26309); a panic in the hook counts as
+    /// `false` and is reported.
+    pub(super) fn verify(&self, client: &Address, connection: Option<&Connection>) -> bool {
+        let Some(verify) = &self.config.hooks.verify_request else { return true };
+        match panic::catch_unwind(AssertUnwindSafe(|| verify(client))) {
+            Ok(true) => true,
+            Ok(false) => {
+                self.control.counters.denied.fetch_add(1, Ordering::Relaxed);
+                if let Some(connection) = connection {
+                    self.guarded(Phase::Respond, client, || self.config.hooks.shutdown_request(connection));
+                }
+                false
+            }
+            Err(payload) => {
+                let error = Error::Panic { phase: Phase::Setup, message: panic_message(&*payload) };
+                self.report(&error, Some(client));
+                false
+            }
+        }
+    }
+
+    /// Turns a connection away when the server is full: the hook may write a short
+    /// reply, then the connection is closed, on the serve loop's thread.
+    fn refuse(&self, connection: &Connection, client: &Address) {
+        self.control.counters.refused.fetch_add(1, Ordering::Relaxed);
+        self.control.counters.untracked.fetch_add(1, Ordering::Relaxed);
+        let Some(hook) = &self.config.hooks.refuse_when_full else { return };
+        // Never let a client that does not read stall the serve loop.
+        let _ = connection.set_write_timeout(Some(REFUSE_WRITE_TIMEOUT));
+        self.guarded(Phase::Respond, client, || hook(connection, client));
+        // Closing with unread bytes makes the kernel send a reset, which can destroy the
+        // reply before the client reads it: read what has arrived, then end the stream.
+        let _ = connection.shutdown(Shutdown::Write);
+        if connection.set_nonblocking(true).is_ok() {
+            let mut scratch = [0u8; 4096];
+            for _ in 0..16 {
+                match (&*connection).read(&mut scratch) {
+                    Ok(n) if n > 0 => {}
+                    _ => break,
+                }
+            }
+        }
+    }
+
+    /// Runs a connection obtained outside the serve loop: see
+    /// [`Server::process_request`](crate::Server::process_request).
+    pub(crate) fn process_request(self: &Arc<Self>, connection: Connection, client: Address) -> Result<()> {
+        let endpoint = self.control.endpoint().ok_or(Error::Closed)?;
+        let slot = match self.control.wait_for_capacity(self.waits_at_limit(), None) {
+            Capacity::Free(slot) => slot,
+            Capacity::Stopping | Capacity::Timer => None,
+        };
+        self.admit(Incoming::Stream(connection, client), &endpoint, slot, self.inline);
+        Ok(())
+    }
+}

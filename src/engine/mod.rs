@@ -1,0 +1,182 @@
+//! The engine: one serve loop for every transport and dispatch mode, admission of each
+//! request, and running a request's phases.
+//!
+//! - [`serve`]: a serve call, its receive loop (one per pool worker), the supervisor,
+//!   the back-off when descriptors run out.
+//! - [`admit`]: what happens to a connection or datagram between `accept` and the
+//!   handler: `verify_request`, the connection limit, refusing when full, dispatch.
+//! - [`run`]: one request on the thread the mode chose: setup, handle, finish, respond.
+//!
+//! The lifecycle and the counts it waits on live in the control block
+//! ([`crate::handle`]), which the engine owns beside the handler, so that requests and
+//! handles never reach the handler.
+
+mod admit;
+mod run;
+mod serve;
+
+use std::io;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::dispatch::{Dispatch, Kind};
+use crate::error::{Error, Phase, Result};
+use crate::handle::{Control, CurrentServer, ServeCall, ServerHandle};
+use crate::handler::AnyHandler;
+use crate::net::{Address, Bound, Connection, SocketOptions};
+use crate::report::{log_or_stderr, panic_message};
+
+pub(crate) use run::{run_phases, Phases};
+
+/// How a server binds its address again after a shutdown interrupted the socket.
+pub(crate) struct Rebind {
+    pub(crate) options: SocketOptions,
+    pub(crate) reopen: fn(&Address, &SocketOptions) -> Result<Bound>,
+    /// False for a socket the user supplied: binding it anew would lose their options.
+    pub(crate) reopenable: bool,
+}
+
+/// A server without its transport type: the handler, the mode, the settings, and the
+/// control block that handles and requests share.
+pub(crate) struct Engine {
+    control: Arc<Control>,
+    handler: AnyHandler,
+    dispatch: Box<dyn Dispatch>,
+    /// The serve loop runs each request itself (sequential mode): no job to box.
+    inline: bool,
+    /// The smaller of the mode's limit and `max_connections`.
+    max_concurrent: Option<usize>,
+    config: Config,
+    rebind: Rebind,
+}
+
+impl Engine {
+    pub(crate) fn new(
+        control: Arc<Control>,
+        handler: AnyHandler,
+        dispatch: Box<dyn Dispatch>,
+        config: Config,
+        rebind: Rebind,
+    ) -> Engine {
+        let max_concurrent = match (dispatch.max_concurrent(), config.max_connections) {
+            (Some(mode), Some(limit)) => Some(mode.min(limit)),
+            (mode, limit) => mode.or(limit),
+        };
+        let inline = matches!(Kind::of(&*dispatch), Kind::Sequential);
+        Engine { control, handler, dispatch, inline, max_concurrent, config, rebind }
+    }
+
+    pub(crate) fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    pub(crate) fn handle(&self) -> ServerHandle {
+        ServerHandle::new(self.control.clone())
+    }
+
+    /// Whether serve calls and `close` wait for the requests they started.
+    fn waits_for_requests(&self) -> bool {
+        Kind::of(&*self.dispatch).waits_for_requests()
+    }
+
+    /// Starts a serve call, binding the address again if a shutdown interrupted the
+    /// socket (and running `after_bind` on the new socket).
+    pub(crate) fn begin(&self, forever: bool) -> Result<Option<ServeCall>> {
+        let local = self.control.local();
+        self.control.begin(forever, || {
+            if !self.rebind.reopenable {
+                return Err(Error::Bind {
+                    addr: local.to_string(),
+                    source: io::Error::new(
+                        io::ErrorKind::Unsupported,
+                        "a server built from a socket you supplied serves until its first shutdown; \
+                         build a new server from a new socket to serve again",
+                    ),
+                });
+            }
+            let bound = (self.rebind.reopen)(local, &self.rebind.options)?;
+            if let Some(hook) = &self.config.hooks.after_bind {
+                if let Err(source) = hook(local) {
+                    // As a failed first bind: close the socket, and bind again next time.
+                    if let Some(path) = &bound.owned_path {
+                        path.remove();
+                    }
+                    return Err(Error::Bind { addr: local.to_string(), source });
+                }
+            }
+            Ok(bound)
+        })
+    }
+
+    /// Closes the server: see [`Server::close`](crate::Server::close).
+    pub(crate) fn close(&self) {
+        if CurrentServer::is(&self.control) {
+            // From a handler or hook: closing would wait for this very request. Stop
+            // serving; the close itself happens when the server is dropped.
+            self.control.shutdown();
+            return;
+        }
+        let Some(owned_path) = self.control.close() else { return };
+        // Requests started by handle_request in a threaded mode may still run.
+        let drained = !self.waits_for_requests()
+            || self.control.await_requests(self.config.shutdown_deadline.map(|d| Instant::now() + d));
+        if drained {
+            self.dispatch.close();
+        } else {
+            log_or_stderr(log::Level::Error, "closing the server without joining request threads that did not end");
+        }
+        if let Some(path) = owned_path {
+            path.remove();
+        }
+    }
+
+    /// Reports an error of a request (or of accepting) to `handle_error`, whose default
+    /// logs it, or writes it to stderr without a logger.
+    pub(crate) fn report(&self, error: &Error, client: Option<&Address>) {
+        self.control.counters.errors.fetch_add(1, Ordering::Relaxed);
+        match &self.config.hooks.handle_error {
+            Some(hook) => {
+                if panic::catch_unwind(AssertUnwindSafe(|| hook(error, client))).is_err() {
+                    log_or_stderr(
+                        log::Level::Error,
+                        &format!("the handle_error hook panicked while reporting: {error}"),
+                    );
+                }
+            }
+            // Through `log` when a logger takes errors; otherwise to stderr, as Python's
+            // handle_error does, so that an error never vanishes.
+            None => match client {
+                Some(client) => log_or_stderr(log::Level::Error, &format!("request from {client}: {error}")),
+                None => log_or_stderr(log::Level::Error, &error.to_string()),
+            },
+        }
+    }
+
+    /// Runs a hook of the server's own on a request's behalf; its error or panic is
+    /// reported to `handle_error` as the request's.
+    fn guarded(&self, phase: Phase, client: &Address, hook: impl FnOnce() -> io::Result<()>) {
+        let error = match panic::catch_unwind(AssertUnwindSafe(hook)) {
+            Ok(Ok(())) => return,
+            Ok(Err(source)) => Error::Handler { phase, source },
+            Err(payload) => Error::Panic { phase, message: panic_message(&*payload) },
+        };
+        self.report(&error, Some(client));
+    }
+
+    /// Sets the configured options on an accepted connection.
+    fn configure(&self, connection: &Connection) -> io::Result<()> {
+        if self.config.nodelay {
+            connection.set_nodelay(true)?;
+        }
+        if self.config.read_timeout.is_some() {
+            connection.set_read_timeout(self.config.read_timeout)?;
+        }
+        if self.config.write_timeout.is_some() {
+            connection.set_write_timeout(self.config.write_timeout)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,225 @@
+//! The serve loop: receive a request, admit it, again, until shutdown.
+//!
+//! One loop for every transport and mode. It blocks in `accept` or `recvfrom` with no
+//! timeout (unless `handle_request`'s timeout or a `service_actions` interval asks for
+//! one); `shutdown` wakes it through the socket ([`crate::sys`]). A pool runs one copy
+//! per worker on the shared socket, and the thread that called `serve_forever`
+//! supervises them.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::Engine;
+use crate::config::PlainHook;
+use crate::dispatch::Kind;
+use crate::error::{Error, Result};
+use crate::handle::{Capacity, Control, CurrentServer, ServeCall};
+use crate::net::{Endpoint, Incoming};
+use crate::report::{log_or_stderr, LOG_TARGET};
+use crate::sys::{self, AcceptError};
+
+/// The first wait when accepting fails for lack of descriptors or memory; it doubles
+/// with each failure in a row, up to [`BACKOFF_MAX`].
+const BACKOFF_START: Duration = Duration::from_millis(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Shuts the server down if the thread unwinds through it: a copy of the serve loop or
+/// the supervisor that panics must not leave the other copies serving.
+struct StopOnUnwind<'a>(&'a Control);
+
+impl Drop for StopOnUnwind<'_> {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            let _current = CurrentServer::enter(self.0);
+            self.0.shutdown();
+        }
+    }
+}
+
+impl Engine {
+    /// A whole serve call: `serve_forever` (`once == false`) or `handle_request`.
+    /// Returns whether a request was processed.
+    pub(crate) fn serve(self: &Arc<Self>, once: bool) -> Result<bool> {
+        match self.begin(!once)? {
+            Some(call) => self.serve_call(call, once),
+            None => Ok(false),
+        }
+    }
+
+    /// A serve call that [`Engine::begin`] has started: the receive loop, run once for
+    /// `handle_request`, and as the dispatch mode says for `serve_forever` (a pool runs
+    /// one copy per worker). Dropping `call` at the end releases the socket, then ends
+    /// the call.
+    pub(crate) fn serve_call(self: &Arc<Self>, call: ServeCall, once: bool) -> Result<bool> {
+        let Some(endpoint) = call.endpoint() else { return Err(Error::Closed) };
+        if once {
+            let result = self.receive_loop(endpoint, true, None, self.inline);
+            if let Err(Error::Accept(_)) = &result {
+                // The socket is broken: bind anew on the next call, as serve_forever does.
+                self.control.interrupt();
+            }
+            return result;
+        }
+        let service = self.config.hooks.service_actions.as_ref();
+        // service_actions runs on the thread that called serve_forever: in the loop
+        // when that thread runs it, or in `supervise` while other threads do.
+        let caller = thread::current().id();
+        let outcome: Mutex<Result<bool>> = Mutex::new(Ok(false));
+        let serve_loop = |inline: bool| {
+            let _stop = StopOnUnwind(&self.control);
+            let service = service.filter(|_| thread::current().id() == caller);
+            // The loop on the calling thread wakes for service_actions; copies on other
+            // threads never do, so the socket's receive timeout is set only here.
+            let result = match service {
+                Some((interval, _)) => endpoint.set_receive_timeout(Some(*interval)).map_err(Error::from),
+                None => Ok(()),
+            };
+            let result = result.and_then(|()| self.receive_loop(endpoint, false, service, inline));
+            let mut outcome = outcome.lock();
+            match result {
+                Ok(processed) => {
+                    if let Ok(any) = &mut *outcome {
+                        *any |= processed;
+                    }
+                }
+                Err(e) => {
+                    if outcome.is_ok() {
+                        *outcome = Err(e);
+                    }
+                    drop(outcome);
+                    // A broken socket ends every copy, not only this one. Marked as the
+                    // server's own thread so `shutdown` does not wait for this serve.
+                    let _current = CurrentServer::enter(&self.control);
+                    self.control.shutdown();
+                }
+            }
+        };
+        match Kind::of(&*self.dispatch) {
+            // Each worker runs what it receives, on its own thread: the kernel hands a
+            // connection straight to an idle worker, with no handoff between threads.
+            Kind::Pool(pool) => pool.run_workers(&|| serve_loop(true), &|| self.supervise(service)),
+            _ => serve_loop(self.inline),
+        }
+        // serve_forever waits for what it started, unless the mode says not to.
+        if self.waits_for_requests() {
+            self.control.await_requests(self.control.deadline());
+        }
+        outcome.into_inner()
+    }
+
+    /// While other threads run the serve loop: calls service_actions at its interval
+    /// until shutdown, then enforces the shutdown deadline.
+    fn supervise(&self, service: Option<&(Duration, PlainHook)>) {
+        let _current = CurrentServer::enter(&self.control);
+        let _stop = StopOnUnwind(&self.control);
+        let mut next = service.map(|(interval, _)| Instant::now() + *interval);
+        while !self.control.wait_for_stop(next) {
+            if let Some((interval, hook)) = service {
+                hook();
+                next = Some(Instant::now() + *interval);
+            }
+        }
+        // The workers run the requests themselves and cannot return before they end, so
+        // the deadline is enforced from here, also when the shutdown came from inside
+        // (a handler, a hook, a broken socket), where nobody else waits for it.
+        let deadline = self.control.deadline();
+        if deadline.is_some() {
+            self.control.await_requests(deadline);
+        }
+    }
+
+    /// Receives and admits requests until shutdown (or, with `once`, one request or
+    /// the `handle_request` timeout). `inline`: run each request on this thread.
+    /// Returns whether a request was processed.
+    fn receive_loop(
+        self: &Arc<Self>,
+        endpoint: &Arc<Endpoint>,
+        once: bool,
+        service: Option<&(Duration, PlainHook)>,
+        inline: bool,
+    ) -> Result<bool> {
+        let _current = CurrentServer::enter(&self.control);
+        let mut buffer = match &**endpoint {
+            // One byte more than the limit: a datagram that fills it was longer, which the
+            // request then reports (`DatagramRequest::truncated`) instead of hiding.
+            Endpoint::Datagram(_) => vec![0; self.config.max_packet_size.saturating_add(1)],
+            _ => Vec::new(),
+        };
+        // When the loop must act without a request: the handle_request timeout, or the
+        // next service_actions call.
+        let mut timer = match service {
+            Some((interval, _)) => Some(Instant::now() + *interval),
+            None if once => self.config.timeout.map(|t| Instant::now() + t),
+            None => None,
+        };
+        let mut backoff: Option<Duration> = None;
+        let mut processed = false;
+        loop {
+            let capacity = self.control.wait_for_capacity(self.waits_at_limit(), timer);
+            if matches!(capacity, Capacity::Stopping) {
+                break;
+            }
+            let now = Instant::now();
+            if timer.is_some_and(|due| due <= now) {
+                match service {
+                    Some((interval, hook)) => {
+                        hook();
+                        // Counted from the hook's end, and then on to `receive`: a hook
+                        // slower than its interval must not starve the requests.
+                        timer = Some(Instant::now() + *interval);
+                    }
+                    None => {
+                        if let Some(hook) = &self.config.hooks.handle_timeout {
+                            hook();
+                        }
+                        break;
+                    }
+                }
+            }
+            let slot = match capacity {
+                Capacity::Free(slot) => slot,
+                Capacity::Timer | Capacity::Stopping => continue,
+            };
+            if once {
+                endpoint.set_receive_timeout(timer.map(|due| due.saturating_duration_since(now)))?;
+            }
+            let received = endpoint.receive(&mut buffer);
+            let stopping = self.control.is_stopping();
+            match received {
+                // What an interrupted Unix datagram socket returns (UDP returns an error).
+                Ok(Incoming::Datagram(packet, _)) if stopping && packet.is_empty() => break,
+                Ok(incoming) => {
+                    if backoff.take().is_some() {
+                        log::info!(target: LOG_TARGET, "accepting again");
+                    }
+                    self.admit(incoming, endpoint, slot, inline);
+                    processed = true;
+                    if once {
+                        break;
+                    }
+                }
+                Err(_) if stopping => break,
+                Err(e) => match sys::classify_accept_error(&e) {
+                    AcceptError::Retry | AcceptError::Timeout => {}
+                    AcceptError::Exhausted => {
+                        let delay = backoff.map_or(BACKOFF_START, |d| (d * 2).min(BACKOFF_MAX));
+                        if backoff.is_none() {
+                            log_or_stderr(
+                                log::Level::Warn,
+                                &format!("accept failed: {e}; backing off until resources free up"),
+                            );
+                        }
+                        backoff = Some(delay);
+                        self.control.back_off(delay);
+                    }
+                    AcceptError::Fatal => return Err(Error::Accept(e)),
+                    AcceptError::Other => self.report(&Error::Accept(e), None),
+                },
+            }
+        }
+        Ok(processed)
+    }
+}

@@ -1,0 +1,861 @@
+//! The server's control block: its lifecycle, the requests running, its counters, and
+//! the [`ServerHandle`] that handlers and other threads hold.
+//!
+//! It knows nothing of the handler or the dispatch mode, so that a request (which holds
+//! a `ServerHandle`) can exist without a server, and the lifecycle can be tested alone.
+//!
+//! The lifecycle: a server is `Idle` until a serve call ([`Control::begin`]) makes it
+//! `Serving`; the call's [`ServeCall`] guard makes it `Idle` again when the call ends.
+//! [`Control::shutdown`] during a serve call wakes the serve loop through the socket and
+//! waits for that call (not a later one) to end; before the first call it is
+//! remembered, so that a serve thread spawned a moment ago returns at once; between two
+//! calls it does nothing. [`Control::close`] makes it `Closed` for good.
+
+use std::cell::Cell;
+use std::fmt;
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::{Error, Result};
+use crate::net::{Address, Bound, Connection, Endpoint, OwnedPath};
+use crate::report::{log_or_stderr, LOG_TARGET};
+
+/// After the shutdown deadline the server closes the connections still open; handlers
+/// then see end-of-file or errors. This is how long it waits for them after that.
+const FORCED_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// A cloneable handle to a server, for other threads and for handlers: read its address,
+/// ask it to shut down, read its counters.
+#[derive(Clone)]
+pub struct ServerHandle {
+    control: Arc<Control>,
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle").field("local_addr", &self.control.local).finish_non_exhaustive()
+    }
+}
+
+impl ServerHandle {
+    pub(crate) fn new(control: Arc<Control>) -> ServerHandle {
+        ServerHandle { control }
+    }
+
+    /// Stops the server: see [`Server::shutdown`](crate::Server::shutdown).
+    pub fn shutdown(&self) {
+        self.control.shutdown();
+    }
+
+    /// The address the server is bound to (Python's `server_address`).
+    #[doc(alias = "server_address")]
+    pub fn local_addr(&self) -> &Address {
+        &self.control.local
+    }
+
+    /// Whether `serve_forever` or `handle_request` is running.
+    pub fn is_serving(&self) -> bool {
+        self.control.life.lock().phase == Phase::Serving
+    }
+
+    /// The server's counters: requests running, received, finished, errors, refused.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use socketserver::{StreamRequest, TcpServer};
+    ///
+    /// let server = TcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| req.writer().write_all(b"hi"))?;
+    /// let (addr, handle) = (server.local_addr(), server.handle());
+    /// let background = server.serve_in_background()?;
+    /// std::net::TcpStream::connect(addr)?.read_to_end(&mut Vec::new())?;
+    /// background.stop()?;
+    /// let stats = handle.stats();
+    /// assert_eq!((stats.received, stats.finished, stats.errors, stats.active), (1, 1, 0, 0));
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.control.stats()
+    }
+}
+
+/// A server's counters, read with [`ServerHandle::stats`], for logs and health checks.
+///
+/// Counted since the server was built, across serve calls. Each counter is read on its
+/// own, so under load the numbers are close to, but not exactly, one instant's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Requests running now.
+    pub active: usize,
+    /// Connections accepted and datagrams received.
+    pub received: u64,
+    /// Requests that ended: ran (with or without an error), or could not be
+    /// dispatched.
+    pub finished: u64,
+    /// Errors and caught panics reported to `handle_error`.
+    pub errors: u64,
+    /// Connections refused because the server was full
+    /// ([`Builder::refuse_when_full`](crate::Builder::refuse_when_full)).
+    pub refused: u64,
+    /// Requests that `verify_request` turned down.
+    pub denied: u64,
+}
+
+/// What [`ServerHandle::stats`] reads besides the running requests; relaxed atomics, a
+/// few per request.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Requests turned away before they were counted as running: denied by
+    /// `verify_request` or refused when full. (Running and finished requests are counted
+    /// in [`Requests`], under the lock the serve loop takes anyway.)
+    pub(crate) untracked: AtomicU64,
+    pub(crate) errors: AtomicU64,
+    pub(crate) refused: AtomicU64,
+    pub(crate) denied: AtomicU64,
+}
+
+/// How shutdown treats running requests, fixed when the server is built.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Policy {
+    /// How long running requests may take after a shutdown before their connections are
+    /// closed under them; `None`: no limit.
+    pub(crate) shutdown_deadline: Option<Duration>,
+    /// Whether a serve call waits for the requests it started (false for `Threading`
+    /// without `block_on_close`).
+    pub(crate) waits_for_requests: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Serving,
+    Closed,
+}
+
+/// The lifecycle state, behind [`Control::life`].
+#[derive(Debug)]
+struct Life {
+    phase: Phase,
+    /// Bumped each time a serve call ends, so `shutdown` waits for *its* serve only.
+    generation: u64,
+    /// A serve call has run to its end at least once.
+    served: bool,
+    /// `shutdown` arrived before the first serve call; that call returns at once.
+    stop_pending: bool,
+    /// When the running serve must close the connections still open.
+    deadline: Option<Instant>,
+    /// `None` once the server is closed (and for a control block with no socket).
+    endpoint: Option<Arc<Endpoint>>,
+    /// The endpoint was interrupted and must be bound again before serving.
+    interrupted: bool,
+    owned_path: Option<OwnedPath>,
+}
+
+impl Life {
+    fn interrupt(&mut self) {
+        if let Some(endpoint) = &self.endpoint {
+            endpoint.interrupt();
+            self.interrupted = true;
+        }
+    }
+}
+
+/// Requests accepted and not yet finished, and the connections among them, so the
+/// shutdown deadline can close them.
+#[derive(Debug, Default)]
+struct Requests {
+    running: usize,
+    /// Places taken by serve loops about to accept, under a connection limit: with
+    /// several threads accepting at once, checking the count before a blocking accept
+    /// and counting the request after it would let them all past the limit.
+    reserved: usize,
+    /// Requests counted as running so far, and those that have ended (for `stats`).
+    started: u64,
+    finished: u64,
+    connections: Vec<Option<Arc<Connection>>>,
+    free_slots: Vec<usize>,
+}
+
+/// The control block a server, its handles and its requests share.
+pub(crate) struct Control {
+    local: Address,
+    policy: Policy,
+    stopping: AtomicBool,
+    life: Mutex<Life>,
+    life_changed: Condvar,
+    requests: Mutex<Requests>,
+    requests_changed: Condvar,
+    pub(crate) counters: Counters,
+}
+
+impl fmt::Debug for Control {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Control").field("local", &self.local).field("life", &*self.life.lock()).finish_non_exhaustive()
+    }
+}
+
+thread_local! {
+    /// The server whose serve loop, handler or hook this thread is running, so that
+    /// `shutdown` and `close` called from inside know not to wait for themselves.
+    static CURRENT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the current thread as running code of a server until dropped.
+pub(crate) struct CurrentServer(usize);
+
+impl CurrentServer {
+    pub(crate) fn enter(control: &Control) -> CurrentServer {
+        CurrentServer(CURRENT.with(|c| c.replace(control.id())))
+    }
+
+    pub(crate) fn is(control: &Control) -> bool {
+        CURRENT.with(|c| c.get() == control.id())
+    }
+}
+
+impl Drop for CurrentServer {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.0));
+    }
+}
+
+/// A running serve call. Dropping it ends the call (also when a hook panicked through
+/// the loop): the server is idle again and a `shutdown` waiting for it returns.
+pub(crate) struct ServeCall {
+    control: Arc<Control>,
+    endpoint: Option<Arc<Endpoint>>,
+}
+
+impl ServeCall {
+    /// The socket this call serves; `None` only for a control block with no socket.
+    pub(crate) fn endpoint(&self) -> Option<&Arc<Endpoint>> {
+        self.endpoint.as_ref()
+    }
+}
+
+impl Drop for ServeCall {
+    fn drop(&mut self) {
+        // The socket is released first: a `shutdown` that returns when the call ends
+        // may start the next serve call, which must be able to bind the address.
+        drop(self.endpoint.take());
+        let mut life = self.control.life.lock();
+        if life.phase != Phase::Closed {
+            life.phase = Phase::Idle;
+        }
+        life.generation += 1;
+        life.served = true;
+        life.stop_pending = false;
+        life.deadline = None;
+        drop(life);
+        self.control.life_changed.notify_all();
+    }
+}
+
+/// One running request. Dropping it (after the request, or with a job that never ran)
+/// removes the request from the count and wakes whoever waits on it.
+pub(crate) struct Ticket {
+    control: Arc<Control>,
+    slot: Option<usize>,
+}
+
+impl Ticket {
+    pub(crate) fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut requests = self.control.requests.lock();
+        requests.finished += 1;
+        requests.running -= 1;
+        if let Some(slot) = self.slot {
+            requests.connections[slot] = None;
+            requests.free_slots.push(slot);
+        }
+        drop(requests);
+        self.control.requests_changed.notify_all();
+    }
+}
+
+/// A place among the running requests, reserved before accepting; given back when
+/// dropped unless a request took it over ([`Control::track`]).
+pub(crate) struct Slot<'a>(&'a Control);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut requests = self.0.requests.lock();
+        requests.reserved -= 1;
+        drop(requests);
+        self.0.requests_changed.notify_all();
+    }
+}
+
+/// Why [`Control::wait_for_capacity`] returned.
+pub(crate) enum Capacity<'a> {
+    /// A request may be accepted: into this reserved place, when the server has a
+    /// limit it waits at.
+    Free(Option<Slot<'a>>),
+    /// The server is shutting down.
+    Stopping,
+    /// The timer passed while every slot was busy.
+    Timer,
+}
+
+impl Control {
+    /// The control block of a server bound to `bound`, whose address is `local`.
+    pub(crate) fn new(local: Address, bound: Bound, policy: Policy) -> Control {
+        Control::with_endpoint(local, Some(Arc::new(bound.endpoint)), bound.owned_path, policy)
+    }
+
+    /// A control block with no socket: what an in-memory request's `server()` handle
+    /// points to. It never serves; `shutdown` is remembered as before a first serve.
+    pub(crate) fn detached(local: Address) -> Control {
+        Control::with_endpoint(local, None, None, Policy { shutdown_deadline: None, waits_for_requests: true })
+    }
+
+    fn with_endpoint(
+        local: Address,
+        endpoint: Option<Arc<Endpoint>>,
+        owned_path: Option<OwnedPath>,
+        policy: Policy,
+    ) -> Control {
+        let life = Life {
+            phase: Phase::Idle,
+            generation: 0,
+            served: false,
+            stop_pending: false,
+            deadline: None,
+            endpoint,
+            interrupted: false,
+            owned_path,
+        };
+        Control {
+            local,
+            policy,
+            stopping: AtomicBool::new(false),
+            life: Mutex::new(life),
+            life_changed: Condvar::new(),
+            requests: Mutex::new(Requests::default()),
+            requests_changed: Condvar::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    fn id(&self) -> usize {
+        self as *const Control as usize
+    }
+
+    pub(crate) fn local(&self) -> &Address {
+        &self.local
+    }
+
+    /// Whether a shutdown of the running serve call was asked for.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Whether `shutdown` has been asked for and not yet consumed by a serve call.
+    pub(crate) fn stop_pending(&self) -> bool {
+        self.life.lock().stop_pending
+    }
+
+    /// The server socket, unless the server is closed.
+    pub(crate) fn endpoint(&self) -> Option<Arc<Endpoint>> {
+        self.life.lock().endpoint.clone()
+    }
+
+    /// When the running serve call must close the connections still open.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.life.lock().deadline
+    }
+
+    /// Starts a serve call (`forever`: `serve_forever`, else `handle_request`). `Ok(None)`
+    /// means a shutdown came first and the call returns at once. If a shutdown
+    /// interrupted the socket, `rebind` binds the address again first (under the lock, so
+    /// no shutdown slips between); if it fails, the next call tries again.
+    ///
+    /// # Errors
+    /// [`Error::Closed`], [`Error::AlreadyServing`], or what `rebind` returned.
+    pub(crate) fn begin(
+        self: &Arc<Self>,
+        forever: bool,
+        rebind: impl FnOnce() -> Result<Bound>,
+    ) -> Result<Option<ServeCall>> {
+        let mut life = self.life.lock();
+        match life.phase {
+            Phase::Closed => return Err(Error::Closed),
+            Phase::Serving => return Err(Error::AlreadyServing),
+            Phase::Idle => {}
+        }
+        if forever && life.stop_pending {
+            life.stop_pending = false;
+            life.served = true;
+            return Ok(None);
+        }
+        if life.interrupted {
+            // Close the old socket first: an interrupted UDP socket holds its port until
+            // closed, and UDP binds without SO_REUSEADDR.
+            drop(life.endpoint.take());
+            let bound = rebind()?;
+            // The bind replaced the old socket file, so only the new record counts.
+            life.owned_path = bound.owned_path;
+            life.endpoint = Some(Arc::new(bound.endpoint));
+            life.interrupted = false;
+        }
+        self.stopping.store(false, Ordering::SeqCst);
+        life.phase = Phase::Serving;
+        Ok(Some(ServeCall { control: self.clone(), endpoint: life.endpoint.clone() }))
+    }
+
+    /// Stops serving: see [`Server::shutdown`](crate::Server::shutdown).
+    pub(crate) fn shutdown(&self) {
+        let (generation, deadline) = {
+            let mut life = self.life.lock();
+            match life.phase {
+                Phase::Closed => return,
+                // Between two serve calls there is nothing to stop; remembering it would
+                // make the next serve_forever return at once (Python's pitfall).
+                Phase::Idle if life.served => return,
+                // Before the first serve call (a serve thread just spawned): remember it,
+                // and refuse connections from now on.
+                Phase::Idle => {
+                    life.stop_pending = true;
+                    life.interrupt();
+                    return;
+                }
+                Phase::Serving => {
+                    if !self.stopping.swap(true, Ordering::SeqCst) {
+                        life.deadline = self.policy.shutdown_deadline.map(|d| Instant::now() + d);
+                        life.interrupt();
+                        // Wake a loop waiting for a free slot or backing off, and a
+                        // pool's supervisor.
+                        let _requests = self.requests.lock();
+                        self.requests_changed.notify_all();
+                        self.life_changed.notify_all();
+                    }
+                    (life.generation, life.deadline)
+                }
+            }
+        };
+        if CurrentServer::is(self) {
+            return; // called from a handler or hook: waiting here would wait for itself
+        }
+        if deadline.is_some() && self.policy.waits_for_requests {
+            // The serve loop may be running the request itself (sequential mode), so
+            // the deadline is enforced from here too.
+            self.await_requests(deadline);
+        }
+        let mut life = self.life.lock();
+        while life.phase == Phase::Serving && life.generation == generation {
+            self.life_changed.wait(&mut life);
+        }
+    }
+
+    /// Interrupts the socket outside a shutdown (it broke): the next serve call binds
+    /// anew.
+    pub(crate) fn interrupt(&self) {
+        self.life.lock().interrupt();
+    }
+
+    /// Shuts down and marks the server closed, once no serve call runs. Returns the
+    /// socket file to remove, or `None` if the server was closed already.
+    pub(crate) fn close(&self) -> Option<Option<OwnedPath>> {
+        loop {
+            self.shutdown();
+            let mut life = self.life.lock();
+            match life.phase {
+                Phase::Closed => return None,
+                // A serve call started on another thread since `shutdown` returned.
+                Phase::Serving => continue,
+                Phase::Idle => {}
+            }
+            life.phase = Phase::Closed;
+            life.endpoint = None;
+            return Some(life.owned_path.take());
+        }
+    }
+
+    /// Waits for shutdown or `until`; returns whether the server is stopping.
+    pub(crate) fn wait_for_stop(&self, until: Option<Instant>) -> bool {
+        // Waits on `life_changed`, which shutdown signals, not on `requests_changed`,
+        // which every finished request signals.
+        let mut life = self.life.lock();
+        while !self.is_stopping() {
+            match until {
+                Some(until) => {
+                    if self.life_changed.wait_until(&mut life, until).timed_out() {
+                        return self.is_stopping();
+                    }
+                }
+                None => self.life_changed.wait(&mut life),
+            }
+        }
+        true
+    }
+
+    /// Waits until no request runs. With a deadline, closes the connections still open
+    /// when it passes and waits [`FORCED_CLOSE_GRACE`] more. Returns whether all ended.
+    pub(crate) fn await_requests(&self, deadline: Option<Instant>) -> bool {
+        let mut requests = self.requests.lock();
+        let Some(deadline) = deadline else {
+            while requests.running > 0 {
+                self.requests_changed.wait(&mut requests);
+            }
+            return true;
+        };
+        while requests.running > 0 && !self.requests_changed.wait_until(&mut requests, deadline).timed_out() {}
+        if requests.running == 0 {
+            return true;
+        }
+        let open = requests.connections.iter().flatten().count();
+        log::warn!(
+            target: LOG_TARGET,
+            "shutdown deadline passed with {} request(s) running; closing {open} connection(s)",
+            requests.running
+        );
+        for connection in requests.connections.iter().flatten() {
+            let _ = connection.shutdown(Shutdown::Both);
+        }
+        let grace = deadline + FORCED_CLOSE_GRACE;
+        while requests.running > 0 && !self.requests_changed.wait_until(&mut requests, grace).timed_out() {}
+        if requests.running > 0 {
+            let message = format!("{} request(s) still running after their connections were closed", requests.running);
+            log_or_stderr(log::Level::Error, &message);
+        }
+        requests.running == 0
+    }
+
+    /// Waits for a free place under `limit`, if there is one, until shutdown or `timer`
+    /// (the handle_request timeout, or the next service_actions call).
+    pub(crate) fn wait_for_capacity(&self, limit: Option<usize>, timer: Option<Instant>) -> Capacity<'_> {
+        let mut slot = None;
+        if let Some(max) = limit {
+            let mut requests = self.requests.lock();
+            while requests.running + requests.reserved >= max && !self.is_stopping() {
+                match timer {
+                    None => self.requests_changed.wait(&mut requests),
+                    Some(timer) => {
+                        if self.requests_changed.wait_until(&mut requests, timer).timed_out() {
+                            return Capacity::Timer;
+                        }
+                    }
+                }
+            }
+            if !self.is_stopping() {
+                requests.reserved += 1;
+                slot = Some(Slot(self));
+            }
+        }
+        if self.is_stopping() {
+            Capacity::Stopping
+        } else {
+            Capacity::Free(slot)
+        }
+    }
+
+    /// Counts a request as running, in the place `slot` reserved for it if any. Without
+    /// a slot, returns `None` when `refuse_at` requests already run (the server refuses
+    /// beyond its limit instead of waiting).
+    pub(crate) fn track(
+        self: &Arc<Self>,
+        connection: Option<Arc<Connection>>,
+        slot: Option<Slot<'_>>,
+        refuse_at: Option<usize>,
+    ) -> Option<Ticket> {
+        let mut requests = self.requests.lock();
+        if slot.is_none() && refuse_at.is_some_and(|max| requests.running >= max) {
+            return None;
+        }
+        if let Some(slot) = slot {
+            // The place passes to the request: the ticket gives it back.
+            std::mem::forget(slot);
+            requests.reserved -= 1;
+        }
+        requests.running += 1;
+        requests.started += 1;
+        let slot = connection.map(|connection| match requests.free_slots.pop() {
+            Some(slot) => {
+                requests.connections[slot] = Some(connection);
+                slot
+            }
+            None => {
+                requests.connections.push(Some(connection));
+                requests.connections.len() - 1
+            }
+        });
+        Some(Ticket { control: self.clone(), slot })
+    }
+
+    /// Sleeps `delay` or until a request ends (which frees descriptors) or shutdown.
+    pub(crate) fn back_off(&self, delay: Duration) {
+        let mut requests = self.requests.lock();
+        if !self.is_stopping() {
+            let _ = self.requests_changed.wait_for(&mut requests, delay);
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        let counters = &self.counters;
+        let (active, started, finished) = {
+            let requests = self.requests.lock();
+            (requests.running, requests.started, requests.finished)
+        };
+        Stats {
+            active,
+            received: started + counters.untracked.load(Ordering::Relaxed),
+            finished,
+            errors: counters.errors.load(Ordering::Relaxed),
+            refused: counters.refused.load(Ordering::Relaxed),
+            denied: counters.denied.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The lifecycle, without sockets where it can be: a control block with no endpoint
+/// goes through the same states as a server's.
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::thread;
+
+    use super::*;
+    use crate::net::MemoryStream;
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    fn control() -> Arc<Control> {
+        Arc::new(Control::detached(crate::net::test_client()))
+    }
+
+    fn never_rebinds() -> Result<Bound> {
+        panic!("nothing was interrupted, so nothing is bound again")
+    }
+
+    fn serve(control: &Arc<Control>, forever: bool) -> Option<ServeCall> {
+        control.begin(forever, never_rebinds).expect("begin")
+    }
+
+    /// Runs `shutdown` on a thread; the receiver hears when it returned.
+    fn shutdown_on_a_thread(control: &Arc<Control>) -> mpsc::Receiver<()> {
+        let (done, returned) = mpsc::channel();
+        let control = control.clone();
+        thread::spawn(move || {
+            control.shutdown();
+            let _ = done.send(());
+        });
+        returned
+    }
+
+    #[test]
+    fn begin_serves_and_the_end_of_the_call_makes_it_idle() {
+        let control = control();
+        let handle = ServerHandle::new(control.clone());
+        assert!(!handle.is_serving());
+        let call = serve(&control, true).expect("a serve call");
+        assert!(handle.is_serving());
+        drop(call);
+        assert!(!handle.is_serving());
+        assert!(serve(&control, true).is_some(), "a server serves again after a call ends");
+    }
+
+    #[test]
+    fn a_second_serve_call_is_refused_while_one_runs() {
+        let control = control();
+        let _call = serve(&control, true).unwrap();
+        assert!(matches!(control.begin(true, never_rebinds), Err(Error::AlreadyServing)));
+        assert!(matches!(control.begin(false, never_rebinds), Err(Error::AlreadyServing)));
+    }
+
+    #[test]
+    fn shutdown_before_the_first_serve_makes_it_return_at_once_and_only_it() {
+        let control = control();
+        control.shutdown(); // returns: nothing serves yet
+        assert!(control.stop_pending());
+        assert!(serve(&control, true).is_none(), "the first serve_forever returns at once");
+        assert!(!control.stop_pending());
+        assert!(serve(&control, true).is_some(), "the shutdown was used up by that call");
+    }
+
+    #[test]
+    fn shutdown_before_the_first_serve_does_not_stop_handle_request() {
+        let control = control();
+        control.shutdown();
+        assert!(serve(&control, false).is_some(), "handle_request is not concerned, as in Python");
+    }
+
+    #[test]
+    fn shutdown_between_two_serve_calls_is_forgotten() {
+        let control = control();
+        drop(serve(&control, true).unwrap());
+        control.shutdown();
+        assert!(!control.stop_pending());
+        assert!(serve(&control, true).is_some(), "the next serve_forever is not stopped by an old shutdown");
+    }
+
+    #[test]
+    fn shutdown_waits_for_the_serve_call_to_end() {
+        let control = control();
+        let call = serve(&control, true).unwrap();
+        let returned = shutdown_on_a_thread(&control);
+        control.wait_for_stop(Some(Instant::now() + LIMIT));
+        assert!(control.is_stopping(), "shutdown asked the serve loop to stop");
+        assert!(
+            returned.recv_timeout(Duration::from_millis(50)).is_err(),
+            "shutdown returned while the serve call was still running"
+        );
+        drop(call);
+        returned.recv_timeout(LIMIT).expect("shutdown returns once the serve call ends");
+        assert!(!ServerHandle::new(control).is_serving());
+    }
+
+    #[test]
+    fn shutdown_from_inside_the_server_only_asks() {
+        let control = control();
+        let call = serve(&control, true).unwrap();
+        {
+            let _inside = CurrentServer::enter(&control); // as a handler or hook runs
+            control.shutdown(); // must not wait for the call that runs this very code
+            assert!(control.is_stopping());
+        }
+        assert!(!CurrentServer::is(&control), "leaving restores the thread's mark");
+        drop(call);
+    }
+
+    #[test]
+    fn close_ends_the_lifecycle_for_good() {
+        let control = control();
+        assert!(matches!(control.close(), Some(None)), "closed now, with no socket file to remove");
+        assert!(control.close().is_none(), "a second close does nothing");
+        assert!(matches!(control.begin(true, never_rebinds), Err(Error::Closed)));
+        control.shutdown(); // does nothing, and does not wait
+        assert!(control.endpoint().is_none());
+    }
+
+    #[test]
+    fn close_waits_for_a_running_serve_call() {
+        let control = control();
+        let call = serve(&control, true).unwrap();
+        let (done, closed) = mpsc::channel();
+        let closing = control.clone();
+        thread::spawn(move || {
+            let _ = done.send(closing.close().is_some());
+        });
+        control.wait_for_stop(Some(Instant::now() + LIMIT));
+        assert!(closed.recv_timeout(Duration::from_millis(50)).is_err(), "close returned during a serve call");
+        drop(call);
+        assert!(closed.recv_timeout(LIMIT).expect("close returns once the call ends"));
+    }
+
+    #[test]
+    fn serving_again_after_a_shutdown_binds_the_socket_anew() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let local = Address::Inet(socket.local_addr().unwrap());
+        let endpoint = Endpoint::Datagram(Arc::new(crate::net::DatagramSocket::Udp(socket)));
+        let bound = Bound { endpoint, owned_path: None };
+        let control = Arc::new(Control::new(local.clone(), bound, Policy::default()));
+        let call = serve(&control, true).unwrap();
+        let returned = shutdown_on_a_thread(&control);
+        control.wait_for_stop(Some(Instant::now() + LIMIT));
+        drop(call);
+        returned.recv_timeout(LIMIT).unwrap();
+        // The interrupted socket is closed before the rebind, so its port is free.
+        let rebind = || {
+            let addr = local.as_inet().unwrap();
+            let endpoint = crate::net::bind_udp(addr, &crate::net::SocketOptions::default())?;
+            Ok(Bound { endpoint, owned_path: None })
+        };
+        let call = control.begin(true, rebind).unwrap().expect("a serve call");
+        assert_eq!(call.endpoint().unwrap().local_address().unwrap().to_string(), local.to_string());
+        drop(call);
+        assert!(serve(&control, true).is_some(), "a call that was not interrupted binds nothing");
+    }
+
+    #[test]
+    fn a_failed_rebind_is_tried_again_on_the_next_call() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let local = Address::Inet(socket.local_addr().unwrap());
+        let endpoint = Endpoint::Datagram(Arc::new(crate::net::DatagramSocket::Udp(socket)));
+        let control = Arc::new(Control::new(local, Bound { endpoint, owned_path: None }, Policy::default()));
+        control.shutdown(); // before the first call: remembered, and the socket interrupted
+        assert!(serve(&control, true).is_none());
+        let refused = || Err(Error::Bind { addr: "x".into(), source: std::io::ErrorKind::AddrInUse.into() });
+        assert!(matches!(control.begin(true, refused), Err(Error::Bind { .. })));
+        assert!(control.endpoint().is_none(), "the old socket is closed");
+        let mut called = false;
+        let again = || {
+            called = true;
+            Err(Error::Closed)
+        };
+        let _ = control.begin(true, again);
+        assert!(called, "the next call binds again");
+    }
+
+    #[test]
+    fn capacity_is_reserved_before_accepting_and_passes_to_the_request() {
+        let control = control();
+        let Capacity::Free(Some(slot)) = control.wait_for_capacity(Some(1), None) else { panic!("a free place") };
+        let soon = Instant::now() + Duration::from_millis(10);
+        assert!(matches!(control.wait_for_capacity(Some(1), Some(soon)), Capacity::Timer), "the one place is taken");
+        let ticket = control.track(None, Some(slot), None).expect("tracked");
+        assert_eq!(control.stats().active, 1);
+        let soon = Instant::now() + Duration::from_millis(10);
+        assert!(matches!(control.wait_for_capacity(Some(1), Some(soon)), Capacity::Timer), "the request holds it");
+        drop(ticket);
+        assert!(matches!(control.wait_for_capacity(Some(1), None), Capacity::Free(Some(_))));
+        let stats = control.stats();
+        assert_eq!((stats.active, stats.received, stats.finished), (0, 1, 1));
+    }
+
+    #[test]
+    fn a_server_that_refuses_when_full_does_not_track_past_its_limit() {
+        let control = control();
+        let first = control.track(None, None, Some(1)).expect("below the limit");
+        assert!(control.track(None, None, Some(1)).is_none(), "at the limit");
+        drop(first);
+        assert!(control.track(None, None, Some(1)).is_some());
+    }
+
+    #[test]
+    fn shutdown_wakes_a_loop_waiting_for_capacity() {
+        let control = control();
+        let call = serve(&control, true).unwrap();
+        let _held = control.track(None, None, None).unwrap();
+        let waiting = control.clone();
+        let (done, woke) = mpsc::channel();
+        thread::spawn(move || {
+            let stopping = matches!(waiting.wait_for_capacity(Some(1), None), Capacity::Stopping);
+            let _ = done.send(stopping);
+        });
+        let _inside = CurrentServer::enter(&control);
+        control.shutdown();
+        assert!(woke.recv_timeout(LIMIT).expect("the waiting loop woke"), "it woke because of the shutdown");
+        drop(call);
+    }
+
+    #[test]
+    fn the_shutdown_deadline_closes_the_connections_still_open() {
+        let control = control();
+        let stream = MemoryStream::new(Vec::new(), crate::net::test_client());
+        let connection = Arc::new(Connection::Memory(stream.clone()));
+        let ticket = control.track(Some(connection), None, None).unwrap();
+        // The request ends when its connection is closed under it, as a handler
+        // blocked in a read would.
+        let ending = thread::spawn(move || {
+            let deadline = Instant::now() + LIMIT;
+            while !stream.is_write_shut_down() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(1));
+            }
+            drop(ticket);
+        });
+        assert!(control.await_requests(Some(Instant::now())), "every request ended within the grace period");
+        ending.join().unwrap();
+        assert_eq!(control.stats().active, 0);
+    }
+}

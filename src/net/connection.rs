@@ -1,0 +1,213 @@
+use std::io::{self, Read, Write};
+use std::net::{self, Shutdown};
+use std::os::unix::net as unix;
+use std::time::Duration;
+
+use socket2::SockRef;
+
+use super::{Address, MemorySocket, MemoryStream};
+
+/// One accepted stream connection: TCP, Unix, or in memory for tests.
+///
+/// `&Connection` implements [`Read`] and [`Write`], like `&TcpStream`. Handlers usually
+/// go through the request's buffered [`Reader`](crate::Reader) and
+/// [`Writer`](crate::Writer); the connection is there for socket options (timeouts,
+/// `TCP_NODELAY`) and for the peer address.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Connection {
+    /// A TCP connection.
+    Tcp(net::TcpStream),
+    /// A Unix stream connection.
+    Unix(unix::UnixStream),
+    /// An in-memory connection, for unit tests of handlers without sockets
+    /// ([`testing::TestStream`](crate::testing::TestStream)). Its socket options are
+    /// accepted and do nothing.
+    Memory(MemoryStream),
+}
+
+impl Connection {
+    /// Sets the read timeout (`SO_RCVTIMEO`); `None` blocks forever.
+    ///
+    /// # Errors
+    /// An [`Err`] is returned if the zero [`Duration`] is passed, as with std's sockets.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Connection::Tcp(s) => s.set_read_timeout(timeout),
+            Connection::Unix(s) => s.set_read_timeout(timeout),
+            Connection::Memory(s) => s.set_timeout(timeout),
+        }
+    }
+
+    /// Sets the write timeout (`SO_SNDTIMEO`); `None` blocks forever.
+    ///
+    /// # Errors
+    /// An [`Err`] is returned if the zero [`Duration`] is passed, as with std's sockets.
+    pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        match self {
+            Connection::Tcp(s) => s.set_write_timeout(timeout),
+            Connection::Unix(s) => s.set_write_timeout(timeout),
+            Connection::Memory(s) => s.set_timeout(timeout),
+        }
+    }
+
+    /// Sets `TCP_NODELAY` (Python's `disable_nagle_algorithm`). Does nothing on a Unix
+    /// or in-memory connection, which has no Nagle algorithm.
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        match self {
+            Connection::Tcp(s) => s.set_nodelay(nodelay),
+            Connection::Unix(_) | Connection::Memory(_) => Ok(()),
+        }
+    }
+
+    /// A second handle to the same connection (`dup(2)`), for example for another thread
+    /// to write to this client, as a chat room's broadcast does.
+    ///
+    /// The handles share one socket: its timeouts and non-blocking mode (a deadline set
+    /// on the request changes them for the clone too), and it stays open until every
+    /// handle is dropped; the server's default `shutdown_request` still ends the stream
+    /// for the client when the request ends.
+    pub fn try_clone(&self) -> io::Result<Connection> {
+        match self {
+            Connection::Tcp(s) => s.try_clone().map(Connection::Tcp),
+            Connection::Unix(s) => s.try_clone().map(Connection::Unix),
+            Connection::Memory(s) => Ok(Connection::Memory(s.clone())),
+        }
+    }
+
+    /// Moves the connection in or out of non-blocking mode.
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        match self {
+            Connection::Tcp(s) => s.set_nonblocking(nonblocking),
+            Connection::Unix(s) => s.set_nonblocking(nonblocking),
+            Connection::Memory(_) => Ok(()),
+        }
+    }
+
+    /// The address of the other end.
+    pub fn peer_addr(&self) -> io::Result<Address> {
+        match self {
+            Connection::Tcp(s) => s.peer_addr().map(Address::Inet),
+            Connection::Unix(s) => s.peer_addr().map(Address::Unix),
+            Connection::Memory(s) => Ok(s.peer_addr().clone()),
+        }
+    }
+
+    /// Shuts down the read half, the write half or both (`shutdown(2)`).
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        match self {
+            Connection::Tcp(s) => s.shutdown(how),
+            Connection::Unix(s) => s.shutdown(how),
+            Connection::Memory(s) => {
+                s.shutdown(how);
+                Ok(())
+            }
+        }
+    }
+
+    /// The TCP stream, if this is a TCP connection.
+    pub fn as_tcp(&self) -> Option<&net::TcpStream> {
+        match self {
+            Connection::Tcp(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The Unix stream, if this is a Unix connection.
+    pub fn as_unix(&self) -> Option<&unix::UnixStream> {
+        match self {
+            Connection::Unix(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl Read for &Connection {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match *self {
+            Connection::Tcp(s) => (&*s).read(buf),
+            Connection::Unix(s) => (&*s).read(buf),
+            Connection::Memory(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for &Connection {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match *self {
+            Connection::Tcp(s) => (&*s).write(buf),
+            Connection::Unix(s) => (&*s).write(buf),
+            Connection::Memory(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The server's datagram socket: UDP, Unix datagram, or in memory for tests.
+///
+/// A [`DatagramRequest`](crate::DatagramRequest) gives access to it for sends beyond the
+/// reply (Python's `self.socket` in a datagram handler).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DatagramSocket {
+    /// A UDP socket.
+    Udp(net::UdpSocket),
+    /// A Unix datagram socket.
+    Unix(unix::UnixDatagram),
+    /// An in-memory socket that records what is sent, for unit tests of handlers
+    /// without sockets ([`testing::TestDatagram`](crate::testing::TestDatagram)).
+    Memory(MemorySocket),
+}
+
+impl DatagramSocket {
+    /// Sends `buf` to `addr` in one datagram (`sendto(2)`).
+    ///
+    /// # Errors
+    /// Fails if `addr` is of the other family, or is an unnamed Unix socket, which
+    /// cannot be sent to.
+    pub fn send_to(&self, buf: &[u8], addr: &Address) -> io::Result<usize> {
+        match (self, addr) {
+            (DatagramSocket::Udp(s), Address::Inet(a)) => s.send_to(buf, a),
+            (DatagramSocket::Unix(s), Address::Unix(a)) => match a.as_pathname() {
+                Some(path) => s.send_to(buf, path),
+                None => Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the client's Unix socket is not bound to a path; it cannot be replied to",
+                )),
+            },
+            (DatagramSocket::Memory(s), addr) => Ok(s.send_to(buf, addr)),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("cannot send to {addr}: address family does not match the socket"),
+            )),
+        }
+    }
+
+    /// The UDP socket, if this is one.
+    pub fn as_udp(&self) -> Option<&net::UdpSocket> {
+        match self {
+            DatagramSocket::Udp(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The Unix datagram socket, if this is one.
+    pub fn as_unix(&self) -> Option<&unix::UnixDatagram> {
+        match self {
+            DatagramSocket::Unix(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The socket, for options this type does not offer; `None` in memory.
+    pub(crate) fn sock(&self) -> Option<SockRef<'_>> {
+        match self {
+            DatagramSocket::Udp(s) => Some(SockRef::from(s)),
+            DatagramSocket::Unix(s) => Some(SockRef::from(s)),
+            DatagramSocket::Memory(_) => None,
+        }
+    }
+}

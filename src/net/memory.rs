@@ -1,0 +1,155 @@
+//! In-memory stand-ins for a connection and a datagram socket, so that a handler can be
+//! unit-tested without sockets (see [`crate::testing`]).
+
+use std::io;
+use std::net::{Ipv4Addr, Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::Address;
+
+/// The address in-memory requests come from unless a test gives another:
+/// `127.0.0.1:49152`, the first port of the dynamic range.
+pub(crate) fn test_client() -> Address {
+    Address::Inet(SocketAddr::from((Ipv4Addr::LOCALHOST, 49152)))
+}
+
+/// A stream connection over in-memory bytes: reads take the input it was made with, then
+/// see end-of-file, as after a client's half-close; writes are kept for the test to read.
+///
+/// Clones share one connection, as `try_clone` does for a socket. Made by
+/// [`testing::TestStream`](crate::testing::TestStream); its
+/// [`output`](MemoryStream::output) is what a handler wrote.
+#[derive(Debug, Clone)]
+pub struct MemoryStream {
+    state: Arc<Mutex<StreamState>>,
+    peer: Address,
+}
+
+#[derive(Debug, Default)]
+struct StreamState {
+    input: Vec<u8>,
+    read: usize,
+    output: Vec<u8>,
+    read_shut: bool,
+    write_shut: bool,
+}
+
+impl MemoryStream {
+    /// A connection from `peer` whose reads return `input`, then end-of-file.
+    pub fn new(input: impl Into<Vec<u8>>, peer: Address) -> MemoryStream {
+        let state = StreamState { input: input.into(), ..StreamState::default() };
+        MemoryStream { state: Arc::new(Mutex::new(state)), peer }
+    }
+
+    /// Everything written so far.
+    pub fn output(&self) -> Vec<u8> {
+        self.state.lock().output.clone()
+    }
+
+    /// Whether the write half was shut down, as the server's default
+    /// `shutdown_request` does when a request ends (the client would read end-of-file).
+    pub fn is_write_shut_down(&self) -> bool {
+        self.state.lock().write_shut
+    }
+
+    /// The input not read yet.
+    pub fn unread(&self) -> Vec<u8> {
+        let state = self.state.lock();
+        state.input[state.read..].to_vec()
+    }
+
+    pub(crate) fn peer_addr(&self) -> &Address {
+        &self.peer
+    }
+
+    /// Accepted and ignored, but a zero duration is refused as std refuses it.
+    pub(crate) fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        if timeout == Some(Duration::ZERO) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot set a 0 duration timeout"));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn shutdown(&self, how: Shutdown) {
+        let mut state = self.state.lock();
+        match how {
+            Shutdown::Read => state.read_shut = true,
+            Shutdown::Write => state.write_shut = true,
+            Shutdown::Both => (state.read_shut, state.write_shut) = (true, true),
+        }
+    }
+
+    pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut state = self.state.lock();
+        if state.read_shut {
+            return Ok(0);
+        }
+        let start = state.read;
+        let n = buf.len().min(state.input.len() - start);
+        buf[..n].copy_from_slice(&state.input[start..start + n]);
+        state.read += n;
+        Ok(n)
+    }
+
+    pub(crate) fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        let mut state = self.state.lock();
+        if state.write_shut {
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the connection was shut down for writing"));
+        }
+        state.output.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+}
+
+/// A datagram socket that keeps what is sent through it, for unit tests of datagram
+/// handlers. Clones share the record. Made by
+/// [`testing::TestDatagram`](crate::testing::TestDatagram).
+#[derive(Debug, Clone, Default)]
+pub struct MemorySocket {
+    sent: Arc<Mutex<Vec<Datagram>>>,
+}
+
+/// A datagram's bytes and the address it was sent to.
+type Datagram = (Vec<u8>, Address);
+
+impl MemorySocket {
+    /// A socket that has sent nothing yet.
+    pub fn new() -> MemorySocket {
+        MemorySocket::default()
+    }
+
+    /// Every datagram sent, in order, with the address it was sent to.
+    pub fn sent(&self) -> Vec<Datagram> {
+        self.sent.lock().clone()
+    }
+
+    pub(crate) fn send_to(&self, buf: &[u8], addr: &Address) -> usize {
+        self.sent.lock().push((buf.to_vec(), addr.clone()));
+        buf.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_input_then_end_of_file_and_keeps_the_writes() {
+        let stream = MemoryStream::new(&b"abc"[..], test_client());
+        let mut buf = [0; 2];
+        assert_eq!(stream.read(&mut buf).unwrap(), 2);
+        assert_eq!(&buf, b"ab");
+        assert_eq!(stream.unread(), b"c");
+        assert_eq!(stream.read(&mut buf).unwrap(), 1);
+        assert_eq!(stream.read(&mut buf).unwrap(), 0);
+        stream.write(b"out").unwrap();
+        assert_eq!(stream.clone().output(), b"out");
+        stream.shutdown(Shutdown::Write);
+        assert!(stream.is_write_shut_down());
+        assert_eq!(stream.write(b"more").unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+        assert!(stream.set_timeout(Some(Duration::ZERO)).is_err());
+    }
+}

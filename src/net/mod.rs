@@ -1,0 +1,19 @@
+//! Sockets: addresses, connections, the server socket and how it is bound.
+//!
+//! Below the server control block and the requests; above the platform seam
+//! ([`crate::sys`]). Nothing here knows about handlers or the serve loop.
+
+mod address;
+mod bind;
+mod connection;
+mod endpoint;
+mod memory;
+mod unix_path;
+
+pub use address::Address;
+pub(crate) use bind::{bind_udp, first_bound, listen_tcp, BeforeBind, BindTarget, Bound, OwnedPath, SocketOptions};
+pub use connection::{Connection, DatagramSocket};
+pub(crate) use endpoint::{Endpoint, Incoming};
+pub(crate) use memory::test_client;
+pub use memory::{MemorySocket, MemoryStream};
+pub(crate) use unix_path::bind_path;

@@ -1,0 +1,282 @@
+//! The reading and writing sides of a stream request (Python's `rfile` and `wfile`).
+
+use std::fmt;
+use std::io::{self, BufRead, BufWriter, Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::net::Connection;
+
+/// A shared reference to the connection that reads and writes through `&Connection`,
+/// so the reader, the writer and the server's forced close can all hold it at once.
+///
+/// The reader and the writer each own one, with the request's deadline and the
+/// configured timeout of their direction. Without a deadline the socket's own timeout
+/// applies and an operation costs no extra system call; with one, each operation waits
+/// at most the time left (or the configured timeout, if shorter).
+#[derive(Debug, Clone)]
+pub(super) struct ConnHandle {
+    connection: Arc<Connection>,
+    deadline: Option<Instant>,
+    timeout: Option<Duration>,
+    /// The socket's timeout was changed for a deadline and must be put back.
+    overridden: bool,
+}
+
+impl ConnHandle {
+    /// A handle with no deadline, whose direction's configured timeout is `timeout`.
+    pub(super) fn new(connection: Arc<Connection>, timeout: Option<Duration>) -> ConnHandle {
+        ConnHandle { connection, deadline: None, timeout, overridden: false }
+    }
+
+    /// Runs one read or write under the deadline, if one is set.
+    fn timed<T>(
+        &mut self,
+        set_timeout: fn(&Connection, Option<Duration>) -> io::Result<()>,
+        op: impl FnOnce(&Connection) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let Some(deadline) = self.deadline else { return op(&self.connection) };
+        let passed = || io::Error::new(io::ErrorKind::TimedOut, "the request's deadline has passed");
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(passed());
+        }
+        set_timeout(&self.connection, Some(self.timeout.map_or(left, |t| t.min(left))))?;
+        self.overridden = true;
+        op(&self.connection).map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut if Instant::now() >= deadline => passed(),
+            _ => e,
+        })
+    }
+
+    fn set_deadline(
+        &mut self,
+        deadline: Option<Instant>,
+        set_timeout: fn(&Connection, Option<Duration>) -> io::Result<()>,
+    ) {
+        if deadline.is_none() && self.overridden {
+            // Back to the configured timeout, which the deadline overrode. (Only then: a
+            // deadline that no read or write ran under costs no system call.)
+            let _ = set_timeout(&self.connection, self.timeout);
+            self.overridden = false;
+        }
+        self.deadline = deadline;
+    }
+}
+
+impl Read for ConnHandle {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.timed(Connection::set_read_timeout, |mut c| c.read(buf))
+    }
+}
+
+impl Write for ConnHandle {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.timed(Connection::set_write_timeout, |mut c| c.write(buf))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The buffered reading side of a stream request (Python's `rfile`).
+///
+/// Implements [`Read`] and [`BufRead`]; its buffer holds up to the server's `rbufsize`
+/// bytes.
+#[doc(alias = "rfile")]
+pub struct Reader {
+    source: ConnHandle,
+    /// Initialized bytes; the buffer's capacity is `rbufsize`. Only `buf[pos..filled]`
+    /// holds data not yet consumed.
+    buf: Vec<u8>,
+    pos: usize,
+    filled: usize,
+    capacity: usize,
+}
+
+/// How much of the read buffer is made ready for the first read.
+const FIRST_READ_WINDOW: usize = 1024;
+
+impl Reader {
+    pub(super) fn new(source: ConnHandle, capacity: usize) -> Reader {
+        let capacity = capacity.max(1);
+        Reader { source, buf: Vec::with_capacity(capacity), pos: 0, filled: 0, capacity }
+    }
+
+    /// The bytes received and not yet consumed, without reading more: a handler that
+    /// batches replies (pipelining) flushes when this is empty.
+    pub fn buffer(&self) -> &[u8] {
+        &self.buf[self.pos..self.filled]
+    }
+
+    pub(super) fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.source.set_deadline(deadline, Connection::set_read_timeout);
+    }
+}
+
+impl fmt::Debug for Reader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reader").field("buffered", &self.buffer().len()).field("capacity", &self.capacity).finish()
+    }
+}
+
+impl Read for Reader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        // A large read with nothing buffered goes straight to the socket, as with std's
+        // BufReader.
+        if self.pos == self.filled && out.len() >= self.capacity {
+            return self.source.read(out);
+        }
+        let available = self.fill_buf()?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl Reader {
+    /// Reads one line, newline included, appending it to `line`, but never more than
+    /// `max` bytes: a longer line is an [`InvalidData`](io::ErrorKind::InvalidData) error
+    /// that says so, and the rest of the line is left unread instead of being pulled
+    /// into memory. Returns the bytes appended; `Ok(0)` at end-of-file. The last line may
+    /// lack its newline.
+    ///
+    /// This is the bound Python's `http.server` applies with `rfile.readline(65537)`:
+    /// without one, a client that never sends a newline grows the line without limit.
+    /// On error, `line` holds the first `max` bytes of the line, for a log message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{self, Write};
+    /// use socketserver::StreamRequest;
+    ///
+    /// let handler = |req: &mut StreamRequest| -> io::Result<()> {
+    ///     let mut line = Vec::new();
+    ///     match req.reader().read_line_bounded(&mut line, 1024) {
+    ///         Ok(_) => req.writer().write_all(&line),
+    ///         Err(e) if e.kind() == io::ErrorKind::InvalidData => req.writer().write_all(b"line too long\n"),
+    ///         Err(e) => Err(e),
+    ///     }
+    /// };
+    /// # let _ = socketserver::TcpServer::bind("127.0.0.1:0", handler)?;
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
+    pub fn read_line_bounded(&mut self, line: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        let start = line.len();
+        loop {
+            let available = match self.fill_buf() {
+                Ok(available) => available,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if available.is_empty() {
+                return Ok(line.len() - start);
+            }
+            let room = max - (line.len() - start);
+            let (chunk, complete) = match available.iter().position(|&b| b == b'\n') {
+                Some(newline) => (&available[..=newline], true),
+                None => (available, false),
+            };
+            if chunk.len() > room {
+                line.extend_from_slice(&chunk[..room]);
+                self.consume(room);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("line longer than {max} bytes")));
+            }
+            let taken = chunk.len();
+            line.extend_from_slice(chunk);
+            self.consume(taken);
+            if complete {
+                return Ok(line.len() - start);
+            }
+        }
+    }
+}
+
+/// The buffer is made ready (zeroed, since safe code cannot read into uninitialized
+/// memory) a window at a time: 1 KiB at first, doubling each time a read fills the
+/// window, up to `rbufsize`. `std::io::BufReader` over a type of our own would zero all
+/// of it on the first read, touching every page of every idle connection's buffer; this
+/// way an idle or small-message connection touches one page, and a bulk one reaches the
+/// full buffer after a few reads.
+impl BufRead for Reader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.pos == self.filled {
+            if self.buf.is_empty() {
+                self.buf.resize(FIRST_READ_WINDOW.min(self.capacity), 0);
+            }
+            let n = self.source.read(&mut self.buf)?;
+            if n == self.buf.len() && n < self.capacity {
+                self.buf.resize((n * 2).min(self.capacity), 0);
+            }
+            self.pos = 0;
+            self.filled = n;
+        }
+        Ok(&self.buf[self.pos..self.filled])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.pos = (self.pos + amt).min(self.filled);
+    }
+}
+
+/// The writing side of a stream request (Python's `wfile`).
+///
+/// Unbuffered by default: every `write` sends all its bytes before returning, so
+/// `write` always returns the full length, as Python's `wfile.write` does. With a
+/// `wbufsize` above zero it is a [`BufWriter`]; either way the server flushes it after
+/// `finish`.
+#[doc(alias = "wfile")]
+pub struct Writer {
+    inner: WriterInner,
+}
+
+enum WriterInner {
+    Direct(ConnHandle),
+    Buffered(BufWriter<ConnHandle>),
+}
+
+impl Writer {
+    /// Unbuffered with a `wbufsize` of zero, else a `BufWriter` of that capacity.
+    pub(super) fn new(handle: ConnHandle, wbufsize: usize) -> Writer {
+        let inner = if wbufsize == 0 {
+            WriterInner::Direct(handle)
+        } else {
+            WriterInner::Buffered(BufWriter::with_capacity(wbufsize, handle))
+        };
+        Writer { inner }
+    }
+
+    pub(super) fn set_deadline(&mut self, deadline: Option<Instant>) {
+        let handle = match &mut self.inner {
+            WriterInner::Direct(handle) => handle,
+            WriterInner::Buffered(writer) => writer.get_mut(),
+        };
+        handle.set_deadline(deadline, Connection::set_write_timeout);
+    }
+}
+
+impl fmt::Debug for Writer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let buffered = matches!(self.inner, WriterInner::Buffered(_));
+        f.debug_struct("Writer").field("buffered", &buffered).finish()
+    }
+}
+
+impl Write for Writer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.inner {
+            WriterInner::Direct(c) => c.write_all(buf).map(|()| buf.len()),
+            WriterInner::Buffered(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.inner {
+            WriterInner::Direct(_) => Ok(()),
+            WriterInner::Buffered(w) => w.flush(),
+        }
+    }
+}

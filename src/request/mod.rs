@@ -1,0 +1,15 @@
+//! What a handler receives: a stream connection ([`StreamRequest`], with its [`Reader`]
+//! and [`Writer`]) or a datagram ([`DatagramRequest`]).
+//!
+//! A request needs a connection (or a datagram socket) and a [`ServerHandle`], never a
+//! server: [`crate::testing`] builds them over in-memory bytes.
+//!
+//! [`ServerHandle`]: crate::ServerHandle
+
+mod datagram;
+mod io;
+mod stream;
+
+pub use datagram::DatagramRequest;
+pub use io::{Reader, Writer};
+pub use stream::StreamRequest;
