@@ -7,7 +7,7 @@ use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use socketserver::dispatch::Pool;
 use socketserver::{Error, StreamRequest, TcpServer};
@@ -42,62 +42,6 @@ fn a_pool_never_runs_more_than_max_connections() {
     }
     background.stop().unwrap();
     assert_eq!(peak.load(Ordering::SeqCst), 1, "more than max_connections ran at once");
-}
-
-/// A panic in service_actions ends serve_forever by unwinding, with a pool too (its
-/// supervisor used to wait for workers that went on serving).
-#[test]
-fn a_panic_in_service_actions_ends_a_pool_serve_forever() {
-    let _watchdog = watchdog("a_panic_in_service_actions_ends_a_pool_serve_forever", WATCHDOG);
-    let server = Arc::new(
-        TcpServer::builder("127.0.0.1:0")
-            .dispatch(Pool::new(2))
-            .service_actions(Duration::from_millis(50), || panic!("service_actions failed"))
-            .bind(|req: &mut StreamRequest| req.writer().write_all(b"hi"))
-            .unwrap(),
-    );
-    let serving = server.clone();
-    let serve = thread::spawn(move || serving.serve_forever());
-    wait_until(TIMEOUT, "serve_forever to end after the panic", || serve.is_finished());
-    assert!(serve.join().is_err(), "serve_forever must unwind with the hook's panic");
-}
-
-/// shutdown() from a handler with a pool and a shutdown_deadline: the deadline closes a
-/// hung request's connection (it used to be enforced only after the workers returned,
-/// which they could not while running the hung request).
-#[test]
-fn a_pool_enforces_the_shutdown_deadline_when_a_handler_shuts_down() {
-    let _watchdog = watchdog("a_pool_enforces_the_shutdown_deadline_when_a_handler_shuts_down", WATCHDOG);
-    let server = Arc::new(
-        TcpServer::builder("127.0.0.1:0")
-            .dispatch(Pool::new(2))
-            .shutdown_deadline(Duration::from_millis(200))
-            .bind(|req: &mut StreamRequest| {
-                let mut first = [0u8; 1];
-                req.reader().read_exact(&mut first)?;
-                if first[0] == b'q' {
-                    req.server().shutdown();
-                    return Ok(());
-                }
-                req.reader().read_to_end(&mut Vec::new()).map(drop) // hangs until closed
-            })
-            .unwrap(),
-    );
-    let addr = server.local_addr();
-    let serving = server.clone();
-    let serve = thread::spawn(move || serving.serve_forever());
-    let mut hung = connect(addr);
-    hung.write_all(b"h").unwrap();
-    wait_until(TIMEOUT, "the hung request to start", || server.handle().stats().active == 1);
-    connect(addr).write_all(b"q").unwrap();
-    let started = Instant::now();
-    wait_until(TIMEOUT, "serve_forever to end at the deadline", || serve.is_finished());
-    join_within(serve, TIMEOUT).unwrap();
-    assert!(started.elapsed() < TIMEOUT);
-    // The hung client's connection was closed under it, while the client still held it.
-    let mut rest = Vec::new();
-    let _ = hung.read_to_end(&mut rest);
-    assert!(rest.is_empty());
 }
 
 /// after_bind failing when the server binds anew: the new socket is closed, and the
