@@ -9,40 +9,10 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use socketserver::dispatch::Pool;
 use socketserver::{Error, StreamRequest, TcpServer};
 use support::{connect, join_within, wait_until, watchdog, TIMEOUT};
 
 const WATCHDOG: Duration = Duration::from_secs(60);
-
-/// max_connections(1) on a pool of 4: every worker used to pass the capacity check
-/// before any counted its request, so four ran at once.
-#[test]
-fn a_pool_never_runs_more_than_max_connections() {
-    let _watchdog = watchdog("a_pool_never_runs_more_than_max_connections", WATCHDOG);
-    let running = Arc::new(AtomicUsize::new(0));
-    let peak = Arc::new(AtomicUsize::new(0));
-    let (now, most) = (running.clone(), peak.clone());
-    let server = TcpServer::builder("127.0.0.1:0")
-        .dispatch(Pool::new(4))
-        .max_connections(1)
-        .bind(move |req: &mut StreamRequest| {
-            most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
-            thread::sleep(Duration::from_millis(100));
-            now.fetch_sub(1, Ordering::SeqCst);
-            req.writer().write_all(b"x")
-        })
-        .unwrap();
-    let addr = server.local_addr();
-    let background = server.serve_in_background().unwrap();
-    let clients: Vec<_> =
-        (0..4).map(|_| thread::spawn(move || connect(addr).read_to_end(&mut Vec::new()).unwrap())).collect();
-    for client in clients {
-        assert_eq!(join_within(client, TIMEOUT), 1, "each client gets its reply");
-    }
-    background.stop().unwrap();
-    assert_eq!(peak.load(Ordering::SeqCst), 1, "more than max_connections ran at once");
-}
 
 /// after_bind failing when the server binds anew: the new socket is closed, and the
 /// next serve call binds (and calls the hook) again.
