@@ -277,7 +277,11 @@ fn a_panic_in_setup_skips_handle_and_finish_and_the_next_client_is_served() {
             let serve = serve_started(&server, "hp-setup");
             let (panicked, reply) = request(addr, "first");
             assert!(reply.is_empty(), "{mode}: the client whose setup panicked got {reply:?}");
-            assert_eq!(handler.later_phases.load(Ordering::SeqCst), 0, "{mode}: handle or finish ran after setup panicked");
+            assert_eq!(
+                handler.later_phases.load(Ordering::SeqCst),
+                0,
+                "{mode}: handle or finish ran after setup panicked"
+            );
             let (_, reply) = request(addr, "next");
             assert_eq!(reply, b"next\n", "{mode}: the next client after the panic");
             stop(&server, serve);
@@ -394,7 +398,11 @@ fn panics_around_a_datagram_reply_are_reported_and_the_next_datagram_is_answered
             assert_one_panic(&reports, Phase::Setup, Some(sender), &format!("{mode}: datagram setup"));
 
             let (reply, from) = udp_exchange(&client, addr, b"finish-panic");
-            assert_eq!((reply.as_slice(), from), (&b"finish-panic"[..], addr), "{mode}: the reply before finish panicked");
+            assert_eq!(
+                (reply.as_slice(), from),
+                (&b"finish-panic"[..], addr),
+                "{mode}: the reply before finish panicked"
+            );
             reports.wait_for(1, "the datagram finish's panic to be reported");
             assert_one_panic(&reports, Phase::Finish, Some(sender), &format!("{mode}: datagram finish"));
 

@@ -185,7 +185,8 @@ fn a_failing_setup_skips_handle_and_finish() {
             }
             stop(&server, serving);
             assert_eq!(later_phases.load(Ordering::SeqCst), 0, "{mode}: handle or finish ran after a failed setup");
-            let expected = Reported::Handler(Phase::Setup, io::ErrorKind::PermissionDenied, "setup refused on purpose".into());
+            let expected =
+                Reported::Handler(Phase::Setup, io::ErrorKind::PermissionDenied, "setup refused on purpose".into());
             assert_eq!(reports.take(), [Report { client: Some(client), reported: expected }], "{mode}");
         }
     });
@@ -389,8 +390,9 @@ impl RequestHandler<StreamRequest> for Counting {
 fn a_struct_handler_keeps_state_in_its_fields() {
     bounded(LIMIT, || {
         for mode in MODES {
-            let server =
-                Arc::new(TcpServer::builder("127.0.0.1:0").dispatch(mode.dispatch()).bind(Counting::default()).unwrap());
+            let server = Arc::new(
+                TcpServer::builder("127.0.0.1:0").dispatch(mode.dispatch()).bind(Counting::default()).unwrap(),
+            );
             let serving = serve_started(&server, "hk-serve");
             for expected in ["1", "2", "3"] {
                 let (_, reply) = request(server.local_addr(), "count");
@@ -435,7 +437,8 @@ fn udp_handler_failures_reach_handle_error_with_the_senders_address() {
 
             let reports = reports.take();
             assert_eq!(reports.len(), 2, "{mode}: {reports:?}");
-            let failed = Reported::Handler(Phase::Handle, io::ErrorKind::Other, "datagram handler failed on purpose".into());
+            let failed =
+                Reported::Handler(Phase::Handle, io::ErrorKind::Other, "datagram handler failed on purpose".into());
             assert_eq!(reports[0], Report { client: Some(sender), reported: failed }, "{mode}");
             assert_eq!(reports[1].client, Some(sender), "{mode}");
             assert!(reports[1].reported.is_panic(Phase::Handle, ON_PURPOSE), "{mode}: {:?}", reports[1]);

@@ -250,7 +250,8 @@ fn handle_request_in_threading_and_pool_returns_before_its_request_ends() {
             [("threading", Box::new(Threading::new())), ("pool", Box::new(Pool::new(2)))];
         for (name, mode) in modes {
             let gate = Gate::new();
-            let server = Arc::new(TcpServer::builder("127.0.0.1:0").dispatch(mode).bind(gate.replying(b"done")).unwrap());
+            let server =
+                Arc::new(TcpServer::builder("127.0.0.1:0").dispatch(mode).bind(gate.replying(b"done")).unwrap());
             let control = gate.control();
             let mut client = connect(server.local_addr());
             let serving = server.clone();

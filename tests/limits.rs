@@ -145,7 +145,10 @@ fn a_deadline_cuts_a_client_that_trickles_bytes_and_spares_the_others() {
         let _ = reader.read_to_end(&mut rest); // end-of-file (or a reset) once the deadline cut it
         let cut_after = started.elapsed();
         assert!(rest.is_empty(), "the trickling client got {rest:?}");
-        assert!(cut_after < Duration::from_secs(8), "the trickling client was cut only after {cut_after:?} (200 bytes)");
+        assert!(
+            cut_after < Duration::from_secs(8),
+            "the trickling client was cut only after {cut_after:?} (200 bytes)"
+        );
         join_within(drip, TIMEOUT);
         stop_background(background);
         assert_eq!(error_kinds(&reports), [io::ErrorKind::TimedOut], "the deadline is reported as TimedOut");
@@ -211,7 +214,11 @@ fn slowloris_clients_are_cut_while_ordinary_clients_are_served() {
 
 /// A threading server with at most `max` requests at once, whose handler passes the
 /// gate and replies "done"; with `refuse`, it refuses the others with "busy".
-fn serve_gated(max: usize, refuse: bool, gate: &Arc<Gate>) -> (SocketAddr, BackgroundServer<socketserver::transport::Tcp>) {
+fn serve_gated(
+    max: usize,
+    refuse: bool,
+    gate: &Arc<Gate>,
+) -> (SocketAddr, BackgroundServer<socketserver::transport::Tcp>) {
     let mut builder = TcpServer::builder("127.0.0.1:0").dispatch(Threading::new()).max_connections(max);
     if refuse {
         builder = builder.refuse_when_full(|connection, _client| (&*connection).write_all(b"busy\n"));

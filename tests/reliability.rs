@@ -1,5 +1,5 @@
 //! Reliability over real sockets: the server keeps serving, loses nothing and leaks
-//! nothing when descriptors run out, when handlers panic by the thousand, when clients
+//! nothing when handlers panic by the thousand, when clients
 //! reset, half-close or vanish while the server writes, over a long run of short
 //! connections, at shutdown with clients in flight, under a UDP flood, and when request
 //! threads cannot be spawned.
@@ -14,7 +14,6 @@ use std::fs;
 use std::io::{self, BufRead, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -147,130 +146,6 @@ fn task_state(task: &Path) -> Option<char> {
 
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
-}
-
-// ---------------------------------------------------------------------------------------
-// 1. Descriptor exhaustion: back off, do not spin, recover
-// ---------------------------------------------------------------------------------------
-
-/// The echo example's descriptor limit in the exhaustion test.
-const FD_LIMIT: usize = 40;
-
-fn echo_binary() -> PathBuf {
-    support::example_binary("echo")
-}
-
-/// A child process, killed and reaped when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the echo example under `ulimit -n FD_LIMIT` and returns it with its address.
-fn limited_echo() -> (Killed, SocketAddr) {
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!(r#"ulimit -n {FD_LIMIT} && exec "$0" "$@""#))
-        .arg(echo_binary())
-        .args(["--addr", "127.0.0.1:0", "--mode", "threading"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the echo example");
-    let stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let child = Killed(child);
-    // Drained so the child never blocks on a full pipe; it reports every failed request.
-    thread::spawn(move || io::copy(&mut stderr, &mut io::sink()));
-    let (lines, first_line) = mpsc::channel();
-    thread::spawn(move || {
-        let mut stdout = io::BufReader::new(stdout);
-        let mut line = String::new();
-        let _ = lines.send(stdout.read_line(&mut line).map(|_| line));
-        let _ = io::copy(&mut stdout, &mut io::sink());
-    });
-    let line = first_line.recv_timeout(TIMEOUT).expect("the listening line").expect("read stdout");
-    let addr = line.trim_end().strip_prefix("listening on tcp://").unwrap_or_else(|| panic!("first line {line:?}"));
-    (child, addr.parse().unwrap())
-}
-
-/// The child's descriptors numbered below [`FD_LIMIT`]: it is out of descriptors when
-/// it holds them all. (Descriptors it inherited may sit above the limit.)
-fn child_fds(pid: u32) -> usize {
-    let fds = fs::read_dir(format!("/proc/{pid}/fd")).expect("read /proc/PID/fd");
-    fds.filter_map(|fd| fd.ok()?.file_name().to_str()?.parse::<usize>().ok()).filter(|&fd| fd < FD_LIMIT).count()
-}
-
-/// utime + stime of a process, in clock ticks (10 ms each).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
-    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 1..].split_whitespace().collect();
-    // Fields 14 and 15 of proc(5); `fields[0]` is field 3.
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
-/// Whether the byte sent on `client` has come back, without waiting.
-fn echoed(client: &mut TcpStream) -> bool {
-    client.set_nonblocking(true).unwrap();
-    let mut byte = [0];
-    let echoed = match client.read(&mut byte) {
-        Ok(n) => n == 1,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
-        Err(e) => panic!("a client of the exhausted server failed: {e}"),
-    };
-    client.set_nonblocking(false).unwrap();
-    echoed
-}
-
-/// Out of descriptors, `accept` fails at once with `EMFILE` while connections wait: a
-/// loop that retried at once would burn a core. The server must back off, then serve
-/// the waiting connections and new ones once descriptors are free again.
-#[test]
-fn out_of_descriptors_the_server_backs_off_and_recovers() {
-    let _serial = serial();
-    let _dog = watchdog("out_of_descriptors_the_server_backs_off_and_recovers", Duration::from_secs(300));
-    let (echo, addr) = limited_echo();
-    let pid = echo.0.id();
-
-    // One echoed client after another, until the child holds its last descriptor.
-    let mut accepted = Vec::new();
-    while child_fds(pid) < FD_LIMIT {
-        assert!(accepted.len() < FD_LIMIT, "{} clients served and the child is still below its limit", accepted.len());
-        let mut client = connect(addr);
-        client.write_all(b"x").unwrap();
-        wait_until(TIMEOUT, "an echo or the descriptor limit", || echoed(&mut client) || child_fds(pid) >= FD_LIMIT);
-        accepted.push(client);
-    }
-    // These complete their handshake in the kernel and wait in the backlog.
-    let mut waiting: Vec<TcpStream> = (0..5).map(|_| connect(addr)).collect();
-    for client in &mut waiting {
-        client.write_all(b"w").unwrap();
-    }
-
-    let before = cpu_ticks(pid);
-    thread::sleep(Duration::from_secs(1));
-    let used = cpu_ticks(pid) - before;
-    eprintln!("rl-emfile: out of descriptors for 1 s, the server used {used} ticks (10 ms each) of CPU");
-    assert!(used < 10, "the exhausted server used {used} ticks (10 ms each) of CPU in one second: it spins");
-    assert_eq!(child_fds(pid), FD_LIMIT, "the child should still be out of descriptors");
-    for client in &mut waiting {
-        assert!(!echoed(client), "a client was served while the server had no descriptor left");
-    }
-
-    drop(accepted);
-    for (n, client) in waiting.iter_mut().enumerate() {
-        let mut byte = [0];
-        client.read_exact(&mut byte).unwrap_or_else(|e| panic!("waiting client {n} was never served: {e}"));
-        assert_eq!(&byte, b"w");
-    }
-    let client = connect(addr);
-    let reply = round_trip(&client, b"after the exhaustion", || client.shutdown(Shutdown::Write).unwrap());
-    assert_eq!(reply, b"after the exhaustion");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -28,10 +28,9 @@ use socketserver::{
     DatagramRequest, Error, Server, StreamRequest, TcpServer, UdpServer, UnixDatagramServer, UnixStreamServer,
 };
 use support::{
-    assert_refused, bounded, bounded_alone, connect, drop_within, echo_datagram, echo_stream,
-    join_within, read_text, serve_started, shutdown_within, spawn_serve, spawn_shutdown, start, stop, tcp_echo,
-    temp_socket_path, udp_echo_once, unix_echo, wait_refused, wait_until, within, Gate, Mode, LIMIT, MODES,
-    NEGATIVE_WAIT, TIMEOUT,
+    assert_refused, bounded, bounded_alone, connect, drop_within, echo_datagram, echo_stream, join_within, read_text,
+    serve_started, shutdown_within, spawn_serve, spawn_shutdown, start, stop, tcp_echo, temp_socket_path,
+    udp_echo_once, unix_echo, wait_refused, wait_until, within, Gate, Mode, LIMIT, MODES, NEGATIVE_WAIT, TIMEOUT,
 };
 
 fn echo_server(mode: Mode) -> Arc<TcpServer> {
@@ -143,9 +142,7 @@ fn shutdown_while_idle_after_a_serve_is_not_remembered() {
 
         let serve = spawn_serve(&server, "sd-serve");
         let handle = server.handle();
-        wait_until(TIMEOUT, "the second serve_forever to begin or end", || {
-            handle.is_serving() || serve.is_finished()
-        });
+        wait_until(TIMEOUT, "the second serve_forever to begin or end", || handle.is_serving() || serve.is_finished());
         assert!(
             !serve.is_finished(),
             "serve_forever returned at once ({:?}): a shutdown() while idle was remembered",
@@ -411,8 +408,9 @@ fn shutdown_returns_with_the_old_socket_closed_so_serving_again_at_once_binds() 
 
         // TCP without SO_REUSEADDR: the old listener, shut down but still open, holds the
         // port. The client closes first, so no TIME_WAIT is left on the server's port.
-        let tcp =
-            Arc::new(TcpServer::builder("127.0.0.1:0").reuse_address(false).timeout(TIMEOUT).bind(echo_stream).unwrap());
+        let tcp = Arc::new(
+            TcpServer::builder("127.0.0.1:0").reuse_address(false).timeout(TIMEOUT).bind(echo_stream).unwrap(),
+        );
         let addr = tcp.local_addr();
         for round in 0..ROUNDS {
             let serve = serve_started(&tcp, "sd-again-tcp");

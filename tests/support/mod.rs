@@ -119,7 +119,9 @@ fn run_bounded<R: Send + 'static>(limit: Duration, access: Access, body: impl Fn
         Err(mpsc::RecvTimeoutError::Timeout) => {
             let what = session.waiting_for.lock().unwrap_or_else(PoisonError::into_inner).clone();
             let killed = process::kill_children_of_session(session.id);
-            panic!("test {test} is still running after {limit:?}, waiting for {what}; killed {killed} child process(es)");
+            panic!(
+                "test {test} is still running after {limit:?}, waiting for {what}; killed {killed} child process(es)"
+            );
         }
         Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
             body_thread.join().unwrap_or_else(|payload| std::panic::resume_unwind(payload))

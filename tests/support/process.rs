@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Mutex, OnceLock, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -271,6 +271,11 @@ impl Spawned {
     /// Everything the process wrote to stderr; call it once the process has ended.
     pub fn stderr_text(&mut self) -> String {
         self.stderr.take().map(|h| join_within(h, TIMEOUT)).unwrap_or_default()
+    }
+
+    /// The process's standard input, if it was piped (see [`Spawned::start_piped`]).
+    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.child.child().stdin.take()
     }
 
     /// The process's name in messages: its command line.

@@ -121,10 +121,7 @@ impl Reported {
 
     /// Whether this is what a server sees when its peer is gone in `handle`.
     pub fn is_peer_gone(&self) -> bool {
-        matches!(
-            self,
-            Reported::Handler(Phase::Handle, io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe, _)
-        )
+        matches!(self, Reported::Handler(Phase::Handle, io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe, _))
     }
 }
 
