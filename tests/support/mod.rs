@@ -33,8 +33,8 @@ pub use gate::{Control, Gate};
 pub use linux::{context_switches_of, cpu_time_of, open_fds, thread_dir, threads_named};
 pub use modes::{Mode, MODES};
 pub use serve::{
-    drop_within, echo_datagram, echo_line, echo_stream, serve_started, shutdown_within, spawn_serve, spawn_shutdown,
-    stop, stop_background, stop_via, Report, Reported, Reports,
+    assert_addr_in_use, datagram_commands, drop_within, echo_datagram, echo_line, echo_stream, serve_started,
+    shutdown_within, spawn_serve, spawn_shutdown, stop, stop_background, stop_via, Report, Reported, Reports,
 };
 
 /// The longest any single wait in a test may take.
@@ -361,6 +361,12 @@ pub fn wait_refused_unix(path: &Path, limit: Duration) -> Duration {
         assert!(start.elapsed() < limit, "new connections to {} still accepted after {limit:?}", path.display());
         thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Whether `path` is a socket file (not following a link).
+pub fn is_socket_file(path: &Path) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::symlink_metadata(path).map(|m| m.file_type().is_socket()).unwrap_or(false)
 }
 
 /// `len` bytes of a pattern that does not repeat every 256 bytes.

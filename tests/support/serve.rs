@@ -172,3 +172,37 @@ impl Reports {
         wait_until(TIMEOUT, what, || self.len() >= n);
     }
 }
+
+/// A datagram handler that obeys its packet: `silent` sends no reply, `touch` asks for
+/// an empty reply without writing it, `extra` sends `extra-1` and `extra-2` through the
+/// socket before its reply `reply`; anything else is echoed.
+pub fn datagram_commands(req: &mut DatagramRequest) -> io::Result<()> {
+    match req.packet() {
+        b"silent" => Ok(()),
+        b"touch" => {
+            req.reply();
+            Ok(())
+        }
+        b"extra" => {
+            let client = req.client_addr().clone();
+            req.socket().send_to(b"extra-1", &client)?;
+            req.socket().send_to(b"extra-2", &client)?;
+            req.reply().write_all(b"reply")
+        }
+        _ => echo_datagram(req),
+    }
+}
+
+/// Binding `addr` must have failed with `Error::AddrInUse`, saying "in use" and naming it.
+pub fn assert_addr_in_use<S>(result: socketserver::Result<S>, addr: SocketAddr, what: &str) {
+    match result {
+        Err(e @ Error::AddrInUse { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("in use"), "{what}: Display must say \"in use\": {text}");
+            assert!(text.contains(&addr.to_string()), "{what}: Display must name {addr}: {text}");
+            assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{what}");
+        }
+        Err(e) => panic!("{what}: expected Error::AddrInUse, got {e:?}"),
+        Ok(_) => panic!("{what}: a second server bound {addr}"),
+    }
+}
