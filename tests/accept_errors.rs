@@ -94,7 +94,7 @@ fn serve_exhausted<T: Transport>(server: Server<T>, addr: &str) {
     server.shutdown();
     serve.join().unwrap().expect("serve_forever");
     drop(lines);
-    Arc::try_unwrap(server).ok().expect("the last reference").close();
+    Arc::try_unwrap(server).expect("the last reference").close();
     println!("closed");
 }
 

@@ -71,8 +71,8 @@ use socketserver::{
 };
 use support::process::{rerun_this_test, run_to_exit, signal};
 use support::{
-    assert_refused, bounded, connect, connect_unix, echo_line, join_within, spawn_serve,
-    temp_socket_path, udp_client, wait_until, within, Mode, LIMIT, MODES, NEGATIVE_WAIT, TIMEOUT,
+    assert_refused, bounded, connect, connect_unix, echo_line, join_within, spawn_serve, temp_socket_path, udp_client,
+    wait_until, within, Mode, LIMIT, MODES, NEGATIVE_WAIT, TIMEOUT,
 };
 
 /// CPython's `TEST_STR`.
@@ -678,7 +678,9 @@ fn service_actions_runs_while_serving_on_every_transport() {
         fn check<T: Transport>(label: &str, server: Server<T>, calls: &AtomicUsize, exchange: impl FnOnce()) {
             let server = Arc::new(server);
             let serve = serve_in_thread(&server);
-            wait_until(TIMEOUT, &format!("{label}: service_actions to run 3 times"), || calls.load(Ordering::SeqCst) >= 3);
+            wait_until(TIMEOUT, &format!("{label}: service_actions to run 3 times"), || {
+                calls.load(Ordering::SeqCst) >= 3
+            });
             exchange();
             let after_request = calls.load(Ordering::SeqCst);
             wait_until(TIMEOUT, &format!("{label}: service_actions to run after a request"), || {
@@ -695,20 +697,25 @@ fn service_actions_runs_while_serving_on_every_transport() {
         };
 
         let calls = Arc::new(AtomicUsize::new(0));
-        let server =
-            UdpServer::builder("127.0.0.1:0").service_actions(INTERVAL, counter(&calls)).bind(echo_datagram_line).unwrap();
+        let server = UdpServer::builder("127.0.0.1:0")
+            .service_actions(INTERVAL, counter(&calls))
+            .bind(echo_datagram_line)
+            .unwrap();
         let addr = server.local_addr();
         check("UDP", server, &calls, || udp_examine(addr));
 
         let calls = Arc::new(AtomicUsize::new(0));
         let path = temp_socket_path("pp-sa-us");
-        let server = UnixStreamServer::builder(&path).service_actions(INTERVAL, counter(&calls)).bind(echo_line).unwrap();
+        let server =
+            UnixStreamServer::builder(&path).service_actions(INTERVAL, counter(&calls)).bind(echo_line).unwrap();
         check("Unix stream", server, &calls, || stream_examine(connect_unix(&path)));
 
         let calls = Arc::new(AtomicUsize::new(0));
         let path = temp_socket_path("pp-sa-ud");
-        let server =
-            UnixDatagramServer::builder(&path).service_actions(INTERVAL, counter(&calls)).bind(echo_datagram_line).unwrap();
+        let server = UnixDatagramServer::builder(&path)
+            .service_actions(INTERVAL, counter(&calls))
+            .bind(echo_datagram_line)
+            .unwrap();
         check("Unix datagram", server, &calls, || unix_dgram_examine(&path));
     });
 }

@@ -25,8 +25,8 @@ use socketserver::dispatch::{Dispatch, Pool, Sequential, Threading};
 use socketserver::{DatagramRequest, Phase, StreamRequest, TcpServer, UdpServer};
 use support::linux::{current_task, rss_kib, task_state};
 use support::{
-    ask, bounded_alone, connect, echo_line, join_within, open_fds, pattern, round_trip, stop_background,
-    threads_named, udp_client, wait_until, within, Mode, Reported, Reports, MODES, TIMEOUT,
+    ask, bounded_alone, connect, echo_line, join_within, open_fds, pattern, round_trip, stop_background, threads_named,
+    udp_client, wait_until, within, Mode, Reported, Reports, MODES, TIMEOUT,
 };
 
 /// The deadline of each test here; the ignored long soak has its own.

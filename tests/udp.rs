@@ -11,8 +11,8 @@ use std::net::UdpSocket;
 use socketserver::{DatagramRequest, UdpServer, UnixDatagramServer, DEFAULT_MAX_PACKET_SIZE};
 use support::{
     assert_addr_in_use, bounded, datagram_commands, echo_datagram, is_timeout, pattern, stop_background,
-    temp_socket_path, udp_client, udp_exchange, unix_dgram_client, unix_dgram_exchange, TempPath, LIMIT,
-    NEGATIVE_WAIT, TIMEOUT,
+    temp_socket_path, udp_client, udp_exchange, unix_dgram_client, unix_dgram_exchange, TempPath, LIMIT, NEGATIVE_WAIT,
+    TIMEOUT,
 };
 
 #[test]

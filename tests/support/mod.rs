@@ -488,32 +488,3 @@ pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(a non-string panic)".to_string())
 }
-
-// ---------------------------------------------------------------------------------------
-// Until every file uses `bounded`: the old process-wide watchdog
-// ---------------------------------------------------------------------------------------
-
-pub use process::{example_binary, read_pipe, run_to_exit};
-
-/// Ends the whole test process if it is still alive after `limit`. Drop it when the
-/// test is done.
-pub struct Watchdog {
-    done: Option<mpsc::Sender<()>>,
-}
-
-pub fn watchdog(name: &'static str, limit: Duration) -> Watchdog {
-    let (done, wait) = mpsc::channel::<()>();
-    thread::spawn(move || {
-        if let Err(mpsc::RecvTimeoutError::Timeout) = wait.recv_timeout(limit) {
-            eprintln!("watchdog: test {name} still running after {limit:?}; aborting");
-            std::process::exit(99);
-        }
-    });
-    Watchdog { done: Some(done) }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        drop(self.done.take());
-    }
-}

@@ -52,16 +52,15 @@ impl Guarded {
         Guarded { child }
     }
 
-    /// As [`Guarded::spawn`], naming the Debian package to install if the program is
-    /// missing.
-    pub fn spawn_from_package(command: &mut Command, package: &str) -> Guarded {
+    /// As [`Guarded::spawn`], saying what to do (`hint`) if the program cannot be run.
+    pub fn spawn_or_hint(command: &mut Command, hint: &str) -> Guarded {
         match command.spawn() {
             Ok(child) => {
                 let session = current_session().unwrap_or(0);
                 registry().lock().unwrap_or_else(PoisonError::into_inner).push((child.id(), session));
                 Guarded { child }
             }
-            Err(e) => panic!("cannot run {command:?}: {e}; install the package {package} (apt-get install {package})"),
+            Err(e) => panic!("cannot run {command:?}: {e}; {hint}"),
         }
     }
 
