@@ -25,7 +25,7 @@ use support::linux::{cpu_ticks, fds_below, voluntary_switches};
 use support::process::{rerun_this_test, Spawned};
 use support::{
     bounded, connect, connect_unix, drop_within, echo_stream, join_within, round_trip, serve_started, stop, tcp_echo,
-    wait_until, Mode, Reported, Reports, LIMIT, TIMEOUT,
+    wait_until, Mode, Reported, Reports, StreamClient, LIMIT, TIMEOUT,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -153,28 +153,11 @@ fn backs_off_exponentially(test: &str, mode: Mode, transport: &str) {
             );
 
             // A client waits meanwhile; it is served once descriptors are free again.
-            let echo = |stream: &mut dyn ReadWrite, message: &[u8]| {
-                stream.write_all(message).unwrap();
-                let mut back = vec![0; message.len()];
-                stream.read_exact(&mut back).unwrap_or_else(|e| panic!("{mode} {transport}: no echo: {e}"));
-                assert_eq!(back, message);
-            };
-            let mut waiting: Box<dyn ReadWrite> = match transport.as_str() {
-                "tcp" => Box::new(connect(addr.parse().unwrap())),
-                _ => Box::new(connect_unix(Path::new(&addr))),
-            };
-            writeln!(stdin, "release").unwrap();
-            assert_eq!(child.line().trim_end(), "released");
-            echo(&mut *waiting, b"waited");
-            waiting.close_write();
-            drop(waiting);
-            let mut fresh: Box<dyn ReadWrite> = match transport.as_str() {
-                "tcp" => Box::new(connect(addr.parse().unwrap())),
-                _ => Box::new(connect_unix(Path::new(&addr))),
-            };
-            echo(&mut *fresh, b"after the exhaustion");
-            fresh.close_write();
-            drop(fresh);
+            let what = format!("{mode} {transport}");
+            match transport.as_str() {
+                "tcp" => served_after_release(|| connect(addr.parse().unwrap()), &mut stdin, &mut child, &what),
+                _ => served_after_release(|| connect_unix(Path::new(&addr)), &mut stdin, &mut child, &what),
+            }
 
             drop(stdin); // the child stops
             child.wait_for_line("closed");
@@ -191,21 +174,26 @@ fn backs_off_exponentially(test: &str, mode: Mode, transport: &str) {
     });
 }
 
-/// A client stream, TCP or Unix.
-trait ReadWrite: Read + Write {
-    fn close_write(&self);
-}
-
-impl ReadWrite for TcpStream {
-    fn close_write(&self) {
-        self.shutdown(Shutdown::Write).unwrap();
-    }
-}
-
-impl ReadWrite for std::os::unix::net::UnixStream {
-    fn close_write(&self) {
-        self.shutdown(Shutdown::Write).unwrap();
-    }
+/// A client connected while the server is out of descriptors waits, and is served once
+/// the child gives them back (told through `stdin`); so is a new one.
+fn served_after_release<C: StreamClient>(
+    connect: impl Fn() -> C,
+    stdin: &mut impl Write,
+    child: &mut Spawned,
+    what: &str,
+) {
+    let echo = |client: &mut C, message: &[u8]| {
+        client.write_all(message).unwrap();
+        let mut back = vec![0; message.len()];
+        client.read_exact(&mut back).unwrap_or_else(|e| panic!("{what}: no echo: {e}"));
+        assert_eq!(back, message);
+        client.close_write();
+    };
+    let mut waiting = connect();
+    writeln!(stdin, "release").unwrap();
+    assert_eq!(child.line().trim_end(), "released");
+    echo(&mut waiting, b"waited");
+    echo(&mut connect(), b"after the exhaustion");
 }
 
 macro_rules! back_off_tests {

@@ -21,8 +21,8 @@ use socketserver::dispatch::{Dispatch, Job, Pool, Sequential, Threading};
 use socketserver::{BackgroundServer, Error, Phase, StreamRequest, TcpServer};
 use support::gate::read_id;
 use support::{
-    bounded, bounded_alone, connect, echo_line, join_within, recv, stop_background, wait_until, Gate, LIMIT,
-    NEGATIVE_WAIT, TIMEOUT,
+    bounded, bounded_alone, connect, descriptors_opened_by, echo_line, join_within, recv, stop_background, wait_until,
+    Control, Gate, LIMIT, NEGATIVE_WAIT, TIMEOUT,
 };
 
 /// Marks the panics these tests cause on purpose, so the panic hook keeps them quiet.
@@ -33,6 +33,16 @@ fn send_id(addr: SocketAddr, id: &str) -> TcpStream {
     let mut stream = connect(addr);
     stream.write_all(format!("{id}\n").as_bytes()).unwrap();
     stream
+}
+
+/// Sends requests `a` and `b`, and waits until both are at the gate at once: neither is
+/// released before both arrived, a barrier of two.
+fn both_at_the_gate(addr: SocketAddr, control: &Control) -> (TcpStream, TcpStream) {
+    let (a, b) = (send_id(addr, "a"), send_id(addr, "b"));
+    let mut arrived = [control.expect_arrival("the first request"), control.expect_arrival("the second request")];
+    arrived.sort();
+    assert_eq!(arrived, ["a", "b"], "requests a and b must run at the same time");
+    (a, b)
 }
 
 fn expect_done(mut stream: TcpStream, id: &str) {
@@ -105,12 +115,7 @@ fn threading_runs_requests_concurrently() {
         let background = server.serve_in_background().unwrap();
         let control = gate.control();
 
-        let a = send_id(addr, "a");
-        let b = send_id(addr, "b");
-        // Neither is released before both arrived: a barrier of two.
-        let mut arrived = [control.expect_arrival("the first request"), control.expect_arrival("the second request")];
-        arrived.sort();
-        assert_eq!(arrived, ["a", "b"]);
+        let (a, b) = both_at_the_gate(addr, &control);
         assert_eq!(control.high_water(), 2);
         control.release(2);
         expect_done(a, "a");
@@ -135,22 +140,19 @@ fn threading_max_threads_holds_extra_connections_in_the_backlog() {
         let background = server.serve_in_background().unwrap();
         let control = gate.control();
 
-        let a = send_id(addr, "a");
-        let b = send_id(addr, "b");
-        let mut arrived = [control.expect_arrival("the first request"), control.expect_arrival("the second request")];
-        arrived.sort();
-        assert_eq!(arrived, ["a", "b"]);
-        #[cfg(target_os = "linux")]
-        let descriptors = support::open_fds();
-        let c = send_id(addr, "c");
-        control.assert_no_arrival("max_threads(2) with two requests running");
-        #[cfg(target_os = "linux")]
-        assert_eq!(
-            support::open_fds(),
-            descriptors + 1,
-            "the server accepted the third connection at max_threads (a descriptor more than the client's own): \
-             it must wait in the backlog, unaccepted"
-        );
+        let (a, b) = both_at_the_gate(addr, &control);
+        let (c, opened) = descriptors_opened_by(|| {
+            let c = send_id(addr, "c");
+            control.assert_no_arrival("max_threads(2) with two requests running");
+            c
+        });
+        if let Some(opened) = opened {
+            assert_eq!(
+                opened, 1,
+                "the server accepted the third connection at max_threads (a descriptor more than the client's own): \
+                 it must wait in the backlog, unaccepted"
+            );
+        }
         wait_threads("tq-max", 2, "only two request threads may exist");
         control.release(1);
         assert_eq!(control.expect_arrival("request c, once a slot is free"), "c");
@@ -245,11 +247,7 @@ fn pool_survives_panicking_requests() {
         wait_until(TIMEOUT, "20 panics reported", || panics.load(Ordering::SeqCst) == 20);
         wait_threads("tq-panic", 2, "the pool must still have its two workers");
 
-        let a = send_id(addr, "a");
-        let b = send_id(addr, "b");
-        let mut arrived = [control.expect_arrival("the first request"), control.expect_arrival("the second request")];
-        arrived.sort();
-        assert_eq!(arrived, ["a", "b"], "both workers must still run requests at once");
+        let (a, b) = both_at_the_gate(addr, &control); // both workers still run requests at once
         control.release(2);
         expect_done(a, "a");
         expect_done(b, "b");

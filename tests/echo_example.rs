@@ -10,10 +10,9 @@
 
 mod support;
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::ops::{Deref, DerefMut};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Command, ExitStatus};
 use std::thread;
@@ -117,36 +116,7 @@ fn inet_url(url: &str, scheme: &str) -> SocketAddr {
 // Clients
 // ---------------------------------------------------------------------------------------
 
-/// A stream client: TCP or Unix.
-trait Client: Read + Write + Send + Sized + 'static {
-    fn timeout(&self, timeout: Duration);
-    fn close_write(&self);
-    fn duplicate(&self) -> Self;
-}
-
-impl Client for TcpStream {
-    fn timeout(&self, timeout: Duration) {
-        self.set_read_timeout(Some(timeout)).unwrap();
-    }
-    fn close_write(&self) {
-        self.shutdown(Shutdown::Write).expect("shutdown(Write)");
-    }
-    fn duplicate(&self) -> Self {
-        self.try_clone().unwrap()
-    }
-}
-
-impl Client for UnixStream {
-    fn timeout(&self, timeout: Duration) {
-        self.set_read_timeout(Some(timeout)).unwrap();
-    }
-    fn close_write(&self) {
-        self.shutdown(Shutdown::Write).expect("shutdown(Write)");
-    }
-    fn duplicate(&self) -> Self {
-        self.try_clone().unwrap()
-    }
-}
+use support::StreamClient as Client;
 
 /// Sends `chunk` and reads the same bytes back before sending anything more.
 fn assert_echoes(client: &mut impl Client, chunk: &[u8]) {

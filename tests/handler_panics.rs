@@ -12,7 +12,7 @@
 
 mod support;
 
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,8 +22,8 @@ use std::time::Duration;
 use socketserver::dispatch::{Pool, Threading};
 use socketserver::{Address, DatagramRequest, Error, Phase, RequestHandler, StreamRequest, TcpServer, UdpServer};
 use support::{
-    bounded, connect, panic_text, serve_started, spawn_serve, stop, tcp_echo, udp_client, udp_exchange, wait_until,
-    Gate, Report, Reports, LIMIT, MODES, TIMEOUT,
+    bounded, connect, panic_text, request_line, serve_started, spawn_serve, stop, tcp_echo, udp_client, udp_exchange,
+    wait_until, Gate, Report, Reports, LIMIT, MODES, TIMEOUT,
 };
 
 /// In the message of every panic caused on purpose, so the panic hook keeps quiet.
@@ -31,24 +31,6 @@ const ON_PURPOSE: &str = "handler_panics: on purpose";
 
 fn quiet() {
     support::quiet_panics_containing(ON_PURPOSE);
-}
-
-/// Connects, sends `line` and a newline, half-closes and reads to the end (a reset
-/// counts as an empty reply). The client's address and the reply.
-fn request(addr: SocketAddr, line: &str) -> (SocketAddr, Vec<u8>) {
-    let mut client = connect(addr);
-    let local = client.local_addr().unwrap();
-    // A client the server turns away may see its write or half-close fail (the server
-    // may have closed already); what it reads back says what happened.
-    let _ = client.write_all(format!("{line}\n").as_bytes());
-    let _ = client.shutdown(Shutdown::Write);
-    let mut reply = Vec::new();
-    match client.read_to_end(&mut reply) {
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => reply.clear(),
-        Err(e) => panic!("reading the reply to {line:?}: {e}"),
-    }
-    (local, reply)
 }
 
 /// Reads a line and echoes it.
@@ -98,9 +80,9 @@ fn a_panic_in_verify_request_denies_that_client_and_the_next_is_served() {
             );
             let addr = server.local_addr();
             let serve = serve_started(&server, "hp-verify");
-            let (panicked, reply) = request(addr, "first");
+            let (panicked, reply) = request_line(addr, "first");
             assert!(reply.is_empty(), "{mode}: the client whose verify_request panicked got {reply:?}");
-            let (_, reply) = request(addr, "next");
+            let (_, reply) = request_line(addr, "next");
             assert_eq!(reply, b"next\n", "{mode}: the next client after the panic");
             stop(&server, serve);
             assert_one_panic(&reports, Phase::Setup, Some(panicked), &format!("{mode}: verify_request"));
@@ -131,11 +113,11 @@ fn a_panic_in_shutdown_request_is_reported_and_the_next_client_is_served() {
             );
             let addr = server.local_addr();
             let serve = serve_started(&server, "hp-shutreq");
-            let (panicked, reply) = request(addr, "first");
+            let (panicked, reply) = request_line(addr, "first");
             // The reply was written before the hook: the client still has it, then the
             // close (the server closes the connection after its last step regardless).
             assert_eq!(reply, b"first\n", "{mode}: the reply written before shutdown_request panicked");
-            let (_, reply) = request(addr, "next");
+            let (_, reply) = request_line(addr, "next");
             assert_eq!(reply, b"next\n", "{mode}: the next client after the panic");
             stop(&server, serve);
             assert_one_panic(&reports, Phase::Respond, Some(panicked), &format!("{mode}: shutdown_request"));
@@ -169,9 +151,9 @@ fn a_panic_in_shutdown_request_for_a_denied_client_is_reported_and_the_next_clie
             );
             let addr = server.local_addr();
             let serve = serve_started(&server, "hp-denied");
-            let (denied, reply) = request(addr, "denied");
+            let (denied, reply) = request_line(addr, "denied");
             assert!(reply.is_empty(), "{mode}: a denied client got {reply:?}");
-            let (_, reply) = request(addr, "next");
+            let (_, reply) = request_line(addr, "next");
             assert_eq!(reply, b"next\n", "{mode}: the next client after the panic");
             let denials = server.handle().stats().denied;
             stop(&server, serve);
@@ -209,9 +191,9 @@ fn a_panic_in_refuse_when_full_closes_that_connection_and_the_server_goes_on() {
         let serve = serve_started(&server, "hp-refuse");
         let mut held = connect(addr);
         control.expect_arrival("the request that fills the server");
-        let (panicked, reply) = request(addr, "refused while the hook panics");
+        let (panicked, reply) = request_line(addr, "refused while the hook panics");
         assert!(reply.is_empty(), "the client whose refusal panicked got {reply:?}");
-        let (_, reply) = request(addr, "refused");
+        let (_, reply) = request_line(addr, "refused");
         assert_eq!(reply, b"busy\n", "the next refusal");
         control.release(1);
         assert_eq!(support::read_text(&mut held), "done");
@@ -275,14 +257,14 @@ fn a_panic_in_setup_skips_handle_and_finish_and_the_next_client_is_served() {
             );
             let addr = server.local_addr();
             let serve = serve_started(&server, "hp-setup");
-            let (panicked, reply) = request(addr, "first");
+            let (panicked, reply) = request_line(addr, "first");
             assert!(reply.is_empty(), "{mode}: the client whose setup panicked got {reply:?}");
             assert_eq!(
                 handler.later_phases.load(Ordering::SeqCst),
                 0,
                 "{mode}: handle or finish ran after setup panicked"
             );
-            let (_, reply) = request(addr, "next");
+            let (_, reply) = request_line(addr, "next");
             assert_eq!(reply, b"next\n", "{mode}: the next client after the panic");
             stop(&server, serve);
             assert_one_panic(&reports, Phase::Setup, Some(panicked), &format!("{mode}: setup"));
@@ -333,9 +315,9 @@ fn a_panic_in_finish_is_reported_with_phase_finish() {
                     .unwrap(),
             );
             let serving = serve_started(&server, "hp-finish");
-            let (client, reply) = request(server.local_addr(), "x");
+            let (client, reply) = request_line(server.local_addr(), "x");
             assert_eq!(reply, b"handled", "{mode}: handle's reply is still sent");
-            let (second, reply) = request(server.local_addr(), "x");
+            let (second, reply) = request_line(server.local_addr(), "x");
             assert_eq!(reply, b"handled", "{mode}: the server goes on");
             stop(&server, serving);
             let reports = reports.take();
@@ -438,9 +420,9 @@ fn without_a_handle_error_hook_a_panic_does_not_stop_the_server() {
                     .unwrap(),
             );
             let serving = serve_started(&server, "hp-default");
-            let (_, reply) = request(server.local_addr(), "panic");
+            let (_, reply) = request_line(server.local_addr(), "panic");
             assert!(reply.is_empty(), "{mode}");
-            let (_, reply) = request(server.local_addr(), "after");
+            let (_, reply) = request_line(server.local_addr(), "after");
             assert_eq!(reply, b"after\n", "{mode}: served after the panic");
             assert!(!serving.is_finished(), "{mode}: the serve thread ended");
             let errors = server.handle().stats().errors;
@@ -477,11 +459,11 @@ fn a_panicking_handle_error_hook_does_not_stop_the_server() {
             );
             let addr = server.local_addr();
             let serving = serve_started(&server, "hp-hook");
-            let (_, reply) = request(addr, "err");
+            let (_, reply) = request_line(addr, "err");
             assert!(reply.is_empty(), "{mode}");
-            let (_, reply) = request(addr, "panic");
+            let (_, reply) = request_line(addr, "panic");
             assert!(reply.is_empty(), "{mode}");
-            let (_, reply) = request(addr, "ok");
+            let (_, reply) = request_line(addr, "ok");
             assert_eq!(reply, b"ok", "{mode}: served after the hook panicked");
             assert!(!serving.is_finished(), "{mode}: the serve thread ended");
             stop(&server, serving);

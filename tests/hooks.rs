@@ -7,7 +7,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -16,21 +16,9 @@ use std::time::{Duration, Instant};
 use socketserver::dispatch::{Pool, Threading};
 use socketserver::{Address, DatagramRequest, Phase, RequestHandler, StreamRequest, TcpServer, UdpServer};
 use support::{
-    bounded, connect, serve_started, stop, tcp_echo, udp_client, wait_until, Gate, Report, Reported, Reports, LIMIT,
-    MODES, TIMEOUT,
+    bounded, connect, request_line, serve_started, stop, tcp_echo, udp_client, wait_until, Gate, Report, Reported,
+    Reports, LIMIT, MODES, TIMEOUT,
 };
-
-/// Sends `command` and a newline, half-closes, and reads until end-of-file. Returns the
-/// client's address (as the server sees it) and the reply.
-fn request(addr: SocketAddr, command: &str) -> (SocketAddr, Vec<u8>) {
-    let mut stream = connect(addr);
-    let local = stream.local_addr().unwrap();
-    stream.write_all(format!("{command}\n").as_bytes()).unwrap();
-    stream.shutdown(Shutdown::Write).unwrap();
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).unwrap();
-    (local, reply)
-}
 
 /// Reads the request to its end, so that closing the connection sends a FIN, not a
 /// reset that could overtake the reply.
@@ -111,14 +99,14 @@ fn phases_run_in_order_and_failures_reach_handle_error_once() {
             let addr = server.local_addr();
             let serving = serve_started(&server, "hk-serve");
 
-            let (ok_client, reply) = request(addr, "ok");
+            let (ok_client, reply) = request_line(addr, "ok");
             assert_eq!(reply, b"ok", "{mode}");
-            let (err_client, reply) = request(addr, "err");
+            let (err_client, reply) = request_line(addr, "err");
             assert!(reply.is_empty(), "{mode}: a failed handle sends nothing: {reply:?}");
-            let (panic_client, reply) = request(addr, "panic");
+            let (panic_client, reply) = request_line(addr, "panic");
             assert!(reply.is_empty(), "{mode}: a panicked handle sends nothing: {reply:?}");
             // The server goes on serving.
-            let (next_client, reply) = request(addr, "ok");
+            let (next_client, reply) = request_line(addr, "ok");
             assert_eq!(reply, b"ok", "{mode}: the next client after a failure is served");
             stop(&server, serving);
 
@@ -228,7 +216,7 @@ fn verify_request_false_closes_the_connection_without_running_the_handler() {
             assert_eq!(*seen.lock().unwrap(), [Some(rejected_addr)], "{mode}: verify_request sees the client");
 
             allow.store(true, Ordering::SeqCst);
-            let (accepted_addr, reply) = request(addr, "hi");
+            let (accepted_addr, reply) = request_line(addr, "hi");
             assert_eq!(reply, b"served", "{mode}: the server goes on after a rejection");
             stop(&server, serving);
 
@@ -260,7 +248,7 @@ fn service_actions_runs_repeatedly_while_idle() {
         // Three calls at least one interval apart, the first one interval after the start.
         assert!(took >= Duration::from_millis(150), "service_actions ran 3 times in {took:?}: not at the interval");
         // It keeps running, and serving still works alongside it.
-        let (_, reply) = request(server.local_addr(), "x");
+        let (_, reply) = request_line(server.local_addr(), "x");
         assert_eq!(reply, b"ok");
         let after_request = calls.load(Ordering::SeqCst);
         wait_until(TIMEOUT, "service_actions to run again", || calls.load(Ordering::SeqCst) > after_request);
@@ -335,7 +323,7 @@ fn without_service_actions_the_idle_loop_never_wakes() {
         let server =
             Arc::new(TcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| reply_with(req, b"ok")).unwrap());
         let serving = serve_started(&server, "hooks-idle");
-        let (_, reply) = request(server.local_addr(), "warm up");
+        let (_, reply) = request_line(server.local_addr(), "warm up");
         assert_eq!(reply, b"ok");
         thread::sleep(Duration::from_millis(100));
         let before = support::context_switches_of("hooks-idle");
@@ -364,7 +352,7 @@ fn a_closure_handler_shares_captured_state_across_requests() {
         );
         let serving = serve_started(&server, "hk-serve");
         for expected in ["1", "2", "3"] {
-            let (_, reply) = request(server.local_addr(), "count");
+            let (_, reply) = request_line(server.local_addr(), "count");
             assert_eq!(reply, expected.as_bytes());
         }
         stop(&server, serving);
@@ -395,7 +383,7 @@ fn a_struct_handler_keeps_state_in_its_fields() {
             );
             let serving = serve_started(&server, "hk-serve");
             for expected in ["1", "2", "3"] {
-                let (_, reply) = request(server.local_addr(), "count");
+                let (_, reply) = request_line(server.local_addr(), "count");
                 assert_eq!(reply, expected.as_bytes(), "{mode}");
             }
             stop(&server, serving);

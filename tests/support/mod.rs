@@ -289,6 +289,69 @@ pub fn ask(addr: SocketAddr, message: &[u8]) -> Vec<u8> {
     reply
 }
 
+/// Connects, sends `line` and a newline, half-closes and reads to the end; a reset
+/// counts as an empty reply. The client's address (as the server sees it) and the
+/// reply. A client the server turns away may see its write or half-close fail (the
+/// server may have closed already): what it reads back says what happened.
+pub fn request_line(addr: SocketAddr, line: &str) -> (SocketAddr, Vec<u8>) {
+    let mut client = connect(addr);
+    let local = client.local_addr().unwrap();
+    let _ = client.write_all(format!("{line}\n").as_bytes());
+    let _ = client.shutdown(Shutdown::Write);
+    let mut reply = Vec::new();
+    match client.read_to_end(&mut reply) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => reply.clear(),
+        Err(e) => panic!("reading the reply to {line:?}: {e}"),
+    }
+    (local, reply)
+}
+
+/// A stream client, TCP or Unix, as the tests drive it.
+pub trait StreamClient: Read + Write + Send + Sized + 'static {
+    /// Sets the read timeout.
+    fn timeout(&self, timeout: Duration);
+    /// Half-closes: the server reads end-of-file.
+    fn close_write(&self);
+    /// A second handle to the same connection.
+    fn duplicate(&self) -> Self;
+}
+
+macro_rules! stream_client {
+    ($($stream:ty),*) => {$(
+        impl StreamClient for $stream {
+            fn timeout(&self, timeout: Duration) {
+                self.set_read_timeout(Some(timeout)).unwrap();
+            }
+            fn close_write(&self) {
+                self.shutdown(Shutdown::Write).expect("shutdown(Write)");
+            }
+            fn duplicate(&self) -> Self {
+                self.try_clone().unwrap()
+            }
+        }
+    )*};
+}
+
+stream_client!(TcpStream, UnixStream);
+
+/// Runs `f`; on Linux, also how many descriptors this process opened meanwhile (less
+/// those it closed), to tell whether a server accepted a connection. Elsewhere `None`.
+/// Run it under [`bounded_alone`], so no other test opens descriptors meanwhile.
+pub fn descriptors_opened_by<R>(f: impl FnOnce() -> R) -> (R, Option<isize>) {
+    #[cfg(target_os = "linux")]
+    {
+        let before = linux::open_fds() as isize;
+        let result = f();
+        let opened = linux::open_fds() as isize - before;
+        (result, Some(opened))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        (f(), None)
+    }
+}
+
 /// Reads a stream to its end as text.
 pub fn read_text(mut stream: impl Read) -> String {
     let mut reply = String::new();
