@@ -40,7 +40,7 @@
 //!     and dropping_a_unix_server_removes_its_socket_file
 //!   - `test_threads_reaped`: tests/dispatch_modes.rs::threading_reaps_finished_threads
 //!   - the unbuffered writer's bytes arriving before the handler returns:
-//!     tests/transports.rs::tcp_default_writer_is_unbuffered
+//!     tests/tcp.rs::tcp_default_writer_is_unbuffered
 //!   - handler errors and panics reaching handle_error once, per mode, under
 //!     `serve_forever`: tests/hooks.rs::phases_run_in_order_and_failures_reach_handle_error_once
 //!   - the handler never running for a rejected client:
@@ -830,7 +830,7 @@ fn backlog_bounds_connections_waiting_to_be_accepted() {
 }
 
 /// The stream `read_timeout` ends a silent client's request through `handle_error` with
-/// a timeout kind, on a Unix stream server in every mode (tests/transports.rs covers TCP,
+/// a timeout kind, on a Unix stream server in every mode (tests/tcp.rs covers TCP,
 /// sequential).
 #[test]
 fn read_timeout_ends_a_silent_unix_client_in_every_mode() {
