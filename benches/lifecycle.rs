@@ -6,9 +6,22 @@
 //! cargo bench --bench lifecycle
 //! ```
 //!
-//! Prints a Markdown table. Figures are medians and maxima over 20 tries; the machine is
-//! shared, so expect some spread, but a polling design shows up as tens of wakeups per
-//! second and a latency of hundreds of milliseconds.
+//! Prints a Markdown table. Figures are medians, 99th percentiles and maxima over 20
+//! tries; the machine is shared, so expect some spread, but a polling design shows up as
+//! tens of wakeups per second and a latency of hundreds of milliseconds.
+//!
+//! # As a CI gate
+//!
+//! ```text
+//! LIFECYCLE_GATE_P99_MS=50 cargo bench --bench lifecycle    # or .ci/lifecycle-gate
+//! ```
+//!
+//! With `LIFECYCLE_GATE_P99_MS` set, the run exits with status 1, naming the rows, when
+//! the 99th percentile of shutdown latency of any of our rows is above that many
+//! milliseconds (status 2 for a value that is not a number). Other variables:
+//! `LIFECYCLE_TRIES` (shutdowns per row, default 20; with 100 the 99th percentile
+//! forgives one outlier) and `LIFECYCLE_PYTHON=0` (no Python column; without `python3`
+//! on the machine there is none either way).
 
 use std::io;
 use std::process::Command;
@@ -22,7 +35,8 @@ use socketserver::{
     Builder, DatagramRequest, Server, StreamRequest, TcpServer, UdpServer, UnixDatagramServer, UnixStreamServer,
 };
 
-const TRIES: usize = 20;
+/// Shutdowns measured per row, unless `LIFECYCLE_TRIES` says otherwise.
+const DEFAULT_TRIES: usize = 20;
 const IDLE: Duration = Duration::from_secs(2);
 
 fn stream_handler(_: &mut StreamRequest) -> io::Result<()> {
@@ -71,7 +85,10 @@ fn tid_named(name: &str) -> String {
 struct Row {
     name: String,
     p50_ms: f64,
+    p99_ms: f64,
     max_ms: f64,
+    /// Shutdowns measured: fewer than asked when the gate stopped the row early.
+    tries: usize,
     wakeups_per_s: f64,
     cpu_ms_per_s: f64,
 }
@@ -89,15 +106,29 @@ fn start<T: Transport>(server: Server<T>, name: &str) -> (Arc<Server<T>>, thread
     (server, thread)
 }
 
-fn measure<T: Transport>(name: String, mut bind: impl FnMut() -> Server<T>) -> Row {
-    let mut samples = Vec::with_capacity(TRIES);
-    for _ in 0..TRIES {
+/// The `p`-th percentile of sorted `samples`, by nearest rank: with 20 samples the 99th
+/// is the largest, with 100 the second largest.
+fn percentile(samples: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * samples.len() as f64).ceil() as usize;
+    samples[rank.clamp(1, samples.len()) - 1]
+}
+
+/// Measures `tries` shutdowns and the idle cost of one server from `bind`. With a gate,
+/// a row stops early once its 99th percentile is sure to be over the bound (more samples
+/// over it than the percentile forgives), so a slow shutdown fails the gate quickly.
+fn measure<T: Transport>(name: String, tries: usize, gate: Option<f64>, mut bind: impl FnMut() -> Server<T>) -> Row {
+    let forgiven = tries - ((0.99 * tries as f64).ceil() as usize).clamp(1, tries);
+    let mut samples = Vec::with_capacity(tries);
+    for _ in 0..tries {
         let (server, thread) = start(bind(), "bench-serve");
         thread::sleep(Duration::from_millis(20));
         let started = Instant::now();
         server.shutdown(); // returns once serve_forever has returned
         samples.push(started.elapsed().as_secs_f64() * 1000.0);
         thread.join().unwrap();
+        if gate.is_some_and(|bound| samples.iter().filter(|&&ms| ms > bound).count() > forgiven) {
+            break;
+        }
     }
     samples.sort_by(f64::total_cmp);
     let (server, thread) = start(bind(), "bench-idle");
@@ -111,8 +142,10 @@ fn measure<T: Transport>(name: String, mut bind: impl FnMut() -> Server<T>) -> R
     let ticks_per_s = 100.0; // USER_HZ on Linux
     Row {
         name,
-        p50_ms: samples[TRIES / 2],
-        max_ms: samples[TRIES - 1],
+        p50_ms: percentile(&samples, 50.0),
+        p99_ms: percentile(&samples, 99.0),
+        max_ms: samples[samples.len() - 1],
+        tries: samples.len(),
         wakeups_per_s: (switches1 - switches0) as f64 / IDLE.as_secs_f64(),
         cpu_ms_per_s: (ticks1 - ticks0) as f64 * 1000.0 / ticks_per_s / IDLE.as_secs_f64(),
     }
@@ -128,57 +161,55 @@ where
     builder().bind(handler).expect("bind")
 }
 
+/// The value of the environment variable `name` parsed as a `T`, or `None` if it is not
+/// set; a value that does not parse ends the run with status 2.
+fn env_number<T: std::str::FromStr>(name: &str) -> Option<T> {
+    let value = std::env::var(name).ok()?;
+    match value.trim().parse() {
+        Ok(number) => Some(number),
+        Err(_) => {
+            eprintln!("{name}={value:?} is not a number");
+            std::process::exit(2);
+        }
+    }
+}
+
 fn main() {
+    let gate: Option<f64> = env_number("LIFECYCLE_GATE_P99_MS");
+    let tries = env_number::<usize>("LIFECYCLE_TRIES").unwrap_or(DEFAULT_TRIES).max(1);
+    let with_python = std::env::var("LIFECYCLE_PYTHON").map_or(true, |v| v != "0");
     let dir = std::env::temp_dir();
     let mut rows = Vec::new();
     for (mode, dispatch) in modes() {
-        rows.push(measure(format!("tcp {mode}"), || {
+        rows.push(measure(format!("tcp {mode}"), tries, gate, || {
             bind_with(|| TcpServer::builder("127.0.0.1:0").dispatch(dispatch()), stream_handler)
         }));
-        rows.push(measure(format!("udp {mode}"), || {
+        rows.push(measure(format!("udp {mode}"), tries, gate, || {
             bind_with(|| UdpServer::builder("127.0.0.1:0").dispatch(dispatch()), datagram_handler)
         }));
         let path = dir.join(format!("ss-bench-{}-{mode}.sock", std::process::id()));
-        rows.push(measure(format!("unix stream {mode}"), || {
+        rows.push(measure(format!("unix stream {mode}"), tries, gate, || {
             bind_with(|| UnixStreamServer::builder(&path).dispatch(dispatch()), stream_handler)
         }));
         let path = dir.join(format!("ss-bench-{}-{mode}.dgram", std::process::id()));
-        rows.push(measure(format!("unix datagram {mode}"), || {
+        rows.push(measure(format!("unix datagram {mode}"), tries, gate, || {
             bind_with(|| UnixDatagramServer::builder(&path).dispatch(dispatch()), datagram_handler)
         }));
     }
 
-    let python = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python_lifecycle.py"))
-        .arg(TRIES.to_string())
-        .arg(IDLE.as_secs_f64().to_string())
-        .output();
-    let python: Option<(f64, f64, f64, f64, String)> = match python {
-        Ok(out) if out.status.success() => {
-            let text = String::from_utf8_lossy(&out.stdout);
-            Some(parse_python(&text))
-        }
-        Ok(out) => {
-            eprintln!("NOTE: python3 failed, no Python column: {}", String::from_utf8_lossy(&out.stderr));
-            None
-        }
-        Err(e) => {
-            eprintln!("NOTE: python3 not found ({e}); no Python column");
-            None
-        }
-    };
+    let python = if with_python { python_row(tries) } else { None };
 
-    println!("| server | shutdown p50 ms | shutdown max ms | idle wakeups/s | idle CPU ms/s |");
-    println!("|---|---:|---:|---:|---:|");
+    println!("| server | shutdown p50 ms | shutdown p99 ms | shutdown max ms | idle wakeups/s | idle CPU ms/s |");
+    println!("|---|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| ours: {} | {:.3} | {:.3} | {:.1} | {:.1} |",
-            r.name, r.p50_ms, r.max_ms, r.wakeups_per_s, r.cpu_ms_per_s
+            "| ours: {} | {:.3} | {:.3} | {:.3} | {:.1} | {:.1} |",
+            r.name, r.p50_ms, r.p99_ms, r.max_ms, r.wakeups_per_s, r.cpu_ms_per_s
         );
     }
-    if let Some((p50, max, wakeups, cpu, version)) = &python {
+    if let Some((p50, p99, max, wakeups, cpu, version)) = &python {
         println!(
-            "| Python {version}: TCPServer / ThreadingTCPServer | {p50:.3} | {max:.3} | {wakeups:.1} | {cpu:.1} |"
+            "| Python {version}: TCPServer / ThreadingTCPServer | {p50:.3} | {p99:.3} | {max:.3} | {wakeups:.1} | {cpu:.1} |"
         );
         let ours = rows.iter().find(|r| r.name == "tcp threading").unwrap();
         println!();
@@ -190,18 +221,74 @@ fn main() {
             wakeups
         );
     }
+
+    if let Some(bound) = gate {
+        let over: Vec<&Row> = rows.iter().filter(|r| r.p99_ms > bound).collect();
+        println!();
+        if over.is_empty() {
+            println!("lifecycle gate: ok, shutdown p99 of every row within {bound} ms ({tries} tries per row)");
+        } else {
+            for r in &over {
+                eprintln!(
+                    "lifecycle gate: FAILED: ours: {}: shutdown p99 {:.3} ms > {bound} ms (p50 {:.3} ms, max {:.3} ms, \
+                     {} shutdowns)",
+                    r.name, r.p99_ms, r.p50_ms, r.max_ms, r.tries
+                );
+            }
+            eprintln!("lifecycle gate: {} of {} rows over the bound ({tries} tries per row)", over.len(), rows.len());
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Python's figures from `benches/python_lifecycle.py`, or `None` (with a note on stderr)
+/// when `python3` is missing or fails: the Python column is optional.
+fn python_row(tries: usize) -> Option<(f64, f64, f64, f64, f64, String)> {
+    let python = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python_lifecycle.py"))
+        .arg(tries.to_string())
+        .arg(IDLE.as_secs_f64().to_string())
+        .output();
+    match python {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let parsed = parse_python(&text);
+            if parsed.is_none() {
+                eprintln!("NOTE: python3 printed what this bench cannot read, no Python column: {text}");
+            }
+            parsed
+        }
+        Ok(out) => {
+            eprintln!("NOTE: python3 failed, no Python column: {}", String::from_utf8_lossy(&out.stderr));
+            None
+        }
+        Err(e) => {
+            eprintln!("NOTE: python3 not found ({e}); no Python column");
+            None
+        }
+    }
 }
 
 /// Pulls the figures out of the Python script's one-line JSON, without a JSON crate.
-fn parse_python(text: &str) -> (f64, f64, f64, f64, String) {
-    let list = text.split("\"shutdown_ms\": [").nth(1).unwrap().split(']').next().unwrap();
-    let mut samples: Vec<f64> = list.split(',').map(|s| s.trim().parse().unwrap()).collect();
+fn parse_python(text: &str) -> Option<(f64, f64, f64, f64, f64, String)> {
+    let list = text.split("\"shutdown_ms\": [").nth(1)?.split(']').next()?;
+    let mut samples: Vec<f64> = list.split(',').map(|s| s.trim().parse().ok()).collect::<Option<_>>()?;
+    if samples.is_empty() {
+        return None;
+    }
     samples.sort_by(f64::total_cmp);
-    let number = |key: &str| -> f64 {
-        let rest = text.split(&format!("\"{key}\": ")).nth(1).unwrap();
-        rest.split([',', '}']).next().unwrap().trim().parse().unwrap()
+    let number = |key: &str| -> Option<f64> {
+        let rest = text.split(&format!("\"{key}\": ")).nth(1)?;
+        rest.split([',', '}']).next()?.trim().parse().ok()
     };
-    let version = text.split("\"version\": \"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    let version = text.split("\"version\": \"").nth(1)?.split('"').next()?.to_string();
     let n = samples.len();
-    (samples[n / 2], samples[n - 1], number("wakeups_per_s"), number("cpu_ms_per_s"), version)
+    Some((
+        percentile(&samples, 50.0),
+        percentile(&samples, 99.0),
+        samples[n - 1],
+        number("wakeups_per_s")?,
+        number("cpu_ms_per_s")?,
+        version,
+    ))
 }

@@ -11,29 +11,30 @@ mod support;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread::{self, JoinHandle};
+use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use support::{connect, join_within, udp_client, watchdog, Watchdog, TIMEOUT};
+use support::process::{example_binary, run_to_exit, Spawned};
+use support::{bounded, connect, join_within, udp_client, TIMEOUT};
 
 // ---------------------------------------------------------------------------------------
 // Processes
 // ---------------------------------------------------------------------------------------
 
-/// Builds the examples a test runs, then arms a watchdog: builds may be slow on a busy
-/// machine, a hang past every deadline still ends the run.
-fn start_test(name: &'static str, examples: &[&str]) -> Watchdog {
+/// Builds the examples a test runs (outside the deadline: builds may be slow on a busy
+/// machine), then runs the test `body` within 120 s.
+fn course_test(examples: &[&str], body: impl FnOnce() + Send + 'static) {
     for example in examples {
-        support::example_binary(example);
+        example_binary(example);
     }
-    watchdog(name, Duration::from_secs(120))
+    bounded(Duration::from_secs(120), body);
 }
 
 fn example(name: &str, args: &[&str]) -> Command {
-    let mut command = Command::new(support::example_binary(name));
+    let mut command = Command::new(example_binary(name));
     command.args(args);
     command
 }
@@ -48,75 +49,38 @@ fn python(code: &str, args: &[&str]) -> Command {
 /// Runs a client to its end within `TIMEOUT`, checks that it succeeded, and returns its
 /// standard output.
 fn run(mut command: Command) -> String {
-    let finished = support::run_to_exit(&mut command, b"", TIMEOUT);
+    let finished = run_to_exit(&mut command, b"", TIMEOUT);
     let (status, stdout, stderr) = (finished.status, finished.stdout, finished.stderr);
     assert!(status.success(), "{command:?} ended with {status}; stdout: {stdout}; stderr: {stderr}");
     stdout
 }
 
 /// A running server process, read line by line. Dropping it kills it and reaps it.
-struct Server {
-    child: Child,
-    name: String,
-    lines: mpsc::Receiver<String>,
-    stderr: Option<JoinHandle<String>>,
-}
+struct Server(Spawned);
 
 impl Server {
-    fn start(mut command: Command) -> Server {
-        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let (send, lines) = mpsc::channel();
-        // Reads to the end, so the server never blocks on a full pipe.
-        thread::spawn(move || {
-            for line in stdout.lines() {
-                let Ok(line) = line else { break };
-                let _ = send.send(line);
-            }
-        });
-        let stderr = Some(support::read_pipe(child.stderr.take().unwrap()));
-        Server { child, name: format!("{command:?}"), lines, stderr }
-    }
-
-    /// The next line the server printed.
-    fn line(&mut self) -> String {
-        match self.lines.recv_timeout(TIMEOUT) {
-            Ok(line) => line,
-            Err(mpsc::RecvTimeoutError::Timeout) => panic!("{} printed no line within {TIMEOUT:?}", self.name),
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let _ = self.child.kill();
-                let stderr = join_within(self.stderr.take().unwrap(), TIMEOUT);
-                panic!("{} closed its output; stderr: {stderr}", self.name)
-            }
-        }
+    fn start(command: Command) -> Server {
+        Server(Spawned::start(command))
     }
 
     /// The next lines the server printed, which must be `expected`.
     fn expect_lines(&mut self, expected: &[&str]) {
         for want in expected {
-            assert_eq!(self.line(), *want, "{} printed an unexpected line", self.name);
+            assert_eq!(self.0.line(), *want, "{} printed an unexpected line", self.0.name());
         }
     }
 
     /// Skips printed lines until one equals `want`.
     fn wait_for_line(&mut self, want: &str) {
-        while self.line() != want {}
+        self.0.wait_for_line(want);
     }
 
     /// The address of a `listening on SCHEME://ADDR` line, which must come next.
     fn listening(&mut self, scheme: &str) -> SocketAddr {
-        let line = self.line();
-        let addr = line.strip_prefix(&format!("listening on {scheme}://"));
-        let addr = addr.unwrap_or_else(|| panic!("{} printed {line:?}, not `listening on {scheme}://ADDR`", self.name));
-        addr.parse().unwrap_or_else(|e| panic!("{} printed {line:?}: {e}", self.name))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let url = self.0.listening();
+        let addr = url.strip_prefix(&format!("{scheme}://"));
+        let addr = addr.unwrap_or_else(|| panic!("{} is listening on {url:?}, not {scheme}://ADDR", self.0.name()));
+        addr.parse().unwrap_or_else(|e| panic!("{} is listening on {url:?}: {e}", self.0.name()))
     }
 }
 
@@ -227,68 +191,72 @@ fn upper_case_server(server: &str, scheme: &str, rust_client: &str, python_clien
 
 #[test]
 fn py_tcp_server_answers_the_rust_and_the_python_client() {
-    let _dog = start_test("py_tcp_server_answers_the_rust_and_the_python_client", &["py_tcp_server", "py_tcp_client"]);
-    upper_case_server("py_tcp_server", "tcp", "py_tcp_client", PY_TCP_CLIENT);
+    course_test(&["py_tcp_server", "py_tcp_client"], || {
+        upper_case_server("py_tcp_server", "tcp", "py_tcp_client", PY_TCP_CLIENT);
+    });
 }
 
 #[test]
 fn py_tcp_stream_server_answers_the_rust_and_the_python_client() {
-    let _dog = start_test(
-        "py_tcp_stream_server_answers_the_rust_and_the_python_client",
-        &["py_tcp_stream_server", "py_tcp_client"],
-    );
-    upper_case_server("py_tcp_stream_server", "tcp", "py_tcp_client", PY_TCP_CLIENT);
+    course_test(&["py_tcp_stream_server", "py_tcp_client"], || {
+        upper_case_server("py_tcp_stream_server", "tcp", "py_tcp_client", PY_TCP_CLIENT);
+    });
 }
 
 #[test]
 fn py_tcp_stream_server_reads_up_to_the_newline() {
-    let _dog = start_test("py_tcp_stream_server_reads_up_to_the_newline", &["py_tcp_stream_server"]);
-    let mut server = Server::start(example("py_tcp_stream_server", &["--addr", "127.0.0.1:0"]));
-    let mut client = connect(server.listening("tcp"));
-    // Sent in two writes, the line is answered whole, and what follows its newline is not
-    // part of it: `read_line` reads up to the newline however the bytes arrive, where one
-    // `recv(1024)` returns whatever has arrived.
-    client.write_all(b"in two ").unwrap();
-    client.write_all(b"parts\nnot this\n").unwrap();
-    let mut reply = String::new();
-    client.read_to_string(&mut reply).unwrap();
-    assert_eq!(reply, "IN TWO PARTS");
-    server.expect_lines(&["127.0.0.1 wrote:", "in two parts"]);
+    course_test(&["py_tcp_stream_server"], || {
+        let mut server = Server::start(example("py_tcp_stream_server", &["--addr", "127.0.0.1:0"]));
+        let mut client = connect(server.listening("tcp"));
+        // Sent in two writes, the line is answered whole, and what follows its newline is not
+        // part of it: `read_line` reads up to the newline however the bytes arrive, where one
+        // `recv(1024)` returns whatever has arrived.
+        client.write_all(b"in two ").unwrap();
+        client.write_all(b"parts\nnot this\n").unwrap();
+        let mut reply = String::new();
+        client.read_to_string(&mut reply).unwrap();
+        assert_eq!(reply, "IN TWO PARTS");
+        server.expect_lines(&["127.0.0.1 wrote:", "in two parts"]);
+    });
 }
 
 #[test]
 fn py_udp_server_answers_the_rust_and_the_python_client() {
-    let _dog = start_test("py_udp_server_answers_the_rust_and_the_python_client", &["py_udp_server", "py_udp_client"]);
-    upper_case_server("py_udp_server", "udp", "py_udp_client", PY_UDP_CLIENT);
+    course_test(&["py_udp_server", "py_udp_client"], || {
+        upper_case_server("py_udp_server", "udp", "py_udp_client", PY_UDP_CLIENT);
+    });
 }
 
 #[test]
 fn rust_clients_talk_to_pythons_own_servers() {
-    let _dog = start_test("rust_clients_talk_to_pythons_own_servers", &["py_tcp_client", "py_udp_client"]);
-    for (code, scheme, client) in [(PY_TCP_SERVER, "tcp", "py_tcp_client"), (PY_UDP_SERVER, "udp", "py_udp_client")] {
-        let mut server = Server::start(python(code, &[]));
-        let addr = server.listening(scheme);
-        let output = run(example(client, &["--addr", &addr.to_string(), "hello", "from", "Rust"]));
-        assert_eq!(output, "Sent:     hello from Rust\nReceived: HELLO FROM RUST\n", "{client} against Python");
-        server.expect_lines(&["127.0.0.1 wrote:", "b'hello from Rust'"]);
-    }
+    course_test(&["py_tcp_client", "py_udp_client"], || {
+        for (code, scheme, client) in [(PY_TCP_SERVER, "tcp", "py_tcp_client"), (PY_UDP_SERVER, "udp", "py_udp_client")]
+        {
+            let mut server = Server::start(python(code, &[]));
+            let addr = server.listening(scheme);
+            let output = run(example(client, &["--addr", &addr.to_string(), "hello", "from", "Rust"]));
+            assert_eq!(output, "Sent:     hello from Rust\nReceived: HELLO FROM RUST\n", "{client} against Python");
+            server.expect_lines(&["127.0.0.1 wrote:", "b'hello from Rust'"]);
+        }
+    });
 }
 
 #[test]
 fn py_threaded_serves_three_clients_on_request_threads_then_stops() {
-    let _dog = start_test("py_threaded_serves_three_clients_on_request_threads_then_stops", &["py_threaded"]);
-    // `run` also checks that the example ends, successfully: shutdown returned.
-    let output = run(example("py_threaded", &[]));
-    let lines: Vec<&str> = output.lines().collect();
-    assert_eq!(lines.len(), 4, "{output}");
-    assert_eq!(lines[0], "Server loop running in thread: server_thread");
-    for (n, line) in (1..=3).zip(&lines[1..]) {
-        let reply = line.strip_prefix("Received: ").unwrap_or_else(|| panic!("{line:?}"));
-        let (thread, data) = reply.split_once(": ").unwrap_or_else(|| panic!("{line:?}"));
-        // Named by the threading mode, not the serve loop's thread: a request thread.
-        assert!(thread.starts_with("socketserver-request-"), "{line:?}");
-        assert_eq!(data, format!("Hello World {n}"));
-    }
+    course_test(&["py_threaded"], || {
+        // `run` also checks that the example ends, successfully: shutdown returned.
+        let output = run(example("py_threaded", &[]));
+        let lines: Vec<&str> = output.lines().collect();
+        assert_eq!(lines.len(), 4, "{output}");
+        assert_eq!(lines[0], "Server loop running in thread: server_thread");
+        for (n, line) in (1..=3).zip(&lines[1..]) {
+            let reply = line.strip_prefix("Received: ").unwrap_or_else(|| panic!("{line:?}"));
+            let (thread, data) = reply.split_once(": ").unwrap_or_else(|| panic!("{line:?}"));
+            // Named by the threading mode, not the serve loop's thread: a request thread.
+            assert!(thread.starts_with("socketserver-request-"), "{line:?}");
+            assert_eq!(data, format!("Hello World {n}"));
+        }
+    });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -359,98 +327,100 @@ impl ChatClient {
 
 #[test]
 fn chat_room_announces_joins_broadcasts_lines_and_survives_a_leave() {
-    let _dog = start_test("chat_room_announces_joins_broadcasts_lines_and_survives_a_leave", &["chat"]);
-    let mut chat = Server::start(example("chat", &["--addr", "127.0.0.1:0"]));
-    let addr = chat.listening("tcp");
+    course_test(&["chat"], || {
+        let mut chat = Server::start(example("chat", &["--addr", "127.0.0.1:0"]));
+        let addr = chat.listening("tcp");
 
-    let mut alice = ChatClient::join(addr, "alice", &[]);
-    let mut bob = ChatClient::join(addr, "bob", &["alice"]);
-    alice.expect("* bob joined");
-    // An empty answer, a taken name and an invalid one all give `guestN`.
-    let mut guest = ChatClient::join(addr, "", &["alice", "bob"]);
-    assert_eq!(guest.nick, "guest3");
-    for client in [&mut alice, &mut bob] {
-        client.expect("* guest3 joined");
-    }
-    for (wanted, nick) in [("alice", "guest4"), ("no spaces", "guest5")] {
-        let mut other = ChatClient::join(addr, wanted, &["alice", "bob", "guest3"]);
-        assert_eq!(other.nick, nick);
-        other.say("/quit");
-        other.expect_closed();
-        for client in [&mut alice, &mut bob, &mut guest] {
-            client.expect(&format!("* {nick} joined"));
-            client.expect(&format!("* {nick} left"));
+        let mut alice = ChatClient::join(addr, "alice", &[]);
+        let mut bob = ChatClient::join(addr, "bob", &["alice"]);
+        alice.expect("* bob joined");
+        // An empty answer, a taken name and an invalid one all give `guestN`.
+        let mut guest = ChatClient::join(addr, "", &["alice", "bob"]);
+        assert_eq!(guest.nick, "guest3");
+        for client in [&mut alice, &mut bob] {
+            client.expect("* guest3 joined");
         }
-    }
+        for (wanted, nick) in [("alice", "guest4"), ("no spaces", "guest5")] {
+            let mut other = ChatClient::join(addr, wanted, &["alice", "bob", "guest3"]);
+            assert_eq!(other.nick, nick);
+            other.say("/quit");
+            other.expect_closed();
+            for client in [&mut alice, &mut bob, &mut guest] {
+                client.expect(&format!("* {nick} joined"));
+                client.expect(&format!("* {nick} left"));
+            }
+        }
 
-    // Every line goes to every other client; the sender's next line is someone else's,
-    // so it did not get its own back.
-    alice.say("hello everyone");
-    bob.expect("alice: hello everyone");
-    guest.expect("alice: hello everyone");
-    bob.say("hi alice");
-    alice.expect("bob: hi alice");
-    guest.expect("bob: hi alice");
+        // Every line goes to every other client; the sender's next line is someone else's,
+        // so it did not get its own back.
+        alice.say("hello everyone");
+        bob.expect("alice: hello everyone");
+        guest.expect("alice: hello everyone");
+        bob.say("hi alice");
+        alice.expect("bob: hi alice");
+        guest.expect("bob: hi alice");
 
-    // Bob leaves mid-conversation, by closing the connection right after a line.
-    bob.say("got to go");
-    drop(bob);
-    for client in [&mut alice, &mut guest] {
-        client.expect("bob: got to go");
-        client.expect("* bob left");
-    }
-    chat.wait_for_line("bob left");
-    // The others go on as before.
-    guest.say("still here");
-    alice.expect("guest3: still here");
-    alice.say("me too");
-    guest.expect("alice: me too");
-    alice.say("/quit");
-    alice.expect_closed();
-    guest.expect("* alice left");
+        // Bob leaves mid-conversation, by closing the connection right after a line.
+        bob.say("got to go");
+        drop(bob);
+        for client in [&mut alice, &mut guest] {
+            client.expect("bob: got to go");
+            client.expect("* bob left");
+        }
+        chat.wait_for_line("bob left");
+        // The others go on as before.
+        guest.say("still here");
+        alice.expect("guest3: still here");
+        alice.say("me too");
+        guest.expect("alice: me too");
+        alice.say("/quit");
+        alice.expect_closed();
+        guest.expect("* alice left");
+    });
 }
 
 #[test]
 fn chat_drops_a_client_that_stops_reading_and_the_room_goes_on() {
-    let _dog = start_test("chat_drops_a_client_that_stops_reading_and_the_room_goes_on", &["chat"]);
-    let mut chat = Server::start(example("chat", &["--addr", "127.0.0.1:0"]));
-    let addr = chat.listening("tcp");
+    course_test(&["chat"], || {
+        let mut chat = Server::start(example("chat", &["--addr", "127.0.0.1:0"]));
+        let addr = chat.listening("tcp");
 
-    let mut reader = ChatClient::join(addr, "reader", &[]);
-    let mut slow = ChatClient::join(addr, "slow", &["reader"]); // never reads again
-    reader.expect("* slow joined");
-    let mut sender = ChatClient::join(addr, "sender", &["reader", "slow"]);
-    reader.expect("* sender joined");
+        let mut reader = ChatClient::join(addr, "reader", &[]);
+        let mut slow = ChatClient::join(addr, "slow", &["reader"]); // never reads again
+        reader.expect("* slow joined");
+        let mut sender = ChatClient::join(addr, "sender", &["reader", "slow"]);
+        reader.expect("* sender joined");
 
-    // `reader` keeps up with the flood; `slow`'s buffers fill, a write to it times out
-    // after 2 s, and the server drops it.
-    let slow_left = Arc::new(AtomicBool::new(false));
-    let reading = {
-        let slow_left = slow_left.clone();
-        thread::spawn(move || loop {
-            let line = reader.line();
-            if line == "* slow left" {
-                slow_left.store(true, Ordering::SeqCst);
-            } else if line == "sender: after the flood" {
-                return slow_left.load(Ordering::SeqCst);
-            } else {
-                assert!(line.starts_with("sender: flood "), "reader got {line:?}");
-            }
-        })
-    };
-    // Lines until the server dropped `slow`, or 64 MiB: far beyond any socket buffers.
-    let filler = "x".repeat(1000);
-    let mut sent = 0_usize;
-    while !slow_left.load(Ordering::SeqCst) {
-        assert!(sent < 64 << 20, "sent {sent} bytes and the client that reads nothing is still in the room");
-        sender.say(&format!("flood {filler}"));
-        sent += filler.len();
-    }
-    sender.say("after the flood");
-    assert!(join_within(reading, TIMEOUT), "reader saw `* slow left`");
-    chat.wait_for_line("slow left");
-    // The dropped client gets what was sent before, then the end of the connection.
-    io::copy(&mut slow.reader, &mut io::sink()).expect("the dropped client's connection ends");
+        // `reader` keeps up with the flood; `slow`'s buffers fill, a write to it times out
+        // after 2 s, and the server drops it.
+        let slow_left = Arc::new(AtomicBool::new(false));
+        let reading = {
+            let slow_left = slow_left.clone();
+            thread::spawn(move || loop {
+                let line = reader.line();
+                if line == "* slow left" {
+                    slow_left.store(true, Ordering::SeqCst);
+                } else if line == "sender: after the flood" {
+                    return slow_left.load(Ordering::SeqCst);
+                } else {
+                    assert!(line.starts_with("sender: flood "), "reader got {line:?}");
+                }
+            })
+        };
+        // Lines until the server dropped `slow`, or 64 MiB: far beyond any socket buffers.
+        let filler = "x".repeat(1000);
+        let mut sent = 0_usize;
+        while !slow_left.load(Ordering::SeqCst) {
+            assert!(sent < 64 << 20, "sent {sent} bytes and the client that reads nothing is still in the room");
+            sender.say(&format!("flood {filler}"));
+            sent += filler.len();
+        }
+        sender.say("after the flood");
+        assert!(join_within(reading, TIMEOUT), "reader saw `* slow left`");
+        chat.wait_for_line("slow left");
+        // The dropped client gets what was sent before, then the end of the connection.
+        io::copy(&mut slow.reader, &mut io::sink()).expect("the dropped client's connection ends");
+    });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -482,26 +452,27 @@ fn assert_near_now(line: &str) {
 
 #[test]
 fn daytime_tells_the_time_over_tcp_and_udp() {
-    let _dog = start_test("daytime_tells_the_time_over_tcp_and_udp", &["daytime"]);
-    let mut daytime = Server::start(example("daytime", &["--addr", "127.0.0.1:0"]));
-    let tcp = daytime.listening("tcp");
-    let udp = daytime.listening("udp");
+    course_test(&["daytime"], || {
+        let mut daytime = Server::start(example("daytime", &["--addr", "127.0.0.1:0"]));
+        let tcp = daytime.listening("tcp");
+        let udp = daytime.listening("udp");
 
-    // TCP: one line as soon as the client connects, then the end of the connection.
-    for _ in 0..2 {
-        let mut line = String::new();
-        connect(tcp).read_to_string(&mut line).unwrap();
-        assert_near_now(&line);
-    }
-    // UDP: an answer to any datagram, even an empty one.
-    let client = udp_client();
-    for datagram in [&b"what time is it?"[..], b""] {
-        client.send_to(datagram, udp).unwrap();
-        let mut buf = [0; 512];
-        let (n, from) = client.recv_from(&mut buf).expect("a daytime datagram");
-        assert_eq!(from, udp);
-        assert_near_now(std::str::from_utf8(&buf[..n]).unwrap());
-    }
+        // TCP: one line as soon as the client connects, then the end of the connection.
+        for _ in 0..2 {
+            let mut line = String::new();
+            connect(tcp).read_to_string(&mut line).unwrap();
+            assert_near_now(&line);
+        }
+        // UDP: an answer to any datagram, even an empty one.
+        let client = udp_client();
+        for datagram in [&b"what time is it?"[..], b""] {
+            client.send_to(datagram, udp).unwrap();
+            let mut buf = [0; 512];
+            let (n, from) = client.recv_from(&mut buf).expect("a daytime datagram");
+            assert_eq!(from, udp);
+            assert_near_now(std::str::from_utf8(&buf[..n]).unwrap());
+        }
+    });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -528,49 +499,51 @@ fn expect_closed(mut client: BufReader<TcpStream>) {
 
 #[test]
 fn calc_answers_each_command_and_each_error() {
-    let _dog = start_test("calc_answers_each_command_and_each_error", &["calc"]);
-    let mut calc = Server::start(example("calc", &["--addr", "127.0.0.1:0"]));
-    let addr = calc.listening("tcp");
-    let client = calc_session(
-        addr,
-        &[
-            ("ADD 1 2", "3"),
-            ("SUB 2 5", "-3"),
-            ("MUL -4 6", "-24"),
-            ("DIV 7 2", "3"),
-            ("div -7 2", "-3"),
-            ("  add   10   20  ", "30"),
-            ("ADD 1 2\r", "3"), // telnet's line ending
-            ("DIV 1 0", "ERR division by zero"),
-            ("POW 2 3", "ERR unknown command"),
-            ("MUL 2 x", "ERR not a number: x"),
-            ("ADD 1.5 2", "ERR not a number: 1.5"),
-            ("ADD 1", "ERR ADD takes two numbers"),
-            ("SUB 1 2 3", "ERR SUB takes two numbers"),
-            ("", "ERR empty line"),
-            ("MUL 9223372036854775807 2", "ERR overflow"),
-            ("DIV -9223372036854775808 -1", "ERR overflow"),
-            ("QUIT", "BYE"),
-        ],
-    );
-    expect_closed(client);
+    course_test(&["calc"], || {
+        let mut calc = Server::start(example("calc", &["--addr", "127.0.0.1:0"]));
+        let addr = calc.listening("tcp");
+        let client = calc_session(
+            addr,
+            &[
+                ("ADD 1 2", "3"),
+                ("SUB 2 5", "-3"),
+                ("MUL -4 6", "-24"),
+                ("DIV 7 2", "3"),
+                ("div -7 2", "-3"),
+                ("  add   10   20  ", "30"),
+                ("ADD 1 2\r", "3"), // telnet's line ending
+                ("DIV 1 0", "ERR division by zero"),
+                ("POW 2 3", "ERR unknown command"),
+                ("MUL 2 x", "ERR not a number: x"),
+                ("ADD 1.5 2", "ERR not a number: 1.5"),
+                ("ADD 1", "ERR ADD takes two numbers"),
+                ("SUB 1 2 3", "ERR SUB takes two numbers"),
+                ("", "ERR empty line"),
+                ("MUL 9223372036854775807 2", "ERR overflow"),
+                ("DIV -9223372036854775808 -1", "ERR overflow"),
+                ("QUIT", "BYE"),
+            ],
+        );
+        expect_closed(client);
+    });
 }
 
 #[test]
 fn calc_closes_on_a_line_too_long_and_serves_the_next_connection() {
-    let _dog = start_test("calc_closes_on_a_line_too_long_and_serves_the_next_connection", &["calc"]);
-    let mut calc = Server::start(example("calc", &["--addr", "127.0.0.1:0"]));
-    let addr = calc.listening("tcp");
-    // 1024 bytes with the newline is the longest line allowed.
-    let longest = format!("ADD 1 2{}", " ".repeat(1024 - 8));
-    let mut client = calc_session(addr, &[(&longest, "3")]);
-    // One byte more: the answer, then the end of the connection. (Exactly 1025 bytes, so
-    // the server has read all of them: unread bytes would make its close a reset.)
-    client.get_mut().write_all(format!("{longest} \n").as_bytes()).unwrap();
-    let mut rest = String::new();
-    client.read_to_string(&mut rest).expect("the server closes the connection");
-    assert_eq!(rest, "ERR line too long\n");
-    // A fresh connection is served as usual.
-    let client = calc_session(addr, &[("MUL 6 7", "42"), ("QUIT", "BYE")]);
-    expect_closed(client);
+    course_test(&["calc"], || {
+        let mut calc = Server::start(example("calc", &["--addr", "127.0.0.1:0"]));
+        let addr = calc.listening("tcp");
+        // 1024 bytes with the newline is the longest line allowed.
+        let longest = format!("ADD 1 2{}", " ".repeat(1024 - 8));
+        let mut client = calc_session(addr, &[(&longest, "3")]);
+        // One byte more: the answer, then the end of the connection. (Exactly 1025 bytes, so
+        // the server has read all of them: unread bytes would make its close a reset.)
+        client.get_mut().write_all(format!("{longest} \n").as_bytes()).unwrap();
+        let mut rest = String::new();
+        client.read_to_string(&mut rest).expect("the server closes the connection");
+        assert_eq!(rest, "ERR line too long\n");
+        // A fresh connection is served as usual.
+        let client = calc_session(addr, &[("MUL 6 7", "42"), ("QUIT", "BYE")]);
+        expect_closed(client);
+    });
 }

@@ -3,50 +3,47 @@
 mod support;
 
 use std::io::{self, Read, Write};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Stdio;
 
 use socketserver::{Error, StreamRequest, TcpServer, UnixStreamServer};
-use support::{connect, watchdog};
+use support::process::{rerun_this_test, run_to_exit};
+use support::{bounded, connect, LIMIT};
 
 /// With no logger installed, the default handle_error writes the error and the client's
 /// address to stderr, as Python's does, instead of letting it vanish. Checked in a child
 /// process (this test binary run again), whose stderr the test reads.
 #[test]
 fn without_a_logger_handler_errors_go_to_stderr() {
-    let _watchdog = watchdog("without_a_logger_handler_errors_go_to_stderr", Duration::from_secs(60));
-    if std::env::var_os("MESSAGES_CHILD").is_some() {
-        let server = TcpServer::bind("127.0.0.1:0", |_: &mut StreamRequest| -> io::Result<()> {
-            Err(io::Error::other("the handler's own words"))
-        })
-        .unwrap();
-        let addr = server.local_addr();
-        println!("client {}", {
-            let background = server.serve_in_background().unwrap();
-            let mut client = connect(addr);
-            let local = client.local_addr().unwrap();
-            client.read_to_end(&mut Vec::new()).unwrap();
-            background.stop().unwrap();
-            local
-        });
-        return;
-    }
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "without_a_logger_handler_errors_go_to_stderr", "--nocapture", "--test-threads", "1"])
-        .env("MESSAGES_CHILD", "1")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "child failed:\n{stdout}\n{stderr}");
-    // libtest prints "test NAME ... " on the same line before the child's own output.
-    let client = stdout
-        .lines()
-        .find_map(|line| line.split_once("client ").map(|(_, addr)| addr.trim()))
-        .expect("the child's client address");
-    let expected = format!("socketserver: request from {client}: handler failed in handle: the handler's own words");
-    assert!(stderr.lines().any(|line| line == expected), "expected {expected:?} on stderr, got:\n{stderr}");
+    bounded(LIMIT, || {
+        if std::env::var_os("MESSAGES_CHILD").is_some() {
+            let server = TcpServer::bind("127.0.0.1:0", |_: &mut StreamRequest| -> io::Result<()> {
+                Err(io::Error::other("the handler's own words"))
+            })
+            .unwrap();
+            let addr = server.local_addr();
+            println!("client {}", {
+                let background = server.serve_in_background().unwrap();
+                let mut client = connect(addr);
+                let local = client.local_addr().unwrap();
+                client.read_to_end(&mut Vec::new()).unwrap();
+                background.stop().unwrap();
+                local
+            });
+            return;
+        }
+        let mut command = rerun_this_test("without_a_logger_handler_errors_go_to_stderr");
+        let output = run_to_exit(command.env("MESSAGES_CHILD", "1"), b"", support::TIMEOUT);
+        let (stdout, stderr) = (&output.stdout, &output.stderr);
+        assert!(output.status.success(), "child failed:\n{stdout}\n{stderr}");
+        // libtest prints "test NAME ... " on the same line before the child's own output.
+        let client = stdout
+            .lines()
+            .find_map(|line| line.split_once("client ").map(|(_, addr)| addr.trim()))
+            .expect("the child's client address");
+        let expected =
+            format!("socketserver: request from {client}: handler failed in handle: the handler's own words");
+        assert!(stderr.lines().any(|line| line == expected), "expected {expected:?} on stderr, got:\n{stderr}");
+    });
 }
 
 #[test]
@@ -75,33 +72,33 @@ fn an_address_in_use_names_it_and_says_what_to_do() {
 /// the server down: eprintln! would panic on the broken pipe.
 #[test]
 fn reports_to_a_closed_stderr_do_not_stop_the_server() {
-    let _watchdog = watchdog("reports_to_a_closed_stderr_do_not_stop_the_server", Duration::from_secs(60));
-    if std::env::var_os("MESSAGES_CLOSED_STDERR").is_some() {
-        let server = TcpServer::bind("127.0.0.1:0", |_: &mut StreamRequest| -> io::Result<()> {
-            Err(io::Error::other("reported to a closed pipe"))
-        })
-        .unwrap();
-        let addr = server.local_addr();
-        let background = server.serve_in_background().unwrap();
-        for _ in 0..3 {
-            connect(addr).read_to_end(&mut Vec::new()).unwrap();
+    bounded(LIMIT, || {
+        if std::env::var_os("MESSAGES_CLOSED_STDERR").is_some() {
+            let server = TcpServer::bind("127.0.0.1:0", |_: &mut StreamRequest| -> io::Result<()> {
+                Err(io::Error::other("reported to a closed pipe"))
+            })
+            .unwrap();
+            let addr = server.local_addr();
+            let background = server.serve_in_background().unwrap();
+            for _ in 0..3 {
+                connect(addr).read_to_end(&mut Vec::new()).unwrap();
+            }
+            let handle = background.handle();
+            background.stop().expect("the server survived its reports");
+            println!("served {}", handle.stats().finished);
+            return;
         }
-        let handle = background.handle();
-        background.stop().expect("the server survived its reports");
-        println!("served {}", handle.stats().finished);
-        return;
-    }
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "reports_to_a_closed_stderr_do_not_stop_the_server", "--nocapture", "--test-threads", "1"])
-        .env("MESSAGES_CLOSED_STDERR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stderr.take()); // the reader of stderr is gone
-    let mut stdout = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success() && stdout.contains("served 3"), "{status}: {stdout}");
+        let mut child = rerun_this_test("reports_to_a_closed_stderr_do_not_stop_the_server")
+            .env("MESSAGES_CLOSED_STDERR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stderr.take()); // the reader of stderr is gone
+        let mut stdout = String::new();
+        child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success() && stdout.contains("served 3"), "{status}: {stdout}");
+    });
 }

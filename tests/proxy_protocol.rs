@@ -6,63 +6,98 @@ mod support;
 
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use socketserver::dispatch::Threading;
 use socketserver::{Error, Phase, StreamRequest, TcpServer};
-use support::{connect, watchdog};
+use support::{bounded, connect, stop_background, LIMIT};
 
 #[test]
 fn the_header_sets_the_client_address_and_bad_headers_never_reach_the_handler() {
-    let _watchdog =
-        watchdog("the_header_sets_the_client_address_and_bad_headers_never_reach_the_handler", Duration::from_secs(60));
-    let errors: Arc<Mutex<Vec<(Phase, io::ErrorKind, String)>>> = Arc::default();
-    let record = errors.clone();
-    let server = TcpServer::builder("127.0.0.1:0")
-        .dispatch(Threading::new())
-        .proxy_protocol(true)
-        .handle_error(move |error, _| {
-            if let Error::Handler { phase, source } = error {
-                record.lock().unwrap().push((*phase, source.kind(), source.to_string()));
-            }
-        })
-        .bind(|req: &mut StreamRequest| {
-            let mut rest = String::new();
-            req.reader().read_to_string(&mut rest)?;
-            let proxy = req.proxy_addr().map(ToString::to_string).unwrap_or_else(|| "none".into());
-            let client = req.client_addr().to_string();
-            write!(req.writer(), "{client} {proxy} {rest}")
-        })
-        .unwrap();
-    let addr = server.local_addr();
-    let background = server.serve_in_background().unwrap();
-    let exchange = |bytes: &[u8]| {
-        let mut client = connect(addr);
-        client.write_all(bytes).unwrap();
-        client.shutdown(std::net::Shutdown::Write).unwrap();
-        let mut reply = String::new();
-        let _ = client.read_to_string(&mut reply);
-        (reply, client.local_addr().unwrap())
-    };
+    bounded(LIMIT, || {
+        let errors: Arc<Mutex<Vec<(Phase, io::ErrorKind, String)>>> = Arc::default();
+        let record = errors.clone();
+        let server = TcpServer::builder("127.0.0.1:0")
+            .dispatch(Threading::new())
+            .proxy_protocol(true)
+            .handle_error(move |error, _| {
+                if let Error::Handler { phase, source } = error {
+                    record.lock().unwrap().push((*phase, source.kind(), source.to_string()));
+                }
+            })
+            .bind(|req: &mut StreamRequest| {
+                let mut rest = String::new();
+                req.reader().read_to_string(&mut rest)?;
+                let proxy = req.proxy_addr().map(ToString::to_string).unwrap_or_else(|| "none".into());
+                let client = req.client_addr().to_string();
+                write!(req.writer(), "{client} {proxy} {rest}")
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let background = server.serve_in_background().unwrap();
+        let exchange = |bytes: &[u8]| {
+            let mut client = connect(addr);
+            client.write_all(bytes).unwrap();
+            client.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut reply = String::new();
+            let _ = client.read_to_string(&mut reply);
+            (reply, client.local_addr().unwrap())
+        };
 
-    let (reply, local) = exchange(b"PROXY TCP6 2001:db8::1 2001:db8::2 4000 443\r\nbody");
-    assert_eq!(reply, format!("[2001:db8::1]:4000 {local} body"));
-    // v2 LOCAL (a proxy's health check): the peer's own address stays.
-    let mut local_v2 = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00".to_vec();
-    local_v2.extend_from_slice(b"ping");
-    let (reply, local) = exchange(&local_v2);
-    assert_eq!(reply, format!("{local} none ping"));
-    // Without a header, or with a broken one: closed, reported, handler not run.
-    for bad in [&b"GET / HTTP/1.1\r\n\r\n"[..], b"PROXY TCP4 1.2.3.4\r\n", b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2"] {
-        let (reply, _) = exchange(bad);
-        assert_eq!(reply, "", "{:?} reached the handler", String::from_utf8_lossy(bad));
-    }
-    background.stop().unwrap();
-    let errors = errors.lock().unwrap();
-    assert_eq!(errors.len(), 3, "{errors:?}");
-    for (phase, kind, message) in errors.iter() {
-        assert_eq!(*phase, Phase::Setup);
-        assert!(matches!(kind, io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof), "{kind:?}: {message}");
-        assert!(message.starts_with("PROXY protocol"), "{message}");
-    }
+        let (reply, local) = exchange(b"PROXY TCP6 2001:db8::1 2001:db8::2 4000 443\r\nbody");
+        assert_eq!(reply, format!("[2001:db8::1]:4000 {local} body"));
+        // v2 LOCAL (a proxy's health check): the peer's own address stays.
+        let mut local_v2 = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00".to_vec();
+        local_v2.extend_from_slice(b"ping");
+        let (reply, local) = exchange(&local_v2);
+        assert_eq!(reply, format!("{local} none ping"));
+        // Without a header, or with a broken one: closed, reported, handler not run.
+        for bad in [&b"GET / HTTP/1.1\r\n\r\n"[..], b"PROXY TCP4 1.2.3.4\r\n", b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2"] {
+            let (reply, _) = exchange(bad);
+            assert_eq!(reply, "", "{:?} reached the handler", String::from_utf8_lossy(bad));
+        }
+        stop_background(background);
+        let errors = errors.lock().unwrap();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        for (phase, kind, message) in errors.iter() {
+            assert_eq!(*phase, Phase::Setup);
+            assert!(matches!(kind, io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof), "{kind:?}: {message}");
+            assert!(message.starts_with("PROXY protocol"), "{message}");
+        }
+    });
+}
+
+/// Behind a PROXY protocol proxy, verify_request judges the client the header names,
+/// not the proxy.
+#[test]
+fn verify_request_sees_the_client_named_by_the_proxy_header() {
+    bounded(LIMIT, || {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let record = seen.clone();
+        let server = TcpServer::builder("127.0.0.1:0")
+            .proxy_protocol(true)
+            .verify_request(move |client| {
+                record.lock().unwrap().push(client.to_string());
+                client.as_inet().is_some_and(|a| a.ip().to_string() != "198.51.100.9")
+            })
+            .bind(|req: &mut StreamRequest| {
+                let client = req.client_addr().to_string();
+                req.writer().write_all(client.as_bytes())
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let background = server.serve_in_background().unwrap();
+        let ask = |header: &[u8]| {
+            let mut client = connect(addr);
+            client.write_all(header).unwrap();
+            let mut reply = String::new();
+            let _ = client.read_to_string(&mut reply);
+            reply
+        };
+        assert_eq!(ask(b"PROXY TCP4 203.0.113.7 192.0.2.1 51000 443\r\n"), "203.0.113.7:51000");
+        assert_eq!(ask(b"PROXY TCP4 198.51.100.9 192.0.2.1 51000 443\r\n"), "", "a denied client got a reply");
+        let stats = background.handle().stats();
+        stop_background(background);
+        assert_eq!(*seen.lock().unwrap(), ["203.0.113.7:51000", "198.51.100.9:51000"]);
+        assert_eq!(stats.denied, 1);
+    });
 }

@@ -11,14 +11,14 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, OnceLock};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
 
-use support::{temp_socket_path, watchdog, Watchdog, TIMEOUT};
+use support::process::{example_binary, run_to_exit, Spawned};
+use support::{bounded, temp_socket_path, TempPath, TIMEOUT};
 
 /// The longest one client invocation may take.
 const TOOL_LIMIT: Duration = Duration::from_secs(20);
@@ -34,17 +34,17 @@ fn require(tool: &str, package: &str) {
     assert!(found, "`{tool}` is not installed: `apt-get install {package}` (or run .ci/real-clients)");
 }
 
-/// Builds the examples once (with this test binary's profile and target directory),
-/// then arms a watchdog.
-fn start_test(name: &'static str) -> Watchdog {
+/// Builds the examples (outside the deadline: builds may be slow on a busy machine),
+/// then runs the test `body` within 120 s.
+fn real_client_test(body: impl FnOnce() + Send + 'static) {
     examples();
-    watchdog(name, Duration::from_secs(120))
+    bounded(Duration::from_secs(120), body);
 }
 
 /// The built examples' paths by name.
 fn examples() -> &'static HashMap<String, PathBuf> {
     static BUILT: OnceLock<HashMap<String, PathBuf>> = OnceLock::new();
-    BUILT.get_or_init(|| ["echo", "http", "kv"].map(|name| (name.to_string(), support::example_binary(name))).into())
+    BUILT.get_or_init(|| ["echo", "http", "kv"].map(|name| (name.to_string(), example_binary(name))).into())
 }
 
 /// What a finished client printed.
@@ -57,7 +57,7 @@ struct Output {
 /// Runs `command` with `stdin` to its end within `limit`, killing it and failing the
 /// test if it takes longer.
 fn run(command: &mut Command, stdin: &[u8], limit: Duration) -> Output {
-    let finished = support::run_to_exit(command, stdin, limit);
+    let finished = run_to_exit(command, stdin, limit);
     Output { ok: finished.status.success(), stdout: finished.stdout, stderr: finished.stderr }
 }
 
@@ -70,7 +70,7 @@ fn client(args: &[&str], stdin: &[u8]) -> String {
 
 /// A running example. Dropping it kills the process and reaps it.
 struct Example {
-    child: Child,
+    process: Spawned,
     /// What follows `listening on ` on the first stdout line.
     url: String,
 }
@@ -79,68 +79,22 @@ impl Example {
     /// Starts the example and waits for its `listening on URL` line.
     fn start(name: &str, args: &[&str]) -> Example {
         let mut command = Command::new(&examples()[name]);
-        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
-        let mut child = command.spawn().unwrap_or_else(|e| panic!("spawn the {name} example: {e}"));
-        let stdout = child.stdout.take().unwrap();
-        let (tx, first_line) = mpsc::channel();
-        thread::spawn(move || {
-            let mut stdout = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = tx.send(stdout.read_line(&mut line).map(|_| line));
-            let _ = io::copy(&mut stdout, &mut io::sink());
-        });
-        let mut example = Example { child, url: String::new() };
-        let line = match first_line.recv_timeout(TIMEOUT) {
-            Ok(Ok(line)) => line,
-            other => panic!("{name} {args:?} printed no `listening on` line: {other:?}"),
-        };
-        let url = line.trim_end().strip_prefix("listening on ");
-        example.url = url.unwrap_or_else(|| panic!("{name} printed {line:?}, not `listening on URL`")).to_string();
-        example
+        command.args(args);
+        let mut process = Spawned::start(command);
+        let url = process.listening();
+        Example { process, url }
     }
 
     /// Sends SIGTERM and waits for the process to end; its exit status.
     fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        client(&["kill", "-TERM", &pid], b"");
-        let deadline = Instant::now() + TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "still running {TIMEOUT:?} after SIGTERM");
-            thread::sleep(Duration::from_millis(5));
-        }
+        self.process.signal("TERM");
+        self.process.wait_exit(TIMEOUT)
     }
 
     /// The port of `scheme://IP:PORT`.
     fn port(&self) -> String {
         let (_, port) = self.url.rsplit_once(':').expect("a URL ending in :PORT");
         port.to_string()
-    }
-}
-
-impl Drop for Example {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let path = temp_socket_path(tag).with_extension("dir");
-        std::fs::create_dir_all(&path).unwrap();
-        TempDir(path)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -153,19 +107,19 @@ const SECRET: &str = "the secret outside the root\n";
 
 /// `DIR/root/hello.txt` and `DIR/root/page.html` to serve, `DIR/secret.txt` beside the
 /// root that must never be served, and `DIR/root/link` pointing to it.
-fn http_root() -> (TempDir, String) {
-    let dir = TempDir::new("http");
-    let root = dir.0.join("root");
+fn http_root() -> (TempPath, String) {
+    let dir = TempPath::dir("http");
+    let root = dir.join("root");
     std::fs::create_dir(&root).unwrap();
     std::fs::write(root.join("hello.txt"), HELLO).unwrap();
     std::fs::write(root.join("page.html"), "<p>page</p>\n").unwrap();
-    std::fs::write(dir.0.join("secret.txt"), SECRET).unwrap();
-    std::os::unix::fs::symlink(dir.0.join("secret.txt"), root.join("link")).unwrap();
+    std::fs::write(dir.join("secret.txt"), SECRET).unwrap();
+    std::os::unix::fs::symlink(dir.join("secret.txt"), root.join("link")).unwrap();
     let root = root.to_str().unwrap().to_string();
     (dir, root)
 }
 
-fn start_http(extra: &[&str]) -> (TempDir, Example) {
+fn start_http(extra: &[&str]) -> (TempPath, Example) {
     let (dir, root) = http_root();
     let mut args = vec!["--addr", "127.0.0.1:0", "--root", &root];
     args.extend_from_slice(extra);
@@ -202,97 +156,113 @@ fn curl(args: &[&str]) -> Response {
 #[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
 fn curl_get_and_head() {
     require("curl", "curl");
-    let _w = start_test("curl_get_and_head");
-    let (_dir, http) = start_http(&[]);
+    real_client_test(|| {
+        let (_dir, http) = start_http(&[]);
 
-    let file = curl(&[&format!("{}/hello.txt", http.url)]);
-    assert_eq!(file.status, 200);
-    assert_eq!(file.body, HELLO);
-    assert_eq!(file.headers["content-length"], HELLO.len().to_string());
-    assert_eq!(file.headers["content-type"], "text/plain; charset=utf-8");
-    assert!(file.headers["date"].ends_with(" GMT"), "{:?}", file.headers["date"]);
+        let file = curl(&[&format!("{}/hello.txt", http.url)]);
+        assert_eq!(file.status, 200);
+        assert_eq!(file.body, HELLO);
+        assert_eq!(file.headers["content-length"], HELLO.len().to_string());
+        assert_eq!(file.headers["content-type"], "text/plain; charset=utf-8");
+        assert!(file.headers["date"].ends_with(" GMT"), "{:?}", file.headers["date"]);
 
-    let head = curl(&["-I", &format!("{}/hello.txt", http.url)]);
-    assert_eq!(head.status, 200);
-    assert_eq!(head.headers["content-length"], HELLO.len().to_string(), "HEAD tells the length of the GET body");
-    assert_eq!(head.body, "", "HEAD has no body");
+        let head = curl(&["-I", &format!("{}/hello.txt", http.url)]);
+        assert_eq!(head.status, 200);
+        assert_eq!(head.headers["content-length"], HELLO.len().to_string(), "HEAD tells the length of the GET body");
+        assert_eq!(head.body, "", "HEAD has no body");
 
-    let page = curl(&[&format!("{}/page.html", http.url)]);
-    assert_eq!((page.status, page.headers["content-type"].as_str()), (200, "text/html; charset=utf-8"));
-    let index = curl(&[&format!("{}/", http.url)]);
-    assert!(index.status == 200 && index.body.contains("<html>"), "{} {:?}", index.status, index.body);
-    let health = curl(&[&format!("{}/health", http.url)]);
-    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
-    let missing = curl(&[&format!("{}/missing.txt", http.url)]);
-    assert_eq!(missing.status, 404);
+        let page = curl(&[&format!("{}/page.html", http.url)]);
+        assert_eq!((page.status, page.headers["content-type"].as_str()), (200, "text/html; charset=utf-8"));
+        let index = curl(&[&format!("{}/", http.url)]);
+        assert!(index.status == 200 && index.body.contains("<html>"), "{} {:?}", index.status, index.body);
+        let health = curl(&[&format!("{}/health", http.url)]);
+        assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+        let missing = curl(&[&format!("{}/missing.txt", http.url)]);
+        assert_eq!(missing.status, 404);
+    });
 }
 
 #[test]
 #[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
 fn curl_reuses_the_connection() {
     require("curl", "curl");
-    let _w = start_test("curl_reuses_the_connection");
-    let (_dir, http) = start_http(&[]);
-    let (a, b) = (format!("{}/hello.txt", http.url), format!("{}/health", http.url));
-    // One line per transfer: a new connection for the first, none for the second.
-    let out = client(
-        &["curl", "-sS", "--max-time", "10", "-o", "/dev/null", "-o", "/dev/null", "-w", "%{num_connects}\n", &a, &b],
-        b"",
-    );
-    let connects: Vec<u32> = out.lines().map(|l| l.parse().unwrap()).collect();
-    assert_eq!(connects, [1, 0], "two requests should share one connection: {out:?}");
+    real_client_test(|| {
+        let (_dir, http) = start_http(&[]);
+        let (a, b) = (format!("{}/hello.txt", http.url), format!("{}/health", http.url));
+        // One line per transfer: a new connection for the first, none for the second.
+        let out = client(
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "10",
+                "-o",
+                "/dev/null",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{num_connects}\n",
+                &a,
+                &b,
+            ],
+            b"",
+        );
+        let connects: Vec<u32> = out.lines().map(|l| l.parse().unwrap()).collect();
+        assert_eq!(connects, [1, 0], "two requests should share one connection: {out:?}");
 
-    // HTTP/1.0 closes unless keep-alive is asked for; HTTP/1.1 closes when asked to.
-    let http10 = client(
-        &[
-            "curl",
-            "-sS",
-            "-0",
-            "--max-time",
-            "10",
-            "-o",
-            "/dev/null",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{num_connects}\n",
-            &a,
-            &b,
-        ],
-        b"",
-    );
-    assert_eq!(http10, "1\n1\n", "HTTP/1.0 without keep-alive");
-    let asked = curl(&["-0", "-H", "Connection: keep-alive", &b]);
-    assert_eq!(asked.headers["connection"], "keep-alive");
-    let close = curl(&["-H", "Connection: close", &b]);
-    assert_eq!((close.status, close.headers["connection"].as_str()), (200, "close"));
+        // HTTP/1.0 closes unless keep-alive is asked for; HTTP/1.1 closes when asked to.
+        let http10 = client(
+            &[
+                "curl",
+                "-sS",
+                "-0",
+                "--max-time",
+                "10",
+                "-o",
+                "/dev/null",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{num_connects}\n",
+                &a,
+                &b,
+            ],
+            b"",
+        );
+        assert_eq!(http10, "1\n1\n", "HTTP/1.0 without keep-alive");
+        let asked = curl(&["-0", "-H", "Connection: keep-alive", &b]);
+        assert_eq!(asked.headers["connection"], "keep-alive");
+        let close = curl(&["-H", "Connection: close", &b]);
+        assert_eq!((close.status, close.headers["connection"].as_str()), (200, "close"));
+    });
 }
 
 #[test]
 #[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
 fn curl_cannot_leave_the_root() {
     require("curl", "curl");
-    let _w = start_test("curl_cannot_leave_the_root");
-    let (_dir, http) = start_http(&[]);
-    for path in [
-        "/../secret.txt",
-        "/%2e%2e/secret.txt",
-        "/%2E%2E/secret.txt",
-        "/.%2e/secret.txt",
-        "/..%2fsecret.txt",
-        "/hello.txt/../../secret.txt",
-        "/../../../../../../etc/passwd",
-        "/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
-        "/link",
-    ] {
-        let response = curl(&["--path-as-is", &format!("{}{path}", http.url)]);
-        assert!([400, 403, 404].contains(&response.status), "{path}: status {}", response.status);
-        assert!(
-            !response.body.contains("secret") && !response.body.contains("root:"),
-            "{path} leaked {:?}",
-            response.body
-        );
-    }
+    real_client_test(|| {
+        let (_dir, http) = start_http(&[]);
+        for path in [
+            "/../secret.txt",
+            "/%2e%2e/secret.txt",
+            "/%2E%2E/secret.txt",
+            "/.%2e/secret.txt",
+            "/..%2fsecret.txt",
+            "/hello.txt/../../secret.txt",
+            "/../../../../../../etc/passwd",
+            "/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+            "/link",
+        ] {
+            let response = curl(&["--path-as-is", &format!("{}{path}", http.url)]);
+            assert!([400, 403, 404].contains(&response.status), "{path}: status {}", response.status);
+            assert!(
+                !response.body.contains("secret") && !response.body.contains("root:"),
+                "{path} leaked {:?}",
+                response.body
+            );
+        }
+    });
 }
 
 #[test]
@@ -300,38 +270,40 @@ fn curl_cannot_leave_the_root() {
 fn curl_gets_405_414_431_and_400() {
     require("curl", "curl");
     require("nc", "netcat-openbsd");
-    let _w = start_test("curl_gets_405_414_431_and_400");
-    let (_dir, http) = start_http(&[]);
-    for method in ["POST", "PUT", "DELETE"] {
-        let response = curl(&["-X", method, "-d", "data", &format!("{}/hello.txt", http.url)]);
-        assert_eq!(response.status, 405, "{method}");
-        assert_eq!(response.headers["allow"], "GET, HEAD", "{method}");
-    }
-    let long_url = format!("{}/{}", http.url, "a".repeat(9000));
-    assert_eq!(curl(&[&long_url]).status, 414);
-    let big_header = format!("X-Big: {}", "b".repeat(9000));
-    assert_eq!(curl(&["-H", &big_header, &format!("{}/", http.url)]).status, 431);
-    let many: Vec<String> = (0..200).map(|i| format!("X-H{i}: {}", "c".repeat(200))).collect();
-    let mut args: Vec<&str> = many.iter().flat_map(|h| ["-H", h.as_str()]).collect();
-    let root = format!("{}/", http.url);
-    args.push(&root);
-    assert_eq!(curl(&args).status, 431, "too many headers");
+    real_client_test(|| {
+        let (_dir, http) = start_http(&[]);
+        for method in ["POST", "PUT", "DELETE"] {
+            let response = curl(&["-X", method, "-d", "data", &format!("{}/hello.txt", http.url)]);
+            assert_eq!(response.status, 405, "{method}");
+            assert_eq!(response.headers["allow"], "GET, HEAD", "{method}");
+        }
+        let long_url = format!("{}/{}", http.url, "a".repeat(9000));
+        assert_eq!(curl(&[&long_url]).status, 414);
+        let big_header = format!("X-Big: {}", "b".repeat(9000));
+        assert_eq!(curl(&["-H", &big_header, &format!("{}/", http.url)]).status, 431);
+        let many: Vec<String> = (0..200).map(|i| format!("X-H{i}: {}", "c".repeat(200))).collect();
+        let mut args: Vec<&str> = many.iter().flat_map(|h| ["-H", h.as_str()]).collect();
+        let root = format!("{}/", http.url);
+        args.push(&root);
+        assert_eq!(curl(&args).status, 431, "too many headers");
 
-    // Malformed requests, as only a raw client sends them.
-    for request in ["GARBAGE\r\n\r\n", "GET /\r\n\r\n", "GET / HTTP/1.1\r\nno colon\r\n\r\n", "GET / HTTP/1.1\r\n\r\n"]
-    {
-        let reply = client(&["nc", "-N", "-w", "10", "127.0.0.1", &http.port()], request.as_bytes());
-        assert!(reply.starts_with("HTTP/1.1 400 "), "{request:?} got {reply:?}");
-    }
+        // Malformed requests, as only a raw client sends them.
+        for request in
+            ["GARBAGE\r\n\r\n", "GET /\r\n\r\n", "GET / HTTP/1.1\r\nno colon\r\n\r\n", "GET / HTTP/1.1\r\n\r\n"]
+        {
+            let reply = client(&["nc", "-N", "-w", "10", "127.0.0.1", &http.port()], request.as_bytes());
+            assert!(reply.starts_with("HTTP/1.1 400 "), "{request:?} got {reply:?}");
+        }
+    });
 }
 
 #[test]
 #[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
 fn python_http_client_keeps_the_connection() {
     require("python3", "python3");
-    let _w = start_test("python_http_client_keeps_the_connection");
-    let (_dir, http) = start_http(&["--timeout", "1"]);
-    let script = r#"
+    real_client_test(|| {
+        let (_dir, http) = start_http(&["--timeout", "1"]);
+        let script = r#"
 import email.utils, http.client, socket, sys, time
 port = int(sys.argv[1])
 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -349,27 +321,31 @@ s = socket.create_connection(("127.0.0.1", port), timeout=10)
 start = time.monotonic()
 print("idle-closed", s.recv(1) == b"", time.monotonic() - start < 8)
 "#;
-    let out = client(&["python3", "-c", script, &http.port()], b"");
-    let expected = [
-        format!("/hello.txt 200 {} text/plain; charset=utf-8 True", HELLO.len()),
-        "/health 200 3 text/plain; charset=utf-8 True".to_string(),
-    ];
-    let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[..2], expected, "{out}");
-    assert!(lines[2].starts_with("/ 200 ") && lines[2].ends_with("text/html; charset=utf-8 True"), "{out}");
-    assert!(lines[3].starts_with("/missing 404 ") && lines[3].ends_with(" True"), "a 404 keeps the connection: {out}");
-    assert_eq!(lines[4..], ["date-skew-ok True", "idle-closed True True"], "{out}");
+        let out = client(&["python3", "-c", script, &http.port()], b"");
+        let expected = [
+            format!("/hello.txt 200 {} text/plain; charset=utf-8 True", HELLO.len()),
+            "/health 200 3 text/plain; charset=utf-8 True".to_string(),
+        ];
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[..2], expected, "{out}");
+        assert!(lines[2].starts_with("/ 200 ") && lines[2].ends_with("text/html; charset=utf-8 True"), "{out}");
+        assert!(
+            lines[3].starts_with("/missing 404 ") && lines[3].ends_with(" True"),
+            "a 404 keeps the connection: {out}"
+        );
+        assert_eq!(lines[4..], ["date-skew-ok True", "idle-closed True True"], "{out}");
+    });
 }
 
 #[test]
 #[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
 fn python_slow_request_head_is_cut() {
     require("python3", "python3");
-    let _w = start_test("python_slow_request_head_is_cut");
-    // Each byte comes well within the 1 s read timeout, so only the deadline on the
-    // whole head (twice --timeout) can end this; without it the client would go on 15 s.
-    let (_dir, http) = start_http(&["--timeout", "1"]);
-    let script = r#"
+    real_client_test(|| {
+        // Each byte comes well within the 1 s read timeout, so only the deadline on the
+        // whole head (twice --timeout) can end this; without it the client would go on 15 s.
+        let (_dir, http) = start_http(&["--timeout", "1"]);
+        let script = r#"
 import socket, sys, time
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
 s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
@@ -390,38 +366,40 @@ while time.monotonic() - start < 15:
         break
 print("cut", time.monotonic() - start < 10, repr(reply))
 "#;
-    let out = client(&["python3", "-c", script, &http.port()], b"");
-    assert_eq!(out, "cut True b''\n", "a trickled request head must be closed without a response");
+        let out = client(&["python3", "-c", script, &http.port()], b"");
+        assert_eq!(out, "cut True b''\n", "a trickled request head must be closed without a response");
+    });
 }
 
 #[test]
 #[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
 fn curl_gets_503_beyond_max_connections() {
     require("curl", "curl");
-    let _w = start_test("curl_gets_503_beyond_max_connections");
-    let (_dir, http) = start_http(&["--max-connections", "1", "--timeout", "30"]);
-    let url = format!("{}/health", http.url);
+    real_client_test(|| {
+        let (_dir, http) = start_http(&["--max-connections", "1", "--timeout", "30"]);
+        let url = format!("{}/health", http.url);
 
-    // A kept-alive connection, answered once so it is surely being served, holds the
-    // only slot until it closes.
-    let mut held = support::connect(http.url.strip_prefix("http://").unwrap().parse().unwrap());
-    held.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut reply = Vec::new();
-    let mut chunk = [0; 1024];
-    while !reply.ends_with(b"\r\n\r\nok\n") {
-        let n = held.read(&mut chunk).expect("the held connection's response");
-        assert!(n > 0, "the held connection closed: {:?}", String::from_utf8_lossy(&reply));
-        reply.extend_from_slice(&chunk[..n]);
-    }
+        // A kept-alive connection, answered once so it is surely being served, holds the
+        // only slot until it closes.
+        let mut held = support::connect(http.url.strip_prefix("http://").unwrap().parse().unwrap());
+        held.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut reply = Vec::new();
+        let mut chunk = [0; 1024];
+        while !reply.ends_with(b"\r\n\r\nok\n") {
+            let n = held.read(&mut chunk).expect("the held connection's response");
+            assert!(n > 0, "the held connection closed: {:?}", String::from_utf8_lossy(&reply));
+            reply.extend_from_slice(&chunk[..n]);
+        }
 
-    let busy = curl(&[&url]);
-    assert_eq!(busy.status, 503, "{}", busy.body);
-    assert_eq!(busy.headers["connection"], "close");
-    assert_eq!(busy.body, "503 Service Unavailable\n");
+        let busy = curl(&[&url]);
+        assert_eq!(busy.status, 503, "{}", busy.body);
+        assert_eq!(busy.headers["connection"], "close");
+        assert_eq!(busy.body, "503 Service Unavailable\n");
 
-    // The slot frees once the held client leaves.
-    drop(held);
-    support::wait_until(TIMEOUT, "a 200 after the held connection closed", || curl(&[&url]).status == 200);
+        // The slot frees once the held client leaves.
+        drop(held);
+        support::wait_until(TIMEOUT, "a 200 after the held connection closed", || curl(&[&url]).status == 200);
+    });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -440,36 +418,37 @@ fn redis(kv: &Example, args: &[&str]) -> String {
 #[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
 fn redis_cli_commands() {
     require("redis-cli", "redis-tools");
-    let _w = start_test("redis_cli_commands");
-    let kv = Example::start("kv", &["--addr", "127.0.0.1:0"]);
-    let cases: &[(&[&str], &str)] = &[
-        (&["PING"], "PONG"),
-        (&["ping", "hi there"], "\"hi there\""),
-        (&["ECHO", "x y"], "\"x y\""),
-        (&["GET", "k"], "(nil)"),
-        (&["SET", "k", "v1"], "OK"),
-        (&["GET", "k"], "\"v1\""),
-        (&["EXISTS", "k", "k", "nope"], "(integer) 2"),
-        (&["INCR", "k"], "(error) ERR value is not an integer or out of range"),
-        (&["INCR", "n"], "(integer) 1"),
-        (&["INCR", "n"], "(integer) 2"),
-        (&["SET", "n", "9223372036854775807"], "OK"),
-        (&["INCR", "n"], "(error) ERR increment or decrement would overflow"),
-        (&["DEL", "k", "n", "nope"], "(integer) 2"),
-        (&["GET", "k"], "(nil)"),
-        (&["SET", "t", "v", "EX", "100"], "OK"),
-        (&["GET", "t"], "\"v\""),
-        (&["SET", "t", "v", "EX", "0"], "(error) ERR invalid expire time in 'set' command"),
-        (&["SET", "t", "v", "NX"], "(error) ERR syntax error"),
-        (&["GET"], "(error) ERR wrong number of arguments for 'get' command"),
-        (&["FLUSHALL"], "(error) ERR unknown command 'FLUSHALL'"),
-        (&["COMMAND"], "(empty array)"),
-        (&["CONFIG", "GET", "appendonly"], "1) \"appendonly\"\n2) \"no\""),
-        (&["QUIT"], "OK"),
-    ];
-    for (args, expected) in cases {
-        assert_eq!(redis(&kv, args), *expected, "redis-cli {args:?}");
-    }
+    real_client_test(|| {
+        let kv = Example::start("kv", &["--addr", "127.0.0.1:0"]);
+        let cases: &[(&[&str], &str)] = &[
+            (&["PING"], "PONG"),
+            (&["ping", "hi there"], "\"hi there\""),
+            (&["ECHO", "x y"], "\"x y\""),
+            (&["GET", "k"], "(nil)"),
+            (&["SET", "k", "v1"], "OK"),
+            (&["GET", "k"], "\"v1\""),
+            (&["EXISTS", "k", "k", "nope"], "(integer) 2"),
+            (&["INCR", "k"], "(error) ERR value is not an integer or out of range"),
+            (&["INCR", "n"], "(integer) 1"),
+            (&["INCR", "n"], "(integer) 2"),
+            (&["SET", "n", "9223372036854775807"], "OK"),
+            (&["INCR", "n"], "(error) ERR increment or decrement would overflow"),
+            (&["DEL", "k", "n", "nope"], "(integer) 2"),
+            (&["GET", "k"], "(nil)"),
+            (&["SET", "t", "v", "EX", "100"], "OK"),
+            (&["GET", "t"], "\"v\""),
+            (&["SET", "t", "v", "EX", "0"], "(error) ERR invalid expire time in 'set' command"),
+            (&["SET", "t", "v", "NX"], "(error) ERR syntax error"),
+            (&["GET"], "(error) ERR wrong number of arguments for 'get' command"),
+            (&["FLUSHALL"], "(error) ERR unknown command 'FLUSHALL'"),
+            (&["COMMAND"], "(empty array)"),
+            (&["CONFIG", "GET", "appendonly"], "1) \"appendonly\"\n2) \"no\""),
+            (&["QUIT"], "OK"),
+        ];
+        for (args, expected) in cases {
+            assert_eq!(redis(&kv, args), *expected, "redis-cli {args:?}");
+        }
+    });
 }
 
 #[test]
@@ -477,52 +456,59 @@ fn redis_cli_commands() {
 fn redis_cli_pipelined() {
     require("redis-cli", "redis-tools");
     require("nc", "netcat-openbsd");
-    let _w = start_test("redis_cli_pipelined");
-    let kv = Example::start("kv", &["--addr", "127.0.0.1:0"]);
-    let port = kv.port();
+    real_client_test(|| {
+        let kv = Example::start("kv", &["--addr", "127.0.0.1:0"]);
+        let port = kv.port();
 
-    // --pipe sends everything at once, then counts the replies.
-    let mut commands = Vec::new();
-    for i in 0..2000 {
-        let (key, value) = (format!("key:{i}"), format!("value {i}"));
-        write!(commands, "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{value}\r\n", key.len(), value.len()).unwrap();
-        commands.extend_from_slice(b"*2\r\n$4\r\nINCR\r\n$7\r\ncounter\r\n");
-    }
-    let out = client(&["redis-cli", "-p", &port, "--pipe"], &commands);
-    assert!(out.contains("errors: 0, replies: 4000"), "{out}");
-    assert_eq!(redis(&kv, &["GET", "counter"]), "\"2000\"");
-    assert_eq!(redis(&kv, &["GET", "key:1999"]), "\"value 1999\"");
+        // --pipe sends everything at once, then counts the replies.
+        let mut commands = Vec::new();
+        for i in 0..2000 {
+            let (key, value) = (format!("key:{i}"), format!("value {i}"));
+            write!(commands, "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n{value}\r\n", key.len(), value.len()).unwrap();
+            commands.extend_from_slice(b"*2\r\n$4\r\nINCR\r\n$7\r\ncounter\r\n");
+        }
+        let out = client(&["redis-cli", "-p", &port, "--pipe"], &commands);
+        assert!(out.contains("errors: 0, replies: 4000"), "{out}");
+        assert_eq!(redis(&kv, &["GET", "counter"]), "\"2000\"");
+        assert_eq!(redis(&kv, &["GET", "key:1999"]), "\"value 1999\"");
 
-    // Several commands on redis-cli's stdin, answered in order.
-    let out = client(&["redis-cli", "--no-raw", "-p", &port], b"SET a 1\nINCR a\nGET a\nNOSUCH\nDEL a\n");
-    assert_eq!(out, "OK\n(integer) 2\n\"2\"\n(error) ERR unknown command 'NOSUCH'\n(integer) 1\n");
+        // Several commands on redis-cli's stdin, answered in order.
+        let out = client(&["redis-cli", "--no-raw", "-p", &port], b"SET a 1\nINCR a\nGET a\nNOSUCH\nDEL a\n");
+        assert_eq!(out, "OK\n(integer) 2\n\"2\"\n(error) ERR unknown command 'NOSUCH'\n(integer) 1\n");
 
-    // Inline and RESP requests mixed in one write, as nc sends them.
-    let out = client(
-        &["nc", "-N", "-w", "10", "127.0.0.1", &port],
-        b"PING\r\nECHO hi\r\n*1\r\n$4\r\nPING\r\nGET a\r\nQUIT\r\n",
-    );
-    assert_eq!(out, "+PONG\r\n$2\r\nhi\r\n+PONG\r\n$-1\r\n+OK\r\n");
+        // Inline and RESP requests mixed in one write, as nc sends them.
+        let out = client(
+            &["nc", "-N", "-w", "10", "127.0.0.1", &port],
+            b"PING\r\nECHO hi\r\n*1\r\n$4\r\nPING\r\nGET a\r\nQUIT\r\n",
+        );
+        assert_eq!(out, "+PONG\r\n$2\r\nhi\r\n+PONG\r\n$-1\r\n+OK\r\n");
+    });
 }
 
 #[test]
 #[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
 fn kv_protocol_errors_close_the_connection() {
     require("nc", "netcat-openbsd");
-    let _w = start_test("kv_protocol_errors_close_the_connection");
-    let kv = Example::start("kv", &["--addr", "127.0.0.1:0"]);
-    let long_line = format!("{}\r\nPING\r\n", "a".repeat(70_000));
-    let cases: [(&[u8], &str); 4] = [
-        (b"*1\r\n$abc\r\nPING\r\n", "invalid bulk length"),
-        (b"*x\r\nPING\r\n", "invalid multibulk length"),
-        (b"*1\r\n+PING\r\nPING\r\n", "expected '$'"),
-        (long_line.as_bytes(), "too big inline request"),
-    ];
-    for (request, message) in cases {
-        // The PING after the bad request is never answered: the connection was closed.
-        let out = client(&["nc", "-N", "-w", "10", "127.0.0.1", &kv.port()], request);
-        assert_eq!(out, format!("-ERR Protocol error: {message}\r\n"), "{:?}", String::from_utf8_lossy(&request[..20]));
-    }
+    real_client_test(|| {
+        let kv = Example::start("kv", &["--addr", "127.0.0.1:0"]);
+        let long_line = format!("{}\r\nPING\r\n", "a".repeat(70_000));
+        let cases: [(&[u8], &str); 4] = [
+            (b"*1\r\n$abc\r\nPING\r\n", "invalid bulk length"),
+            (b"*x\r\nPING\r\n", "invalid multibulk length"),
+            (b"*1\r\n+PING\r\nPING\r\n", "expected '$'"),
+            (long_line.as_bytes(), "too big inline request"),
+        ];
+        for (request, message) in cases {
+            // The PING after the bad request is never answered: the connection was closed.
+            let out = client(&["nc", "-N", "-w", "10", "127.0.0.1", &kv.port()], request);
+            assert_eq!(
+                out,
+                format!("-ERR Protocol error: {message}\r\n"),
+                "{:?}",
+                String::from_utf8_lossy(&request[..20])
+            );
+        }
+    });
 }
 
 #[test]
@@ -531,13 +517,14 @@ fn sigterm_stops_http_and_kv() {
     require("curl", "curl");
     require("redis-cli", "redis-tools");
     require("kill", "procps");
-    let _w = start_test("sigterm_stops_http_and_kv");
-    let (_dir, mut http) = start_http(&[]);
-    assert_eq!(curl(&[&format!("{}/health", http.url)]).status, 200);
-    assert!(http.terminate().success(), "http should exit 0 on SIGTERM");
-    let mut kv = Example::start("kv", &["--addr", "127.0.0.1:0"]);
-    assert_eq!(redis(&kv, &["PING"]), "PONG");
-    assert!(kv.terminate().success(), "kv should exit 0 on SIGTERM");
+    real_client_test(|| {
+        let (_dir, mut http) = start_http(&[]);
+        assert_eq!(curl(&[&format!("{}/health", http.url)]).status, 200);
+        assert!(http.terminate().success(), "http should exit 0 on SIGTERM");
+        let mut kv = Example::start("kv", &["--addr", "127.0.0.1:0"]);
+        assert_eq!(redis(&kv, &["PING"]), "PONG");
+        assert!(kv.terminate().success(), "kv should exit 0 on SIGTERM");
+    });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -549,22 +536,22 @@ fn sigterm_stops_http_and_kv() {
 fn nc_and_socat_against_echo() {
     require("nc", "netcat-openbsd");
     require("socat", "socat");
-    let _w = start_test("nc_and_socat_against_echo");
+    real_client_test(|| {
+        let tcp = Example::start("echo", &["--addr", "127.0.0.1:0"]);
+        let addr = tcp.url.strip_prefix("tcp://").expect("tcp:// URL").to_string();
+        assert_eq!(client(&["nc", "-N", "-w", "10", "127.0.0.1", &tcp.port()], b"hello tcp\n"), "hello tcp\n");
+        let big: Vec<u8> = (0..1_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        let out = run(Command::new("socat").args(["-t", "10", "-", &format!("TCP:{addr}")]), &big, TOOL_LIMIT);
+        assert!(out.ok && out.stdout.as_bytes() == big, "socat TCP echoed {} of {} bytes", out.stdout.len(), big.len());
 
-    let tcp = Example::start("echo", &["--addr", "127.0.0.1:0"]);
-    let addr = tcp.url.strip_prefix("tcp://").expect("tcp:// URL").to_string();
-    assert_eq!(client(&["nc", "-N", "-w", "10", "127.0.0.1", &tcp.port()], b"hello tcp\n"), "hello tcp\n");
-    let big: Vec<u8> = (0..1_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
-    let out = run(Command::new("socat").args(["-t", "10", "-", &format!("TCP:{addr}")]), &big, TOOL_LIMIT);
-    assert!(out.ok && out.stdout.as_bytes() == big, "socat TCP echoed {} of {} bytes", out.stdout.len(), big.len());
+        let udp = Example::start("echo", &["--proto", "udp", "--addr", "127.0.0.1:0"]);
+        assert_eq!(client(&["nc", "-u", "-w", "2", "127.0.0.1", &udp.port()], b"hello udp"), "hello udp");
 
-    let udp = Example::start("echo", &["--proto", "udp", "--addr", "127.0.0.1:0"]);
-    assert_eq!(client(&["nc", "-u", "-w", "2", "127.0.0.1", &udp.port()], b"hello udp"), "hello udp");
-
-    let path = temp_socket_path("real-unix");
-    let path_text = path.to_str().unwrap();
-    let _unix = Example::start("echo", &["--proto", "unix", "--addr", path_text]);
-    assert_eq!(client(&["nc", "-N", "-w", "10", "-U", path_text], b"hello unix\n"), "hello unix\n");
-    let socat = client(&["socat", "-t", "10", "-", &format!("UNIX-CONNECT:{path_text}")], b"hello socat\n");
-    assert_eq!(socat, "hello socat\n");
+        let path = temp_socket_path("real-unix");
+        let path_text = path.to_str().unwrap();
+        let _unix = Example::start("echo", &["--proto", "unix", "--addr", path_text]);
+        assert_eq!(client(&["nc", "-N", "-w", "10", "-U", path_text], b"hello unix\n"), "hello unix\n");
+        let socat = client(&["socat", "-t", "10", "-", &format!("UNIX-CONNECT:{path_text}")], b"hello socat\n");
+        assert_eq!(socat, "hello socat\n");
+    });
 }

@@ -1,34 +1,36 @@
 //! Reliability over real sockets: the server keeps serving, loses nothing and leaks
-//! nothing when descriptors run out, when handlers panic by the thousand, when clients
-//! reset, half-close or vanish while the server writes, over a long run of short
-//! connections, at shutdown with clients in flight, under a UDP flood, and when request
-//! threads cannot be spawned.
+//! nothing when handlers panic by the thousand, when clients reset, half-close or vanish
+//! while the server writes, over a long run of short connections, at shutdown with
+//! clients in flight, under a UDP flood, and when request threads cannot be spawned.
+//! (Out of descriptors: tests/accept_errors.rs.)
 //!
-//! Open descriptors and RSS belong to the whole process, so every test holds [`serial`]
-//! for its whole run. Threads are counted by the names the tests give them, never in
-//! total: libtest starts and ends its own threads while a test runs.
+//! Open descriptors and RSS belong to the whole process, so every test runs alone
+//! (`bounded_alone`). Threads are counted by the names the tests give them, never in
+//! total: libtest starts and ends its own threads while a test runs. Linux only:
+//! descriptors, threads and memory are read in /proc.
+#![cfg(target_os = "linux")]
 
 mod support;
 
-use std::fs;
 use std::io::{self, BufRead, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, SockRef, Socket, Type};
 use socketserver::dispatch::{Dispatch, Pool, Sequential, Threading};
-use socketserver::transport::Transport;
-use socketserver::{Address, BackgroundServer, DatagramRequest, Error, Phase, StreamRequest, TcpServer, UdpServer};
+use socketserver::{DatagramRequest, Phase, StreamRequest, TcpServer, UdpServer};
+use support::linux::{current_task, rss_kib, task_state};
 use support::{
-    connect, join_within, open_fds, round_trip, threads_named, udp_client, wait_until, watchdog, within, TIMEOUT,
+    ask, bounded_alone, connect, echo_line, join_within, open_fds, pattern, round_trip, stop_background, threads_named,
+    udp_client, wait_until, within, Mode, Reported, Reports, MODES, TIMEOUT,
 };
 
-const WATCHDOG: Duration = Duration::from_secs(120);
+/// The deadline of each test here; the ignored long soak has its own.
+const LIMIT: Duration = Duration::from_secs(120);
 const EXPECTED_PANIC: &str = "reliability: a handler panics on purpose";
 /// `comm` of the thread `serve_in_background` starts (`socketserver-serve`, cut to 15 bytes).
 const SERVE_THREAD: &str = "socketserver-se";
@@ -47,230 +49,20 @@ const WARM_UP: usize = 1_000;
 // Helpers
 // ---------------------------------------------------------------------------------------
 
-/// Runs the tests of this file one at a time; see the module docs.
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// Silences the panics these tests cause on purpose (see `support`).
 fn quiet_expected_panics() {
     support::quiet_panics_containing(EXPECTED_PANIC);
 }
 
-/// What `handle_error` saw, kept as plain values: [`Error`] is not `Clone`.
-#[derive(Debug, Clone, PartialEq)]
-enum Reported {
-    /// A panic with [`EXPECTED_PANIC`].
-    Panic(Phase),
-    Handler(Phase, io::ErrorKind),
-    Dispatch(io::ErrorKind),
-    Other(String),
-}
-
-#[derive(Clone, Default)]
-struct Reports(Arc<Mutex<Vec<Reported>>>);
-
-impl Reports {
-    fn hook(&self) -> impl Fn(&Error, Option<&Address>) + Send + Sync + 'static {
-        let reports = self.0.clone();
-        move |error, _| {
-            let reported = match error {
-                Error::Panic { phase, message } if message.contains(EXPECTED_PANIC) => Reported::Panic(*phase),
-                Error::Handler { phase, source } => Reported::Handler(*phase, source.kind()),
-                Error::Dispatch(source) => Reported::Dispatch(source.kind()),
-                other => Reported::Other(other.to_string()),
-            };
-            reports.lock().unwrap().push(reported);
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
-
-    fn take(&self) -> Vec<Reported> {
-        std::mem::take(&mut *self.0.lock().unwrap())
-    }
-}
-
-/// Whether a reported error is what a server sees when its peer is gone.
-fn peer_gone(reported: &Reported) -> bool {
-    matches!(reported, Reported::Handler(Phase::Handle, io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe))
-}
-
 /// Shuts the server down, joins its thread and closes it, all within [`TIMEOUT`].
-fn stop<T: Transport>(background: BackgroundServer<T>) {
-    within(TIMEOUT, move || background.stop()).expect("serve_forever ended with an error");
+fn stop<T: socketserver::transport::Transport>(background: socketserver::BackgroundServer<T>) {
+    stop_background(background);
 }
 
 /// After [`stop`]: no thread of the server is left.
 fn assert_no_threads(prefix: &str) {
     assert_eq!(threads_named(prefix), 0, "{prefix}* threads outlived the server");
     assert_eq!(threads_named(SERVE_THREAD), 0, "the serve thread outlived the server");
-}
-
-/// Reads one line and echoes it; the server then closes first, so the `TIME_WAIT` of
-/// thousands of short connections sits on the server's port, not on client ports.
-fn echo_line(req: &mut StreamRequest) -> io::Result<()> {
-    let mut line = String::new();
-    req.reader().read_line(&mut line)?;
-    req.writer().write_all(line.as_bytes())
-}
-
-/// Sends `message` and reads until the server closes.
-fn ask_and_read_to_end(addr: SocketAddr, message: &[u8]) -> Vec<u8> {
-    let mut client = connect(addr);
-    client.write_all(message).unwrap();
-    let mut reply = Vec::new();
-    client.read_to_end(&mut reply).unwrap_or_else(|e| panic!("reading the reply to {message:?}: {e}"));
-    reply
-}
-
-/// This process's resident set size, in KiB.
-fn rss_kib() -> usize {
-    let status = fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find_map(|line| line.strip_prefix("VmRSS:")).expect("VmRSS in /proc/self/status");
-    line.trim().trim_end_matches("kB").trim().parse().unwrap()
-}
-
-/// The `/proc/self/task/TID` folder of the calling thread.
-fn current_task() -> PathBuf {
-    Path::new("/proc").join(fs::read_link("/proc/thread-self").expect("read /proc/thread-self"))
-}
-
-/// The scheduler state of a thread: `S` while it sleeps in a system call.
-fn task_state(task: &Path) -> Option<char> {
-    let stat = fs::read_to_string(task.join("stat")).ok()?;
-    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
-}
-
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i % 251) as u8).collect()
-}
-
-// ---------------------------------------------------------------------------------------
-// 1. Descriptor exhaustion: back off, do not spin, recover
-// ---------------------------------------------------------------------------------------
-
-/// The echo example's descriptor limit in the exhaustion test.
-const FD_LIMIT: usize = 40;
-
-fn echo_binary() -> PathBuf {
-    support::example_binary("echo")
-}
-
-/// A child process, killed and reaped when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the echo example under `ulimit -n FD_LIMIT` and returns it with its address.
-fn limited_echo() -> (Killed, SocketAddr) {
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(format!(r#"ulimit -n {FD_LIMIT} && exec "$0" "$@""#))
-        .arg(echo_binary())
-        .args(["--addr", "127.0.0.1:0", "--mode", "threading"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the echo example");
-    let stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let child = Killed(child);
-    // Drained so the child never blocks on a full pipe; it reports every failed request.
-    thread::spawn(move || io::copy(&mut stderr, &mut io::sink()));
-    let (lines, first_line) = mpsc::channel();
-    thread::spawn(move || {
-        let mut stdout = io::BufReader::new(stdout);
-        let mut line = String::new();
-        let _ = lines.send(stdout.read_line(&mut line).map(|_| line));
-        let _ = io::copy(&mut stdout, &mut io::sink());
-    });
-    let line = first_line.recv_timeout(TIMEOUT).expect("the listening line").expect("read stdout");
-    let addr = line.trim_end().strip_prefix("listening on tcp://").unwrap_or_else(|| panic!("first line {line:?}"));
-    (child, addr.parse().unwrap())
-}
-
-/// The child's descriptors numbered below [`FD_LIMIT`]: it is out of descriptors when
-/// it holds them all. (Descriptors it inherited may sit above the limit.)
-fn child_fds(pid: u32) -> usize {
-    let fds = fs::read_dir(format!("/proc/{pid}/fd")).expect("read /proc/PID/fd");
-    fds.filter_map(|fd| fd.ok()?.file_name().to_str()?.parse::<usize>().ok()).filter(|&fd| fd < FD_LIMIT).count()
-}
-
-/// utime + stime of a process, in clock ticks (10 ms each).
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
-    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 1..].split_whitespace().collect();
-    // Fields 14 and 15 of proc(5); `fields[0]` is field 3.
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
-/// Whether the byte sent on `client` has come back, without waiting.
-fn echoed(client: &mut TcpStream) -> bool {
-    client.set_nonblocking(true).unwrap();
-    let mut byte = [0];
-    let echoed = match client.read(&mut byte) {
-        Ok(n) => n == 1,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
-        Err(e) => panic!("a client of the exhausted server failed: {e}"),
-    };
-    client.set_nonblocking(false).unwrap();
-    echoed
-}
-
-/// Out of descriptors, `accept` fails at once with `EMFILE` while connections wait: a
-/// loop that retried at once would burn a core. The server must back off, then serve
-/// the waiting connections and new ones once descriptors are free again.
-#[test]
-fn out_of_descriptors_the_server_backs_off_and_recovers() {
-    let _serial = serial();
-    let _dog = watchdog("out_of_descriptors_the_server_backs_off_and_recovers", Duration::from_secs(300));
-    let (echo, addr) = limited_echo();
-    let pid = echo.0.id();
-
-    // One echoed client after another, until the child holds its last descriptor.
-    let mut accepted = Vec::new();
-    while child_fds(pid) < FD_LIMIT {
-        assert!(accepted.len() < FD_LIMIT, "{} clients served and the child is still below its limit", accepted.len());
-        let mut client = connect(addr);
-        client.write_all(b"x").unwrap();
-        wait_until(TIMEOUT, "an echo or the descriptor limit", || echoed(&mut client) || child_fds(pid) >= FD_LIMIT);
-        accepted.push(client);
-    }
-    // These complete their handshake in the kernel and wait in the backlog.
-    let mut waiting: Vec<TcpStream> = (0..5).map(|_| connect(addr)).collect();
-    for client in &mut waiting {
-        client.write_all(b"w").unwrap();
-    }
-
-    let before = cpu_ticks(pid);
-    thread::sleep(Duration::from_secs(1));
-    let used = cpu_ticks(pid) - before;
-    eprintln!("rl-emfile: out of descriptors for 1 s, the server used {used} ticks (10 ms each) of CPU");
-    assert!(used < 10, "the exhausted server used {used} ticks (10 ms each) of CPU in one second: it spins");
-    assert_eq!(child_fds(pid), FD_LIMIT, "the child should still be out of descriptors");
-    for client in &mut waiting {
-        assert!(!echoed(client), "a client was served while the server had no descriptor left");
-    }
-
-    drop(accepted);
-    for (n, client) in waiting.iter_mut().enumerate() {
-        let mut byte = [0];
-        client.read_exact(&mut byte).unwrap_or_else(|e| panic!("waiting client {n} was never served: {e}"));
-        assert_eq!(&byte, b"w");
-    }
-    let client = connect(addr);
-    let reply = round_trip(&client, b"after the exhaustion", || client.shutdown(Shutdown::Write).unwrap());
-    assert_eq!(reply, b"after the exhaustion");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -302,21 +94,22 @@ fn panicking_requests(mode: impl Dispatch, prefix: &str, request_threads: usize)
 
     let started = Instant::now();
     for n in 0..PANICS {
-        let reply = ask_and_read_to_end(addr, b"panic\n");
+        let reply = ask(addr, b"panic\n");
         assert!(reply.is_empty(), "panicking request {n} got {reply:?}");
     }
     eprintln!("{prefix}: {PANICS} panicking requests in {:?}", started.elapsed());
 
     wait_until(TIMEOUT, "every panic to be reported", || reports.len() >= PANICS);
-    let reported = reports.take();
-    let panics = reported.iter().filter(|r| **r == Reported::Panic(Phase::Handle)).count();
-    let others: Vec<_> = reported.iter().filter(|r| **r != Reported::Panic(Phase::Handle)).take(10).collect();
+    let reported = reports.take_reported();
+    let expected = |r: &&Reported| r.is_panic(Phase::Handle, EXPECTED_PANIC);
+    let panics = reported.iter().filter(expected).count();
+    let others: Vec<_> = reported.iter().filter(|r| !expected(r)).take(10).collect();
     assert_eq!((panics, others.len()), (PANICS, 0), "panics reported, and other reports: {others:?}");
     wait_until(TIMEOUT, "the request threads to settle", || threads_named(prefix) == request_threads);
     assert_eq!(threads_named(SERVE_THREAD), 1);
     wait_until(TIMEOUT, "the server to close every connection", || open_fds() == fds_serving);
 
-    assert_eq!(ask_and_read_to_end(addr, b"still here\n"), b"still here\n");
+    assert_eq!(ask(addr, b"still here\n"), b"still here\n");
     assert_eq!(reports.take(), [], "the normal request reported an error");
     stop(background);
     assert_no_threads(prefix);
@@ -325,26 +118,26 @@ fn panicking_requests(mode: impl Dispatch, prefix: &str, request_threads: usize)
 
 #[test]
 fn ten_thousand_panics_in_sequential_mode() {
-    let _serial = serial();
-    let _dog = watchdog("ten_thousand_panics_in_sequential_mode", WATCHDOG);
-    // No request threads: the serve thread runs every request.
-    panicking_requests(Sequential, "rl-panic-seq", 0);
+    bounded_alone(LIMIT, || {
+        // No request threads: the serve thread runs every request.
+        panicking_requests(Sequential, "rl-panic-seq", 0);
+    });
 }
 
 #[test]
 fn ten_thousand_panics_in_threading_mode() {
-    let _serial = serial();
-    let _dog = watchdog("ten_thousand_panics_in_threading_mode", WATCHDOG);
-    // Without keep-alive every request thread ends with its request.
-    let mode = Threading::new().keep_alive(Duration::ZERO).thread_name("rl-panic-thr");
-    panicking_requests(mode, "rl-panic-thr", 0);
+    bounded_alone(LIMIT, || {
+        // Without keep-alive every request thread ends with its request.
+        let mode = Threading::new().keep_alive(Duration::ZERO).thread_name("rl-panic-thr");
+        panicking_requests(mode, "rl-panic-thr", 0);
+    });
 }
 
 #[test]
 fn ten_thousand_panics_in_pool_mode() {
-    let _serial = serial();
-    let _dog = watchdog("ten_thousand_panics_in_pool_mode", WATCHDOG);
-    panicking_requests(Pool::new(3).thread_name("rl-panic-pool"), "rl-panic-pool", 3);
+    bounded_alone(LIMIT, || {
+        panicking_requests(Pool::new(3).thread_name("rl-panic-pool"), "rl-panic-pool", 3);
+    });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -403,24 +196,6 @@ fn commands(flood: Arc<Flood>) -> impl Fn(&mut StreamRequest) -> io::Result<()> 
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Mode {
-    Sequential,
-    Threading,
-    Pool,
-}
-
-const MODES: [Mode; 3] = [Mode::Sequential, Mode::Threading, Mode::Pool];
-
-/// The mode, its request threads named `prefix-N`.
-fn dispatch(mode: Mode, prefix: &str) -> Box<dyn Dispatch> {
-    match mode {
-        Mode::Sequential => Box::new(Sequential),
-        Mode::Threading => Box::new(Threading::new().thread_name(prefix)),
-        Mode::Pool => Box::new(Pool::new(2).thread_name(prefix)),
-    }
-}
-
 /// Runs `scenario` against a [`commands`] server in `mode`, then checks that nothing
 /// more was reported, the server closed every connection, serves the next client, and
 /// leaves no thread or descriptor behind.
@@ -429,7 +204,7 @@ fn survives(mode: Mode, prefix: &str, scenario: impl FnOnce(SocketAddr, &Flood, 
     let reports = Reports::default();
     let flood = Arc::new(Flood::default());
     let server = TcpServer::builder("127.0.0.1:0")
-        .dispatch(dispatch(mode, prefix))
+        .dispatch(mode.named(prefix))
         .handle_error(reports.hook())
         .bind(commands(flood.clone()))
         .unwrap();
@@ -455,74 +230,74 @@ fn survives(mode: Mode, prefix: &str, scenario: impl FnOnce(SocketAddr, &Flood, 
 /// fails with the reset, reported once, and the server goes on.
 #[test]
 fn clients_that_reset_mid_stream_are_reported_and_forgotten() {
-    let _serial = serial();
-    let _dog = watchdog("clients_that_reset_mid_stream_are_reported_and_forgotten", WATCHDOG);
-    const RESETS: usize = 20;
-    for mode in MODES {
-        survives(mode, "rl-reset", |addr, _, reports| {
-            let chunk = pattern(16 * 1024);
-            for n in 0..RESETS {
-                let mut client = connect(addr);
-                client.write_all(b"echo\n").unwrap();
-                client.write_all(&chunk).unwrap();
-                let mut back = vec![0; chunk.len()];
-                client.read_exact(&mut back).unwrap();
-                assert_eq!(back, chunk);
-                client.write_all(&chunk).unwrap();
-                SockRef::from(&client).set_linger(Some(Duration::ZERO)).unwrap();
-                drop(client);
-                wait_until(TIMEOUT, "the reset to be reported", || reports.len() > n);
-            }
-            let reported = reports.take();
-            assert_eq!(reported.len(), RESETS, "{mode:?}: one report per reset: {reported:?}");
-            assert!(reported.iter().all(peer_gone), "{mode:?}: {reported:?}");
-        });
-    }
+    bounded_alone(LIMIT, || {
+        const RESETS: usize = 20;
+        for mode in MODES {
+            survives(mode, "rl-reset", |addr, _, reports| {
+                let chunk = pattern(16 * 1024);
+                for n in 0..RESETS {
+                    let mut client = connect(addr);
+                    client.write_all(b"echo\n").unwrap();
+                    client.write_all(&chunk).unwrap();
+                    let mut back = vec![0; chunk.len()];
+                    client.read_exact(&mut back).unwrap();
+                    assert_eq!(back, chunk);
+                    client.write_all(&chunk).unwrap();
+                    SockRef::from(&client).set_linger(Some(Duration::ZERO)).unwrap();
+                    drop(client);
+                    wait_until(TIMEOUT, "the reset to be reported", || reports.len() > n);
+                }
+                let reported = reports.take_reported();
+                assert_eq!(reported.len(), RESETS, "{mode:?}: one report per reset: {reported:?}");
+                assert!(reported.iter().all(Reported::is_peer_gone), "{mode:?}: {reported:?}");
+            });
+        }
+    });
 }
 
 /// A client that shuts down its write half still gets the whole reply, which the
 /// server writes only after that end-of-file.
 #[test]
 fn half_closed_clients_get_the_whole_reply() {
-    let _serial = serial();
-    let _dog = watchdog("half_closed_clients_get_the_whole_reply", WATCHDOG);
-    let payload = pattern(1 << 20);
-    for mode in MODES {
-        survives(mode, "rl-half", |addr, _, _| {
-            for _ in 0..5 {
-                let client = connect(addr);
-                let mut message = b"collect\n".to_vec();
-                message.extend_from_slice(&payload);
-                let reply = round_trip(&client, &message, || client.shutdown(Shutdown::Write).unwrap());
-                assert!(reply == payload, "{mode:?}: {} bytes back instead of {}", reply.len(), payload.len());
-            }
-        });
-    }
+    bounded_alone(LIMIT, || {
+        let payload = pattern(1 << 20);
+        for mode in MODES {
+            survives(mode, "rl-half", |addr, _, _| {
+                for _ in 0..5 {
+                    let client = connect(addr);
+                    let mut message = b"collect\n".to_vec();
+                    message.extend_from_slice(&payload);
+                    let reply = round_trip(&client, &message, || client.shutdown(Shutdown::Write).unwrap());
+                    assert!(reply == payload, "{mode:?}: {} bytes back instead of {}", reply.len(), payload.len());
+                }
+            });
+        }
+    });
 }
 
 /// A client with a tiny receive buffer asks for 8 MiB, never reads, and goes away while
 /// the handler is blocked writing: the write fails, is reported, and the server goes on.
 #[test]
 fn a_client_vanishing_while_the_server_is_blocked_writing_is_reported() {
-    let _serial = serial();
-    let _dog = watchdog("a_client_vanishing_while_the_server_is_blocked_writing_is_reported", WATCHDOG);
-    for mode in MODES {
-        survives(mode, "rl-vanish", |addr, flood, reports| {
-            let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-            // Set before connecting, so the window the client advertises stays small.
-            socket.set_recv_buffer_size(1024).unwrap();
-            socket.connect_timeout(&addr.into(), TIMEOUT).unwrap();
-            let mut client = TcpStream::from(socket);
-            client.write_all(b"flood\n").unwrap();
-            wait_until(TIMEOUT, "the handler to block in write", || flood.blocked_writing());
-            drop(client); // unread data: the kernel resets the connection
-            wait_until(TIMEOUT, "the failed write to be reported", || reports.len() == 1);
-            let reported = reports.take();
-            assert!(peer_gone(&reported[0]), "{mode:?}: {reported:?}");
-            let written = flood.written.load(Ordering::SeqCst);
-            assert!(written < FLOOD, "{mode:?}: the handler wrote all {written} bytes; it never blocked");
-        });
-    }
+    bounded_alone(LIMIT, || {
+        for mode in MODES {
+            survives(mode, "rl-vanish", |addr, flood, reports| {
+                let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+                // Set before connecting, so the window the client advertises stays small.
+                socket.set_recv_buffer_size(1024).unwrap();
+                socket.connect_timeout(&addr.into(), TIMEOUT).unwrap();
+                let mut client = TcpStream::from(socket);
+                client.write_all(b"flood\n").unwrap();
+                wait_until(TIMEOUT, "the handler to block in write", || flood.blocked_writing());
+                drop(client); // unread data: the kernel resets the connection
+                wait_until(TIMEOUT, "the failed write to be reported", || reports.len() == 1);
+                let reported = reports.take_reported();
+                assert!(reported[0].is_peer_gone(), "{mode:?}: {reported:?}");
+                let written = flood.written.load(Ordering::SeqCst);
+                assert!(written < FLOOD, "{mode:?}: the handler wrote all {written} bytes; it never blocked");
+            });
+        }
+    });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -542,7 +317,7 @@ fn soak(mode: impl Dispatch, prefix: &str, cycles: usize, max_threads: usize) {
 
     let cycle = |n: usize| {
         let message = format!("cycle {n}\n");
-        assert_eq!(ask_and_read_to_end(addr, message.as_bytes()), message.as_bytes());
+        assert_eq!(ask(addr, message.as_bytes()), message.as_bytes());
     };
     let started = Instant::now();
     (0..WARM_UP).for_each(cycle);
@@ -573,25 +348,25 @@ const SOAK_THREADS: usize = 8;
 
 #[test]
 fn soak_threading() {
-    let _serial = serial();
-    let _dog = watchdog("soak_threading", WATCHDOG);
-    soak(Threading::new().thread_name("rl-soak-thr"), "rl-soak-thr", SOAK, SOAK_THREADS);
+    bounded_alone(LIMIT, || {
+        soak(Threading::new().thread_name("rl-soak-thr"), "rl-soak-thr", SOAK, SOAK_THREADS);
+    });
 }
 
 #[test]
 fn soak_pool() {
-    let _serial = serial();
-    let _dog = watchdog("soak_pool", WATCHDOG);
-    soak(Pool::new(4).thread_name("rl-soak-pool"), "rl-soak-pool", SOAK, 4);
+    bounded_alone(LIMIT, || {
+        soak(Pool::new(4).thread_name("rl-soak-pool"), "rl-soak-pool", SOAK, 4);
+    });
 }
 
 #[test]
 #[ignore = "long soak: 100,000 cycles per mode, about 20 s in debug"]
 fn long_soak_threading_and_pool() {
-    let _serial = serial();
-    let _dog = watchdog("long_soak_threading_and_pool", Duration::from_secs(1200));
-    soak(Threading::new().thread_name("rl-soak-thr"), "rl-soak-thr", LONG_SOAK, SOAK_THREADS);
-    soak(Pool::new(4).thread_name("rl-soak-pool"), "rl-soak-pool", LONG_SOAK, 4);
+    bounded_alone(Duration::from_secs(1200), || {
+        soak(Threading::new().thread_name("rl-soak-thr"), "rl-soak-thr", LONG_SOAK, SOAK_THREADS);
+        soak(Pool::new(4).thread_name("rl-soak-pool"), "rl-soak-pool", LONG_SOAK, 4);
+    });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -705,18 +480,18 @@ fn shutdown_with_clients_in_flight(mode: impl Dispatch, prefix: &str, running: u
 
 #[test]
 fn shutdown_accounts_for_every_client_in_flight_threading() {
-    let _serial = serial();
-    let _dog = watchdog("shutdown_accounts_for_every_client_in_flight_threading", WATCHDOG);
-    // Every client has a thread of its own, so all 32 are running when shutdown comes.
-    shutdown_with_clients_in_flight(Threading::new().thread_name("rl-drain-thr"), "rl-drain-thr", IN_FLIGHT);
+    bounded_alone(LIMIT, || {
+        // Every client has a thread of its own, so all 32 are running when shutdown comes.
+        shutdown_with_clients_in_flight(Threading::new().thread_name("rl-drain-thr"), "rl-drain-thr", IN_FLIGHT);
+    });
 }
 
 #[test]
 fn shutdown_accounts_for_every_client_in_flight_pool() {
-    let _serial = serial();
-    let _dog = watchdog("shutdown_accounts_for_every_client_in_flight_pool", WATCHDOG);
-    // Four run; the other 28 wait in the backlog.
-    shutdown_with_clients_in_flight(Pool::new(4).thread_name("rl-drain-pool"), "rl-drain-pool", 4);
+    bounded_alone(LIMIT, || {
+        // Four run; the other 28 wait in the backlog.
+        shutdown_with_clients_in_flight(Pool::new(4).thread_name("rl-drain-pool"), "rl-drain-pool", 4);
+    });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -835,16 +610,16 @@ fn udp_flood(mode: impl Dispatch, prefix: &str) {
 
 #[test]
 fn udp_flood_pool() {
-    let _serial = serial();
-    let _dog = watchdog("udp_flood_pool", WATCHDOG);
-    udp_flood(Pool::new(2).thread_name("rl-flood-pool"), "rl-flood-pool");
+    bounded_alone(LIMIT, || {
+        udp_flood(Pool::new(2).thread_name("rl-flood-pool"), "rl-flood-pool");
+    });
 }
 
 #[test]
 fn udp_flood_sequential() {
-    let _serial = serial();
-    let _dog = watchdog("udp_flood_sequential", WATCHDOG);
-    udp_flood(Sequential, "rl-flood-seq");
+    bounded_alone(LIMIT, || {
+        udp_flood(Sequential, "rl-flood-seq");
+    });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -888,7 +663,7 @@ fn three_clients(mode: impl Dispatch, prefix: &str) -> (Vec<Outcome>, Vec<Report
     stop(background);
     assert_no_threads(prefix);
     assert_eq!(open_fds(), fds_before, "descriptors leaked");
-    (outcomes, reports.take(), ran.load(Ordering::SeqCst))
+    (outcomes, reports.take_reported(), ran.load(Ordering::SeqCst))
 }
 
 /// Every request thread fails to spawn: nothing is served, but each connection is
@@ -896,32 +671,32 @@ fn three_clients(mode: impl Dispatch, prefix: &str) -> (Vec<Outcome>, Vec<Report
 /// and shuts down.
 #[test]
 fn failed_thread_spawns_close_the_connection_and_are_reported() {
-    let _serial = serial();
-    let _dog = watchdog("failed_thread_spawns_close_the_connection_and_are_reported", WATCHDOG);
-    let mode = Threading::new().stack_size(UNMAPPABLE_STACK).thread_name("rl-spawn-thr");
-    let (outcomes, reported, ran) = three_clients(mode, "rl-spawn-thr");
-    for (n, outcome) in outcomes.iter().enumerate() {
-        // The server closes with the line unread, so the kernel may reset instead.
-        let closed = matches!(outcome, Outcome::Closed(reply) if reply.is_empty())
-            || matches!(outcome, Outcome::Failed(0, io::ErrorKind::ConnectionReset));
-        assert!(closed, "client {n}: {outcome:?}; expected a close without a reply");
-    }
-    assert_eq!(reported.len(), 3, "{reported:?}");
-    assert!(reported.iter().all(|r| matches!(r, Reported::Dispatch(_))), "{reported:?}");
-    assert_eq!(ran, 0, "a handler ran without a thread");
+    bounded_alone(LIMIT, || {
+        let mode = Threading::new().stack_size(UNMAPPABLE_STACK).thread_name("rl-spawn-thr");
+        let (outcomes, reported, ran) = three_clients(mode, "rl-spawn-thr");
+        for (n, outcome) in outcomes.iter().enumerate() {
+            // The server closes with the line unread, so the kernel may reset instead.
+            let closed = matches!(outcome, Outcome::Closed(reply) if reply.is_empty())
+                || matches!(outcome, Outcome::Failed(0, io::ErrorKind::ConnectionReset));
+            assert!(closed, "client {n}: {outcome:?}; expected a close without a reply");
+        }
+        assert_eq!(reported.len(), 3, "{reported:?}");
+        assert!(reported.iter().all(|r| matches!(r, Reported::Dispatch(_))), "{reported:?}");
+        assert_eq!(ran, 0, "a handler ran without a thread");
+    });
 }
 
 /// A pool none of whose workers can start serves on the thread that called
 /// `serve_forever` instead (src/dispatch/pool.rs), and still shuts down.
 #[test]
 fn a_pool_whose_workers_cannot_start_serves_on_the_calling_thread() {
-    let _serial = serial();
-    let _dog = watchdog("a_pool_whose_workers_cannot_start_serves_on_the_calling_thread", WATCHDOG);
-    let mode = Pool::new(2).stack_size(UNMAPPABLE_STACK).thread_name("rl-spawn-pool");
-    let (outcomes, reported, ran) = three_clients(mode, "rl-spawn-pool");
-    for (n, outcome) in outcomes.iter().enumerate() {
-        assert!(matches!(outcome, Outcome::Closed(reply) if reply == b"hello\n"), "client {n}: {outcome:?}");
-    }
-    assert_eq!(reported, [], "nothing to report when the calling thread serves");
-    assert_eq!(ran, 3);
+    bounded_alone(LIMIT, || {
+        let mode = Pool::new(2).stack_size(UNMAPPABLE_STACK).thread_name("rl-spawn-pool");
+        let (outcomes, reported, ran) = three_clients(mode, "rl-spawn-pool");
+        for (n, outcome) in outcomes.iter().enumerate() {
+            assert!(matches!(outcome, Outcome::Closed(reply) if reply == b"hello\n"), "client {n}: {outcome:?}");
+        }
+        assert_eq!(reported, [], "nothing to report when the calling thread serves");
+        assert_eq!(ran, 3);
+    });
 }

@@ -13,19 +13,19 @@
 
 mod support;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread::{self, JoinHandle};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
-use support::{connect, join_within, watchdog, Watchdog, TIMEOUT};
+use support::process::{example_binary, Spawned};
+use support::{bounded, connect, spawn_scoped, TempPath, TIMEOUT};
 
 /// The example's longest line (`MAX_LINE` in examples/tls.rs).
 const MAX_LINE: usize = 8192;
@@ -35,48 +35,31 @@ const MAX_LINE: usize = 8192;
 // ---------------------------------------------------------------------------------------
 
 fn tls_binary() -> PathBuf {
-    support::example_binary("tls")
+    example_binary("tls")
 }
 
 /// Runs `command` to its end within `limit`, returning its status, stdout and stderr.
 fn run_to_exit(mut command: Command, limit: Duration) -> (ExitStatus, String, String) {
-    let finished = support::run_to_exit(&mut command, b"", limit);
+    let finished = support::process::run_to_exit(&mut command, b"", limit);
     (finished.status, finished.stdout, finished.stderr)
 }
 
-/// Builds the example, then arms a watchdog: a hang that slipped past every deadline
-/// still ends the run.
-fn start_test(name: &'static str) -> Watchdog {
+/// Builds the example (outside the deadline: a build may take long on a busy machine),
+/// then runs the test `body` within 90 s.
+fn tls_test(body: impl FnOnce() + Send + 'static) {
     tls_binary();
-    watchdog(name, Duration::from_secs(90))
+    bounded(Duration::from_secs(90), body);
 }
 
 /// A file in the temp directory, removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(tag: &str) -> TempFile {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        TempFile(std::env::temp_dir().join(format!("ss-tls-{}-{tag}-{n}.pem", std::process::id())))
-    }
-
-    fn arg(&self) -> &str {
-        self.0.to_str().expect("a UTF-8 temp path")
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
+fn temp_pem(tag: &str) -> TempPath {
+    TempPath::file(&format!("tls-{tag}"), "pem")
 }
 
 /// A running tls example. Dropping it kills the process and reaps it.
 struct Tls {
-    child: Child,
+    process: Spawned,
     addr: SocketAddr,
-    stderr: Option<JoinHandle<String>>,
 }
 
 impl Tls {
@@ -84,61 +67,23 @@ impl Tls {
     fn start(extra: &[&str]) -> Tls {
         let mut command = Command::new(tls_binary());
         command.args(["--addr", "127.0.0.1:0"]).args(extra).env("RUST_BACKTRACE", "1");
-        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = command.spawn().expect("spawn the tls example");
-        let stdout = child.stdout.take().unwrap();
-        let stderr = support::read_pipe(child.stderr.take().unwrap());
-        let (lines, first_line) = mpsc::channel();
-        thread::spawn(move || {
-            let mut stdout = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = lines.send(stdout.read_line(&mut line).map(|_| line));
-            // Keep draining so the child never blocks on a full pipe.
-            let _ = io::copy(&mut stdout, &mut io::sink());
-        });
-        let line = match first_line.recv_timeout(TIMEOUT) {
-            Ok(Ok(line)) => line,
-            Ok(Err(e)) => panic!("reading the stdout of tls {extra:?}: {e}"),
-            Err(_) => panic!("tls {extra:?} printed no line within {TIMEOUT:?}"),
-        };
-        let addr = line
-            .trim_end()
-            .strip_prefix("listening on tls://")
-            .unwrap_or_else(|| panic!("tls {extra:?}: first stdout line {line:?} is not `listening on tls://ADDR`"));
-        let addr: SocketAddr = addr.parse().unwrap_or_else(|e| panic!("{line:?}: not IP:PORT: {e}"));
-        assert_ne!(addr.port(), 0, "{line:?} shows port 0, not the real port");
-        Tls { child, addr, stderr: Some(stderr) }
+        let mut process = Spawned::start(command);
+        let url = process.listening();
+        let addr =
+            url.strip_prefix("tls://").unwrap_or_else(|| panic!("tls {extra:?}: listening on {url:?}, not tls://ADDR"));
+        let addr: SocketAddr = addr.parse().unwrap_or_else(|e| panic!("{url:?}: not IP:PORT: {e}"));
+        assert_ne!(addr.port(), 0, "{url:?} shows port 0, not the real port");
+        Tls { process, addr }
     }
 
     /// Sends SIGTERM, checks for exit status 0 within the 2 s grace and a margin, and
     /// returns what the process wrote to stderr.
     fn terminate(&mut self) -> String {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .stdin(Stdio::null())
-            .status()
-            .expect("run kill(1)");
-        assert!(status.success(), "kill -TERM failed: {status}");
-        let deadline = Instant::now() + TIMEOUT;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "tls still running {TIMEOUT:?} after SIGTERM");
-            thread::sleep(Duration::from_millis(5));
-        };
-        let stderr = self.stderr.take().map(|h| join_within(h, TIMEOUT)).unwrap_or_default();
+        self.process.signal("TERM");
+        let status = self.process.wait_exit(TIMEOUT);
+        let stderr = self.process.stderr_text();
         assert_eq!(status.code(), Some(0), "tls ended with {status} after SIGTERM; stderr: {stderr}");
         stderr
-    }
-}
-
-impl Drop for Tls {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
     }
 }
 
@@ -214,142 +159,151 @@ fn assert_closed_within(stream: &mut TcpStream, drip: &[u8], limit: Duration, wh
 
 #[test]
 fn rustls_client_trusting_the_written_certificate_gets_each_line_back() {
-    let _dog = start_test("rustls_client_trusting_the_written_certificate_gets_each_line_back");
-    let pem = TempFile::new("cert");
-    let mut server = Tls::start(&["--cert-out", pem.arg()]);
-    let config = trusting(&pem.0, rustls::DEFAULT_VERSIONS);
+    tls_test(|| {
+        let pem = temp_pem("cert");
+        let mut server = Tls::start(&["--cert-out", pem.arg()]);
+        let config = trusting(&pem, rustls::DEFAULT_VERSIONS);
 
-    // The certificate names both localhost and 127.0.0.1.
-    for name in ["localhost", "127.0.0.1"] {
-        let mut client = tls_connect(server.addr, config.clone(), name).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(client.conn.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3), "{name}");
-        assert_echoes(&mut client, b"hello\n");
-        assert_echoes(&mut client, b"\n");
-        assert_echoes(&mut client, "caf\u{e9} \u{2713}\n".as_bytes());
-        assert_echoes(&mut client, b"\0\xff binary\r\n");
-        // Several lines in one record come back whole, in order.
-        assert_echoes(&mut client, b"one\ntwo\nthree\n");
-        let longest = [vec![b'x'; MAX_LINE - 1], b"\n".to_vec()].concat();
-        assert_echoes(&mut client, &longest);
-        // A last line without a newline is echoed when the client ends the stream.
-        client.write_all(b"no newline").unwrap();
-        client.conn.send_close_notify();
-        client.flush().unwrap();
-        assert_eq!(read_to_close_notify(&mut client), b"no newline", "{name}");
-    }
+        // The certificate names both localhost and 127.0.0.1.
+        for name in ["localhost", "127.0.0.1"] {
+            let mut client = tls_connect(server.addr, config.clone(), name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(client.conn.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3), "{name}");
+            assert_echoes(&mut client, b"hello\n");
+            assert_echoes(&mut client, b"\n");
+            assert_echoes(&mut client, "caf\u{e9} \u{2713}\n".as_bytes());
+            assert_echoes(&mut client, b"\0\xff binary\r\n");
+            // Several lines in one record come back whole, in order.
+            assert_echoes(&mut client, b"one\ntwo\nthree\n");
+            let longest = [vec![b'x'; MAX_LINE - 1], b"\n".to_vec()].concat();
+            assert_echoes(&mut client, &longest);
+            // A last line without a newline is echoed when the client ends the stream.
+            client.write_all(b"no newline").unwrap();
+            client.conn.send_close_notify();
+            client.flush().unwrap();
+            assert_eq!(read_to_close_notify(&mut client), b"no newline", "{name}");
+        }
 
-    // TLS 1.2 works too (rustls's `tls12` feature).
-    let mut client = tls_connect(server.addr, trusting(&pem.0, &[&rustls::version::TLS12]), "localhost").unwrap();
-    assert_eq!(client.conn.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
-    assert_echoes(&mut client, b"over TLS 1.2\n");
-    drop(client);
+        // TLS 1.2 works too (rustls's `tls12` feature).
+        let mut client = tls_connect(server.addr, trusting(&pem, &[&rustls::version::TLS12]), "localhost").unwrap();
+        assert_eq!(client.conn.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+        assert_echoes(&mut client, b"over TLS 1.2\n");
+        drop(client);
 
-    let stderr = server.terminate();
-    assert!(stderr.is_empty(), "well-behaved clients caused errors: {stderr}");
+        let stderr = server.terminate();
+        assert!(stderr.is_empty(), "well-behaved clients caused errors: {stderr}");
+    });
 }
 
 #[test]
 fn the_certificate_is_verified_and_given_files_are_used() {
-    let _dog = start_test("the_certificate_is_verified_and_given_files_are_used");
-    // A certificate and key of our own, served with --cert/--key.
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let (cert, key) = (TempFile::new("given-cert"), TempFile::new("given-key"));
-    std::fs::write(&cert.0, made.cert.pem()).unwrap();
-    std::fs::write(&key.0, made.signing_key.serialize_pem()).unwrap();
-    let out = TempFile::new("given-out");
-    let server = Tls::start(&["--cert", cert.arg(), "--key", key.arg(), "--cert-out", out.arg()]);
-    assert_eq!(std::fs::read_to_string(&out.0).unwrap(), made.cert.pem(), "--cert-out writes the served certificate");
+    tls_test(|| {
+        // A certificate and key of our own, served with --cert/--key.
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (cert, key) = (temp_pem("given-cert"), temp_pem("given-key"));
+        std::fs::write(&cert, made.cert.pem()).unwrap();
+        std::fs::write(&*key, made.signing_key.serialize_pem()).unwrap();
+        let out = temp_pem("given-out");
+        let server = Tls::start(&["--cert", cert.arg(), "--key", key.arg(), "--cert-out", out.arg()]);
+        assert_eq!(
+            std::fs::read_to_string(&*out).unwrap(),
+            made.cert.pem(),
+            "--cert-out writes the served certificate"
+        );
 
-    let mut client = tls_connect(server.addr, trusting(&cert.0, rustls::DEFAULT_VERSIONS), "localhost").unwrap();
-    assert_echoes(&mut client, b"served with the given certificate\n");
+        let mut client = tls_connect(server.addr, trusting(&cert, rustls::DEFAULT_VERSIONS), "localhost").unwrap();
+        assert_echoes(&mut client, b"served with the given certificate\n");
 
-    // That certificate names localhost only.
-    let wrong_name = tls_connect(server.addr, trusting(&cert.0, rustls::DEFAULT_VERSIONS), "127.0.0.1");
-    let error = wrong_name.expect_err("a certificate without 127.0.0.1 must not verify for it");
-    assert!(error.to_string().contains("certificate"), "expected a certificate error, got {error}");
+        // That certificate names localhost only.
+        let wrong_name = tls_connect(server.addr, trusting(&cert, rustls::DEFAULT_VERSIONS), "127.0.0.1");
+        let error = wrong_name.expect_err("a certificate without 127.0.0.1 must not verify for it");
+        assert!(error.to_string().contains("certificate"), "expected a certificate error, got {error}");
 
-    // A client that trusts a different certificate refuses the server's.
-    let other = TempFile::new("other");
-    std::fs::write(&other.0, rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap().cert.pem())
-        .unwrap();
-    let untrusted = tls_connect(server.addr, trusting(&other.0, rustls::DEFAULT_VERSIONS), "localhost");
-    let error = untrusted.expect_err("a certificate the client does not trust must not verify");
-    assert!(error.to_string().contains("certificate"), "expected a certificate error, got {error}");
+        // A client that trusts a different certificate refuses the server's.
+        let other = temp_pem("other");
+        std::fs::write(&other, rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap().cert.pem())
+            .unwrap();
+        let untrusted = tls_connect(server.addr, trusting(&other, rustls::DEFAULT_VERSIONS), "localhost");
+        let error = untrusted.expect_err("a certificate the client does not trust must not verify");
+        assert!(error.to_string().contains("certificate"), "expected a certificate error, got {error}");
 
-    // Those failed handshakes cost the server nothing.
-    assert_echoes(&mut client, b"still served\n");
+        // Those failed handshakes cost the server nothing.
+        assert_echoes(&mut client, b"still served\n");
+    });
 }
 
 #[test]
 fn plain_text_client_gets_no_echo_and_the_server_keeps_serving() {
-    let _dog = start_test("plain_text_client_gets_no_echo_and_the_server_keeps_serving");
-    let pem = TempFile::new("plain");
-    let mut server = Tls::start(&["--cert-out", pem.arg()]);
-    let config = trusting(&pem.0, rustls::DEFAULT_VERSIONS);
-    let mut before = tls_connect(server.addr, config.clone(), "localhost").unwrap();
-    assert_echoes(&mut before, b"before\n");
+    tls_test(|| {
+        let pem = temp_pem("plain");
+        let mut server = Tls::start(&["--cert-out", pem.arg()]);
+        let config = trusting(&pem, rustls::DEFAULT_VERSIONS);
+        let mut before = tls_connect(server.addr, config.clone(), "localhost").unwrap();
+        assert_echoes(&mut before, b"before\n");
 
-    for request in [&b"hello in plain text\n"[..], b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"] {
-        let mut plain = connect(server.addr);
-        plain.write_all(request).unwrap();
-        let mut reply = Vec::new();
-        plain.read_to_end(&mut reply).expect("the server closes a plain-text connection");
-        // At most a TLS alert record (content type 21), never the text.
-        assert!(reply.is_empty() || reply[0] == 21, "a plain-text client got {reply:?}");
-        assert!(!reply.windows(5).any(|w| request.windows(5).any(|r| r == w)), "the text came back: {reply:?}");
-    }
+        for request in [&b"hello in plain text\n"[..], b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"] {
+            let mut plain = connect(server.addr);
+            plain.write_all(request).unwrap();
+            let mut reply = Vec::new();
+            plain.read_to_end(&mut reply).expect("the server closes a plain-text connection");
+            // At most a TLS alert record (content type 21), never the text.
+            assert!(reply.is_empty() || reply[0] == 21, "a plain-text client got {reply:?}");
+            assert!(!reply.windows(5).any(|w| request.windows(5).any(|r| r == w)), "the text came back: {reply:?}");
+        }
 
-    // A connection that was open before, and a new one, are both still served.
-    assert_echoes(&mut before, b"after\n");
-    let mut after = tls_connect(server.addr, config, "localhost").unwrap();
-    assert_echoes(&mut after, b"new client\n");
-    drop((before, after));
+        // A connection that was open before, and a new one, are both still served.
+        assert_echoes(&mut before, b"after\n");
+        let mut after = tls_connect(server.addr, config, "localhost").unwrap();
+        assert_echoes(&mut after, b"new client\n");
+        drop((before, after));
 
-    let stderr = server.terminate();
-    assert_eq!(stderr.lines().count(), 2, "one error line per plain-text client expected: {stderr}");
+        let stderr = server.terminate();
+        assert_eq!(stderr.lines().count(), 2, "one error line per plain-text client expected: {stderr}");
+    });
 }
 
 #[test]
 fn a_line_over_the_limit_ends_only_that_connection() {
-    let _dog = start_test("a_line_over_the_limit_ends_only_that_connection");
-    let pem = TempFile::new("long");
-    let server = Tls::start(&["--cert-out", pem.arg()]);
-    let config = trusting(&pem.0, rustls::DEFAULT_VERSIONS);
-    let mut other = tls_connect(server.addr, config.clone(), "localhost").unwrap();
+    tls_test(|| {
+        let pem = temp_pem("long");
+        let server = Tls::start(&["--cert-out", pem.arg()]);
+        let config = trusting(&pem, rustls::DEFAULT_VERSIONS);
+        let mut other = tls_connect(server.addr, config.clone(), "localhost").unwrap();
 
-    let mut client = tls_connect(server.addr, config.clone(), "localhost").unwrap();
-    assert_echoes(&mut client, b"short\n");
-    client.write_all(&vec![b'y'; MAX_LINE + 1]).unwrap();
-    client.flush().unwrap();
-    // No echo of the long line, and a clean TLS close rather than a cut connection.
-    assert_eq!(read_to_close_notify(&mut client), b"");
+        let mut client = tls_connect(server.addr, config.clone(), "localhost").unwrap();
+        assert_echoes(&mut client, b"short\n");
+        client.write_all(&vec![b'y'; MAX_LINE + 1]).unwrap();
+        client.flush().unwrap();
+        // No echo of the long line, and a clean TLS close rather than a cut connection.
+        assert_eq!(read_to_close_notify(&mut client), b"");
 
-    assert_echoes(&mut other, b"unaffected\n");
+        assert_echoes(&mut other, b"unaffected\n");
+    });
 }
 
 #[test]
 fn a_handshake_that_never_ends_is_cut_at_the_timeout() {
-    let _dog = start_test("a_handshake_that_never_ends_is_cut_at_the_timeout");
-    let pem = TempFile::new("stall");
-    let server = Tls::start(&["--timeout", "1", "--cert-out", pem.arg()]);
-    let config = trusting(&pem.0, rustls::DEFAULT_VERSIONS);
-    let limit = Duration::from_secs(8);
+    tls_test(|| {
+        let pem = temp_pem("stall");
+        let server = Tls::start(&["--timeout", "1", "--cert-out", pem.arg()]);
+        let config = trusting(&pem, rustls::DEFAULT_VERSIONS);
+        let limit = Duration::from_secs(8);
 
-    thread::scope(|scope| {
-        // Connects and sends nothing: the read timeout alone would end this one.
-        scope.spawn(|| assert_closed_within(&mut connect(server.addr), b"", limit, "a silent client"));
-        // The header of a 512-byte handshake record, then a byte every 200 ms: each read
-        // succeeds within the 1 s timeout, so only a deadline on the whole handshake ends it.
-        scope.spawn(|| {
-            let drip = [&[0x16, 0x03, 0x01, 0x02, 0x00][..], &[0; 512]].concat();
-            assert_closed_within(&mut connect(server.addr), &drip, limit, "a client dripping its ClientHello");
+        thread::scope(|scope| {
+            // Connects and sends nothing: the read timeout alone would end this one.
+            spawn_scoped(scope, || assert_closed_within(&mut connect(server.addr), b"", limit, "a silent client"));
+            // The header of a 512-byte handshake record, then a byte every 200 ms: each read
+            // succeeds within the 1 s timeout, so only a deadline on the whole handshake ends it.
+            spawn_scoped(scope, || {
+                let drip = [&[0x16, 0x03, 0x01, 0x02, 0x00][..], &[0; 512]].concat();
+                assert_closed_within(&mut connect(server.addr), &drip, limit, "a client dripping its ClientHello");
+            });
+            // Meanwhile, and afterwards, a real client is served.
+            let mut client = tls_connect(server.addr, config.clone(), "localhost").unwrap();
+            assert_echoes(&mut client, b"served during the stall\n");
         });
-        // Meanwhile, and afterwards, a real client is served.
-        let mut client = tls_connect(server.addr, config.clone(), "localhost").unwrap();
-        assert_echoes(&mut client, b"served during the stall\n");
+        let mut client = tls_connect(server.addr, config, "localhost").unwrap();
+        assert_echoes(&mut client, b"served after the stall\n");
     });
-    let mut client = tls_connect(server.addr, config, "localhost").unwrap();
-    assert_echoes(&mut client, b"served after the stall\n");
 }
 
 /// Python's `ssl` module, verifying against the written certificate as any client would:
@@ -375,50 +329,52 @@ for name, max_version in [("localhost", None), ("127.0.0.1", None), ("localhost"
 
 #[test]
 fn python_ssl_client_verifies_and_gets_its_lines_back() {
-    let _dog = start_test("python_ssl_client_verifies_and_gets_its_lines_back");
-    let pem = TempFile::new("python");
-    let mut server = Tls::start(&["--cert-out", pem.arg()]);
-    if let Err(e) = Command::new("python3").arg("--version").stdout(Stdio::null()).status() {
-        panic!("python3 is part of this project's test machine, but cannot be run: {e}");
-    }
-    let mut python = Command::new("python3");
-    python.args(["-c", PYTHON_CLIENT, &server.addr.port().to_string(), pem.arg()]);
-    let (status, stdout, stderr) = run_to_exit(python, Duration::from_secs(30));
-    assert!(status.success(), "the Python ssl client failed ({status}):\n{stderr}");
-    assert_eq!(
-        stdout,
-        "localhost TLSv1.3 first localhost|second|\n\
-         127.0.0.1 TLSv1.3 first 127.0.0.1|second|\n\
-         localhost TLSv1.2 first localhost|second|\n"
-    );
-    // Python closes without close_notify; the example takes that as the end, not an error.
-    let stderr = server.terminate();
-    assert!(stderr.is_empty(), "Python's clients caused errors: {stderr}");
+    tls_test(|| {
+        let pem = temp_pem("python");
+        let mut server = Tls::start(&["--cert-out", pem.arg()]);
+        if let Err(e) = Command::new("python3").arg("--version").stdout(Stdio::null()).status() {
+            panic!("python3 is part of this project's test machine, but cannot be run: {e}");
+        }
+        let mut python = Command::new("python3");
+        python.args(["-c", PYTHON_CLIENT, &server.addr.port().to_string(), pem.arg()]);
+        let (status, stdout, stderr) = run_to_exit(python, Duration::from_secs(30));
+        assert!(status.success(), "the Python ssl client failed ({status}):\n{stderr}");
+        assert_eq!(
+            stdout,
+            "localhost TLSv1.3 first localhost|second|\n\
+             127.0.0.1 TLSv1.3 first 127.0.0.1|second|\n\
+             localhost TLSv1.2 first localhost|second|\n"
+        );
+        // Python closes without close_notify; the example takes that as the end, not an error.
+        let stderr = server.terminate();
+        assert!(stderr.is_empty(), "Python's clients caused errors: {stderr}");
+    });
 }
 
 #[test]
 fn bad_arguments_exit_2_and_bad_files_exit_1() {
-    let _dog = start_test("bad_arguments_exit_2_and_bad_files_exit_1");
-    let cases: &[(&[&str], i32, &str)] = &[
-        (&["--addr", "127.0.0.1:0", "--bogus"], 2, "--bogus"),
-        (&["--addr", "127.0.0.1:0", "--cert", "c.pem"], 2, "--key"),
-        (&["--addr", "127.0.0.1:0", "--key", "k.pem"], 2, "--cert"),
-        (&["--addr", "127.0.0.1:0", "--timeout", "0"], 2, "0"),
-        (&["--addr", "127.0.0.1:0", "--timeout"], 2, "--timeout"),
-        (&["--addr", "not-an-address"], 2, "not-an-address"),
-        (
-            &["--addr", "127.0.0.1:0", "--cert", "/nonexistent/c.pem", "--key", "/nonexistent/k.pem"],
-            1,
-            "/nonexistent/c.pem",
-        ),
-    ];
-    for &(args, code, named) in cases {
-        let mut command = Command::new(tls_binary());
-        command.args(args);
-        let (status, stdout, stderr) = run_to_exit(command, TIMEOUT);
-        assert_eq!(status.code(), Some(code), "tls {args:?}: status {status}, stderr {stderr:?}");
-        assert_eq!(stderr.lines().count(), 1, "tls {args:?}: stderr must be one line: {stderr:?}");
-        assert!(stderr.contains(named), "tls {args:?}: stderr {stderr:?} does not name {named:?}");
-        assert!(stdout.is_empty(), "tls {args:?}: nothing belongs on stdout, got {stdout:?}");
-    }
+    tls_test(|| {
+        let cases: &[(&[&str], i32, &str)] = &[
+            (&["--addr", "127.0.0.1:0", "--bogus"], 2, "--bogus"),
+            (&["--addr", "127.0.0.1:0", "--cert", "c.pem"], 2, "--key"),
+            (&["--addr", "127.0.0.1:0", "--key", "k.pem"], 2, "--cert"),
+            (&["--addr", "127.0.0.1:0", "--timeout", "0"], 2, "0"),
+            (&["--addr", "127.0.0.1:0", "--timeout"], 2, "--timeout"),
+            (&["--addr", "not-an-address"], 2, "not-an-address"),
+            (
+                &["--addr", "127.0.0.1:0", "--cert", "/nonexistent/c.pem", "--key", "/nonexistent/k.pem"],
+                1,
+                "/nonexistent/c.pem",
+            ),
+        ];
+        for &(args, code, named) in cases {
+            let mut command = Command::new(tls_binary());
+            command.args(args);
+            let (status, stdout, stderr) = run_to_exit(command, TIMEOUT);
+            assert_eq!(status.code(), Some(code), "tls {args:?}: status {status}, stderr {stderr:?}");
+            assert_eq!(stderr.lines().count(), 1, "tls {args:?}: stderr must be one line: {stderr:?}");
+            assert!(stderr.contains(named), "tls {args:?}: stderr {stderr:?} does not name {named:?}");
+            assert!(stdout.is_empty(), "tls {args:?}: nothing belongs on stdout, got {stdout:?}");
+        }
+    });
 }
