@@ -594,10 +594,17 @@ impl Control {
     }
 
     /// Sleeps `delay` or until a request ends (which frees descriptors) or shutdown.
+    /// Other changes of the count, such as a pool worker giving back the place it had
+    /// reserved for an accept that failed, do not end the sleep: they free nothing, and
+    /// would make the workers cut each other's back-off short.
     pub(crate) fn back_off(&self, delay: Duration) {
+        let until = Instant::now() + delay;
         let mut requests = self.requests.lock();
-        if !self.is_stopping() {
-            let _ = self.requests_changed.wait_for(&mut requests, delay);
+        let finished = requests.finished;
+        while !self.is_stopping() && requests.finished == finished {
+            if self.requests_changed.wait_until(&mut requests, until).timed_out() {
+                break;
+            }
         }
     }
 
