@@ -235,7 +235,7 @@ fn main() {
                     r.name, r.p99_ms, r.p50_ms, r.max_ms, r.tries
                 );
             }
-            eprintln!("lifecycle gate: {} of {} rows over the bound ({tries} tries per row)", over.len(), rows.len());
+            eprintln!("lifecycle gate: {} of {} rows over the bound (up to {tries} tries per row; a row stops once it is sure to be over)", over.len(), rows.len());
             std::process::exit(1);
         }
     }

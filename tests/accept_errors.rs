@@ -51,9 +51,11 @@ fn exhausted_child(spec: &str) {
     let words: Vec<&str> = spec.split_whitespace().collect();
     let dispatch = || -> Box<dyn Dispatch> {
         match Mode::from_name(words[0]) {
-            // Two workers, each backing off on its own: a worker giving back the place it
-            // reserved for a failed accept must not cut the other's back-off short.
-            Mode::Pool => Box::new(Pool::new(2)),
+            // Four workers, each backing off on its own: a worker giving back the place it
+            // reserved for a failed accept must not cut the others' back-off short (with
+            // that bug, four workers make 400 to 2,000 attempts in the window; two workers
+            // fell into step only about every other run).
+            Mode::Pool => Box::new(Pool::new(4)),
             mode => mode.dispatch(),
         }
     };
@@ -139,7 +141,7 @@ fn backs_off_exponentially(test: &str, mode: Mode, transport: &str) {
             thread::sleep(WINDOW);
             let attempts = voluntary_switches(pid) - switches;
             let used = cpu_ticks(pid) - ticks;
-            let threads = if matches!(mode, Mode::Pool) { 2 } else { 1 }; // the pool's two workers each accept
+            let threads = if matches!(mode, Mode::Pool) { 4 } else { 1 }; // the pool's four workers each accept
             eprintln!("{mode} {transport}: out of descriptors for {WINDOW:?}: {attempts} wakeups, {used} ticks of CPU");
             assert!(
                 attempts <= MOST_ATTEMPTS_PER_THREAD * threads,
