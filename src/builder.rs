@@ -6,7 +6,9 @@ use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::net::{self, ToSocketAddrs};
+#[cfg(unix)]
 use std::os::unix::net as unix;
+#[cfg(unix)]
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +23,9 @@ use crate::handler::RequestHandler;
 use crate::net::{Address, BeforeBind, BindTarget, Connection, DatagramSocket, Endpoint, SocketOptions};
 use crate::request::{DatagramRequest, StreamRequest};
 use crate::server::Server;
-use crate::transport::{InetTransport, Tcp, Transport, Udp, UnixDatagram, UnixStream};
+use crate::transport::{InetTransport, Tcp, Transport, Udp};
+#[cfg(unix)]
+use crate::transport::{UnixDatagram, UnixStream};
 
 /// Configures a server before binding it: socket options, dispatch mode, hooks.
 ///
@@ -134,29 +138,44 @@ impl<T: Transport> Builder<T> {
     /// Called with each new server socket before it is bound (part of what overriding
     /// Python's `server_bind` does): set options that must precede bind and that the
     /// builder does not offer, such as `SO_RCVBUF` or `SO_BINDTODEVICE`, for example
-    /// through `socket2::SockRef::from(&fd)`. Runs again when the server binds anew after
-    /// a shutdown (then under the server's internal lock: do not call the server's own
-    /// methods from it). An error fails the bind with [`Error::Bind`].
+    /// through `socket2::SockRef::from(&socket)`. Runs again when the server binds anew
+    /// after a shutdown (then under the server's internal lock: do not call the server's
+    /// own methods from it). An error fails the bind with [`Error::Bind`].
+    ///
+    /// # Platform-specific behavior
+    ///
+    /// The hook gets a `BorrowedFd` on Unix and a `BorrowedSocket` on Windows.
     ///
     /// # Examples
     ///
     /// ```
     /// use std::io::Write;
-    /// use std::os::fd::AsRawFd;
     /// use socketserver::{StreamRequest, TcpServer};
     ///
     /// let server = TcpServer::builder("127.0.0.1:0")
-    ///     .before_bind(|fd| {
-    ///         assert!(fd.as_raw_fd() >= 0); // e.g. socket2::SockRef::from(&fd).set_recv_buffer_size(1 << 20)
+    ///     .before_bind(|socket| {
+    ///         socket2::SockRef::from(&socket).set_recv_buffer_size(1 << 16)?;
     ///         Ok(())
     ///     })
     ///     .bind(|req: &mut StreamRequest| req.writer().write_all(b"hi"))?;
     /// # drop(server);
     /// # Ok::<(), socketserver::Error>(())
     /// ```
+    #[cfg(unix)]
     pub fn before_bind(
         mut self,
         hook: impl Fn(std::os::fd::BorrowedFd<'_>) -> io::Result<()> + Send + Sync + 'static,
+    ) -> Self {
+        self.options.before_bind = Some(BeforeBind(Arc::new(hook)));
+        self
+    }
+
+    /// Called with each new server socket before it is bound; see the Unix version of
+    /// this method (the hook gets a `BorrowedSocket` here).
+    #[cfg(windows)]
+    pub fn before_bind(
+        mut self,
+        hook: impl Fn(std::os::windows::io::BorrowedSocket<'_>) -> io::Result<()> + Send + Sync + 'static,
     ) -> Self {
         self.options.before_bind = Some(BeforeBind(Arc::new(hook)));
         self
@@ -218,9 +237,10 @@ impl<T: Transport> Builder<T> {
     where
         H: RequestHandler<T::Request>,
     {
+        // A socket the user passed in is theirs: it stays open across serve calls.
         let reopenable = !matches!(self.target, BindTarget::Existing(_));
         let bound = T::open(self.target, &self.options)?;
-        bound.endpoint.set_blocking()?;
+        bound.endpoint.set_nonblocking()?;
         let local = bound.endpoint.local_address()?;
         if let Some(hook) = &self.config.hooks.after_bind {
             // Dropping `bound` on error closes the socket; remove a file it created.
@@ -234,9 +254,10 @@ impl<T: Transport> Builder<T> {
         let policy = Policy {
             shutdown_deadline: self.config.shutdown_deadline,
             waits_for_requests: Kind::of(&*self.dispatch).waits_for_requests(),
+            reopenable,
         };
         let control = Arc::new(Control::new(local, bound, policy));
-        let rebind = Rebind { options: self.options, reopen: T::reopen, reopenable };
+        let rebind = Rebind { options: self.options, reopen: T::reopen };
         let engine = Engine::new(control, T::Request::erase(handler), self.dispatch, self.config, rebind);
         Ok(Server::new(engine))
     }
@@ -409,6 +430,8 @@ impl<T: InetTransport> Builder<T> {
     }
 }
 
+#[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
 impl<T: Transport<Addr = PathBuf>> Builder<T> {
     /// The permission bits of the socket file, such as `0o660` to let only the owner
     /// and group connect. Set right after bind, before a stream socket listens, so no
@@ -478,10 +501,12 @@ impl Server<Tcp> {
     /// yourself (Python's `bind_and_activate=False`): for socket options this crate
     /// does not set, or a descriptor inherited from a parent (`OwnedFd` converts into a
     /// `TcpListener`). Socket options on the builder do not apply to it; it is put in
-    /// blocking mode.
+    /// non-blocking mode, which the serve loop needs.
     ///
-    /// Shutdown makes the listener refuse connections for good, so such a server serves
-    /// until its first shutdown; a later serve call fails with [`Error::Bind`].
+    /// The listener is yours: a shutdown does not close it, so the server serves it
+    /// again at the next serve call, and connections that arrive in between wait in its
+    /// backlog (the server closes it when it is closed). A socket the server bound
+    /// itself is closed at a shutdown instead, and bound anew (see [`Server`]).
     pub fn from_listener(listener: impl Into<net::TcpListener>) -> Builder<Tcp> {
         Builder::new(BindTarget::Existing(Endpoint::Tcp(listener.into())))
     }
@@ -507,15 +532,16 @@ impl Server<Udp> {
     }
 
     /// A [`Builder`] that serves a UDP socket you bound yourself. Socket options on the
-    /// builder do not apply to it; it is put in blocking mode.
-    ///
-    /// It serves until its first shutdown, as [`TcpServer::from_listener`](crate::TcpServer::from_listener) explains.
+    /// builder do not apply to it; it is put in non-blocking mode. It serves again after a
+    /// shutdown, as [`TcpServer::from_listener`](crate::TcpServer::from_listener) explains.
     pub fn from_socket(socket: impl Into<net::UdpSocket>) -> Builder<Udp> {
         let socket = DatagramSocket::Udp(socket.into());
         Builder::new(BindTarget::Existing(Endpoint::Datagram(Arc::new(socket))))
     }
 }
 
+#[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
 impl Server<UnixStream> {
     /// Binds and listens on the socket file `path`.
     ///
@@ -539,14 +565,15 @@ impl Server<UnixStream> {
     }
 
     /// A [`Builder`] that serves a Unix listener you created. Its socket file is yours:
-    /// closing the server does not remove it.
-    ///
-    /// It serves until its first shutdown, as [`TcpServer::from_listener`](crate::TcpServer::from_listener) explains.
+    /// closing the server does not remove it. It serves again after a shutdown, as
+    /// [`TcpServer::from_listener`](crate::TcpServer::from_listener) explains.
     pub fn from_listener(listener: impl Into<unix::UnixListener>) -> Builder<UnixStream> {
         Builder::new(BindTarget::Existing(Endpoint::UnixStream(listener.into())))
     }
 }
 
+#[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
 impl Server<UnixDatagram> {
     /// Binds a Unix datagram socket at `path`; stale files are handled as by
     /// [`UnixStreamServer::bind`](Server::<UnixStream>::bind).
@@ -567,9 +594,8 @@ impl Server<UnixDatagram> {
     }
 
     /// A [`Builder`] that serves a Unix datagram socket you bound. Its socket file is
-    /// yours: closing the server does not remove it.
-    ///
-    /// It serves until its first shutdown, as [`TcpServer::from_listener`](crate::TcpServer::from_listener) explains.
+    /// yours: closing the server does not remove it. It serves again after a shutdown, as
+    /// [`TcpServer::from_listener`](crate::TcpServer::from_listener) explains.
     pub fn from_socket(socket: impl Into<unix::UnixDatagram>) -> Builder<UnixDatagram> {
         let socket = DatagramSocket::Unix(socket.into());
         Builder::new(BindTarget::Existing(Endpoint::Datagram(Arc::new(socket))))

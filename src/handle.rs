@@ -6,10 +6,14 @@
 //!
 //! The lifecycle: a server is `Idle` until a serve call ([`Control::begin`]) makes it
 //! `Serving`; the call's [`ServeCall`] guard makes it `Idle` again when the call ends.
-//! [`Control::shutdown`] during a serve call wakes the serve loop through the socket and
+//! [`Control::shutdown`] during a serve call fires the wakers of its serve loops and
 //! waits for that call (not a later one) to end; before the first call it is
 //! remembered, so that a serve thread spawned a moment ago returns at once; between two
 //! calls it does nothing. [`Control::close`] makes it `Closed` for good.
+//!
+//! A shutdown also lets go of the socket the server bound itself, so that it closes
+//! (and new connections are refused) once the serve loops have returned; the next serve
+//! call binds the address anew. A socket the user passed in is kept, and serves again.
 
 use std::cell::Cell;
 use std::fmt;
@@ -21,7 +25,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
-use crate::net::{Address, Bound, Connection, Endpoint, OwnedPath};
+use crate::net::{Address, Bound, Connection, Endpoint, OwnedPath, Waker};
 use crate::report::{log_or_stderr, LOG_TARGET};
 
 /// After the shutdown deadline the server closes the connections still open; handlers
@@ -129,6 +133,9 @@ pub(crate) struct Policy {
     /// Whether a serve call waits for the requests it started (false for `Threading`
     /// without `block_on_close`).
     pub(crate) waits_for_requests: bool,
+    /// Whether the server bound its socket itself, and can bind it again: a shutdown then
+    /// closes it. A socket the user passed in is kept open across serve calls.
+    pub(crate) reopenable: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,18 +159,9 @@ struct Life {
     deadline: Option<Instant>,
     /// `None` once the server is closed (and for a control block with no socket).
     endpoint: Option<Arc<Endpoint>>,
-    /// The endpoint was interrupted and must be bound again before serving.
-    interrupted: bool,
+    /// The socket was let go of at a shutdown and must be bound again before serving.
+    released: bool,
     owned_path: Option<OwnedPath>,
-}
-
-impl Life {
-    fn interrupt(&mut self) {
-        if let Some(endpoint) = &self.endpoint {
-            endpoint.interrupt();
-            self.interrupted = true;
-        }
-    }
 }
 
 /// Requests accepted and not yet finished, and the connections among them, so the
@@ -191,6 +189,8 @@ pub(crate) struct Control {
     life_changed: Condvar,
     requests: Mutex<Requests>,
     requests_changed: Condvar,
+    /// The wakers of the serve loops running now, each under the id it was given.
+    wakers: Mutex<(u64, Vec<(u64, Waker)>)>,
     pub(crate) counters: Counters,
 }
 
@@ -234,8 +234,28 @@ pub(crate) struct ServeCall {
 
 impl ServeCall {
     /// The socket this call serves; `None` only for a control block with no socket.
+    #[cfg(test)]
     pub(crate) fn endpoint(&self) -> Option<&Arc<Endpoint>> {
         self.endpoint.as_ref()
+    }
+
+    /// Takes the call's hold on the socket, so that the caller can let it go as soon as
+    /// the serve loops return (a socket let go of at a shutdown then closes, before the
+    /// call waits for running requests).
+    pub(crate) fn take_endpoint(&mut self) -> Option<Arc<Endpoint>> {
+        self.endpoint.take()
+    }
+}
+
+/// A serve loop's waker, registered with the control block until dropped.
+pub(crate) struct WakerGuard<'a> {
+    control: &'a Control,
+    id: u64,
+}
+
+impl Drop for WakerGuard<'_> {
+    fn drop(&mut self) {
+        self.control.wakers.lock().1.retain(|(id, _)| *id != self.id);
     }
 }
 
@@ -317,7 +337,8 @@ impl Control {
     /// A control block with no socket: what an in-memory request's `server()` handle
     /// points to. It never serves; `shutdown` is remembered as before a first serve.
     pub(crate) fn detached(local: Address) -> Control {
-        Control::with_endpoint(local, None, None, Policy { shutdown_deadline: None, waits_for_requests: true })
+        let policy = Policy { shutdown_deadline: None, waits_for_requests: true, reopenable: false };
+        Control::with_endpoint(local, None, None, policy)
     }
 
     fn with_endpoint(
@@ -333,7 +354,7 @@ impl Control {
             stop_pending: false,
             deadline: None,
             endpoint,
-            interrupted: false,
+            released: false,
             owned_path,
         };
         Control {
@@ -344,6 +365,7 @@ impl Control {
             life_changed: Condvar::new(),
             requests: Mutex::new(Requests::default()),
             requests_changed: Condvar::new(),
+            wakers: Mutex::new((0, Vec::new())),
             counters: Counters::default(),
         }
     }
@@ -377,9 +399,9 @@ impl Control {
     }
 
     /// Starts a serve call (`forever`: `serve_forever`, else `handle_request`). `Ok(None)`
-    /// means a shutdown came first and the call returns at once. If a shutdown
-    /// interrupted the socket, `rebind` binds the address again first (under the lock, so
-    /// no shutdown slips between); if it fails, the next call tries again.
+    /// means a shutdown came first and the call returns at once. If a shutdown let go of
+    /// the socket, `rebind` binds the address again first (under the lock, so no
+    /// shutdown slips between); if it fails, the next call tries again.
     ///
     /// # Errors
     /// [`Error::Closed`], [`Error::AlreadyServing`], or what `rebind` returned.
@@ -399,15 +421,12 @@ impl Control {
             life.served = true;
             return Ok(None);
         }
-        if life.interrupted {
-            // Close the old socket first: an interrupted UDP socket holds its port until
-            // closed, and UDP binds without SO_REUSEADDR.
-            drop(life.endpoint.take());
+        if life.released {
             let bound = rebind()?;
             // The bind replaced the old socket file, so only the new record counts.
             life.owned_path = bound.owned_path;
             life.endpoint = Some(Arc::new(bound.endpoint));
-            life.interrupted = false;
+            life.released = false;
         }
         self.stopping.store(false, Ordering::SeqCst);
         life.phase = Phase::Serving;
@@ -427,15 +446,18 @@ impl Control {
                 // and refuse connections from now on.
                 Phase::Idle => {
                     life.stop_pending = true;
-                    life.interrupt();
+                    self.release(&mut life);
                     return;
                 }
                 Phase::Serving => {
                     if !self.stopping.swap(true, Ordering::SeqCst) {
                         life.deadline = self.policy.shutdown_deadline.map(|d| Instant::now() + d);
-                        life.interrupt();
-                        // Wake a loop waiting for a free slot or backing off, and a
-                        // pool's supervisor.
+                        self.release(&mut life);
+                        // Wake the loops waiting for their socket, a loop waiting for a
+                        // free slot or backing off, and a pool's supervisor.
+                        for (_, waker) in &self.wakers.lock().1 {
+                            waker.wake();
+                        }
                         let _requests = self.requests.lock();
                         self.requests_changed.notify_all();
                         self.life_changed.notify_all();
@@ -458,10 +480,38 @@ impl Control {
         }
     }
 
-    /// Interrupts the socket outside a shutdown (it broke): the next serve call binds
-    /// anew.
-    pub(crate) fn interrupt(&self) {
-        self.life.lock().interrupt();
+    /// Lets go of a socket the server bound itself, so that it closes once no serve loop
+    /// holds it, and the next serve call binds anew. A user's socket is kept.
+    fn release(&self, life: &mut Life) {
+        if !self.policy.reopenable {
+            return;
+        }
+        if let Some(endpoint) = life.endpoint.take() {
+            endpoint.refuse_new_connections();
+            life.released = true;
+        }
+    }
+
+    /// Lets go of the socket outside a shutdown, because it broke (see `release`).
+    pub(crate) fn release_broken(&self) {
+        self.release(&mut self.life.lock());
+    }
+
+    /// Registers a serve loop's waker, which every shutdown of the running serve call
+    /// fires, until the guard is dropped. Register before checking `is_stopping`: a
+    /// shutdown between the two then finds the waker, and a wake before the wait makes
+    /// the wait return at once.
+    pub(crate) fn register_waker(&self, waker: Waker) -> WakerGuard<'_> {
+        let mut wakers = self.wakers.lock();
+        wakers.0 += 1;
+        let id = wakers.0;
+        wakers.1.push((id, waker));
+        WakerGuard { control: self, id }
+    }
+
+    /// Whether the server is closed.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.life.lock().phase == Phase::Closed
     }
 
     /// Shuts down and marks the server closed, once no serve call runs. Returns the
@@ -642,7 +692,7 @@ mod tests {
     }
 
     fn never_rebinds() -> Result<Bound> {
-        panic!("nothing was interrupted, so nothing is bound again")
+        panic!("nothing was let go of, so nothing is bound again")
     }
 
     fn serve(control: &Arc<Control>, forever: bool) -> Option<ServeCall> {
@@ -760,41 +810,57 @@ mod tests {
         assert!(closed.recv_timeout(LIMIT).expect("close returns once the call ends"));
     }
 
-    #[test]
-    fn serving_again_after_a_shutdown_binds_the_socket_anew() {
+    /// A control block over a real UDP socket on loopback, bound by the server itself
+    /// (`reopenable`) or passed in by the user.
+    fn over_a_socket(reopenable: bool) -> (Arc<Control>, Address) {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let local = Address::Inet(socket.local_addr().unwrap());
         let endpoint = Endpoint::Datagram(Arc::new(crate::net::DatagramSocket::Udp(socket)));
-        let bound = Bound { endpoint, owned_path: None };
-        let control = Arc::new(Control::new(local.clone(), bound, Policy::default()));
-        let call = serve(&control, true).unwrap();
-        let returned = shutdown_on_a_thread(&control);
+        let policy = Policy { reopenable, ..Policy::default() };
+        (Arc::new(Control::new(local.clone(), Bound { endpoint, owned_path: None }, policy)), local)
+    }
+
+    /// Serves, shuts down from another thread, and ends the call.
+    fn serve_and_shut_down(control: &Arc<Control>) {
+        let call = serve(control, true).unwrap();
+        let returned = shutdown_on_a_thread(control);
         control.wait_for_stop(Some(Instant::now() + LIMIT));
         drop(call);
         returned.recv_timeout(LIMIT).unwrap();
-        // The interrupted socket is closed before the rebind, so its port is free.
+    }
+
+    #[test]
+    fn serving_again_after_a_shutdown_binds_the_socket_anew() {
+        let (control, local) = over_a_socket(true);
+        serve_and_shut_down(&control);
+        assert!(control.endpoint().is_none(), "the server let go of the socket it bound");
+        // The old socket is closed by now, so its port is free for the rebind.
         let rebind = || {
-            let addr = local.as_inet().unwrap();
-            let endpoint = crate::net::bind_udp(addr, &crate::net::SocketOptions::default())?;
+            let endpoint = crate::net::bind_udp(local.as_inet().unwrap(), &crate::net::SocketOptions::default())?;
             Ok(Bound { endpoint, owned_path: None })
         };
         let call = control.begin(true, rebind).unwrap().expect("a serve call");
         assert_eq!(call.endpoint().unwrap().local_address().unwrap().to_string(), local.to_string());
         drop(call);
-        assert!(serve(&control, true).is_some(), "a call that was not interrupted binds nothing");
+        assert!(serve(&control, true).is_some(), "a call that ended without a shutdown binds nothing");
+    }
+
+    #[test]
+    fn a_socket_the_user_passed_in_serves_again_without_a_rebind() {
+        let (control, local) = over_a_socket(false);
+        serve_and_shut_down(&control);
+        let call = serve(&control, true).expect("the same socket serves again");
+        assert_eq!(call.endpoint().unwrap().local_address().unwrap().to_string(), local.to_string());
     }
 
     #[test]
     fn a_failed_rebind_is_tried_again_on_the_next_call() {
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let local = Address::Inet(socket.local_addr().unwrap());
-        let endpoint = Endpoint::Datagram(Arc::new(crate::net::DatagramSocket::Udp(socket)));
-        let control = Arc::new(Control::new(local, Bound { endpoint, owned_path: None }, Policy::default()));
-        control.shutdown(); // before the first call: remembered, and the socket interrupted
+        let (control, _) = over_a_socket(true);
+        control.shutdown(); // before the first call: remembered, and the socket let go of
+        assert!(control.endpoint().is_none());
         assert!(serve(&control, true).is_none());
         let refused = || Err(Error::Bind { addr: "x".into(), source: std::io::ErrorKind::AddrInUse.into() });
         assert!(matches!(control.begin(true, refused), Err(Error::Bind { .. })));
-        assert!(control.endpoint().is_none(), "the old socket is closed");
         let mut called = false;
         let again = || {
             called = true;
@@ -802,6 +868,26 @@ mod tests {
         };
         let _ = control.begin(true, again);
         assert!(called, "the next call binds again");
+    }
+
+    #[test]
+    fn shutdown_fires_the_wakers_of_the_running_loops_only() {
+        let (control, _) = over_a_socket(false);
+        let endpoint = control.endpoint().unwrap();
+        let mut first = crate::net::Readiness::new(&endpoint).unwrap();
+        let mut second = crate::net::Readiness::new(&endpoint).unwrap();
+        let call = serve(&control, true).unwrap();
+        let _first = control.register_waker(first.waker());
+        drop(control.register_waker(second.waker())); // a loop that has returned
+        let _inside = CurrentServer::enter(&control);
+        control.shutdown();
+        // The registered loop's wait returns at once; the other would wait for ever, so it
+        // is given a deadline, which it runs into.
+        first.wait(None).unwrap();
+        let until = Instant::now() + Duration::from_millis(20);
+        second.wait(Some(until)).unwrap();
+        assert!(Instant::now() >= until, "an unregistered loop is not woken");
+        drop(call);
     }
 
     #[test]

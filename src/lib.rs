@@ -165,6 +165,8 @@ mod builder;
 mod python;
 #[cfg(feature = "signals")]
 mod signals;
+#[cfg(target_os = "linux")]
+#[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
 pub mod activation;
 pub mod testing;
 pub mod migration;
@@ -175,9 +177,13 @@ pub use error::{Error, Phase, Result};
 pub use handle::{ServerHandle, Stats};
 pub use handler::RequestHandler;
 pub use net::{Address, Connection, DatagramSocket};
-pub use python::{ThreadingTcpServer, ThreadingUdpServer, ThreadingUnixDatagramServer, ThreadingUnixStreamServer};
+pub use python::{ThreadingTcpServer, ThreadingUdpServer};
+#[cfg(unix)]
+pub use python::{ThreadingUnixDatagramServer, ThreadingUnixStreamServer};
 pub use request::{DatagramRequest, Reader, StreamRequest, Writer};
-pub use server::{BackgroundServer, Server, TcpServer, UdpServer, UnixDatagramServer, UnixStreamServer};
+pub use server::{BackgroundServer, Server, TcpServer, UdpServer};
+#[cfg(unix)]
+pub use server::{UnixDatagramServer, UnixStreamServer};
 #[cfg(feature = "signals")]
 pub use signals::SignalShutdown;
 pub use transport::InetTransport;

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::ToSocketAddrs;
+#[cfg(unix)]
 use std::path::Path;
 
 use crate::builder::Builder;
@@ -10,7 +11,9 @@ use crate::error::Result;
 use crate::handler::RequestHandler;
 use crate::request::{DatagramRequest, StreamRequest};
 use crate::server::Server;
-use crate::transport::{Tcp, Udp, UnixDatagram, UnixStream};
+use crate::transport::{Tcp, Udp};
+#[cfg(unix)]
+use crate::transport::{UnixDatagram, UnixStream};
 
 macro_rules! threading_server {
     ($(#[$attr:meta])* $name:ident, $python:literal, $transport:ty, $request:ty, $addr:ident: $($bound:tt)+) => {
@@ -45,5 +48,15 @@ macro_rules! threading_server {
 
 threading_server!(#[doc(alias = "ThreadingTCPServer")] ThreadingTcpServer, "ThreadingTCPServer", Tcp, StreamRequest, addr: ToSocketAddrs + fmt::Debug);
 threading_server!(#[doc(alias = "ThreadingUDPServer")] ThreadingUdpServer, "ThreadingUDPServer", Udp, DatagramRequest, addr: ToSocketAddrs + fmt::Debug);
-threading_server!(ThreadingUnixStreamServer, "ThreadingUnixStreamServer", UnixStream, StreamRequest, path: AsRef<Path>);
-threading_server!(ThreadingUnixDatagramServer, "ThreadingUnixDatagramServer", UnixDatagram, DatagramRequest, path: AsRef<Path>);
+
+/// The Unix ones, Unix only.
+#[cfg(unix)]
+mod unix_servers {
+    use super::*;
+
+    threading_server!(#[cfg_attr(docsrs, doc(cfg(unix)))] ThreadingUnixStreamServer, "ThreadingUnixStreamServer", UnixStream, StreamRequest, path: AsRef<Path>);
+    threading_server!(#[cfg_attr(docsrs, doc(cfg(unix)))] ThreadingUnixDatagramServer, "ThreadingUnixDatagramServer", UnixDatagram, DatagramRequest, path: AsRef<Path>);
+}
+
+#[cfg(unix)]
+pub use unix_servers::{ThreadingUnixDatagramServer, ThreadingUnixStreamServer};

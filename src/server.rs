@@ -15,7 +15,9 @@ use crate::handle::ServerHandle;
 use crate::net::{Address, Connection};
 use crate::report::log_or_stderr;
 use crate::request::StreamRequest;
-use crate::transport::{Tcp, Transport, Udp, UnixDatagram, UnixStream};
+use crate::transport::{Tcp, Transport, Udp};
+#[cfg(unix)]
+use crate::transport::{UnixDatagram, UnixStream};
 
 /// A TCP server (Python's `TCPServer`). See [`Server`] for the methods.
 ///
@@ -72,8 +74,14 @@ pub type TcpServer = Server<Tcp>;
 #[doc(alias = "UDPServer")]
 pub type UdpServer = Server<Udp>;
 /// A Unix stream server (Python's `UnixStreamServer`). See [`Server`] for the methods.
+/// Unix only.
+#[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
 pub type UnixStreamServer = Server<UnixStream>;
-/// A Unix datagram server (Python's `UnixDatagramServer`). See [`Server`] for the methods.
+/// A Unix datagram server (Python's `UnixDatagramServer`). See [`Server`] for the
+/// methods. Unix only.
+#[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
 pub type UnixDatagramServer = Server<UnixDatagram>;
 
 /// A server: a bound socket, a handler, a dispatch mode, and the lifecycle of Python's
@@ -90,15 +98,27 @@ pub type UnixDatagramServer = Server<UnixDatagram>;
 ///
 /// # How shutdown works without polling
 ///
-/// The serve loop blocks in `accept` or `recvfrom` with no timeout (unless a
-/// `service_actions` interval asks for one). `shutdown` sets a flag and calls
-/// `shutdown(fd, SHUT_RD)` on the server socket: the blocked call returns at once, and
-/// the kernel refuses new connections from that moment, even while a sequential handler
-/// is still busy. Connections still waiting in the backlog are reset.
+/// The server socket is non-blocking. The serve loop takes what it has and, when it has
+/// nothing, waits for the socket to become readable in the system's poller (epoll,
+/// kqueue, IOCP) with no timeout (unless a `service_actions` interval or
+/// `handle_request`'s timeout asks for one), so an idle server makes no wakeups.
+/// `shutdown` sets a flag and wakes every serve loop through its poller: the loops
+/// return at once, on every platform, in every mode.
 ///
-/// The socket cannot listen again after that, so the next `serve_forever` binds the same
-/// address anew. Between a shutdown and the next serve call the address is therefore
-/// free, unlike in Python, where the socket keeps listening (and queueing) until closed.
+/// # What happens to new connections after a shutdown
+///
+/// The same on every platform. A socket the server bound itself is closed as soon as
+/// its serve loops have returned, before running requests are waited for: connections
+/// arriving while they finish are refused (with `SO_REUSEPORT`, the kernel sends them to
+/// the other processes), and those already waiting in the backlog are reset. The next
+/// serve call binds the same address anew, so between a shutdown and the next serve call
+/// the address is free, unlike in Python, where the socket keeps listening (and
+/// queueing) until closed. A sequential server returns to its loop when the request it
+/// is running ends, so until then new connections wait in the backlog.
+///
+/// A socket you passed in (`from_listener`, `from_socket`, systemd's) is yours and stays
+/// open: connections wait in its backlog, and the next serve call serves them. It is
+/// closed when the server is closed.
 pub struct Server<T: Transport> {
     engine: Arc<Engine>,
     _transport: PhantomData<fn() -> T>,
@@ -269,15 +289,30 @@ impl<T: Transport<Request = StreamRequest>> Server<T> {
 
 /// The server socket's descriptor (Python's `fileno()`), to wait for readiness in an
 /// event loop of your own and then call [`Server::handle_request`], which will not block
-/// for long when the socket is readable.
+/// for long when the socket is readable. Unix; `AsRawSocket` on Windows.
 ///
 /// The descriptor changes when a serve call binds anew after a shutdown, and is `-1`
-/// once the server is closed: ask again rather than keeping it. (For the same reason
-/// there is no `AsFd`: a borrow could outlive the socket it names.)
+/// between a shutdown and that call and once the server is closed: ask again rather
+/// than keeping it. (For the same reason there is no `AsFd`: a borrow could outlive the
+/// socket it names.)
+#[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
 impl<T: Transport> std::os::fd::AsRawFd for Server<T> {
     #[doc(alias = "fileno")]
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.engine.control().endpoint().map_or(-1, |endpoint| endpoint.as_raw_fd())
+        self.engine.control().endpoint().and_then(|endpoint| endpoint.as_raw_socket()).unwrap_or(-1)
+    }
+}
+
+/// The server socket's `SOCKET` (Python's `fileno()`); see the Unix `AsRawFd`. It is
+/// `INVALID_SOCKET` (`!0`) between a shutdown and the next serve call and once the server
+/// is closed. Windows only.
+#[cfg(windows)]
+#[cfg_attr(docsrs, doc(cfg(windows)))]
+impl<T: Transport> std::os::windows::io::AsRawSocket for Server<T> {
+    #[doc(alias = "fileno")]
+    fn as_raw_socket(&self) -> std::os::windows::io::RawSocket {
+        self.engine.control().endpoint().and_then(|endpoint| endpoint.as_raw_socket()).unwrap_or(!0)
     }
 }
 

@@ -1,31 +1,35 @@
-//! Graceful shutdown on SIGINT and SIGTERM (feature `signals`, on by default).
+//! Graceful shutdown on SIGINT and SIGTERM, or Ctrl-C and Ctrl-Break on Windows (feature
+//! `signals`, on by default).
 
 use std::fmt;
 use std::io;
-use std::thread::{self, JoinHandle};
-
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook::iterator::{Handle, Signals};
 
 use crate::handle::ServerHandle;
 
 impl ServerHandle {
-    /// Shuts the server down when the process receives SIGINT (Ctrl-C) or SIGTERM (what
-    /// `systemctl stop`, `docker stop` and `kill` send): the server refuses new
-    /// connections at once and `serve_forever` returns once running requests end (see
+    /// Shuts the server down when the process is asked to stop: SIGINT (Ctrl-C) or
+    /// SIGTERM (what `systemctl stop`, `docker stop` and `kill` send) on Unix, Ctrl-C or
+    /// Ctrl-Break on Windows. The server refuses new connections at once and
+    /// `serve_forever` returns once running requests end (see
     /// [`Builder::shutdown_deadline`](crate::Builder::shutdown_deadline)).
     ///
     /// A second signal, while running requests are still being waited for (a hung one,
     /// with no [`shutdown_deadline`](crate::Builder::shutdown_deadline)), ends the
-    /// process at once with the signal's default action, as a second Ctrl-C does in most
-    /// servers.
+    /// process at once, as a second Ctrl-C does in most servers.
     ///
-    /// A thread named `socketserver-signals` waits for the signals, so a handler does
-    /// nothing but set a flag and write to a pipe (the safe way, through `signal-hook`).
-    /// While the returned guard lives, the two signals no longer end the process at the
-    /// first; drop it to stop listening (the default action is not restored: signal-hook
-    /// cannot do that safely, so a later signal is ignored unless another listener is
+    /// While the returned guard lives, these signals no longer end the process at the
+    /// first; drop it to stop listening (the default action is not restored: that
+    /// cannot be done safely, so a later signal is ignored unless another listener is
     /// registered).
+    ///
+    /// # Platform-specific behavior
+    ///
+    /// On Unix a thread named `socketserver-signals` waits for the signals (through
+    /// `signal-hook`, so the signal handler only sets a flag and writes to a pipe), and a
+    /// second signal ends the process with the signal's default action. On Windows the
+    /// console control handler is installed once per process (through `ctrlc`) and
+    /// serves every guard alive; a second Ctrl-C ends the process with
+    /// `STATUS_CONTROL_C_EXIT`, as Windows's default handler does.
     ///
     /// # Errors
     /// An error if the signal handlers cannot be installed or the thread cannot start.
@@ -42,9 +46,47 @@ impl ServerHandle {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn shutdown_on_signals(&self) -> io::Result<SignalShutdown> {
+        imp::listen(self.clone()).map(|inner| SignalShutdown { _inner: inner })
+    }
+}
+
+/// Listens for the stop signals on behalf of a server until dropped; see
+/// [`ServerHandle::shutdown_on_signals`].
+pub struct SignalShutdown {
+    _inner: imp::Listener,
+}
+
+impl fmt::Debug for SignalShutdown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SignalShutdown").finish_non_exhaustive()
+    }
+}
+
+/// Shuts `server` down on a thread of its own, so that the caller goes on hearing
+/// signals while shutdown waits for running requests.
+fn shut_down_in_the_background(server: ServerHandle) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || server.shutdown())
+}
+
+#[cfg(unix)]
+mod imp {
+    use std::io;
+    use std::thread::{self, JoinHandle};
+
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    use signal_hook::iterator::{Handle, Signals};
+
+    use super::shut_down_in_the_background;
+    use crate::handle::ServerHandle;
+
+    pub(super) struct Listener {
+        control: Handle,
+        thread: Option<JoinHandle<()>>,
+    }
+
+    pub(super) fn listen(server: ServerHandle) -> io::Result<Listener> {
         let mut signals = Signals::new([SIGINT, SIGTERM])?;
         let control = signals.handle();
-        let server = self.clone();
         let thread = thread::Builder::new().name("socketserver-signals".into()).spawn(move || {
             let mut stopping = None;
             for signal in signals.forever() {
@@ -55,43 +97,97 @@ impl ServerHandle {
                     continue;
                 }
                 log::info!("{name}: shutting down");
-                // On a thread of its own, so this one hears a second signal while
-                // shutdown waits for running requests.
-                let server = server.clone();
-                stopping = Some(thread::spawn(move || server.shutdown()));
+                stopping = Some(shut_down_in_the_background(server.clone()));
             }
             if let Some(stopping) = stopping {
                 let _ = stopping.join();
             }
         });
         match thread {
-            Ok(thread) => Ok(SignalShutdown { control, thread: Some(thread) }),
+            Ok(thread) => Ok(Listener { control, thread: Some(thread) }),
             Err(e) => {
                 control.close();
                 Err(e)
             }
         }
     }
-}
 
-/// Listens for SIGINT and SIGTERM on behalf of a server until dropped; see
-/// [`ServerHandle::shutdown_on_signals`].
-pub struct SignalShutdown {
-    control: Handle,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl fmt::Debug for SignalShutdown {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SignalShutdown").finish_non_exhaustive()
+    impl Drop for Listener {
+        fn drop(&mut self) {
+            self.control.close();
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
     }
 }
 
-impl Drop for SignalShutdown {
-    fn drop(&mut self) {
-        self.control.close();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+#[cfg(windows)]
+mod imp {
+    use std::io;
+    use std::sync::OnceLock;
+
+    use parking_lot::Mutex;
+
+    use super::shut_down_in_the_background;
+    use crate::handle::ServerHandle;
+
+    /// The exit status of a process that Ctrl-C ended (`STATUS_CONTROL_C_EXIT`).
+    const CONTROL_C_EXIT: u32 = 0xC000_013A;
+
+    /// The servers to shut down at the next Ctrl-C, under the id of their guard, and
+    /// whether one Ctrl-C came already.
+    struct Registry {
+        next_id: u64,
+        servers: Vec<(u64, ServerHandle)>,
+        stopping: bool,
+    }
+
+    static REGISTRY: Mutex<Registry> =
+        parking_lot::const_mutex(Registry { next_id: 0, servers: Vec::new(), stopping: false });
+    /// `ctrlc` takes one handler per process: it is installed once and serves every guard.
+    static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+
+    pub(super) struct Listener {
+        id: u64,
+    }
+
+    /// Runs on `ctrlc`'s own thread, not in the console's handler.
+    fn on_ctrl_c() {
+        let mut registry = REGISTRY.lock();
+        if registry.servers.is_empty() {
+            return;
+        }
+        if registry.stopping {
+            log::warn!("Ctrl-C again: exiting without waiting for running requests");
+            std::process::exit(CONTROL_C_EXIT as i32);
+        }
+        registry.stopping = true;
+        log::info!("Ctrl-C: shutting down");
+        for (_, server) in &registry.servers {
+            drop(shut_down_in_the_background(server.clone()));
+        }
+    }
+
+    pub(super) fn listen(server: ServerHandle) -> io::Result<Listener> {
+        let installed = INSTALLED.get_or_init(|| ctrlc::set_handler(on_ctrl_c).map_err(|e| e.to_string()));
+        if let Err(e) = installed {
+            return Err(io::Error::other(format!("cannot install the Ctrl-C handler: {e}")));
+        }
+        let mut registry = REGISTRY.lock();
+        registry.next_id += 1;
+        let id = registry.next_id;
+        registry.servers.push((id, server));
+        Ok(Listener { id })
+    }
+
+    impl Drop for Listener {
+        fn drop(&mut self) {
+            let mut registry = REGISTRY.lock();
+            registry.servers.retain(|(id, _)| *id != self.id);
+            if registry.servers.is_empty() {
+                registry.stopping = false;
+            }
         }
     }
 }

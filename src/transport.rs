@@ -8,15 +8,22 @@
 //! [`DatagramRequest`], so one handler serves TCP and Unix streams alike.
 
 use std::fmt;
+#[cfg(unix)]
 use std::io;
 use std::net::SocketAddr;
+#[cfg(unix)]
 use std::path::{Path, PathBuf};
 
+#[cfg(unix)]
 use socket2::Type;
 
-use crate::error::{Error, Result};
+#[cfg(unix)]
+use crate::error::Error;
+use crate::error::Result;
 use crate::handler::sealed::RequestKind;
-use crate::net::{bind_path, bind_udp, first_bound, listen_tcp, BindTarget, Bound, SocketOptions};
+#[cfg(unix)]
+use crate::net::bind_path;
+use crate::net::{bind_udp, first_bound, listen_tcp, BindTarget, Bound, SocketOptions};
 #[doc(no_inline)]
 pub use crate::net::{Address, Connection, DatagramSocket};
 use crate::request::{DatagramRequest, StreamRequest};
@@ -61,11 +68,16 @@ pub enum Tcp {}
 pub enum Udp {}
 
 /// Unix stream sockets, the transport of [`UnixStreamServer`](crate::UnixStreamServer).
+/// Unix only.
+#[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
 #[derive(Debug, Clone, Copy)]
 pub enum UnixStream {}
 
 /// Unix datagram sockets, the transport of
-/// [`UnixDatagramServer`](crate::UnixDatagramServer).
+/// [`UnixDatagramServer`](crate::UnixDatagramServer). Unix only.
+#[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
 #[derive(Debug, Clone, Copy)]
 pub enum UnixDatagram {}
 
@@ -75,9 +87,11 @@ impl Transport for Tcp {
 impl Transport for Udp {
     type Request = DatagramRequest;
 }
+#[cfg(unix)]
 impl Transport for UnixStream {
     type Request = StreamRequest;
 }
+#[cfg(unix)]
 impl Transport for UnixDatagram {
     type Request = DatagramRequest;
 }
@@ -88,11 +102,13 @@ fn inet(local: &Address) -> SocketAddr {
     local.as_inet().expect("an IP server has an IP address")
 }
 
+#[cfg(unix)]
 fn unix_path(local: &Address) -> PathBuf {
     local.as_pathname().map(Path::to_path_buf).unwrap_or_default()
 }
 
 /// The path to bind again, or an error for a socket that has none.
+#[cfg(unix)]
 fn socket_path(local: &Address) -> Result<PathBuf> {
     local.as_pathname().map(Path::to_path_buf).ok_or_else(|| Error::Bind {
         addr: local.to_string(),
@@ -107,6 +123,7 @@ impl sealed::Sealed for Tcp {
         let endpoint = match target {
             BindTarget::Inet(addrs, text) => first_bound(addrs, &text, |a| listen_tcp(a, options))?,
             BindTarget::Existing(endpoint) => endpoint,
+            #[cfg(unix)]
             BindTarget::Path(p) => unreachable!("TCP bound to path {}", p.display()),
         };
         Ok(Bound { endpoint, owned_path: None })
@@ -128,6 +145,7 @@ impl sealed::Sealed for Udp {
         let endpoint = match target {
             BindTarget::Inet(addrs, text) => first_bound(addrs, &text, |a| bind_udp(a, options))?,
             BindTarget::Existing(endpoint) => endpoint,
+            #[cfg(unix)]
             BindTarget::Path(p) => unreachable!("UDP bound to path {}", p.display()),
         };
         Ok(Bound { endpoint, owned_path: None })
@@ -143,6 +161,7 @@ impl sealed::Sealed for Udp {
 }
 
 /// The two Unix transports differ only in the socket type.
+#[cfg(unix)]
 macro_rules! unix_transport {
     ($transport:ty, $ty:expr) => {
         impl sealed::Sealed for $transport {
@@ -167,5 +186,7 @@ macro_rules! unix_transport {
     };
 }
 
+#[cfg(unix)]
 unix_transport!(UnixStream, Type::STREAM);
+#[cfg(unix)]
 unix_transport!(UnixDatagram, Type::DGRAM);

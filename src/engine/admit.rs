@@ -14,7 +14,7 @@ use super::Engine;
 use crate::dispatch::Job;
 use crate::error::{Error, Phase, Result};
 use crate::handle::{Capacity, Slot};
-use crate::net::{Address, Connection, Endpoint, Incoming};
+use crate::net::{Address, Connection, DatagramSocket, Incoming};
 use crate::report::panic_message;
 
 /// How long refusing a connection may block the serve loop on a client that does not read.
@@ -28,11 +28,12 @@ impl Engine {
     }
 
     /// Verifies and runs one request (on this thread with `inline`, else through the
-    /// dispatch mode). Never fails: problems go to `handle_error`.
+    /// dispatch mode); `socket` is the server's, for a datagram's reply. Never fails:
+    /// problems go to `handle_error`.
     pub(super) fn admit(
         self: &Arc<Self>,
         incoming: Incoming,
-        endpoint: &Endpoint,
+        socket: Option<&Arc<DatagramSocket>>,
         slot: Option<Slot<'_>>,
         inline: bool,
     ) {
@@ -42,15 +43,15 @@ impl Engine {
             self.control.counters.untracked.fetch_add(1, Ordering::Relaxed);
             return; // dropping `incoming` closes the connection, once
         }
-        let (work, connection) = match (incoming, endpoint) {
+        let (work, connection) = match (incoming, socket) {
             (Incoming::Stream(connection, client), _) => {
                 let connection = Arc::new(connection);
                 (Work::Stream(connection.clone(), client), Some(connection))
             }
-            (Incoming::Datagram(packet, client), Endpoint::Datagram(socket)) => {
+            (Incoming::Datagram(packet, client), Some(socket)) => {
                 (Work::Datagram(packet, client, socket.clone()), None)
             }
-            (Incoming::Datagram(..), _) => unreachable!("datagram from a stream endpoint"),
+            (Incoming::Datagram(..), None) => unreachable!("a datagram from a stream socket"),
         };
         let refuse_at = self.config.hooks.refuse_when_full.as_ref().and(self.max_concurrent);
         let Some(ticket) = self.control.track(connection, slot, refuse_at) else {
@@ -118,12 +119,14 @@ impl Engine {
     /// Runs a connection obtained outside the serve loop: see
     /// [`Server::process_request`](crate::Server::process_request).
     pub(crate) fn process_request(self: &Arc<Self>, connection: Connection, client: Address) -> Result<()> {
-        let endpoint = self.control.endpoint().ok_or(Error::Closed)?;
+        if self.control.is_closed() {
+            return Err(Error::Closed);
+        }
         let slot = match self.control.wait_for_capacity(self.waits_at_limit(), None) {
             Capacity::Free(slot) => slot,
             Capacity::Stopping | Capacity::Timer => None,
         };
-        self.admit(Incoming::Stream(connection, client), &endpoint, slot, self.inline);
+        self.admit(Incoming::Stream(connection, client), None, slot, self.inline);
         Ok(())
     }
 }

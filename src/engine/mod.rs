@@ -35,8 +35,6 @@ pub(crate) use run::{run_phases, Phases};
 pub(crate) struct Rebind {
     pub(crate) options: SocketOptions,
     pub(crate) reopen: fn(&Address, &SocketOptions) -> Result<Bound>,
-    /// False for a socket the user supplied: binding it anew would lose their options.
-    pub(crate) reopenable: bool,
 }
 
 /// A server without its transport type: the handler, the mode, the settings, and the
@@ -82,21 +80,11 @@ impl Engine {
         Kind::of(&*self.dispatch).waits_for_requests()
     }
 
-    /// Starts a serve call, binding the address again if a shutdown interrupted the
-    /// socket (and running `after_bind` on the new socket).
+    /// Starts a serve call, binding the address again if a shutdown let go of the socket
+    /// (and running `after_bind` on the new socket).
     pub(crate) fn begin(&self, forever: bool) -> Result<Option<ServeCall>> {
         let local = self.control.local();
         self.control.begin(forever, || {
-            if !self.rebind.reopenable {
-                return Err(Error::Bind {
-                    addr: local.to_string(),
-                    source: io::Error::new(
-                        io::ErrorKind::Unsupported,
-                        "a server built from a socket you supplied serves until its first shutdown; \
-                         build a new server from a new socket to serve again",
-                    ),
-                });
-            }
             let bound = (self.rebind.reopen)(local, &self.rebind.options)?;
             if let Some(hook) = &self.config.hooks.after_bind {
                 if let Err(source) = hook(local) {

@@ -1,11 +1,12 @@
 //! The serve loop: receive a request, admit it, again, until shutdown.
 //!
-//! One loop for every transport and mode. It blocks in `accept` or `recvfrom` with no
-//! timeout (unless `handle_request`'s timeout or a `service_actions` interval asks for
-//! one); `shutdown` wakes it through the socket ([`crate::sys`]). A pool runs one copy
-//! per worker on the shared socket, and the thread that called `serve_forever`
-//! supervises them.
+//! One loop for every transport, mode and platform. It takes what the non-blocking
+//! socket has and, when it has nothing, waits for readiness with no timeout (unless
+//! `handle_request`'s timeout or a `service_actions` interval asks for one); `shutdown`
+//! fires the loop's waker ([`crate::net::Readiness`]). A pool runs one copy per worker
+//! on the shared socket, and the thread that called `serve_forever` supervises them.
 
+use std::io;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -17,7 +18,7 @@ use crate::config::PlainHook;
 use crate::dispatch::Kind;
 use crate::error::{Error, Result};
 use crate::handle::{Capacity, Control, CurrentServer, ServeCall};
-use crate::net::{Endpoint, Incoming};
+use crate::net::{Endpoint, Readiness};
 use crate::report::{log_or_stderr, LOG_TARGET};
 use crate::sys::{self, AcceptError};
 
@@ -53,13 +54,15 @@ impl Engine {
     /// `handle_request`, and as the dispatch mode says for `serve_forever` (a pool runs
     /// one copy per worker). Dropping `call` at the end releases the socket, then ends
     /// the call.
-    pub(crate) fn serve_call(self: &Arc<Self>, call: ServeCall, once: bool) -> Result<bool> {
-        let Some(endpoint) = call.endpoint() else { return Err(Error::Closed) };
+    pub(crate) fn serve_call(self: &Arc<Self>, mut call: ServeCall, once: bool) -> Result<bool> {
+        // Taken from the call, so that it can be let go of before the call ends.
+        let Some(socket) = call.take_endpoint() else { return Err(Error::Closed) };
+        let endpoint = &socket;
         if once {
             let result = self.receive_loop(endpoint, true, None, self.inline);
             if let Err(Error::Accept(_)) = &result {
                 // The socket is broken: bind anew on the next call, as serve_forever does.
-                self.control.interrupt();
+                self.control.release_broken();
             }
             return result;
         }
@@ -72,12 +75,8 @@ impl Engine {
             let _stop = StopOnUnwind(&self.control);
             let service = service.filter(|_| thread::current().id() == caller);
             // The loop on the calling thread wakes for service_actions; copies on other
-            // threads never do, so the socket's receive timeout is set only here.
-            let result = match service {
-                Some((interval, _)) => endpoint.set_receive_timeout(Some(*interval)).map_err(Error::from),
-                None => Ok(()),
-            };
-            let result = result.and_then(|()| self.receive_loop(endpoint, false, service, inline));
+            // threads never do.
+            let result = self.receive_loop(endpoint, false, service, inline);
             let mut outcome = outcome.lock();
             match result {
                 Ok(processed) => {
@@ -103,6 +102,10 @@ impl Engine {
             Kind::Pool(pool) => pool.run_workers(&|| serve_loop(true), &|| self.supervise(service)),
             _ => serve_loop(self.inline),
         }
+        // Let go of the socket before waiting for the requests: one that a shutdown let go
+        // of closes now, so new connections are refused (or, with SO_REUSEPORT, go to the
+        // other processes) while running requests finish.
+        drop(socket);
         // serve_forever waits for what it started, unless the mode says not to.
         if self.waits_for_requests() {
             self.control.await_requests(self.control.deadline());
@@ -155,6 +158,14 @@ impl Engine {
             None if once => self.config.timeout.map(|t| Instant::now() + t),
             None => None,
         };
+        // Registered before the first look at the stop flag: a shutdown from then on
+        // either is seen at the top of the loop or makes the next wait return at once.
+        let mut ready = Readiness::new(endpoint)?;
+        let _waker = self.control.register_waker(ready.waker());
+        let socket = match &**endpoint {
+            Endpoint::Datagram(socket) => Some(socket.clone()),
+            _ => None,
+        };
         let mut backoff: Option<Duration> = None;
         let mut processed = false;
         loop {
@@ -183,27 +194,23 @@ impl Engine {
                 Capacity::Free(slot) => slot,
                 Capacity::Timer | Capacity::Stopping => continue,
             };
-            if once {
-                endpoint.set_receive_timeout(timer.map(|due| due.saturating_duration_since(now)))?;
-            }
-            let received = endpoint.receive(&mut buffer);
-            let stopping = self.control.is_stopping();
-            match received {
-                // What an interrupted Unix datagram socket returns (UDP returns an error).
-                Ok(Incoming::Datagram(packet, _)) if stopping && packet.is_empty() => break,
+            match endpoint.receive(&mut buffer) {
                 Ok(incoming) => {
                     if backoff.take().is_some() {
                         log::info!(target: LOG_TARGET, "accepting again");
                     }
-                    self.admit(incoming, endpoint, slot, inline);
+                    self.admit(incoming, socket.as_ref(), slot, inline);
                     processed = true;
                     if once {
                         break;
                     }
                 }
-                Err(_) if stopping => break,
+                // Nothing there: sleep until there is, a shutdown, or the timer. Under load
+                // this is never reached, and a burst of datagrams is drained without it.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.wait(timer).map_err(Error::Io)?,
+                Err(_) if self.control.is_stopping() => break,
                 Err(e) => match sys::classify_accept_error(&e) {
-                    AcceptError::Retry | AcceptError::Timeout => {}
+                    AcceptError::Retry => {}
                     AcceptError::Exhausted => {
                         let delay = backoff.map_or(BACKOFF_START, |d| (d * 2).min(BACKOFF_MAX));
                         if backoff.is_none() {

@@ -1,5 +1,6 @@
 use std::fmt;
 use std::net::SocketAddr;
+#[cfg(unix)]
 use std::os::unix::net as unix;
 
 /// The address of a client or a server: an IP socket address or a Unix socket address.
@@ -10,7 +11,9 @@ use std::os::unix::net as unix;
 pub enum Address {
     /// A TCP or UDP address.
     Inet(SocketAddr),
-    /// A Unix-domain socket address.
+    /// A Unix-domain socket address. Unix only.
+    #[cfg(unix)]
+    #[cfg_attr(docsrs, doc(cfg(unix)))]
     Unix(unix::SocketAddr),
 }
 
@@ -19,14 +22,17 @@ impl Address {
     pub fn as_inet(&self) -> Option<SocketAddr> {
         match self {
             Address::Inet(a) => Some(*a),
+            #[cfg(unix)]
             Address::Unix(_) => None,
         }
     }
 
-    /// The filesystem path, if this is a Unix address bound to one.
+    /// The filesystem path, if this is a Unix address bound to one (always `None` on
+    /// Windows).
     pub fn as_pathname(&self) -> Option<&std::path::Path> {
         match self {
             Address::Inet(_) => None,
+            #[cfg(unix)]
             Address::Unix(a) => a.as_pathname(),
         }
     }
@@ -36,6 +42,7 @@ impl fmt::Display for Address {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Address::Inet(a) => a.fmt(f),
+            #[cfg(unix)]
             Address::Unix(a) => match a.as_pathname() {
                 Some(p) => p.display().fmt(f),
                 None => f.write_str("(unnamed)"),

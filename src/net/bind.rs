@@ -2,11 +2,13 @@
 //! (through `socket2`), and errors that name the address.
 
 use std::fmt;
+#[cfg(unix)]
 use std::fs;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd};
+#[cfg(unix)]
 use std::os::unix::fs::MetadataExt;
+#[cfg(unix)]
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{DatagramSocket, Endpoint};
 use crate::error::{Error, Result};
+use crate::sys::{self, BorrowedSocket};
 
 /// Socket options applied when the server socket is created, before bind and listen.
 #[derive(Clone, Debug, Default)]
@@ -23,13 +26,14 @@ pub(crate) struct SocketOptions {
     pub(crate) reuse_port: bool,
     pub(crate) only_v6: Option<bool>,
     /// Permission bits for a Unix socket file.
+    #[cfg(unix)]
     pub(crate) mode: Option<u32>,
     pub(crate) before_bind: Option<BeforeBind>,
 }
 
 /// The user's hook that runs on a new server socket before it is bound.
 #[derive(Clone)]
-pub(crate) struct BeforeBind(pub(crate) Arc<dyn Fn(BorrowedFd<'_>) -> io::Result<()> + Send + Sync>);
+pub(crate) struct BeforeBind(pub(crate) Arc<dyn Fn(BorrowedSocket<'_>) -> io::Result<()> + Send + Sync>);
 
 impl fmt::Debug for BeforeBind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -41,7 +45,10 @@ impl SocketOptions {
     /// Runs the `before_bind` hook, if any, on a socket about to be bound.
     pub(crate) fn before_bind(&self, socket: &Socket) -> io::Result<()> {
         match &self.before_bind {
-            Some(hook) => (hook.0)(socket.as_fd()),
+            #[cfg(unix)]
+            Some(hook) => (hook.0)(std::os::fd::AsFd::as_fd(socket)),
+            #[cfg(windows)]
+            Some(hook) => (hook.0)(std::os::windows::io::AsSocket::as_socket(socket)),
             None => Ok(()),
         }
     }
@@ -52,6 +59,7 @@ impl SocketOptions {
 pub(crate) enum BindTarget {
     /// Addresses to try in order, and the text the user gave (for error messages).
     Inet(io::Result<Vec<SocketAddr>>, String),
+    #[cfg(unix)]
     Path(PathBuf),
     /// A socket the user bound (and for streams, set listening) themselves.
     Existing(Endpoint),
@@ -107,7 +115,7 @@ fn inet_socket(
         }
         socket.set_reuse_address(options.reuse_address.unwrap_or(reuse_address_default))?;
         if options.reuse_port {
-            socket.set_reuse_port(true)?;
+            sys::set_reuse_port(&socket)?;
         }
         options.before_bind(&socket)?;
         Ok(socket)
@@ -149,6 +157,7 @@ pub(crate) fn first_bound(
 
 /// The socket file a server created, recorded by device and inode so that closing the
 /// server removes that file and never one that replaced it.
+#[cfg(unix)]
 #[derive(Debug)]
 pub(crate) struct OwnedPath {
     path: PathBuf,
@@ -156,6 +165,7 @@ pub(crate) struct OwnedPath {
     ino: u64,
 }
 
+#[cfg(unix)]
 impl OwnedPath {
     pub(super) fn record(path: &Path) -> Option<OwnedPath> {
         let meta = fs::symlink_metadata(path).ok()?;
@@ -169,6 +179,18 @@ impl OwnedPath {
                 let _ = fs::remove_file(&self.path);
             }
         }
+    }
+}
+
+/// No socket files on Windows.
+#[cfg(windows)]
+#[derive(Debug)]
+pub(crate) enum OwnedPath {}
+
+#[cfg(windows)]
+impl OwnedPath {
+    pub(crate) fn remove(&self) {
+        match *self {}
     }
 }
 

@@ -1,5 +1,6 @@
 use std::io::{self, Read, Write};
 use std::net::{self, Shutdown};
+#[cfg(unix)]
 use std::os::unix::net as unix;
 use std::time::Duration;
 
@@ -18,7 +19,9 @@ use super::{Address, MemorySocket, MemoryStream};
 pub enum Connection {
     /// A TCP connection.
     Tcp(net::TcpStream),
-    /// A Unix stream connection.
+    /// A Unix stream connection. Unix only.
+    #[cfg(unix)]
+    #[cfg_attr(docsrs, doc(cfg(unix)))]
     Unix(unix::UnixStream),
     /// An in-memory connection, for unit tests of handlers without sockets
     /// ([`testing::TestStream`](crate::testing::TestStream)). Its socket options are
@@ -34,6 +37,7 @@ impl Connection {
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         match self {
             Connection::Tcp(s) => s.set_read_timeout(timeout),
+            #[cfg(unix)]
             Connection::Unix(s) => s.set_read_timeout(timeout),
             Connection::Memory(s) => s.set_timeout(timeout),
         }
@@ -46,6 +50,7 @@ impl Connection {
     pub fn set_write_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
         match self {
             Connection::Tcp(s) => s.set_write_timeout(timeout),
+            #[cfg(unix)]
             Connection::Unix(s) => s.set_write_timeout(timeout),
             Connection::Memory(s) => s.set_timeout(timeout),
         }
@@ -56,7 +61,7 @@ impl Connection {
     pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
         match self {
             Connection::Tcp(s) => s.set_nodelay(nodelay),
-            Connection::Unix(_) | Connection::Memory(_) => Ok(()),
+            _ => Ok(()),
         }
     }
 
@@ -70,6 +75,7 @@ impl Connection {
     pub fn try_clone(&self) -> io::Result<Connection> {
         match self {
             Connection::Tcp(s) => s.try_clone().map(Connection::Tcp),
+            #[cfg(unix)]
             Connection::Unix(s) => s.try_clone().map(Connection::Unix),
             Connection::Memory(s) => Ok(Connection::Memory(s.clone())),
         }
@@ -79,6 +85,7 @@ impl Connection {
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         match self {
             Connection::Tcp(s) => s.set_nonblocking(nonblocking),
+            #[cfg(unix)]
             Connection::Unix(s) => s.set_nonblocking(nonblocking),
             Connection::Memory(_) => Ok(()),
         }
@@ -88,6 +95,7 @@ impl Connection {
     pub fn peer_addr(&self) -> io::Result<Address> {
         match self {
             Connection::Tcp(s) => s.peer_addr().map(Address::Inet),
+            #[cfg(unix)]
             Connection::Unix(s) => s.peer_addr().map(Address::Unix),
             Connection::Memory(s) => Ok(s.peer_addr().clone()),
         }
@@ -97,6 +105,7 @@ impl Connection {
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         match self {
             Connection::Tcp(s) => s.shutdown(how),
+            #[cfg(unix)]
             Connection::Unix(s) => s.shutdown(how),
             Connection::Memory(s) => {
                 s.shutdown(how);
@@ -113,7 +122,9 @@ impl Connection {
         }
     }
 
-    /// The Unix stream, if this is a Unix connection.
+    /// The Unix stream, if this is a Unix connection. Unix only.
+    #[cfg(unix)]
+    #[cfg_attr(docsrs, doc(cfg(unix)))]
     pub fn as_unix(&self) -> Option<&unix::UnixStream> {
         match self {
             Connection::Unix(s) => Some(s),
@@ -126,6 +137,7 @@ impl Read for &Connection {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match *self {
             Connection::Tcp(s) => (&*s).read(buf),
+            #[cfg(unix)]
             Connection::Unix(s) => (&*s).read(buf),
             Connection::Memory(s) => s.read(buf),
         }
@@ -136,6 +148,7 @@ impl Write for &Connection {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match *self {
             Connection::Tcp(s) => (&*s).write(buf),
+            #[cfg(unix)]
             Connection::Unix(s) => (&*s).write(buf),
             Connection::Memory(s) => s.write(buf),
         }
@@ -155,7 +168,9 @@ impl Write for &Connection {
 pub enum DatagramSocket {
     /// A UDP socket.
     Udp(net::UdpSocket),
-    /// A Unix datagram socket.
+    /// A Unix datagram socket. Unix only.
+    #[cfg(unix)]
+    #[cfg_attr(docsrs, doc(cfg(unix)))]
     Unix(unix::UnixDatagram),
     /// An in-memory socket that records what is sent, for unit tests of handlers
     /// without sockets ([`testing::TestDatagram`](crate::testing::TestDatagram)).
@@ -171,6 +186,7 @@ impl DatagramSocket {
     pub fn send_to(&self, buf: &[u8], addr: &Address) -> io::Result<usize> {
         match (self, addr) {
             (DatagramSocket::Udp(s), Address::Inet(a)) => s.send_to(buf, a),
+            #[cfg(unix)]
             (DatagramSocket::Unix(s), Address::Unix(a)) => match a.as_pathname() {
                 Some(path) => s.send_to(buf, path),
                 None => Err(io::Error::new(
@@ -179,6 +195,7 @@ impl DatagramSocket {
                 )),
             },
             (DatagramSocket::Memory(s), addr) => Ok(s.send_to(buf, addr)),
+            #[cfg(unix)]
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("cannot send to {addr}: address family does not match the socket"),
@@ -194,7 +211,9 @@ impl DatagramSocket {
         }
     }
 
-    /// The Unix datagram socket, if this is one.
+    /// The Unix datagram socket, if this is one. Unix only.
+    #[cfg(unix)]
+    #[cfg_attr(docsrs, doc(cfg(unix)))]
     pub fn as_unix(&self) -> Option<&unix::UnixDatagram> {
         match self {
             DatagramSocket::Unix(s) => Some(s),
@@ -206,6 +225,7 @@ impl DatagramSocket {
     pub(crate) fn sock(&self) -> Option<SockRef<'_>> {
         match self {
             DatagramSocket::Udp(s) => Some(SockRef::from(s)),
+            #[cfg(unix)]
             DatagramSocket::Unix(s) => Some(SockRef::from(s)),
             DatagramSocket::Memory(_) => None,
         }

@@ -1,19 +1,21 @@
 use std::io;
 use std::net;
-use std::os::fd::{AsRawFd, RawFd};
+#[cfg(unix)]
 use std::os::unix::net as unix;
 use std::sync::Arc;
-use std::time::Duration;
 
 use socket2::SockRef;
 
 use super::{Address, Connection, DatagramSocket};
-use crate::sys;
+use crate::sys::{self, RawSocket};
 
-/// A bound socket the serve loop receives requests from.
+/// A bound socket the serve loop receives requests from. It is non-blocking: the serve
+/// loop tries to receive, and waits for readiness ([`Readiness`](super::Readiness)) only
+/// when nothing is there.
 #[derive(Debug)]
 pub(crate) enum Endpoint {
     Tcp(net::TcpListener),
+    #[cfg(unix)]
     UnixStream(unix::UnixListener),
     Datagram(Arc<DatagramSocket>),
 }
@@ -47,23 +49,35 @@ fn in_memory() -> io::Error {
 
 impl Endpoint {
     /// The socket; `None` for an in-memory datagram socket, which a server never binds.
-    fn sock(&self) -> Option<SockRef<'_>> {
+    pub(crate) fn sock(&self) -> Option<SockRef<'_>> {
         match self {
             Endpoint::Tcp(l) => Some(SockRef::from(l)),
+            #[cfg(unix)]
             Endpoint::UnixStream(l) => Some(SockRef::from(l)),
             Endpoint::Datagram(s) => s.sock(),
         }
     }
 
-    /// Blocks for the next connection or datagram. `buf` is the reusable receive buffer;
-    /// a longer datagram is truncated to it.
+    /// Takes the next connection or datagram, without blocking: `WouldBlock` when none is
+    /// there. `buf` is the reusable receive buffer; a longer datagram is truncated to it.
+    /// An accepted connection is blocking, whatever the platform's accept inherits.
     pub(crate) fn receive(&self, buf: &mut [u8]) -> io::Result<Incoming> {
         match self {
-            Endpoint::Tcp(l) => l.accept().map(|(s, a)| Incoming::Stream(Connection::Tcp(s), Address::Inet(a))),
-            Endpoint::UnixStream(l) => l.accept().map(|(s, a)| Incoming::Stream(Connection::Unix(s), Address::Unix(a))),
+            Endpoint::Tcp(l) => {
+                let (stream, addr) = l.accept()?;
+                sys::accepted(SockRef::from(&stream))?;
+                Ok(Incoming::Stream(Connection::Tcp(stream), Address::Inet(addr)))
+            }
+            #[cfg(unix)]
+            Endpoint::UnixStream(l) => {
+                let (stream, addr) = l.accept()?;
+                sys::accepted(SockRef::from(&stream))?;
+                Ok(Incoming::Stream(Connection::Unix(stream), Address::Unix(addr)))
+            }
             Endpoint::Datagram(s) => {
                 let (n, addr) = match &**s {
                     DatagramSocket::Udp(s) => sys::recv_from_udp(s, buf).map(|(n, a)| (n, Address::Inet(a)))?,
+                    #[cfg(unix)]
                     DatagramSocket::Unix(s) => s.recv_from(buf).map(|(n, a)| (n, Address::Unix(a)))?,
                     DatagramSocket::Memory(_) => return Err(in_memory()),
                 };
@@ -72,37 +86,33 @@ impl Endpoint {
         }
     }
 
-    /// Wakes every thread blocked in [`Endpoint::receive`] and, for stream sockets, makes
-    /// the kernel refuse new connections, without closing the descriptor
-    /// ([`sys::wake`]).
-    pub(crate) fn interrupt(&self) {
+    /// Makes the socket refuse new connections where the platform can without closing
+    /// it ([`sys::refuse_new_connections`]); it cannot serve again after that.
+    pub(crate) fn refuse_new_connections(&self) {
         if let Some(sock) = self.sock() {
-            sys::wake(sock);
+            sys::refuse_new_connections(sock);
         }
     }
 
-    /// Puts the socket in blocking mode. A socket passed in by the user may be
-    /// non-blocking, which would turn the serve loop into a busy loop.
-    pub(crate) fn set_blocking(&self) -> io::Result<()> {
-        self.sock().ok_or_else(in_memory)?.set_nonblocking(false)
+    /// Puts the socket in non-blocking mode, as the serve loop needs it, whatever mode a
+    /// socket passed in by the user was in.
+    pub(crate) fn set_nonblocking(&self) -> io::Result<()> {
+        self.sock().ok_or_else(in_memory)?.set_nonblocking(true)
     }
 
-    /// Sets how long one [`Endpoint::receive`] may block; `None` blocks until a request
-    /// or [`Endpoint::interrupt`].
-    pub(crate) fn set_receive_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        sys::set_accept_timeout(self.sock().ok_or_else(in_memory)?, timeout)
-    }
-
-    pub(crate) fn as_raw_fd(&self) -> RawFd {
-        self.sock().map_or(-1, |sock| sock.as_raw_fd())
+    /// The descriptor or `SOCKET`; `None` for an in-memory socket.
+    pub(crate) fn as_raw_socket(&self) -> Option<RawSocket> {
+        self.sock().as_ref().map(sys::as_raw_socket)
     }
 
     pub(crate) fn local_address(&self) -> io::Result<Address> {
         match self {
             Endpoint::Tcp(l) => l.local_addr().map(Address::Inet),
+            #[cfg(unix)]
             Endpoint::UnixStream(l) => l.local_addr().map(Address::Unix),
             Endpoint::Datagram(s) => match &**s {
                 DatagramSocket::Udp(s) => s.local_addr().map(Address::Inet),
+                #[cfg(unix)]
                 DatagramSocket::Unix(s) => s.local_addr().map(Address::Unix),
                 DatagramSocket::Memory(_) => Err(in_memory()),
             },

@@ -8,6 +8,8 @@ mod bind;
 mod connection;
 mod endpoint;
 mod memory;
+mod ready;
+#[cfg(unix)]
 mod unix_path;
 
 pub use address::Address;
@@ -16,4 +18,6 @@ pub use connection::{Connection, DatagramSocket};
 pub(crate) use endpoint::{Endpoint, Incoming};
 pub(crate) use memory::test_client;
 pub use memory::{MemorySocket, MemoryStream};
+pub(crate) use ready::{Readiness, Waker};
+#[cfg(unix)]
 pub(crate) use unix_path::bind_path;

@@ -2,48 +2,61 @@
 //! seam (as mio's `sys/` and socket2's `sys/` do).
 //!
 //! Outside this module the crate speaks `std::io::ErrorKind` and the names below, never
-//! an error number or a system call that one platform alone has. Each platform supplies:
+//! an error number or a call that one platform alone has. The wake-up itself is the same
+//! everywhere (a readiness poller, `crate::net::Readiness`); what differs is this:
 //!
 //! | item | what it does |
 //! |---|---|
-//! | `wake(socket)` | wakes every thread blocked in `accept`/`recvfrom` on a server socket, without closing it, and makes a listening socket refuse new connections |
-//! | `set_accept_timeout(socket, timeout)` | bounds how long one `accept`/`recvfrom` blocks (`None`: until a request or `wake`) |
-//! | `recv_from_udp(socket, buf)` | receives one UDP datagram and its sender; a receive that `wake` ended is `NotConnected` |
 //! | `classify_accept_error(e)` | what the serve loop does about an error from `accept` or `recvfrom` ([`AcceptError`]) |
-//! | `is_wrong_socket_type(e)` | a connect failed because the socket at a Unix path is of the other type (`EPROTOTYPE`) |
-//! | `MAX_UNIX_PATH` | the longest Unix socket path, in bytes, without the terminating NUL |
-//!
-//! # Platform-specific behavior
-//!
-//! Linux only, for now: the wake-up relies on Linux ending a blocked `accept` and
-//! `recvfrom` when the socket is shut down for reading, which other systems do not do.
-//! Another platform gets a file here (`unix.rs`, `windows.rs`) and a line below.
+//! | `accepted(socket)` | makes an accepted connection blocking again where it inherits the listener's non-blocking mode (macOS, the BSDs, Windows; not Linux) |
+//! | `set_reuse_port(socket)` | `SO_REUSEPORT` on Unix; on Windows, which has no such option, an `Unsupported` error |
+//! | `recv_from_udp(socket, buf)` | receives one UDP datagram and its sender |
+//! | `refuse_new_connections(socket)` | at a shutdown, makes a socket the server bound refuse new connections at once, before the serve loops let go of it: Linux does (`shutdown(SHUT_RD)` on a listener resets new connections); elsewhere nothing, and the socket refuses when it closes, once the loops return |
+//! | `is_wrong_socket_type(e)` | (Unix) a connect failed because the socket at a path is of the other type (`EPROTOTYPE`) |
+//! | `MAX_UNIX_PATH` | (Unix) the longest socket path, in bytes, without the terminating NUL: 107 on Linux, 103 on macOS and the BSDs |
+//! | `RawSocket`, `BorrowedSocket`, `as_raw_socket` | the descriptor (Unix) or `SOCKET` (Windows) of a socket, for hooks and `fileno()` |
 
-#[cfg_attr(any(target_os = "linux", target_os = "android"), path = "linux.rs")]
+#[cfg_attr(unix, path = "unix.rs")]
+#[cfg_attr(windows, path = "windows.rs")]
 mod imp;
 
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-compile_error!(
-    "socketserver supports Linux only so far: its shutdown wakes a blocked accept with \
-     shutdown(SHUT_RD), which other systems ignore. Portability to macOS, FreeBSD and \
-     Windows is the next step (see the crate's issue tracker)."
-);
+#[cfg(not(any(unix, windows)))]
+compile_error!("socketserver supports Unix (Linux, macOS, the BSDs) and Windows");
 
 pub(crate) use imp::{
-    classify_accept_error, is_wrong_socket_type, recv_from_udp, set_accept_timeout, wake, MAX_UNIX_PATH,
+    accepted, as_raw_socket, classify_accept_error, recv_from_udp, refuse_new_connections, set_reuse_port,
+    BorrowedSocket, RawSocket,
 };
+#[cfg(unix)]
+pub(crate) use imp::{is_wrong_socket_type, MAX_UNIX_PATH};
 
 /// What to do about an error from `accept` or `recvfrom`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AcceptError {
-    /// Interrupted by a signal, or a connection reset before it was accepted.
+    /// Nothing is waiting (the socket is non-blocking), or the call was interrupted by a
+    /// signal, or a connection was reset before it was accepted: wait, or try again.
     Retry,
-    /// The receive timeout fired.
-    Timeout,
-    /// Out of descriptors or memory: wait, and try again.
+    /// Out of descriptors or memory: back off, and try again.
     Exhausted,
     /// The listening socket itself is broken.
     Fatal,
     /// Anything else: report it and go on.
     Other,
+}
+
+/// The part of classifying that `io::ErrorKind` can tell on every platform.
+fn classify_kind(e: &std::io::Error) -> Option<AcceptError> {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::WouldBlock
+        | ErrorKind::TimedOut
+        | ErrorKind::Interrupted
+        | ErrorKind::ConnectionAborted
+        | ErrorKind::ConnectionReset => Some(AcceptError::Retry),
+        // A datagram socket shut down by someone else: it will never receive again (as a
+        // listener in that state fails with EINVAL).
+        ErrorKind::NotConnected => Some(AcceptError::Fatal),
+        ErrorKind::OutOfMemory => Some(AcceptError::Exhausted),
+        _ => None,
+    }
 }

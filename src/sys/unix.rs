@@ -1,40 +1,58 @@
-//! Linux (and Android): the wake-up is `shutdown(SHUT_RD)`; error numbers through rustix.
+//! Unix: Linux, macOS, the BSDs. Error numbers by name through rustix.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, UdpSocket};
-use std::time::Duration;
+use std::os::fd::AsRawFd;
 
 use rustix::io::Errno;
 use socket2::SockRef;
 
-use super::AcceptError;
+use super::{classify_kind, AcceptError};
 
-/// `sun_path` holds 108 bytes, the terminating NUL included.
+/// A socket's descriptor.
+pub(crate) type RawSocket = std::os::fd::RawFd;
+/// A borrowed socket, as hooks receive it.
+pub(crate) type BorrowedSocket<'a> = std::os::fd::BorrowedFd<'a>;
+
+/// `sun_path` holds 108 bytes on Linux and 104 on macOS and the BSDs, the terminating
+/// NUL included.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) const MAX_UNIX_PATH: usize = 107;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) const MAX_UNIX_PATH: usize = 103;
 
-/// The shortest accept timeout set: `SO_RCVTIMEO` has microsecond resolution and zero
-/// means "no timeout", so a sub-microsecond remainder would block forever.
-const MIN_ACCEPT_TIMEOUT: Duration = Duration::from_millis(1);
-
-/// `shutdown(fd, SHUT_RD)` on the server socket. Linux makes a blocked `accept` fail with
-/// `EINVAL` and a blocked `recvfrom` return, and a listening socket answers new
-/// connections with a reset from then on. One system call, no wake-up pipe, no polling;
-/// the price is that the socket cannot listen again, so the next serve call binds anew.
-pub(crate) fn wake(socket: SockRef<'_>) {
-    // For an unconnected datagram socket Linux answers ENOTCONN but still wakes the
-    // receiver ("a hack to wake up other listeners" in inet_shutdown), so the result
-    // carries no information.
-    let _ = socket.shutdown(Shutdown::Read);
+pub(crate) fn as_raw_socket(socket: &SockRef<'_>) -> RawSocket {
+    socket.as_raw_fd()
 }
 
-/// `SO_RCVTIMEO`, which Linux also applies to `accept`.
-pub(crate) fn set_accept_timeout(socket: SockRef<'_>, timeout: Option<Duration>) -> io::Result<()> {
-    socket.set_read_timeout(timeout.map(|t| t.max(MIN_ACCEPT_TIMEOUT)))
+/// macOS and the BSDs give an accepted socket the listener's `O_NONBLOCK`; Linux does
+/// not. Handlers expect blocking connections.
+pub(crate) fn accepted(socket: SockRef<'_>) -> io::Result<()> {
+    if cfg!(any(target_os = "linux", target_os = "android")) {
+        Ok(())
+    } else {
+        socket.set_nonblocking(false)
+    }
+}
+
+/// `SO_REUSEPORT`: several sockets share the port and the kernel spreads connections.
+pub(crate) fn set_reuse_port(socket: &socket2::Socket) -> io::Result<()> {
+    socket.set_reuse_port(true)
+}
+
+/// Linux resets connections to a listener shut down for reading, at once, even while
+/// every serve loop is busy with a request; macOS and the BSDs answer `ENOTCONN` and go
+/// on queueing, so there the socket refuses when it is closed.
+pub(crate) fn refuse_new_connections(socket: SockRef<'_>) {
+    if cfg!(any(target_os = "linux", target_os = "android")) {
+        // A datagram socket answers ENOTCONN, and then receives nothing more: also right.
+        let _ = socket.shutdown(Shutdown::Read);
+    }
 }
 
 /// `recvfrom` on a UDP socket, through rustix rather than std.
 ///
-/// A receive woken by [`wake`] returns no datagram and no sender. std's
+/// A receive on a socket someone else shut down returns no datagram and no sender. std's
 /// `UdpSocket::recv_from` then reads a sender address the kernel never wrote, and in
 /// release builds panics on what it finds (Rust 1.95); rustix marks the address unset
 /// first and reports it as absent, which becomes a `NotConnected` error here.
@@ -48,13 +66,8 @@ pub(crate) fn recv_from_udp(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(u
 }
 
 pub(crate) fn classify_accept_error(e: &io::Error) -> AcceptError {
-    match e.kind() {
-        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => return AcceptError::Retry,
-        // A UDP socket shut down by someone else, outside a shutdown: it will never
-        // receive again (as a listener in that state fails with EINVAL).
-        io::ErrorKind::NotConnected => return AcceptError::Fatal,
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => return AcceptError::Timeout,
-        _ => {}
+    if let Some(class) = classify_kind(e) {
+        return class;
     }
     match Errno::from_io_error(e) {
         Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM) => AcceptError::Exhausted,
@@ -83,13 +96,13 @@ mod tests {
     }
 
     #[test]
-    fn a_broken_socket_is_fatal_and_the_rest_is_reported() {
+    fn a_broken_socket_is_fatal_and_the_rest_is_retried_or_reported() {
         for errno in [Errno::BADF, Errno::INVAL, Errno::NOTSOCK, Errno::NOTCONN] {
             assert_eq!(classify_accept_error(&os(errno)), AcceptError::Fatal, "{errno:?}");
         }
-        assert_eq!(classify_accept_error(&os(Errno::INTR)), AcceptError::Retry);
-        assert_eq!(classify_accept_error(&os(Errno::CONNABORTED)), AcceptError::Retry);
-        assert_eq!(classify_accept_error(&os(Errno::AGAIN)), AcceptError::Timeout);
+        for errno in [Errno::INTR, Errno::CONNABORTED, Errno::AGAIN] {
+            assert_eq!(classify_accept_error(&os(errno)), AcceptError::Retry, "{errno:?}");
+        }
         assert_eq!(classify_accept_error(&os(Errno::PERM)), AcceptError::Other);
         assert!(is_wrong_socket_type(&os(Errno::PROTOTYPE)));
         assert!(!is_wrong_socket_type(&os(Errno::CONNREFUSED)));

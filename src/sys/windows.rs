@@ -1,0 +1,85 @@
+//! Windows: Winsock error codes, and sockets that inherit the listener's mode.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::windows::io::AsRawSocket;
+
+use socket2::SockRef;
+
+use super::{classify_kind, AcceptError};
+
+/// A socket's `SOCKET` handle.
+pub(crate) type RawSocket = std::os::windows::io::RawSocket;
+/// A borrowed socket, as hooks receive it.
+pub(crate) type BorrowedSocket<'a> = std::os::windows::io::BorrowedSocket<'a>;
+
+// Winsock error codes (winerror.h), the ones accept and recvfrom report.
+const WSAEBADF: i32 = 10009;
+const WSAEINVAL: i32 = 10022;
+const WSAEMFILE: i32 = 10024;
+const WSAENOTSOCK: i32 = 10038;
+const WSAENETRESET: i32 = 10052;
+const WSAENOBUFS: i32 = 10055;
+const WSAEMSGSIZE: i32 = 10040;
+
+pub(crate) fn as_raw_socket(socket: &SockRef<'_>) -> RawSocket {
+    socket.as_raw_socket()
+}
+
+/// An accepted socket inherits the listener's non-blocking mode on Windows.
+pub(crate) fn accepted(socket: SockRef<'_>) -> io::Result<()> {
+    socket.set_nonblocking(false)
+}
+
+/// Windows has no `SO_REUSEPORT` (its `SO_REUSEADDR` lets a second socket steal the
+/// port, which is not the same): asking for it is an error, not a silent no-op.
+pub(crate) fn set_reuse_port(_: &socket2::Socket) -> io::Result<()> {
+    Err(io::Error::new(io::ErrorKind::Unsupported, "SO_REUSEPORT is not available on Windows"))
+}
+
+/// Windows cannot make a listener refuse without closing it: it refuses once closed,
+/// when the serve loops return.
+pub(crate) fn refuse_new_connections(_: SockRef<'_>) {}
+
+/// `recvfrom` through std. A datagram longer than the buffer is `WSAEMSGSIZE` on Windows,
+/// where Unix truncates silently: the buffer then holds its first bytes, which is what
+/// the serve loop wants (it reports the datagram as truncated).
+pub(crate) fn recv_from_udp(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    match socket.recv_from(buf) {
+        Err(e) if e.raw_os_error() == Some(WSAEMSGSIZE) => {
+            // The data is gone from the queue but its start is in `buf`; the sender can
+            // only be learned with a peek, which would see the next datagram. Report it.
+            Err(io::Error::new(io::ErrorKind::InvalidData, format!("datagram longer than {} bytes: {e}", buf.len())))
+        }
+        other => other,
+    }
+}
+
+pub(crate) fn classify_accept_error(e: &io::Error) -> AcceptError {
+    if let Some(class) = classify_kind(e) {
+        return class;
+    }
+    match e.raw_os_error() {
+        Some(WSAEMFILE | WSAENOBUFS) => AcceptError::Exhausted,
+        Some(WSAEBADF | WSAEINVAL | WSAENOTSOCK) => AcceptError::Fatal,
+        // A UDP socket reports an ICMP "port unreachable" for an earlier send as an error
+        // of the next receive: nothing to do with this receive.
+        Some(WSAENETRESET) => AcceptError::Retry,
+        _ => AcceptError::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn winsock_errors_are_classified() {
+        let os = io::Error::from_raw_os_error;
+        assert_eq!(classify_accept_error(&os(WSAEMFILE)), AcceptError::Exhausted);
+        assert_eq!(classify_accept_error(&os(WSAENOBUFS)), AcceptError::Exhausted);
+        assert_eq!(classify_accept_error(&os(WSAENOTSOCK)), AcceptError::Fatal);
+        assert_eq!(classify_accept_error(&os(10035)), AcceptError::Retry, "WSAEWOULDBLOCK");
+        assert_eq!(classify_accept_error(&os(10054)), AcceptError::Retry, "WSAECONNRESET");
+    }
+}
