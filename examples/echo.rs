@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use socketserver::dispatch::{Dispatch, Pool, Sequential, Threading};
 use socketserver::transport::Transport;
-use socketserver::{
-    Builder, DatagramRequest, RequestHandler, Server, StreamRequest, TcpServer, UdpServer, UnixStreamServer,
-};
+#[cfg(unix)]
+use socketserver::UnixStreamServer;
+use socketserver::{Builder, DatagramRequest, RequestHandler, Server, StreamRequest, TcpServer, UdpServer};
 
 const GRACE: Duration = Duration::from_secs(2);
 const USAGE: &str = "usage: echo [--proto tcp|udp|unix] [--mode sequential|threading|pool] [--workers N] [--addr ADDR]
@@ -158,8 +158,14 @@ fn main() -> ExitCode {
     let result = match args.listen {
         Listen::Tcp(addr) => run(TcpServer::builder(addr).dispatch(mode), echo_stream, |a| format!("tcp://{a}")),
         Listen::Udp(addr) => run(UdpServer::builder(addr).dispatch(mode), echo_datagram, |a| format!("udp://{a}")),
+        #[cfg(unix)]
         Listen::Unix(path) => {
             run(UnixStreamServer::builder(path).dispatch(mode), echo_stream, |p| format!("unix://{}", p.display()))
+        }
+        #[cfg(not(unix))]
+        Listen::Unix(path) => {
+            eprintln!("echo: --proto unix ({}) needs Unix sockets, which this system does not have", path.display());
+            return ExitCode::from(2);
         }
     };
     match result {

@@ -24,11 +24,13 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, BufRead, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+#[cfg(unix)]
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+#[cfg(target_os = "linux")]
 use socketserver::activation::ListenFds;
 use socketserver::dispatch::{Dispatch, Pool, Sequential, Threading};
 use socketserver::{Reader, RequestHandler, StreamRequest, TcpServer, Writer};
@@ -420,6 +422,22 @@ fn read_line(reader: &mut Reader, line: &mut Vec<u8>, max: usize) -> io::Result<
     Ok(Line::Ok)
 }
 
+/// A decoded segment as a file name: any bytes on Unix; on Windows valid UTF-8 without
+/// the characters that would make it a path of its own there (a backslash, a colon).
+#[cfg(unix)]
+fn path_segment(segment: &[u8]) -> Result<&OsStr, u16> {
+    Ok(OsStr::from_bytes(segment))
+}
+
+#[cfg(not(unix))]
+fn path_segment(segment: &[u8]) -> Result<&OsStr, u16> {
+    let name = std::str::from_utf8(segment).map_err(|_| 400u16)?;
+    if name.contains(['\\', ':']) {
+        return Err(400);
+    }
+    Ok(OsStr::new(name))
+}
+
 /// The file under `root` that a percent-encoded request path names, or the status to
 /// answer instead.
 fn resolve(root: &Path, path: &[u8]) -> Result<PathBuf, u16> {
@@ -431,7 +449,7 @@ fn resolve(root: &Path, path: &[u8]) -> Result<PathBuf, u16> {
         if segment == b"." || segment == b".." || segment.contains(&b'/') || segment.contains(&0) {
             return Err(400);
         }
-        full.push(OsStr::from_bytes(&segment));
+        full.push(path_segment(&segment)?);
     }
     // Symbolic links may still lead out of the root: judge where the path really ends.
     let real = full.canonicalize().map_err(|_| 404u16)?;
@@ -583,14 +601,25 @@ fn main() -> ExitCode {
 }
 
 /// Binds, prints the address, serves until a signal, and closes.
-fn run(args: Args) -> Result<(), socketserver::Error> {
-    // Under systemd (or `systemd-socket-activate`), serve the socket it passed, already
-    // bound and listening; otherwise bind --addr.
+/// The listening socket systemd passed, if any (socket activation is Linux's).
+#[cfg(target_os = "linux")]
+fn passed_listener() -> io::Result<Option<std::net::TcpListener>> {
     let mut passed = ListenFds::take()?;
     if passed.len() > 1 {
         eprintln!("http: {} sockets passed; serving the first, closing the others", passed.len());
     }
-    let mut builder = match passed.take_tcp_listener(0)? {
+    passed.take_tcp_listener(0)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn passed_listener() -> io::Result<Option<std::net::TcpListener>> {
+    Ok(None)
+}
+
+fn run(args: Args) -> Result<(), socketserver::Error> {
+    // Under systemd (or `systemd-socket-activate`), serve the socket it passed, already
+    // bound and listening; otherwise bind --addr.
+    let mut builder = match passed_listener()? {
         Some(listener) => TcpServer::from_listener(listener),
         None => TcpServer::builder(args.addr),
     };

@@ -1,45 +1,4 @@
-//! A TLS line-echo server: rustls in the handler, the crate unaware of TLS.
-//!
-//! ```text
-//! cargo run --release --example tls -- [--addr ADDR] [--cert FILE --key FILE]
-//!                                      [--cert-out FILE] [--timeout SECS]
-//! ```
-//!
-//! Without `--cert`/`--key` (PEM files) it makes a self-signed certificate for
-//! `localhost` and `127.0.0.1` at startup; `--cert-out FILE` writes that certificate's
-//! PEM, for clients to trust:
-//!
-//! ```text
-//! cargo run --release --example tls -- --addr 127.0.0.1:8443 --cert-out /tmp/tls.pem
-//! openssl s_client -connect 127.0.0.1:8443 -CAfile /tmp/tls.pem -verify_return_error
-//! ```
-//!
-//! Prints `listening on tls://IP:PORT` once bound, then echoes each line over TLS.
-//! `--timeout` (default 10 s) bounds the whole handshake and each later read and write.
-//! SIGINT or SIGTERM stops accepting at once, gives running clients up to 2 s, then
-//! exits 0.
-//!
-//! # Where TLS goes
-//!
-//! The wrapping point is the handler: it starts a `rustls::ServerConnection` for each
-//! request and runs it over the request's stream. The crate itself stays TLS-agnostic
-//! and has no TLS dependency (rustls is only a dev-dependency, for this example): any
-//! TLS library that wraps a `Read + Write` works the same way, such as `native-tls`
-//! (`TlsAcceptor::accept(stream)`) or `openssl` (`SslStream::new(ssl, stream)`).
-//!
-//! The stream under TLS is the request's own reader and writer
-//! (`req.reader_and_writer()`, joined into one `Read + Write` by [`Plain`]). Wrapping
-//! the raw `req.connection()` (`&Connection` is `Read + Write` too) also works, but
-//! through the reader and writer:
-//!
-//! - bytes the reader already buffered reach TLS: with `Builder::proxy_protocol`, the
-//!   start of the ClientHello often arrives in the same segment as the PROXY header and
-//!   sits in the reader's buffer, where a read from the connection would miss it;
-//! - `StreamRequest::set_deadline` applies, which bounds the handshake as a whole.
-//!
-//! Once the stream is wrapped, plain-text reads and writes through `req.reader()` and
-//! `req.writer()` would mix raw bytes into the TLS records; here the borrow checker
-//! rules that out, since the TLS stream holds both for as long as it lives.
+//! The TLS server itself (Unix only: see `main.rs`).
 
 use std::fs;
 use std::io::{self, BufRead, Read, Write};
@@ -236,7 +195,7 @@ fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-fn main() -> ExitCode {
+pub(crate) fn main() -> ExitCode {
     let args = match parse(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(message) => {
