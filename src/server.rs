@@ -107,14 +107,18 @@ pub type UnixDatagramServer = Server<UnixDatagram>;
 ///
 /// # What happens to new connections after a shutdown
 ///
-/// The same on every platform. A socket the server bound itself is closed as soon as
-/// its serve loops have returned, before running requests are waited for: connections
-/// arriving while they finish are refused (with `SO_REUSEPORT`, the kernel sends them to
-/// the other processes), and those already waiting in the backlog are reset. The next
-/// serve call binds the same address anew, so between a shutdown and the next serve call
-/// the address is free, unlike in Python, where the socket keeps listening (and
-/// queueing) until closed. A sequential server returns to its loop when the request it
-/// is running ends, so until then new connections wait in the backlog.
+/// A socket the server bound itself is given up at the shutdown: new connections are
+/// refused (with `SO_REUSEPORT`, the kernel sends them to the other processes), those
+/// waiting in the backlog are reset, and the next serve call binds the same address
+/// anew. Between a shutdown and the next serve call the address is therefore free,
+/// unlike in Python, where the socket keeps listening (and queueing) until closed.
+///
+/// When the refusal starts differs by platform:
+///
+/// | | threading | sequential, pool |
+/// |---|---|---|
+/// | Linux | at once | at once (the socket is shut down for reading) |
+/// | macOS, the BSDs, Windows | at once (the serve loop returns, the socket closes) | once the serve loops return, which run requests themselves: until the running requests end, new connections wait in the backlog |
 ///
 /// A socket you passed in (`from_listener`, `from_socket`, systemd's) is yours and stays
 /// open: connections wait in its backlog, and the next serve call serves them. It is

@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Starts an echo server command, reads its "listening on PROTO://ADDR" line, and checks
+that it echoes: two TCP clients, one after the other (or three datagrams). Then it asks
+the server to stop as Ctrl-C does (SIGINT, which Wine turns into CTRL_C_EVENT) with a TCP
+client still connected: new connections must be refused at once in threading mode (in
+sequential and pool modes the serve loops run the requests themselves, and outside
+Linux the socket is closed, and refuses, only once they return), the connected client
+still served, and the server must exit 0 once it leaves.
+
+Usage: echo-client.py tcp|udp COMMAND...   Exits non-zero, saying why, on any failure.
+"""
+import socket
+import subprocess
+import sys
+import signal
+import threading
+import time
+
+proto, command = sys.argv[1], sys.argv[2:]
+server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+timer = threading.Timer(60, server.kill)  # nothing waits for ever
+timer.start()
+try:
+    line = server.stdout.readline().strip()
+    prefix = proto + "://"
+    if not line.startswith("listening on " + prefix):
+        sys.exit(f"echo {command[2:]}: expected 'listening on {prefix}...', got {line!r}; "
+                 f"stderr: {server.stderr.read() if server.poll() is not None else ''}")
+    host, port = line[len("listening on " + prefix):].rsplit(":", 1)
+    addr = (host, int(port))
+    if proto == "tcp":
+        for n in range(2):
+            client = socket.create_connection(addr, timeout=10)
+            message = f"hello {n}\n".encode()
+            client.sendall(message)
+            got = b""
+            while len(got) < len(message):
+                chunk = client.recv(100)
+                if not chunk:
+                    break
+                got += chunk
+            if got != message:
+                sys.exit(f"echo {command[2:]}: sent {message!r}, got {got!r}")
+            client.shutdown(socket.SHUT_WR)
+            if client.recv(100) != b"":
+                sys.exit(f"echo {command[2:]}: the server did not end the stream after the client's")
+            client.close()
+    else:
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.settimeout(10)
+        for n in range(3):
+            message = f"datagram {n}".encode()
+            client.sendto(message, addr)
+            got, _ = client.recvfrom(100)
+            if got != message:
+                sys.exit(f"echo {command[2:]}: sent {message!r}, got {got!r}")
+    stay = socket.create_connection(addr, timeout=10) if proto == "tcp" else None
+    server.send_signal(signal.SIGINT)
+    if stay is not None and "threading" in command:
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                socket.create_connection(addr, timeout=1).close()
+            except ConnectionRefusedError:
+                break
+            if time.monotonic() > deadline:
+                sys.exit(f"echo {command[2:]}: new connections still accepted 5 s after Ctrl-C")
+            time.sleep(0.05)
+    if stay is not None:
+        stay.sendall(b"still here\n")
+        if stay.recv(100) != b"still here\n":
+            sys.exit(f"echo {command[2:]}: the connected client was not served after Ctrl-C")
+        stay.close()
+    try:
+        status = server.wait(10)
+    except subprocess.TimeoutExpired:
+        sys.exit(f"echo {command[2:]}: still running 10 s after Ctrl-C")
+    if status != 0:
+        sys.exit(f"echo {command[2:]}: exit status {status} after Ctrl-C; stderr: {server.stderr.read()}")
+    print(f"echo {' '.join(command[2:])}: ok, and Ctrl-C ends it cleanly")
+finally:
+    timer.cancel()
+    server.kill()
+    server.wait()
