@@ -39,13 +39,14 @@
 //! # Design
 //!
 //! - **Blocking I/O, one thread per running request** (or a fixed pool). No runtime.
-//!   `unsafe` is denied but in one call: taking ownership of the descriptors systemd
-//!   passes ([`activation`]).
-//! - **No polling.** The serve loop blocks in `accept`/`recvfrom` with no timeout;
-//!   `shutdown` wakes it with `shutdown(fd, SHUT_RD)` on the server socket, which also
-//!   makes the kernel refuse new connections at once. An idle server makes no wakeups.
-//!   The socket cannot listen again after that, so a later `serve_forever` binds the same
-//!   address anew (see [`Server`]).
+//!   `unsafe` is denied but in two calls: registering a socket with the poller, and
+//!   taking ownership of the descriptors systemd passes (`activation`, Linux).
+//! - **No polling.** The server socket is non-blocking; the serve loop takes what it
+//!   has and otherwise sleeps in the system's poller (epoll, kqueue, IOCP) with no
+//!   timeout, so an idle server makes no wakeups. `shutdown` wakes every serve loop at
+//!   once through its poller, on every platform, and gives up a socket the server bound
+//!   itself, so new connections are refused; a later `serve_forever` binds the same
+//!   address anew, and a socket you passed in serves again (see [`Server`]).
 //! - **Bounded.** [`Builder::max_connections`] (in every mode), Threading's `max_threads`
 //!   and the pool's size stop accepting at their limit; waiting connections stay in the
 //!   kernel backlog (128 by default), not in an unbounded queue, or are refused with a
@@ -97,10 +98,21 @@
 //!
 //! # Platform-specific behavior
 //!
-//! Linux. Immediate shutdown relies on Linux waking a blocked `accept`/`recvfrom` when
-//! the socket is shut down for reading; other systems are not supported yet, and the
-//! crate says so at compile time. Every platform difference lives in one private module
-//! (`sys`), as in mio and socket2, so a port adds a file there.
+//! Linux, macOS, FreeBSD (and the other BSDs) and Windows, on one wake-up mechanism.
+//! Every platform difference lives in one private module (`sys`), as in mio and
+//! socket2; the items that exist on some platforms only say so.
+//!
+//! | | Linux | macOS, FreeBSD | Windows |
+//! |---|---|---|---|
+//! | TCP, UDP, every dispatch mode, the hooks, limits | yes | yes | yes |
+//! | wake-up (shutdown, idle) | epoll | kqueue | IOCP |
+//! | Unix stream and datagram sockets, `permissions` | yes | yes | no (no such sockets) |
+//! | `shutdown_on_signals` | SIGINT, SIGTERM | SIGINT, SIGTERM | Ctrl-C, Ctrl-Break |
+//! | `fileno()` | `AsRawFd` | `AsRawFd` | `AsRawSocket` |
+//! | systemd socket activation (`activation`) | yes | no | no |
+//! | `reuse_port` | yes | yes | no (an `Unsupported` bind error) |
+//! | new connections during a graceful drain | refused at once | refused at once in threading mode; in sequential and pool modes once the running requests end | as macOS |
+//! | how CI checks it | the whole suite, real clients, deployment | `cargo check` of the library, all features, warnings denied | the test suite under Wine, and the echo example served to real clients in every mode |
 //!
 //! # Features
 //!
@@ -130,8 +142,9 @@
 //! pool that could not start all its workers, `info` for signals and for accepting
 //! again after a back-off. Rust's panic hook still prints a handler's panic
 //! message to stderr. The `http` example installs a small logger (`--verbose`).
-// `unsafe` is denied everywhere but one place: taking ownership of the descriptors
-// systemd passes (`activation`), which no safe API can do.
+// `unsafe` is denied everywhere but two places, which no safe API can do: registering a
+// socket with the poller (`net::ready`), taking ownership of the descriptors systemd
+// passes (`activation`).
 #![deny(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![doc(test(attr(deny(warnings))))]
