@@ -258,7 +258,7 @@ impl<T: Transport> Builder<T> {
         };
         let control = Arc::new(Control::new(local, bound, policy));
         let rebind = Rebind { options: self.options, reopen: T::reopen };
-        let engine = Engine::new(control, T::Request::erase(handler), self.dispatch, self.config, rebind);
+        let engine = Engine::new(control, T::Request::erase(handler), self.dispatch, self.config, rebind)?;
         Ok(Server::new(engine))
     }
 }

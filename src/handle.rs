@@ -874,8 +874,9 @@ mod tests {
     fn shutdown_fires_the_wakers_of_the_running_loops_only() {
         let (control, _) = over_a_socket(false);
         let endpoint = control.endpoint().unwrap();
-        let mut first = crate::net::Readiness::new(&endpoint).unwrap();
-        let mut second = crate::net::Readiness::new(&endpoint).unwrap();
+        let pollers = crate::net::Pollers::new(2).unwrap();
+        let mut first = pollers.readiness(&endpoint).unwrap();
+        let mut second = pollers.readiness(&endpoint).unwrap();
         let call = serve(&control, true).unwrap();
         let _first = control.register_waker(first.waker());
         drop(control.register_waker(second.waker())); // a loop that has returned

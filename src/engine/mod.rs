@@ -26,7 +26,7 @@ use crate::dispatch::{Dispatch, Kind};
 use crate::error::{Error, Phase, Result};
 use crate::handle::{Control, CurrentServer, ServeCall, ServerHandle};
 use crate::handler::AnyHandler;
-use crate::net::{Address, Bound, Connection, SocketOptions};
+use crate::net::{Address, Bound, Connection, Pollers, SocketOptions};
 use crate::report::{log_or_stderr, panic_message};
 
 pub(crate) use run::{run_phases, Phases};
@@ -49,6 +49,8 @@ pub(crate) struct Engine {
     max_concurrent: Option<usize>,
     config: Config,
     rebind: Rebind,
+    /// One poller per serve loop that runs at once, made when the server is built.
+    pollers: Pollers,
 }
 
 impl Engine {
@@ -58,13 +60,19 @@ impl Engine {
         dispatch: Box<dyn Dispatch>,
         config: Config,
         rebind: Rebind,
-    ) -> Engine {
+    ) -> io::Result<Engine> {
         let max_concurrent = match (dispatch.max_concurrent(), config.max_connections) {
             (Some(mode), Some(limit)) => Some(mode.min(limit)),
             (mode, limit) => mode.or(limit),
         };
-        let inline = matches!(Kind::of(&*dispatch), Kind::Sequential);
-        Engine { control, handler, dispatch, inline, max_concurrent, config, rebind }
+        let kind = Kind::of(&*dispatch);
+        let inline = matches!(kind, Kind::Sequential);
+        let loops = match kind {
+            Kind::Pool(pool) => pool.workers(),
+            _ => 1,
+        };
+        let pollers = Pollers::new(loops)?;
+        Ok(Engine { control, handler, dispatch, inline, max_concurrent, config, rebind, pollers })
     }
 
     pub(crate) fn control(&self) -> &Arc<Control> {

@@ -18,7 +18,7 @@ use crate::config::PlainHook;
 use crate::dispatch::Kind;
 use crate::error::{Error, Result};
 use crate::handle::{Capacity, Control, CurrentServer, ServeCall};
-use crate::net::{Endpoint, Readiness};
+use crate::net::Endpoint;
 use crate::report::{log_or_stderr, LOG_TARGET};
 use crate::sys::{self, AcceptError};
 
@@ -26,6 +26,10 @@ use crate::sys::{self, AcceptError};
 /// with each failure in a row, up to [`BACKOFF_MAX`].
 const BACKOFF_START: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How many times in a row the poller may call the socket readable when it has nothing
+/// before the loop backs off: pool workers that lose the race for a connection see it
+/// now and then, a socket broken in a way the platform cannot name sees it for ever.
+const EMPTY_WAKES_BEFORE_BACK_OFF: u32 = 16;
 
 /// Shuts the server down if the thread unwinds through it: a copy of the serve loop or
 /// the supervisor that panics must not leave the other copies serving.
@@ -160,13 +164,18 @@ impl Engine {
         };
         // Registered before the first look at the stop flag: a shutdown from then on
         // either is seen at the top of the loop or makes the next wait return at once.
-        let mut ready = Readiness::new(endpoint)?;
+        let mut ready = self.pollers.readiness(endpoint)?;
         let _waker = self.control.register_waker(ready.waker());
         let socket = match &**endpoint {
             Endpoint::Datagram(socket) => Some(socket.clone()),
             _ => None,
         };
         let mut backoff: Option<Duration> = None;
+        // The poller said readable, and the socket then had nothing: a pool worker that
+        // lost the race for a connection, or a socket that will never have anything.
+        let mut readable = false;
+        let mut empty_wakes = 0u32;
+        let mut empty_backoff: Option<Duration> = None;
         let mut processed = false;
         loop {
             let capacity = self.control.wait_for_capacity(self.waits_at_limit(), timer);
@@ -196,6 +205,7 @@ impl Engine {
             };
             match endpoint.receive(&mut buffer) {
                 Ok(incoming) => {
+                    (empty_wakes, empty_backoff) = (0, None);
                     if backoff.take().is_some() {
                         log::info!(target: LOG_TARGET, "accepting again");
                     }
@@ -207,7 +217,24 @@ impl Engine {
                 }
                 // Nothing there: sleep until there is, a shutdown, or the timer. Under load
                 // this is never reached, and a burst of datagrams is drained without it.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ready.wait(timer).map_err(Error::Io)?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if readable {
+                        if sys::is_shut_down_for_reading(ready.socket()) {
+                            let broken =
+                                io::Error::new(io::ErrorKind::NotConnected, "the socket was shut down for reading");
+                            return Err(Error::Accept(broken));
+                        }
+                        empty_wakes += 1;
+                        if empty_wakes >= EMPTY_WAKES_BEFORE_BACK_OFF {
+                            // Readable for ever and never anything to take: do not spin.
+                            let delay = empty_backoff.map_or(BACKOFF_START, |d| (d * 2).min(BACKOFF_MAX));
+                            empty_backoff = Some(delay);
+                            self.control.back_off(delay);
+                        }
+                    }
+                    readable = ready.wait(timer).map_err(Error::Io)?;
+                    continue;
+                }
                 Err(_) if self.control.is_stopping() => break,
                 Err(e) => match sys::classify_accept_error(&e) {
                     AcceptError::Retry => {}

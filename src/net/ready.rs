@@ -1,6 +1,6 @@
 //! Waiting for a server socket: the one wake-up mechanism on every platform.
 //!
-//! Each serve loop (one per pool worker) has a [`Readiness`]: its own `polling::Poller`
+//! Each serve loop (one per pool worker) has a [`Readiness`]: a `polling::Poller`
 //! (epoll, kqueue or IOCP) with the server socket in it. The loop receives without
 //! blocking and, when nothing is there, waits until the socket is readable or the
 //! server's [`Waker`] fires; a shutdown fires every loop's waker. An idle loop sleeps in
@@ -10,12 +10,17 @@
 //! A poller per loop, not one shared: `polling` lets one thread wait on a poller at a
 //! time (a second one returns at once, which would spin), and every worker must wake on
 //! shutdown. The socket is watched in oneshot mode, re-armed before each wait.
+//!
+//! The pollers are made when the server is built ([`Pollers`]) and lent to each serve
+//! loop, so that serving never needs a new descriptor: a server started in a process
+//! out of descriptors still serves, and backs off until some are free.
 
 use std::fmt;
 use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
+use parking_lot::Mutex;
 use polling::{Event, Events, Poller};
 use socket2::SockRef;
 
@@ -24,8 +29,39 @@ use super::Endpoint;
 /// The key of the server socket in a poller.
 const SOCKET: usize = 0;
 
+/// The server's idle pollers, one per serve loop it runs at once.
+#[derive(Debug)]
+pub(crate) struct Pollers(Mutex<Vec<Arc<Poller>>>);
+
+impl Pollers {
+    /// `n` pollers, made now.
+    pub(crate) fn new(n: usize) -> io::Result<Pollers> {
+        let pollers = (0..n).map(|_| Poller::new().map(Arc::new)).collect::<io::Result<_>>()?;
+        Ok(Pollers(Mutex::new(pollers)))
+    }
+
+    /// A poller with `endpoint`'s socket in it, for one serve loop: an idle one, or a new
+    /// one if every one is lent (a pool that had to serve on fewer threads, say).
+    pub(crate) fn readiness<'a>(&'a self, endpoint: &'a Endpoint) -> io::Result<Readiness<'a>> {
+        let socket = endpoint
+            .sock()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "an in-memory socket cannot serve"))?;
+        let idle = self.0.lock().pop();
+        let poller = match idle {
+            Some(poller) => poller,
+            None => Arc::new(Poller::new()?),
+        };
+        if let Err(e) = add(&poller, &socket) {
+            self.0.lock().push(poller);
+            return Err(e);
+        }
+        Ok(Readiness { pollers: self, poller, events: Events::new(), socket })
+    }
+}
+
 /// A serve loop's view of its server socket's readiness.
 pub(crate) struct Readiness<'a> {
+    pollers: &'a Pollers,
     poller: Arc<Poller>,
     events: Events,
     socket: SockRef<'a>,
@@ -50,36 +86,33 @@ impl Waker {
     }
 }
 
-impl<'a> Readiness<'a> {
-    /// A poller with `endpoint`'s socket in it, not yet armed.
-    pub(crate) fn new(endpoint: &'a Endpoint) -> io::Result<Readiness<'a>> {
-        let socket = endpoint
-            .sock()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "an in-memory socket cannot serve"))?;
-        let poller = Arc::new(Poller::new()?);
-        add(&poller, &socket)?;
-        Ok(Readiness { poller, events: Events::new(), socket })
-    }
-
+impl Readiness<'_> {
     pub(crate) fn waker(&self) -> Waker {
         Waker(self.poller.clone())
     }
 
+    /// The socket waited for.
+    pub(crate) fn socket(&self) -> &SockRef<'_> {
+        &self.socket
+    }
+
     /// Waits until the socket is readable, the waker fires, or `deadline` passes.
-    pub(crate) fn wait(&mut self, deadline: Option<Instant>) -> io::Result<()> {
+    /// Returns whether the socket was reported readable.
+    pub(crate) fn wait(&mut self, deadline: Option<Instant>) -> io::Result<bool> {
         self.poller.modify(&*self.socket, Event::readable(SOCKET))?;
         self.events.clear();
         match deadline {
             Some(deadline) => self.poller.wait_deadline(&mut self.events, deadline)?,
             None => self.poller.wait(&mut self.events, None)?,
         };
-        Ok(())
+        Ok(self.events.iter().any(|event| event.key == SOCKET))
     }
 }
 
 impl Drop for Readiness<'_> {
     fn drop(&mut self) {
         let _ = self.poller.delete(&*self.socket);
+        self.pollers.0.lock().push(self.poller.clone());
     }
 }
 
@@ -90,9 +123,9 @@ impl Drop for Readiness<'_> {
 #[allow(unsafe_code)]
 fn add(poller: &Poller, socket: &SockRef<'_>) -> io::Result<()> {
     // SAFETY: the socket is borrowed from the endpoint for the lifetime of the
-    // `Readiness` that owns this poller, and `Readiness::drop` deletes it from the poller
-    // before that borrow ends, so the poller never holds a closed socket. A `Waker` may
-    // outlive the `Readiness`, but it only notifies the poller, which by then holds no
-    // socket.
+    // `Readiness` that holds this poller, and `Readiness::drop` deletes it from the
+    // poller before that borrow ends, so the poller never holds a closed socket. A
+    // `Waker` may outlive the `Readiness`, but it only notifies the poller, which by then
+    // holds no socket of this one.
     unsafe { poller.add(&**socket, Event::none(SOCKET)) }
 }

@@ -10,6 +10,7 @@
 //! | `classify_accept_error(e)` | what the serve loop does about an error from `accept` or `recvfrom` ([`AcceptError`]) |
 //! | `accepted(socket)` | makes an accepted connection blocking again where it inherits the listener's non-blocking mode (macOS, the BSDs, Windows; not Linux) |
 //! | `set_reuse_port(socket)` | `SO_REUSEPORT` on Unix; on Windows, which has no such option, an `Unsupported` error |
+//! | `is_shut_down_for_reading(socket)` | whether a socket the poller calls readable, and that has nothing to receive, was shut down for reading by someone else (Linux can tell, through `POLLRDHUP`; elsewhere `false`, and the serve loop backs off instead of spinning) |
 //! | `recv_from_udp(socket, buf)` | receives one UDP datagram and its sender |
 //! | `refuse_new_connections(socket)` | at a shutdown, makes a socket the server bound refuse new connections at once, before the serve loops let go of it: Linux does (`shutdown(SHUT_RD)` on a listener resets new connections); elsewhere nothing, and the socket refuses when it closes, once the loops return |
 //! | `is_wrong_socket_type(e)` | (Unix) a connect failed because the socket at a path is of the other type (`EPROTOTYPE`) |
@@ -24,8 +25,8 @@ mod imp;
 compile_error!("socketserver supports Unix (Linux, macOS, the BSDs) and Windows");
 
 pub(crate) use imp::{
-    accepted, as_raw_socket, classify_accept_error, recv_from_udp, refuse_new_connections, set_reuse_port,
-    BorrowedSocket, RawSocket,
+    accepted, as_raw_socket, classify_accept_error, is_shut_down_for_reading, recv_from_udp, refuse_new_connections,
+    set_reuse_port, BorrowedSocket, RawSocket,
 };
 #[cfg(unix)]
 pub(crate) use imp::{is_wrong_socket_type, MAX_UNIX_PATH};

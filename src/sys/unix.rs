@@ -35,6 +35,22 @@ pub(crate) fn accepted(socket: SockRef<'_>) -> io::Result<()> {
     }
 }
 
+/// Linux reports a socket shut down for reading as readable, yet a non-blocking receive
+/// on it says `EAGAIN`: `POLLRDHUP` tells the two apart.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn is_shut_down_for_reading(socket: &SockRef<'_>) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(&**socket, PollFlags::RDHUP)];
+    let now = Timespec { tv_sec: 0, tv_nsec: 0 };
+    matches!(poll(&mut fds, Some(&now)), Ok(1) if fds[0].revents().contains(PollFlags::RDHUP))
+}
+
+/// macOS and the BSDs cannot tell (no `POLLRDHUP`).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(crate) fn is_shut_down_for_reading(_: &SockRef<'_>) -> bool {
+    false
+}
+
 /// `SO_REUSEPORT`: several sockets share the port and the kernel spreads connections.
 pub(crate) fn set_reuse_port(socket: &socket2::Socket) -> io::Result<()> {
     socket.set_reuse_port(true)

@@ -37,6 +37,11 @@ pub(crate) fn set_reuse_port(_: &socket2::Socket) -> io::Result<()> {
     Err(io::Error::new(io::ErrorKind::Unsupported, "SO_REUSEPORT is not available on Windows"))
 }
 
+/// Windows cannot tell; the serve loop backs off instead of spinning.
+pub(crate) fn is_shut_down_for_reading(_: &SockRef<'_>) -> bool {
+    false
+}
+
 /// Windows cannot make a listener refuse without closing it: it refuses once closed,
 /// when the serve loops return.
 pub(crate) fn refuse_new_connections(_: SockRef<'_>) {}
