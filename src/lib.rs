@@ -148,6 +148,8 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 #![doc(test(attr(deny(warnings))))]
+// On docs.rs, each platform-specific item says which platforms have it.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 // The sealed `Transport` trait's hidden methods take crate-private types on purpose:
 // users name the transports but can neither call nor implement those methods.
 #![allow(private_interfaces)]
