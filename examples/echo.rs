@@ -7,8 +7,9 @@
 //!
 //! Prints `listening on tcp://IP:PORT` (or `udp://`, `unix://PATH`) once bound. Streams
 //! echo every byte until the client's end-of-file; UDP replies to each datagram with its
-//! bytes. SIGINT or SIGTERM stops accepting at once, gives running clients up to 2 s,
-//! then exits 0.
+//! bytes. SIGINT or SIGTERM (Ctrl-C or Ctrl-Break on Windows) stops accepting at once,
+//! gives running clients up to 2 s, then exits 0. Runs on Linux, macOS, the BSDs and
+//! Windows; `--proto unix` on Unix only.
 
 use std::io::{self, BufRead, Write};
 use std::net::SocketAddr;

@@ -13,6 +13,9 @@
 //! echoes each line until the client's end-of-file. Try `echo hi | nc -N 127.0.0.1 9000`
 //! a few times and watch the pid change.
 //!
+//! Unix only: Windows has no `SO_REUSEPORT`, and there the bind fails with a clear
+//! `Unsupported` error.
+//!
 //! # Why `SO_REUSEPORT`
 //!
 //! Each process has a listening socket, and so an accept queue, of its own. For each new
