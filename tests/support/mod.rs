@@ -2,7 +2,8 @@
 //! real sockets on loopback, a deadline on every wait, and a deadline on every test
 //! ([`bounded`]) that turns a hang into the failure of that one test.
 //!
-//! - this file: the per-test deadline, waits, clients, temporary paths, quiet panics;
+//! - this file: the per-test deadline, waits, clients, a server's own socket (Python's
+//!   `fileno()`, on Unix and Windows), temporary paths, quiet panics;
 //! - [`gate`]: holding handlers until the test releases them;
 //! - [`modes`]: the dispatch modes every behaviour is checked in;
 //! - [`serve`]: serve threads, stopping them, echo handlers, `handle_error` records;
@@ -21,6 +22,7 @@ use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::ops::Deref;
+#[cfg(unix)]
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -28,13 +30,17 @@ use std::sync::{mpsc, Arc, Mutex, PoisonError, RwLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use socketserver::transport::Transport;
+use socketserver::Server;
+
 pub use gate::{Control, Gate};
 #[cfg(target_os = "linux")]
 pub use linux::{context_switches_of, cpu_time_of, open_fds, thread_dir, threads_named};
 pub use modes::{Mode, MODES};
 pub use serve::{
-    assert_addr_in_use, datagram_commands, drop_within, echo_datagram, echo_line, echo_stream, serve_started,
-    shutdown_within, spawn_serve, spawn_shutdown, stop, stop_background, stop_via, Report, Reported, Reports,
+    assert_addr_in_use, assert_overlong_datagram_reported, datagram_commands, drop_within, echo_datagram, echo_line,
+    echo_stream, serve_started, shutdown_within, spawn_serve, spawn_shutdown, stop, stop_background, stop_via, Report,
+    Reported, Reports, OVERLONG_DATAGRAMS_TRUNCATED,
 };
 
 /// The longest any single wait in a test may take.
@@ -236,6 +242,7 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
 }
 
 /// Connects to a Unix stream server with read and write timeouts set.
+#[cfg(unix)]
 pub fn connect_unix(path: &Path) -> UnixStream {
     let stream = UnixStream::connect(path).expect("connect unix");
     stream.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -252,6 +259,7 @@ pub fn udp_client() -> UdpSocket {
 
 /// A Unix datagram client bound to a path of its own (an unnamed client cannot be
 /// replied to), with a read timeout; the path is removed when the second value drops.
+#[cfg(unix)]
 pub fn unix_dgram_client(tag: &str) -> (UnixDatagram, TempPath) {
     let path = TempPath::socket(tag);
     let socket = UnixDatagram::bind(&path).expect("bind a Unix datagram client");
@@ -275,6 +283,7 @@ pub fn tcp_echo(addr: SocketAddr, message: &[u8]) -> Vec<u8> {
 }
 
 /// As [`tcp_echo`], over a Unix stream socket.
+#[cfg(unix)]
 pub fn unix_echo(path: &Path, message: &[u8]) -> Vec<u8> {
     let stream = connect_unix(path);
     round_trip(&stream, message, || stream.shutdown(Shutdown::Write).unwrap())
@@ -333,7 +342,9 @@ macro_rules! stream_client {
     )*};
 }
 
-stream_client!(TcpStream, UnixStream);
+stream_client!(TcpStream);
+#[cfg(unix)]
+stream_client!(UnixStream);
 
 /// Runs `f`; on Linux, also how many descriptors this process opened meanwhile (less
 /// those it closed), to tell whether a server accepted a connection. Elsewhere `None`.
@@ -376,6 +387,7 @@ pub fn udp_echo_once(addr: SocketAddr, message: &[u8]) -> Vec<u8> {
 }
 
 /// Sends one datagram from `client` to the Unix datagram server at `server`; the reply.
+#[cfg(unix)]
 pub fn unix_dgram_exchange(client: &UnixDatagram, server: &Path, message: &[u8]) -> Vec<u8> {
     client.send_to(message, server).expect("send to the Unix datagram server");
     let mut buf = vec![0; 65536];
@@ -411,6 +423,7 @@ pub fn wait_refused(addr: SocketAddr, limit: Duration) -> Duration {
 }
 
 /// As [`wait_refused`], for a Unix socket path.
+#[cfg(unix)]
 pub fn wait_refused_unix(path: &Path, limit: Duration) -> Duration {
     let _wait = waiting_for(format!("{} to refuse connections", path.display()));
     let start = Instant::now();
@@ -427,6 +440,7 @@ pub fn wait_refused_unix(path: &Path, limit: Duration) -> Duration {
 }
 
 /// Whether `path` is a socket file (not following a link).
+#[cfg(unix)]
 pub fn is_socket_file(path: &Path) -> bool {
     use std::os::unix::fs::FileTypeExt;
     std::fs::symlink_metadata(path).map(|m| m.file_type().is_socket()).unwrap_or(false)
@@ -435,6 +449,98 @@ pub fn is_socket_file(path: &Path) -> bool {
 /// `len` bytes of a pattern that does not repeat every 256 bytes.
 pub fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// A server's own socket
+// ---------------------------------------------------------------------------------------
+
+/// A server's socket as Python's `fileno()` gives it: the descriptor (`AsRawFd`) on
+/// Unix, the `SOCKET` (`AsRawSocket`) on Windows.
+#[cfg(unix)]
+pub type RawSocket = std::os::fd::RawFd;
+/// A server's socket as Python's `fileno()` gives it: the descriptor (`AsRawFd`) on
+/// Unix, the `SOCKET` (`AsRawSocket`) on Windows.
+#[cfg(windows)]
+pub type RawSocket = std::os::windows::io::RawSocket;
+
+/// What [`fileno`] says of a server without a socket (between a shutdown and the next
+/// serve call, and once closed): `-1` on Unix, `INVALID_SOCKET` on Windows.
+#[cfg(unix)]
+pub const NO_SOCKET: RawSocket = -1;
+/// What [`fileno`] says of a server without a socket (between a shutdown and the next
+/// serve call, and once closed): `-1` on Unix, `INVALID_SOCKET` on Windows.
+#[cfg(windows)]
+pub const NO_SOCKET: RawSocket = !0;
+
+/// The server's socket, as Python's `fileno()`.
+pub fn fileno<T: Transport>(server: &Server<T>) -> RawSocket {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        server.as_raw_fd()
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::io::AsRawSocket;
+        server.as_raw_socket()
+    }
+}
+
+/// Runs `f` on the server's socket through socket2 (`getsockname`, `getsockopt`). The
+/// server must not shut down or close meanwhile: its socket would close under `f`.
+pub fn with_socket<T: Transport, R>(server: &Server<T>, f: impl FnOnce(socket2::SockRef<'_>) -> R) -> R {
+    let raw = fileno(server);
+    assert_ne!(raw, NO_SOCKET, "the server has no socket");
+    // SAFETY: the server owns the socket and outlives this borrow, and (as the caller
+    // promises) does not close it meanwhile.
+    #[cfg(unix)]
+    let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
+    #[cfg(windows)]
+    let socket = unsafe { std::os::windows::io::BorrowedSocket::borrow_raw(raw) };
+    f(socket2::SockRef::from(&socket))
+}
+
+/// Waits up to `timeout` until one of `sockets` is readable, as a user's own event loop
+/// does with `fileno()`: which ones are. With `poll(2)` on Unix, and on Windows with the
+/// `polling` crate (the library's own dependency).
+///
+/// # Safety
+/// Each socket must stay open until the call returns (its server must not shut down or
+/// close meanwhile).
+pub unsafe fn wait_readable(sockets: &[RawSocket], timeout: Duration) -> Vec<bool> {
+    let _wait = waiting_for(format!("one of {} sockets to become readable", sockets.len()));
+    #[cfg(unix)]
+    {
+        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        // SAFETY: the caller keeps each socket open for the call.
+        let borrowed: Vec<_> = sockets.iter().map(|&fd| unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }).collect();
+        let mut fds: Vec<PollFd<'_>> = borrowed.iter().map(|fd| PollFd::new(fd, PollFlags::IN)).collect();
+        let timeout = Timespec::try_from(timeout).expect("a timeout poll(2) takes");
+        poll(&mut fds, Some(&timeout)).expect("poll(2)");
+        fds.iter().map(|fd| !fd.revents().is_empty()).collect()
+    }
+    #[cfg(windows)]
+    {
+        use polling::{Event, Events, Poller};
+        let poller = Poller::new().expect("a poller");
+        for (key, &socket) in sockets.iter().enumerate() {
+            // SAFETY: the caller keeps each socket open for the call, and each is removed
+            // from the poller before it returns.
+            unsafe { poller.add(socket, Event::readable(key)) }.expect("register a socket with the poller");
+        }
+        let mut events = Events::new();
+        poller.wait(&mut events, Some(timeout)).expect("wait on the poller");
+        let mut ready = vec![false; sockets.len()];
+        for event in events.iter() {
+            ready[event.key] = true;
+        }
+        for &socket in sockets {
+            // SAFETY: as above.
+            let _ = poller.delete(unsafe { std::os::windows::io::BorrowedSocket::borrow_raw(socket) });
+        }
+        ready
+    }
 }
 
 // ---------------------------------------------------------------------------------------

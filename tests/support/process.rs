@@ -34,7 +34,14 @@ pub(crate) fn kill_children_of_session(session: u64) -> usize {
     };
     for pid in &pids {
         // Not reaped yet (the guard would have unregistered it), so the pid is still its.
+        #[cfg(unix)]
         let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
+        #[cfg(windows)]
+        let _ = Command::new("taskkill")
+            .args(["/F", "/PID", &pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
     pids.len()
 }
@@ -91,6 +98,7 @@ impl Guarded {
     }
 
     /// Sends a signal (`TERM`, `INT`, `USR1`) with the system's `kill`.
+    #[cfg(unix)]
     pub fn signal(&self, name: &str) {
         signal(self.id(), name);
     }
@@ -108,6 +116,7 @@ impl Drop for Guarded {
 }
 
 /// Sends signal `name` to process (or thread) `pid` with the system's `kill`.
+#[cfg(unix)]
 pub fn signal(pid: u32, name: &str) {
     let status = Command::new("kill")
         .args([format!("-{name}"), pid.to_string()])
@@ -244,6 +253,7 @@ impl Spawned {
     }
 
     /// Sends a signal (`TERM`, `INT`) with the system's `kill`.
+    #[cfg(unix)]
     pub fn signal(&self, name: &str) {
         self.child.signal(name);
     }

@@ -2,7 +2,7 @@
 //! of what `handle_error` received.
 
 use std::io::{self, BufRead, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use socketserver::transport::Transport;
 use socketserver::{Address, BackgroundServer, DatagramRequest, Error, Phase, Server, ServerHandle, StreamRequest};
 
-use super::{join_within, wait_until, waiting_for, within, TIMEOUT};
+use super::{is_timeout, join_within, wait_until, waiting_for, within, NEGATIVE_WAIT, TIMEOUT};
 
 /// What a serve thread returns.
 pub type Serving = JoinHandle<socketserver::Result<()>>;
@@ -205,4 +205,35 @@ pub fn assert_addr_in_use<S>(result: socketserver::Result<S>, addr: SocketAddr, 
         Err(e) => panic!("{what}: expected Error::AddrInUse, got {e:?}"),
         Ok(_) => panic!("{what}: a second server bound {addr}"),
     }
+}
+
+/// Whether a UDP datagram longer than the server's receive buffer (`max_packet_size` and
+/// one byte, so that the request can tell it was cut) reaches the handler truncated, as
+/// on Unix. On Windows receiving it fails (`WSAEMSGSIZE`): the datagram is dropped and
+/// the error reported to `handle_error` as `Error::Accept`, with no client
+/// (`src/sys/windows.rs`); see [`assert_overlong_datagram_reported`].
+pub const OVERLONG_DATAGRAMS_TRUNCATED: bool = cfg!(unix);
+
+/// Sends `message`, longer than the receive buffer of the UDP server at `server`, where
+/// that is a receive error (see [`OVERLONG_DATAGRAMS_TRUNCATED`]): no reply comes, and
+/// `reports` (the server's `handle_error`) gets one more `Accept(InvalidData)`.
+pub fn assert_overlong_datagram_reported(client: &UdpSocket, server: SocketAddr, message: &[u8], reports: &Reports) {
+    let before = reports.len();
+    client.send_to(message, server).expect("send to the UDP server");
+    reports.wait_for(before + 1, "handle_error to report the overlong datagram");
+    let reported = reports.0.lock().unwrap()[before].clone();
+    assert_eq!(
+        reported,
+        Report { client: None, reported: Reported::Accept(io::ErrorKind::InvalidData) },
+        "a {}-byte datagram",
+        message.len()
+    );
+    client.set_read_timeout(Some(NEGATIVE_WAIT)).unwrap();
+    let mut buf = vec![0; 65536];
+    match client.recv_from(&mut buf) {
+        Err(e) if is_timeout(&e) => {}
+        Ok((n, from)) => panic!("a {n}-byte reply from {from} to a dropped {}-byte datagram", message.len()),
+        Err(e) => panic!("waiting for no reply to a dropped datagram: {e}"),
+    }
+    client.set_read_timeout(Some(TIMEOUT)).unwrap();
 }
