@@ -6,6 +6,10 @@
 //! Every example is built once with `cargo build --example`, binds `127.0.0.1:0` and is
 //! read for its `listening on` line; every child process is killed when its guard drops,
 //! and every wait has a deadline.
+//!
+//! Unix only: every test runs an example as a child process (built by `cargo build`,
+//! which a Windows test process under Wine cannot start) or Python's own code.
+#![cfg(unix)]
 
 mod support;
 

@@ -10,6 +10,10 @@
 //! which starts this test binary again, filtered to the same test, with `CHILD` set; the
 //! child takes the passed sockets and serves one request, and the parent checks the reply
 //! and the child's exit status.
+//!
+//! Linux only: socket activation (`activation`) is Linux's, and the tools (systemd,
+//! haproxy, the examples) are Linux processes.
+#![cfg(target_os = "linux")]
 
 mod support;
 

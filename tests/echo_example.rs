@@ -7,6 +7,11 @@
 //! target directory of the tests. Every wait has a deadline, every child process is
 //! killed when its guard drops, and only `127.0.0.1:0`, `[::1]:0` and temporary Unix
 //! paths are bound.
+//!
+//! Unix only: every test runs the example as a child process (built by `cargo build`,
+//! which a Windows test process under Wine cannot start) and most send it signals; the
+//! example on Windows is checked by `.ci/cross echo-windows`.
+#![cfg(unix)]
 
 mod support;
 

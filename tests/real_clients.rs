@@ -7,6 +7,10 @@
 //! fails its test with the Debian package to install. Every tool and example runs under
 //! a deadline and is killed when its guard drops; only `127.0.0.1:0` and temporary Unix
 //! paths are bound.
+//!
+//! Unix only: the examples and the clients (curl, python3, redis-cli, nc, socat) run as
+//! Unix processes, which a Windows test process under Wine cannot start.
+#![cfg(unix)]
 
 mod support;
 

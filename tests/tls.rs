@@ -10,6 +10,10 @@
 //! The example is built once per run with `cargo build --example tls` into this test's
 //! target directory. Every wait has a deadline, every child process is killed when its
 //! guard drops, and only `127.0.0.1:0` is bound.
+//!
+//! Unix only: every test runs the example as a child process (built by `cargo build`,
+//! which a Windows test process under Wine cannot start).
+#![cfg(unix)]
 
 mod support;
 

@@ -1,6 +1,9 @@
 //! Unix sockets, in the temp directory: datagram truncation and replies, a socket file
 //! that lives as long as the server, live and busy paths (`AddrInUse`), stale files
 //! replaced, paths that are not sockets kept, and sockets the user owns.
+//!
+//! Unix only: Unix sockets.
+#![cfg(unix)]
 
 mod support;
 
