@@ -22,7 +22,7 @@ use socketserver::{BackgroundServer, Error, Phase, StreamRequest, TcpServer};
 use support::gate::read_id;
 use support::{
     bounded, bounded_alone, connect, descriptors_opened_by, echo_line, join_within, recv, stop_background, wait_until,
-    Control, Gate, LIMIT, NEGATIVE_WAIT, TIMEOUT,
+    Control, Gate, LIMIT, TIMEOUT,
 };
 
 /// Marks the panics these tests cause on purpose, so the panic hook keeps them quiet.
@@ -281,7 +281,7 @@ fn threading_leaves_no_thread_after_close() {
         wait_threads("tq-thcl", 2, "two requests running");
         // block_on_close (the default): stop waits for the running requests.
         let stopper = thread::spawn(move || background.stop());
-        thread::sleep(NEGATIVE_WAIT);
+        thread::sleep(support::NEGATIVE_WAIT);
         assert!(!stopper.is_finished(), "stop() returned while requests were running with block_on_close");
         control.release(2);
         join_within(stopper, TIMEOUT).unwrap();

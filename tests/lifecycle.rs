@@ -11,13 +11,15 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use socketserver::dispatch::{Dispatch, Pool, Sequential, Threading};
-use socketserver::{
-    Address, DatagramRequest, Error, Server, ServerHandle, StreamRequest, TcpServer, UdpServer, UnixStreamServer,
-};
+#[cfg(unix)]
+use socketserver::UnixStreamServer;
+use socketserver::{Address, DatagramRequest, Error, Server, ServerHandle, StreamRequest, TcpServer, UdpServer};
 use support::{
-    assert_refused, bounded, connect, connect_unix, drop_within, echo_stream, join_within, read_text, serve_started,
-    spawn_serve, start, stop, stop_via, tcp_echo, temp_socket_path, wait_until, within, Gate, LIMIT, TIMEOUT,
+    assert_refused, bounded, connect, drop_within, echo_stream, join_within, read_text, serve_started, spawn_serve,
+    start, stop, stop_via, tcp_echo, wait_until, within, Gate, LIMIT, TIMEOUT,
 };
+#[cfg(unix)]
+use support::{connect_unix, temp_socket_path};
 
 #[test]
 fn close_right_after_construction_then_serve_calls_fail_with_closed() {
@@ -61,6 +63,8 @@ fn close_after_serving_then_serve_fails_with_closed() {
     });
 }
 
+// Unix sockets.
+#[cfg(unix)]
 #[test]
 fn close_removes_the_unix_socket_file() {
     bounded(LIMIT, || {
@@ -105,6 +109,8 @@ fn dropping_the_server_closes_its_socket() {
     });
 }
 
+// Unix sockets.
+#[cfg(unix)]
 #[test]
 fn dropping_a_unix_server_removes_its_socket_file() {
     bounded(LIMIT, || {
@@ -412,10 +418,13 @@ fn local_addr_of_a_port_zero_server_is_real_and_connectable() {
         assert_ne!(udp.local_addr().port(), 0);
         assert_eq!(udp.handle().local_addr().as_inet(), Some(udp.local_addr()));
 
-        let path = temp_socket_path("addr");
-        let unix = UnixStreamServer::bind(&path, echo_stream).unwrap();
-        assert_eq!(unix.local_addr(), path);
-        assert_eq!(unix.handle().local_addr().as_pathname(), Some(path.as_path()));
+        #[cfg(unix)]
+        {
+            let path = temp_socket_path("addr");
+            let unix = UnixStreamServer::bind(&path, echo_stream).unwrap();
+            assert_eq!(unix.local_addr(), path);
+            assert_eq!(unix.handle().local_addr().as_pathname(), Some(path.as_path()));
+        }
     });
 }
 
@@ -427,6 +436,7 @@ fn handles_and_servers_are_send_sync_clone() {
     send_sync::<Server<socketserver::transport::Tcp>>();
     send_sync::<TcpServer>();
     send_sync::<UdpServer>();
+    #[cfg(unix)]
     send_sync::<UnixStreamServer>();
     send_sync::<Error>();
 
@@ -461,11 +471,14 @@ fn binding_an_address_in_use_fails_with_addr_in_use() {
             .expect_err("UDP bind to a taken port");
         assert!(matches!(err, Error::AddrInUse { .. }), "got {err:?}");
 
-        let path = temp_socket_path("inuse");
-        let live = UnixStreamServer::bind(&path, echo_stream).unwrap();
-        let err = UnixStreamServer::bind(&path, echo_stream).expect_err("a live server answers at the path");
-        assert!(matches!(err, Error::AddrInUse { .. }), "got {err:?}");
-        drop(live);
+        #[cfg(unix)]
+        {
+            let path = temp_socket_path("inuse");
+            let live = UnixStreamServer::bind(&path, echo_stream).unwrap();
+            let err = UnixStreamServer::bind(&path, echo_stream).expect_err("a live server answers at the path");
+            assert!(matches!(err, Error::AddrInUse { .. }), "got {err:?}");
+            drop(live);
+        }
     });
 }
 

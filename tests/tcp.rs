@@ -10,10 +10,10 @@ use std::net::{Shutdown, SocketAddr, TcpListener, UdpSocket};
 use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
-use socketserver::{Address, Error, Phase, StreamRequest, TcpServer, ThreadingTcpServer, UdpServer, UnixStreamServer};
+use socketserver::{Address, Error, Phase, StreamRequest, TcpServer, ThreadingTcpServer, UdpServer};
 use support::{
     assert_addr_in_use, bounded, connect, echo_datagram, echo_stream, is_timeout, pattern, recv, stop_background,
-    tcp_echo, temp_socket_path, udp_client, udp_exchange, LIMIT, NEGATIVE_WAIT, TIMEOUT,
+    tcp_echo, udp_client, udp_exchange, LIMIT, NEGATIVE_WAIT, TIMEOUT,
 };
 
 #[test]
@@ -33,6 +33,8 @@ fn tcp_second_bind_on_same_port_is_addr_in_use() {
 #[cfg(target_os = "linux")]
 #[test]
 fn failed_binds_leak_no_descriptor() {
+    use socketserver::UnixStreamServer;
+    use support::temp_socket_path;
     bounded(LIMIT, || {
         let tcp = TcpServer::bind("127.0.0.1:0", echo_stream).unwrap();
         let udp = UdpServer::bind("127.0.0.1:0", echo_datagram).unwrap();

@@ -1,6 +1,7 @@
 //! Every transport × every dispatch mode echoes, over real sockets on loopback and in
 //! the temp directory, on the threads the mode says: short, empty and long payloads.
 //! What each transport does beyond that: tests/tcp.rs, tests/udp.rs, tests/unix.rs.
+//! The Unix transports are Unix only.
 
 mod support;
 
@@ -8,11 +9,15 @@ use std::io;
 use std::sync::mpsc;
 use std::thread;
 
-use socketserver::{DatagramRequest, StreamRequest, TcpServer, UdpServer, UnixDatagramServer, UnixStreamServer};
+use socketserver::{DatagramRequest, StreamRequest, TcpServer, UdpServer};
+#[cfg(unix)]
+use socketserver::{UnixDatagramServer, UnixStreamServer};
 use support::{
-    bounded, echo_datagram, echo_stream, pattern, recv, stop_background, tcp_echo, udp_client, udp_exchange,
-    unix_dgram_client, unix_dgram_exchange, unix_echo, Mode, TempPath, LIMIT,
+    bounded, echo_datagram, echo_stream, pattern, recv, stop_background, tcp_echo, udp_client, udp_exchange, Mode,
+    LIMIT,
 };
+#[cfg(unix)]
+use support::{unix_dgram_client, unix_dgram_exchange, unix_echo, TempPath};
 
 /// A stream echo handler that also reports the name of the thread it ran on.
 fn stream_echo_reporting(names: mpsc::Sender<String>) -> impl Fn(&mut StreamRequest) -> io::Result<()> + Send + Sync {
@@ -58,6 +63,7 @@ fn echo_over_tcp(mode: Mode, label: &str) {
     stop_background(background);
 }
 
+#[cfg(unix)]
 fn echo_over_unix_stream(mode: Mode, label: &str) {
     let path = TempPath::socket("es");
     let (tx, names) = mpsc::channel();
@@ -94,6 +100,7 @@ fn echo_over_udp(mode: Mode, label: &str) {
     stop_background(background);
 }
 
+#[cfg(unix)]
 fn echo_over_unix_datagram(mode: Mode, label: &str) {
     let path = TempPath::socket("ed");
     let (tx, names) = mpsc::channel();
@@ -113,7 +120,8 @@ fn echo_over_unix_datagram(mode: Mode, label: &str) {
 }
 
 macro_rules! echo_tests {
-    ($($name:ident: $run:ident, $mode:ident;)*) => {$(
+    ($($(#[$attr:meta])* $name:ident: $run:ident, $mode:ident;)*) => {$(
+        $(#[$attr])*
         #[test]
         fn $name() {
             bounded(LIMIT, || $run(Mode::$mode, stringify!($name)));
@@ -128,10 +136,16 @@ echo_tests! {
     echo_udp_sequential: echo_over_udp, Sequential;
     echo_udp_threading: echo_over_udp, Threading;
     echo_udp_pool: echo_over_udp, Pool;
+    #[cfg(unix)]
     echo_unix_stream_sequential: echo_over_unix_stream, Sequential;
+    #[cfg(unix)]
     echo_unix_stream_threading: echo_over_unix_stream, Threading;
+    #[cfg(unix)]
     echo_unix_stream_pool: echo_over_unix_stream, Pool;
+    #[cfg(unix)]
     echo_unix_datagram_sequential: echo_over_unix_datagram, Sequential;
+    #[cfg(unix)]
     echo_unix_datagram_threading: echo_over_unix_datagram, Threading;
+    #[cfg(unix)]
     echo_unix_datagram_pool: echo_over_unix_datagram, Pool;
 }
