@@ -3,25 +3,27 @@
 //! the crate: hooks around bind, replacing accept, an outside event loop, server-wide
 //! state, handler construction with arguments, bounded lines, keep-alive, and replies
 //! batched into one write.
+//!
+//! Unix only: Unix socket permissions, and a `SOCK_SEQPACKET` pair that keeps write
+//! boundaries.
 
 mod support;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, BorrowedFd};
-use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
 use socketserver::dispatch::{Dispatch, Pool, Sequential, Threading};
-use socketserver::{
-    Address, Connection, DatagramRequest, Error, StreamRequest, TcpServer, UdpServer, UnixDatagramServer,
-    UnixStreamServer,
-};
+use socketserver::{Address, Connection, DatagramRequest, Error, StreamRequest, TcpServer, UdpServer};
+#[cfg(unix)]
+use socketserver::{UnixDatagramServer, UnixStreamServer};
+#[cfg(unix)]
+use support::temp_socket_path;
 use support::{
-    bounded, bounded_alone, connect, join_within, serve_started, stop, stop_background, temp_socket_path, udp_client,
-    within, LIMIT, TIMEOUT,
+    bounded, bounded_alone, connect, fileno, join_within, serve_started, stop, stop_background, udp_client,
+    wait_readable, with_socket, within, LIMIT, NO_SOCKET, TIMEOUT,
 };
 
 fn hello(req: &mut StreamRequest) -> io::Result<()> {
@@ -104,10 +106,13 @@ fn a_failing_bind_hook_fails_the_bind_and_leaks_nothing() {
             let after = TcpServer::builder("127.0.0.1:0").after_bind(|_| Err(io::Error::other("no"))).bind(hello);
             assert!(matches!(&after, Err(Error::Bind { source, .. }) if source.to_string() == "no"), "{after:?}");
         }
-        let path = temp_socket_path("afterbind");
-        let unix = UnixStreamServer::builder(&path).after_bind(|_| Err(io::Error::other("no"))).bind(hello);
-        assert!(matches!(unix, Err(Error::Bind { .. })));
-        assert!(!path.exists(), "the socket file of a failed bind is removed");
+        #[cfg(unix)]
+        {
+            let path = temp_socket_path("afterbind");
+            let unix = UnixStreamServer::builder(&path).after_bind(|_| Err(io::Error::other("no"))).bind(hello);
+            assert!(matches!(unix, Err(Error::Bind { .. })));
+            assert!(!path.exists(), "the socket file of a failed bind is removed");
+        }
         #[cfg(target_os = "linux")]
         assert_eq!(support::open_fds(), fds, "descriptors leaked by failed binds");
     });
@@ -118,27 +123,28 @@ fn before_bind_sets_socket_options_the_builder_lacks() {
     bounded(LIMIT, || {
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = calls.clone();
+        // The hook gets a `BorrowedFd` on Unix, a `BorrowedSocket` on Windows.
         let server = TcpServer::builder("127.0.0.1:0")
-            .before_bind(move |fd| {
+            .before_bind(move |socket| {
                 counted.fetch_add(1, Ordering::SeqCst);
-                socket2::SockRef::from(&fd).set_recv_buffer_size(256 * 1024)
+                socket2::SockRef::from(&socket).set_recv_buffer_size(256 * 1024)
             })
             .bind(hello)
             .unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 1);
-        // SAFETY: the server, which owns the descriptor, outlives this borrow.
-        let fd = unsafe { BorrowedFd::borrow_raw(server.as_raw_fd()) };
-        let size = socket2::SockRef::from(&fd).recv_buffer_size().unwrap();
+        let size = with_socket(&server, |socket| socket.recv_buffer_size().unwrap());
         assert!(size >= 256 * 1024, "SO_RCVBUF is {size}: the hook did not reach the socket");
         let default = TcpServer::bind("127.0.0.1:0", hello).unwrap();
-        // SAFETY: as above.
-        let fd = unsafe { BorrowedFd::borrow_raw(default.as_raw_fd()) };
-        assert!(socket2::SockRef::from(&fd).recv_buffer_size().unwrap() < size, "the test shows nothing");
+        let default_size = with_socket(&default, |socket| socket.recv_buffer_size().unwrap());
+        assert!(default_size < size, "the test shows nothing");
     });
 }
 
+// Unix sockets, and their file's mode.
+#[cfg(unix)]
 #[test]
 fn unix_socket_permissions_are_set_before_clients_connect_and_after_a_rebind() {
+    use std::os::unix::fs::PermissionsExt;
     bounded(LIMIT, || {
         let mode_of = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
         let path = temp_socket_path("perm");
@@ -214,8 +220,9 @@ fn process_request_serves_connections_accepted_elsewhere() {
             server.close();
             let late = TcpStream::connect(server.local_addr()).map(drop);
             assert!(late.is_err(), "{name}: closed server still listens");
-            let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-            let closed = server.process_request(Connection::Unix(a), Address::Inet(own_addr));
+            let other = TcpListener::bind("127.0.0.1:0").unwrap();
+            let late = TcpStream::connect(other.local_addr().unwrap()).unwrap();
+            let closed = server.process_request(Connection::Tcp(late), Address::Inet(own_addr));
             assert!(matches!(closed, Err(Error::Closed)), "{name}: {closed:?}");
         }
     });
@@ -250,7 +257,6 @@ fn process_request_serves_a_connection_made_outward() {
 /// one.
 #[test]
 fn handle_request_driven_by_an_outside_poll_loop() {
-    use rustix::event::{poll, PollFd, PollFlags, Timespec};
     bounded(LIMIT, || {
         let tcp = TcpServer::bind("127.0.0.1:0", hello).unwrap();
         let udp = UdpServer::bind("127.0.0.1:0", |req: &mut DatagramRequest| {
@@ -273,13 +279,10 @@ fn handle_request_driven_by_an_outside_poll_loop() {
         });
         let mut handled = (0, 0);
         while handled != (3, 3) {
-            // SAFETY: both servers outlive these borrows, and neither binds anew meanwhile.
-            let (tcp_fd, udp_fd) =
-                unsafe { (BorrowedFd::borrow_raw(tcp.as_raw_fd()), BorrowedFd::borrow_raw(udp.as_raw_fd())) };
-            let mut fds = [PollFd::new(&tcp_fd, PollFlags::IN), PollFd::new(&udp_fd, PollFlags::IN)];
-            let ready = poll(&mut fds, Some(&Timespec { tv_sec: 10, tv_nsec: 0 })).unwrap();
-            assert!(ready > 0, "nothing became ready in 10 s");
-            let (tcp_ready, udp_ready) = (!fds[0].revents().is_empty(), !fds[1].revents().is_empty());
+            // SAFETY: both servers outlive the wait, and neither shuts down meanwhile.
+            let ready = unsafe { wait_readable(&[fileno(&tcp), fileno(&udp)], TIMEOUT) };
+            let (tcp_ready, udp_ready) = (ready[0], ready[1]);
+            assert!(tcp_ready || udp_ready, "nothing became ready in {TIMEOUT:?}");
             if tcp_ready {
                 assert!(tcp.handle_request().unwrap());
                 handled.0 += 1;
@@ -292,7 +295,7 @@ fn handle_request_driven_by_an_outside_poll_loop() {
         let replies = join_within(clients, TIMEOUT);
         assert_eq!(replies, ["hello\n", "PING 0", "hello\n", "PING 1", "hello\n", "PING 2"]);
         tcp.close();
-        assert_eq!(tcp.as_raw_fd(), -1, "a closed server has no descriptor");
+        assert_eq!(fileno(&tcp), NO_SOCKET, "a closed server has no descriptor");
     });
 }
 
@@ -390,6 +393,7 @@ fn reader_buffer_shows_pipelined_requests_still_unread() {
 /// boundary of every write: a Unix `SOCK_SEQPACKET` pair handed to `process_request`,
 /// where each `write(2)` of the server is one record for the client. The records the
 /// client receives, in order.
+#[cfg(unix)]
 fn pipelined_records(wbufsize: usize) -> Vec<String> {
     use socket2::{Domain, Socket, Type};
     use std::os::fd::OwnedFd;
@@ -420,6 +424,8 @@ fn pipelined_records(wbufsize: usize) -> Vec<String> {
 /// Was: "in one write" was checked by the replies' content only, which any number of
 /// writes gives. Over a connection that keeps write boundaries, the three batched
 /// replies arrive as one record, while an unbuffered writer sends several.
+// A Unix SOCK_SEQPACKET pair: nothing on Windows keeps write boundaries.
+#[cfg(unix)]
 #[test]
 fn pipelined_replies_batched_in_the_writer_leave_in_one_write() {
     bounded(LIMIT, || {
