@@ -92,6 +92,13 @@ impl<T: Transport> Builder<T> {
     /// After shutdown, how long running requests may take before their connections are
     /// closed under them (handlers then see end-of-file or errors). Default: no limit,
     /// as in Python: shutdown waits for every request.
+    ///
+    /// # Platform-specific behavior
+    ///
+    /// On Windows, closing a connection this way does not wake a handler blocked in a
+    /// read on it (Winsock's `shutdown` does not), so there the deadline ends only
+    /// handlers that read or write again; bound reads with
+    /// [`read_timeout`](Builder::read_timeout) as well.
     pub fn shutdown_deadline(mut self, deadline: Duration) -> Self {
         self.config.shutdown_deadline = Some(deadline);
         self
@@ -387,6 +394,13 @@ impl<T: Transport<Request = DatagramRequest>> Builder<T> {
     /// the handler can tell ([`DatagramRequest::truncated`]). Default
     /// [`DEFAULT_MAX_PACKET_SIZE`](crate::DEFAULT_MAX_PACKET_SIZE) (8192).
     ///
+    /// # Platform-specific behavior
+    ///
+    /// On Windows a datagram more than one byte longer than this is dropped and reported
+    /// to `handle_error` as an [`Error::Accept`] (`InvalidData`) instead: Windows does not
+    /// say who sent a datagram it had to cut. One byte longer is served as truncated
+    /// everywhere.
+    ///
     /// # Panics
     /// Panics if `bytes` is zero or above 16 MiB (a buffer of that size is allocated per
     /// receiving thread; no datagram is that long).
@@ -408,6 +422,12 @@ impl<T: InetTransport> Builder<T> {
     /// for TCP by connections the server closed first (`TIME_WAIT`, about a minute), for
     /// UDP by a request still running with `daemon_threads` and replying through the
     /// old socket.
+    ///
+    /// # Platform-specific behavior
+    ///
+    /// On Windows the option is never set, whatever this says: there `SO_REUSEADDR` lets
+    /// a second socket bind a port in use and take its traffic, and a listener binds over
+    /// `TIME_WAIT` connections without it (as std's `TcpListener::bind` does).
     #[doc(alias = "allow_reuse_address")]
     pub fn reuse_address(mut self, reuse: bool) -> Self {
         self.options.reuse_address = Some(reuse);

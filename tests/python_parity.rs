@@ -975,6 +975,7 @@ fn a_client_can_send_before_serving_starts() {
 thread_local! {
     /// Set on each thread that ran a request of `close_waits_for_and_joins_request_threads`;
     /// dropped when the thread exits, which says so.
+    #[cfg_attr(windows, allow(clippy::missing_const_for_thread_local))] // const already; see src/handle.rs
     static EXIT_NOTICE: std::cell::RefCell<Option<ExitNotice>> = const { std::cell::RefCell::new(None) };
 }
 

@@ -18,15 +18,17 @@ mod serve;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
+
+use parking_lot::Mutex;
 
 use crate::config::Config;
 use crate::dispatch::{Dispatch, Kind};
 use crate::error::{Error, Phase, Result};
 use crate::handle::{Control, CurrentServer, ServeCall, ServerHandle};
 use crate::handler::AnyHandler;
-use crate::net::{Address, Bound, Connection, Pollers, SocketOptions};
+use crate::net::{Address, Bound, Connection, Endpoint, Pollers, SocketOptions};
 use crate::report::{log_or_stderr, panic_message};
 
 pub(crate) use run::{run_phases, Phases};
@@ -49,8 +51,14 @@ pub(crate) struct Engine {
     max_concurrent: Option<usize>,
     config: Config,
     rebind: Rebind,
-    /// One poller per serve loop that runs at once, made when the server is built.
-    pollers: Pollers,
+    /// One poller per serve loop that runs at once, for the socket they were made for.
+    /// Made when the server is built, so that serving needs no new descriptor; made
+    /// anew for a socket bound anew. A poller serves one socket in its life: under Wine,
+    /// a poller that had watched a socket since closed no longer woke for `notify` once
+    /// it watched the new one.
+    pollers: Mutex<(Weak<Endpoint>, Arc<Pollers>)>,
+    /// How many serve loops run at once: one, or one per pool worker.
+    loops: usize,
 }
 
 impl Engine {
@@ -71,8 +79,9 @@ impl Engine {
             Kind::Pool(pool) => pool.workers(),
             _ => 1,
         };
-        let pollers = Pollers::new(loops)?;
-        Ok(Engine { control, handler, dispatch, inline, max_concurrent, config, rebind, pollers })
+        let socket = control.endpoint().as_ref().map_or_else(Weak::new, Arc::downgrade);
+        let pollers = Mutex::new((socket, Arc::new(Pollers::new(loops)?)));
+        Ok(Engine { control, handler, dispatch, inline, max_concurrent, config, rebind, pollers, loops })
     }
 
     pub(crate) fn control(&self) -> &Arc<Control> {
@@ -81,6 +90,17 @@ impl Engine {
 
     pub(crate) fn handle(&self) -> ServerHandle {
         ServerHandle::new(self.control.clone())
+    }
+
+    /// The pollers for `endpoint`: those made with the server, or new ones once the
+    /// server has bound a new socket.
+    fn pollers_for(&self, endpoint: &Arc<Endpoint>) -> io::Result<Arc<Pollers>> {
+        let mut pollers = self.pollers.lock();
+        let current = pollers.0.upgrade().is_some_and(|socket| Arc::ptr_eq(&socket, endpoint));
+        if !current {
+            *pollers = (Arc::downgrade(endpoint), Arc::new(Pollers::new(self.loops)?));
+        }
+        Ok(pollers.1.clone())
     }
 
     /// Whether serve calls and `close` wait for the requests they started.

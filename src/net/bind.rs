@@ -113,7 +113,7 @@ fn inet_socket(
                 socket.set_only_v6(only_v6)?;
             }
         }
-        socket.set_reuse_address(options.reuse_address.unwrap_or(reuse_address_default))?;
+        sys::set_reuse_address(&socket, options.reuse_address.unwrap_or(reuse_address_default))?;
         if options.reuse_port {
             sys::set_reuse_port(&socket)?;
         }

@@ -56,7 +56,8 @@ impl DatagramRequest {
     /// Whether the datagram was longer than the server's `max_packet_size`, so that
     /// [`packet`](DatagramRequest::packet) holds only its first bytes. Python truncates
     /// silently; here the handler can tell, and answer with an error instead of acting
-    /// on half a message.
+    /// on half a message. (On Windows, a datagram more than one byte too long does not
+    /// reach the handler: see [`Builder::max_packet_size`](crate::Builder::max_packet_size).)
     pub fn truncated(&self) -> bool {
         self.truncated
     }

@@ -9,6 +9,7 @@
 //! |---|---|
 //! | `classify_accept_error(e)` | what the serve loop does about an error from `accept` or `recvfrom` ([`AcceptError`]) |
 //! | `accepted(socket)` | makes an accepted connection blocking again where it inherits the listener's non-blocking mode (macOS, the BSDs, Windows; not Linux) |
+//! | `set_reuse_address(socket, on)` | `SO_REUSEADDR` on Unix; nothing on Windows, where that option lets another socket take a port in use, and a listener binds over `TIME_WAIT` connections without it |
 //! | `set_reuse_port(socket)` | `SO_REUSEPORT` on Unix; on Windows, which has no such option, an `Unsupported` error |
 //! | `is_shut_down_for_reading(socket)` | whether a socket the poller calls readable, and that has nothing to receive, was shut down for reading by someone else (Linux can tell, through `POLLRDHUP`; elsewhere `false`, and the serve loop backs off instead of spinning) |
 //! | `recv_from_udp(socket, buf)` | receives one UDP datagram and its sender |
@@ -26,7 +27,7 @@ compile_error!("socketserver supports Unix (Linux, macOS, the BSDs) and Windows"
 
 pub(crate) use imp::{
     accepted, as_raw_socket, classify_accept_error, is_shut_down_for_reading, recv_from_udp, refuse_new_connections,
-    set_reuse_port, BorrowedSocket, RawSocket,
+    set_reuse_address, set_reuse_port, BorrowedSocket, RawSocket,
 };
 #[cfg(unix)]
 pub(crate) use imp::{is_wrong_socket_type, MAX_UNIX_PATH};

@@ -51,6 +51,11 @@ pub(crate) fn is_shut_down_for_reading(_: &SockRef<'_>) -> bool {
     false
 }
 
+/// `SO_REUSEADDR`: a restarted server binds while old connections sit in `TIME_WAIT`.
+pub(crate) fn set_reuse_address(socket: &socket2::Socket, on: bool) -> io::Result<()> {
+    socket.set_reuse_address(on)
+}
+
 /// `SO_REUSEPORT`: several sockets share the port and the kernel spreads connections.
 pub(crate) fn set_reuse_port(socket: &socket2::Socket) -> io::Result<()> {
     socket.set_reuse_port(true)

@@ -31,6 +31,13 @@ pub(crate) fn accepted(socket: SockRef<'_>) -> io::Result<()> {
     socket.set_nonblocking(false)
 }
 
+/// Not set: on Windows `SO_REUSEADDR` lets a second socket bind a port in use (and
+/// take its traffic), and a listener binds over `TIME_WAIT` connections without it, as
+/// std's `TcpListener::bind` does.
+pub(crate) fn set_reuse_address(_: &socket2::Socket, _: bool) -> io::Result<()> {
+    Ok(())
+}
+
 /// Windows has no `SO_REUSEPORT` (its `SO_REUSEADDR` lets a second socket steal the
 /// port, which is not the same): asking for it is an error, not a silent no-op.
 pub(crate) fn set_reuse_port(_: &socket2::Socket) -> io::Result<()> {
@@ -47,8 +54,8 @@ pub(crate) fn is_shut_down_for_reading(_: &SockRef<'_>) -> bool {
 pub(crate) fn refuse_new_connections(_: SockRef<'_>) {}
 
 /// `recvfrom` through std. A datagram longer than the buffer is `WSAEMSGSIZE` on Windows,
-/// where Unix truncates silently: the buffer then holds its first bytes, which is what
-/// the serve loop wants (it reports the datagram as truncated).
+/// where Unix truncates it: std then gives neither its length nor its sender, so it is
+/// reported as an `InvalidData` receive error (to `handle_error`) and not served.
 pub(crate) fn recv_from_udp(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
     match socket.recv_from(buf) {
         Err(e) if e.raw_os_error() == Some(WSAEMSGSIZE) => {

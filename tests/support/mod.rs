@@ -68,6 +68,7 @@ struct Session {
 }
 
 thread_local! {
+    #[cfg_attr(windows, allow(clippy::missing_const_for_thread_local))] // const already; see src/handle.rs
     static SESSION: RefCell<Option<(u64, Arc<Mutex<String>>)>> = const { RefCell::new(None) };
 }
 
