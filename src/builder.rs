@@ -169,6 +169,7 @@ impl<T: Transport> Builder<T> {
     /// # Ok::<(), socketserver::Error>(())
     /// ```
     #[cfg(unix)]
+    #[cfg_attr(docsrs, doc(cfg(unix)))]
     pub fn before_bind(
         mut self,
         hook: impl Fn(std::os::fd::BorrowedFd<'_>) -> io::Result<()> + Send + Sync + 'static,
@@ -180,6 +181,7 @@ impl<T: Transport> Builder<T> {
     /// Called with each new server socket before it is bound; see the Unix version of
     /// this method (the hook gets a `BorrowedSocket` here).
     #[cfg(windows)]
+    #[cfg_attr(docsrs, doc(cfg(windows)))]
     pub fn before_bind(
         mut self,
         hook: impl Fn(std::os::windows::io::BorrowedSocket<'_>) -> io::Result<()> + Send + Sync + 'static,

@@ -15,8 +15,8 @@ use socketserver::dispatch::{Dispatch, Pool, Sequential, Threading};
 use socketserver::UnixStreamServer;
 use socketserver::{Address, DatagramRequest, Error, Server, ServerHandle, StreamRequest, TcpServer, UdpServer};
 use support::{
-    assert_refused, bounded, connect, drop_within, echo_stream, join_within, read_text, serve_started, spawn_serve,
-    start, stop, stop_via, tcp_echo, wait_until, within, Gate, LIMIT, TIMEOUT,
+    assert_refused, bounded, connect, drop_within, echo_datagram, echo_stream, join_within, read_text, serve_started,
+    spawn_serve, start, stop, stop_via, tcp_echo, wait_until, within, Gate, LIMIT, TIMEOUT,
 };
 #[cfg(unix)]
 use support::{connect_unix, temp_socket_path};
@@ -227,6 +227,33 @@ fn handle_request_times_out_and_calls_handle_timeout_once() {
         assert!(matches!(result, Ok(true)), "handle_request with a client returned {result:?}");
         assert_eq!(read_text(&mut client), "in time");
         assert_eq!(timeouts.load(Ordering::SeqCst), 2, "no handle_timeout when a request came");
+    });
+}
+
+/// Was: a socket bound anew after a shutdown was left blocking, so the serve loop sat in
+/// `accept` instead of the poller: `handle_request`'s timeout never fired, and only
+/// Linux's refusal at the next shutdown happened to wake the loop (on Windows shutdown
+/// hung). Every socket the server serves, bound anew or not, waits in the poller.
+#[test]
+fn a_socket_bound_anew_after_a_shutdown_waits_in_the_poller_too() {
+    bounded(LIMIT, || {
+        for udp in [false, true] {
+            let result = if udp {
+                let server = Arc::new(
+                    UdpServer::builder("127.0.0.1:0").timeout(Duration::from_millis(100)).bind(echo_datagram).unwrap(),
+                );
+                stop(&server, serve_started(&server, "lc-rebind"));
+                within(TIMEOUT, move || server.handle_request())
+            } else {
+                let server = Arc::new(
+                    TcpServer::builder("127.0.0.1:0").timeout(Duration::from_millis(100)).bind(echo_stream).unwrap(),
+                );
+                stop(&server, serve_started(&server, "lc-rebind"));
+                within(TIMEOUT, move || server.handle_request())
+            };
+            // The first handle_request binds anew, then times out with no client.
+            assert!(matches!(result, Ok(false)), "udp {udp}: handle_request on the new socket returned {result:?}");
+        }
     });
 }
 

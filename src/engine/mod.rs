@@ -18,17 +18,15 @@ mod serve;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Instant;
-
-use parking_lot::Mutex;
 
 use crate::config::Config;
 use crate::dispatch::{Dispatch, Kind};
 use crate::error::{Error, Phase, Result};
 use crate::handle::{Control, CurrentServer, ServeCall, ServerHandle};
 use crate::handler::AnyHandler;
-use crate::net::{Address, Bound, Connection, Endpoint, Pollers, SocketOptions};
+use crate::net::{Address, Bound, Connection, Pollers, SocketOptions};
 use crate::report::{log_or_stderr, panic_message};
 
 pub(crate) use run::{run_phases, Phases};
@@ -51,14 +49,9 @@ pub(crate) struct Engine {
     max_concurrent: Option<usize>,
     config: Config,
     rebind: Rebind,
-    /// One poller per serve loop that runs at once, for the socket they were made for.
-    /// Made when the server is built, so that serving needs no new descriptor; made
-    /// anew for a socket bound anew. A poller serves one socket in its life: under Wine,
-    /// a poller that had watched a socket since closed no longer woke for `notify` once
-    /// it watched the new one.
-    pollers: Mutex<(Weak<Endpoint>, Arc<Pollers>)>,
-    /// How many serve loops run at once: one, or one per pool worker.
-    loops: usize,
+    /// One poller per serve loop that runs at once, made when the server is built, so
+    /// that serving needs no new descriptor.
+    pollers: Pollers,
 }
 
 impl Engine {
@@ -79,9 +72,8 @@ impl Engine {
             Kind::Pool(pool) => pool.workers(),
             _ => 1,
         };
-        let socket = control.endpoint().as_ref().map_or_else(Weak::new, Arc::downgrade);
-        let pollers = Mutex::new((socket, Arc::new(Pollers::new(loops)?)));
-        Ok(Engine { control, handler, dispatch, inline, max_concurrent, config, rebind, pollers, loops })
+        let pollers = Pollers::new(loops)?;
+        Ok(Engine { control, handler, dispatch, inline, max_concurrent, config, rebind, pollers })
     }
 
     pub(crate) fn control(&self) -> &Arc<Control> {
@@ -90,17 +82,6 @@ impl Engine {
 
     pub(crate) fn handle(&self) -> ServerHandle {
         ServerHandle::new(self.control.clone())
-    }
-
-    /// The pollers for `endpoint`: those made with the server, or new ones once the
-    /// server has bound a new socket.
-    fn pollers_for(&self, endpoint: &Arc<Endpoint>) -> io::Result<Arc<Pollers>> {
-        let mut pollers = self.pollers.lock();
-        let current = pollers.0.upgrade().is_some_and(|socket| Arc::ptr_eq(&socket, endpoint));
-        if !current {
-            *pollers = (Arc::downgrade(endpoint), Arc::new(Pollers::new(self.loops)?));
-        }
-        Ok(pollers.1.clone())
     }
 
     /// Whether serve calls and `close` wait for the requests they started.
@@ -114,6 +95,14 @@ impl Engine {
         let local = self.control.local();
         self.control.begin(forever, || {
             let bound = (self.rebind.reopen)(local, &self.rebind.options)?;
+            // As every server socket: the serve loop takes what it has and waits in the
+            // poller, never in the socket.
+            if let Err(e) = bound.endpoint.set_nonblocking() {
+                if let Some(path) = &bound.owned_path {
+                    path.remove();
+                }
+                return Err(Error::Bind { addr: local.to_string(), source: e });
+            }
             if let Some(hook) = &self.config.hooks.after_bind {
                 if let Err(source) = hook(local) {
                     // As a failed first bind: close the socket, and bind again next time.

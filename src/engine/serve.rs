@@ -164,8 +164,7 @@ impl Engine {
         };
         // Registered before the first look at the stop flag: a shutdown from then on
         // either is seen at the top of the loop or makes the next wait return at once.
-        let pollers = self.pollers_for(endpoint)?;
-        let mut ready = pollers.readiness(endpoint)?;
+        let mut ready = self.pollers.readiness(endpoint)?;
         let _waker = self.control.register_waker(ready.waker());
         let socket = match &**endpoint {
             Endpoint::Datagram(socket) => Some(socket.clone()),
