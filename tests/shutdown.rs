@@ -475,7 +475,9 @@ fn serving_again_binds_with_the_builders_reuse_address() {
                 let client = connect(addr);
                 let option = support::recv(&seen, "the handler to report SO_REUSEADDR");
                 drop(client);
-                assert_eq!(option, reuse, "{name}: SO_REUSEADDR of the socket bound by the {serve_call} serve call");
+                // Windows never sets it: there it would let another socket take the port.
+                let expected = reuse && cfg!(unix);
+                assert_eq!(option, expected, "{name}: SO_REUSEADDR of the socket bound by the {serve_call} serve call");
                 stop(&server, serve);
             }
             drop_within(server);
@@ -483,10 +485,6 @@ fn serving_again_binds_with_the_builders_reuse_address() {
     });
 }
 
-/// A listener the user supplied cannot listen again after shutdown: a second serve call
-/// must fail with `Error::Bind` naming it, not bind a fresh socket without the user's
-/// options. The builder sets a handle_request timeout so that a server that does bind
-/// again returns instead of waiting forever.
 /// A socket the user supplied is theirs: a shutdown leaves it open and listening (no
 /// fresh socket is bound in its place, which would lose the user's options), and the next
 /// serve call serves it again, clients that came in between included.
