@@ -389,6 +389,25 @@ impl<T: Transport<Request = StreamRequest>> Builder<T> {
         self.config.write_timeout = Some(timeout);
         self
     }
+
+    /// How long a [parked](StreamRequest::park) connection may wait for its client's
+    /// next bytes before the server closes it (running `finish`); `None` keeps parked
+    /// connections until the client leaves or the server shuts down. Default
+    /// [`DEFAULT_IDLE_TIMEOUT`](crate::DEFAULT_IDLE_TIMEOUT), 60 s (nginx's keep-alive
+    /// timeout is 75 s, Go's `IdleTimeout` none): a client that went away without
+    /// closing does not hold its place under `max_connections` for ever.
+    ///
+    /// Without a [`read_timeout`](Builder::read_timeout), it is also the read timeout
+    /// of a connection's exchanges after its first park, so that a client that sends
+    /// half a message holds a thread no longer than an idle one holds its place.
+    ///
+    /// # Panics
+    /// Panics if `timeout` is zero.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        assert!(timeout != Some(Duration::ZERO), "a zero idle timeout is not allowed");
+        self.config.idle_timeout = timeout;
+        self
+    }
 }
 
 impl<T: Transport<Request = DatagramRequest>> Builder<T> {

@@ -15,6 +15,8 @@ pub const DEFAULT_BACKLOG: i32 = 128;
 pub const DEFAULT_RBUFSIZE: usize = 8192;
 /// The default datagram size limit; longer datagrams are truncated, as in Python.
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 8192;
+/// How long a parked connection may wait for its client's next bytes by default.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest `max_packet_size` accepted: 16 MiB.
 pub(crate) const MAX_PACKET_SIZE_LIMIT: usize = 16 << 20;
 
@@ -62,6 +64,8 @@ pub(crate) struct Config {
     pub(crate) nodelay: bool,
     pub(crate) read_timeout: Option<Duration>,
     pub(crate) write_timeout: Option<Duration>,
+    /// How long a parked connection may wait; `None`: until shutdown.
+    pub(crate) idle_timeout: Option<Duration>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) shutdown_deadline: Option<Duration>,
     pub(crate) max_connections: Option<usize>,
@@ -79,6 +83,7 @@ impl Default for Config {
             nodelay: false,
             read_timeout: None,
             write_timeout: None,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             timeout: None,
             shutdown_deadline: None,
             max_connections: None,

@@ -18,7 +18,7 @@
 use std::cell::Cell;
 use std::fmt;
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -95,8 +95,12 @@ impl ServerHandle {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Requests running now.
+    /// Requests running now: datagrams and connections being served, parked
+    /// connections not included.
     pub active: usize,
+    /// Connections [parked](crate::StreamRequest::park) now, waiting in the poller for
+    /// their client's next bytes with no thread. They count against `max_connections`.
+    pub parked: usize,
     /// Connections accepted and datagrams received.
     pub received: u64,
     /// Requests that ended: ran (with or without an error), or could not be
@@ -122,6 +126,8 @@ pub(crate) struct Counters {
     pub(crate) errors: AtomicU64,
     pub(crate) refused: AtomicU64,
     pub(crate) denied: AtomicU64,
+    /// Connections parked now (each is also a running request in [`Requests`]).
+    pub(crate) parked: AtomicUsize,
 }
 
 /// How shutdown treats running requests, fixed when the server is built.
@@ -191,6 +197,9 @@ pub(crate) struct Control {
     requests_changed: Condvar,
     /// The wakers of the serve loops running now, each under the id it was given.
     wakers: Mutex<(u64, Vec<(u64, Waker)>)>,
+    /// Serve loops waiting in their poller for a place under the limit
+    /// ([`Control::try_reserve`]): a request that ends fires the wakers while any does.
+    capacity_waiters: AtomicUsize,
     pub(crate) counters: Counters,
 }
 
@@ -304,6 +313,7 @@ impl Drop for Ticket {
         }
         drop(requests);
         self.control.requests_changed.notify_all();
+        self.control.capacity_freed();
     }
 }
 
@@ -317,6 +327,7 @@ impl Drop for Slot<'_> {
         requests.reserved -= 1;
         drop(requests);
         self.0.requests_changed.notify_all();
+        self.0.capacity_freed();
     }
 }
 
@@ -369,6 +380,7 @@ impl Control {
             requests: Mutex::new(Requests::default()),
             requests_changed: Condvar::new(),
             wakers: Mutex::new((0, Vec::new())),
+            capacity_waiters: AtomicUsize::new(0),
             counters: Counters::default(),
         }
     }
@@ -613,6 +625,37 @@ impl Control {
         }
     }
 
+    /// Reserves a place under `limit` without waiting, as [`Control::wait_for_capacity`]
+    /// does when there is one. When there is none, the caller waits in its poller (for
+    /// its parked connections, which a condition variable would leave unserved) and
+    /// must call [`Control::stop_waiting_for_capacity`] after: until then, a request
+    /// that ends wakes the serve loops.
+    pub(crate) fn try_reserve(&self, limit: Option<usize>) -> Option<Option<Slot<'_>>> {
+        let Some(max) = limit else { return Some(None) };
+        let mut requests = self.requests.lock();
+        if requests.running + requests.reserved >= max {
+            // Under the lock a request ending takes too, so its check cannot miss this.
+            self.capacity_waiters.fetch_add(1, Ordering::SeqCst);
+            return None;
+        }
+        requests.reserved += 1;
+        Some(Some(Slot(self)))
+    }
+
+    /// Ends a wait that [`Control::try_reserve`] began by finding no place.
+    pub(crate) fn stop_waiting_for_capacity(&self) {
+        self.capacity_waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// A place was given back: wake the serve loops waiting for one in their pollers.
+    fn capacity_freed(&self) {
+        if self.capacity_waiters.load(Ordering::SeqCst) > 0 {
+            for (_, waker) in &self.wakers.lock().1 {
+                waker.wake();
+            }
+        }
+    }
+
     /// Counts a request as running, in the place `slot` reserved for it if any. Without
     /// a slot, returns `None` when `refuse_at` requests already run (the server refuses
     /// beyond its limit instead of waiting).
@@ -667,8 +710,10 @@ impl Control {
             let requests = self.requests.lock();
             (requests.running, requests.started, requests.finished)
         };
+        let parked = counters.parked.load(Ordering::Relaxed);
         Stats {
-            active,
+            active: active.saturating_sub(parked),
+            parked,
             received: started + counters.untracked.load(Ordering::Relaxed),
             finished,
             errors: counters.errors.load(Ordering::Relaxed),
@@ -877,7 +922,7 @@ mod tests {
     fn shutdown_fires_the_wakers_of_the_running_loops_only() {
         let (control, _) = over_a_socket(false);
         let endpoint = control.endpoint().unwrap();
-        let pollers = crate::net::Pollers::new(2).unwrap();
+        let pollers = crate::net::Pollers::<()>::new(2).unwrap();
         let mut first = pollers.readiness(&endpoint).unwrap();
         let mut second = pollers.readiness(&endpoint).unwrap();
         let call = serve(&control, true).unwrap();
@@ -887,9 +932,9 @@ mod tests {
         control.shutdown();
         // The registered loop's wait returns at once; the other would wait for ever, so it
         // is given a deadline, which it runs into.
-        first.wait(None).unwrap();
+        first.wait(None, true, &mut Vec::new()).unwrap();
         let until = Instant::now() + Duration::from_millis(20);
-        second.wait(Some(until)).unwrap();
+        second.wait(Some(until), true, &mut Vec::new()).unwrap();
         assert!(Instant::now() >= until, "an unregistered loop is not woken");
         drop(call);
     }

@@ -187,7 +187,7 @@ pub mod testing;
 pub mod migration;
 
 pub use builder::Builder;
-pub use config::{DEFAULT_BACKLOG, DEFAULT_MAX_PACKET_SIZE, DEFAULT_RBUFSIZE};
+pub use config::{DEFAULT_BACKLOG, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_PACKET_SIZE, DEFAULT_RBUFSIZE};
 pub use error::{Error, Phase, Result};
 pub use handle::{ServerHandle, Stats};
 pub use handler::RequestHandler;

@@ -60,7 +60,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::config::{Hooks, DEFAULT_MAX_PACKET_SIZE, DEFAULT_RBUFSIZE};
-use crate::engine::{run_phases, Phases};
+use crate::engine::{run_phases, Outcome, Phases, Start};
 use crate::error::Error;
 use crate::handle::{Control, ServerHandle};
 use crate::handler::RequestHandler;
@@ -77,7 +77,13 @@ fn unbound_server() -> Address {
 /// What [`run`](TestStream::run) collected from the handler's phases.
 fn run_in_memory<R: Phases + 'static>(handler: &dyn RequestHandler<R>, request: &mut R) -> Vec<Error> {
     let errors = Mutex::new(Vec::new());
-    run_phases(handler, request, &Hooks::default(), &|error, _| errors.lock().push(error));
+    let report = |error, _: &Address| errors.lock().push(error);
+    let mut start = Start::Setup;
+    // A handler that parks is called again while the input lasts, as a server calls it
+    // when the client's next bytes arrive; at the end of the input it gets its finish.
+    while let Outcome::Parked = run_phases(handler, request, &Hooks::default(), &report, start) {
+        start = if request.next_exchange() { Start::Handle } else { Start::Finish };
+    }
     errors.into_inner()
 }
 

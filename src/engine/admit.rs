@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::park::Home;
 use super::run::Work;
 use super::Engine;
 use crate::dispatch::Job;
@@ -23,8 +24,23 @@ const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
 impl Engine {
     /// The limit the serve loop waits at before accepting, if any. A server that
     /// refuses when full must keep accepting in order to refuse, so it waits at none.
-    pub(super) fn waits_at_limit(&self) -> Option<usize> {
-        self.max_concurrent.filter(|_| self.config.hooks.refuse_when_full.is_none())
+    ///
+    /// A loop that runs its requests itself (`runs_inline`: sequential, a pool worker)
+    /// accepts only when it is free, so the mode bounds the requests served at once by
+    /// itself: the limit is then on connections alone, those parked in the loops'
+    /// pollers included. (Elsewhere, as in `handle_request` on a pool, the mode's own
+    /// limit counts too.)
+    pub(super) fn waits_at_limit(&self, runs_inline: bool) -> Option<usize> {
+        self.limit(runs_inline).filter(|_| self.config.hooks.refuse_when_full.is_none())
+    }
+
+    /// How many requests may run at once, parked connections included.
+    fn limit(&self, runs_inline: bool) -> Option<usize> {
+        if runs_inline {
+            self.config.max_connections
+        } else {
+            self.max_concurrent
+        }
     }
 
     /// Verifies and runs one request (on this thread with `inline`, else through the
@@ -36,6 +52,7 @@ impl Engine {
         socket: Option<&Arc<DatagramSocket>>,
         slot: Option<Slot<'_>>,
         inline: bool,
+        home: Option<&Arc<Home>>,
     ) {
         // Behind a PROXY protocol proxy the address here is the proxy's: the request is
         // verified once its header names the client (in `run`).
@@ -46,16 +63,16 @@ impl Engine {
         let (work, connection) = match (incoming, socket) {
             (Incoming::Stream(connection, client), _) => {
                 let connection = Arc::new(connection);
-                (Work::Stream(connection.clone(), client), Some(connection))
+                (Work::Stream(connection.clone(), client, home.cloned()), Some(connection))
             }
             (Incoming::Datagram(packet, client), Some(socket)) => {
                 (Work::Datagram(packet, client, socket.clone()), None)
             }
             (Incoming::Datagram(..), None) => unreachable!("a datagram from a stream socket"),
         };
-        let refuse_at = self.config.hooks.refuse_when_full.as_ref().and(self.max_concurrent);
+        let refuse_at = self.config.hooks.refuse_when_full.as_ref().and(self.limit(inline));
         let Some(ticket) = self.control.track(connection, slot, refuse_at) else {
-            if let Work::Stream(connection, client) = work {
+            if let Work::Stream(connection, client, _) = work {
                 self.refuse(&connection, &client);
             }
             return;
@@ -122,11 +139,13 @@ impl Engine {
         if self.control.is_closed() {
             return Err(Error::Closed);
         }
-        let slot = match self.control.wait_for_capacity(self.waits_at_limit(), None) {
+        let slot = match self.control.wait_for_capacity(self.waits_at_limit(self.inline), None) {
             Capacity::Free(slot) => slot,
             Capacity::Stopping | Capacity::Timer => None,
         };
-        self.admit(Incoming::Stream(connection, client), None, slot, self.inline);
+        // Outside the serve loop there is no poller to park in: the connection ends
+        // after its exchange.
+        self.admit(Incoming::Stream(connection, client), None, slot, self.inline, None);
         Ok(())
     }
 }

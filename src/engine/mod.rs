@@ -12,6 +12,7 @@
 //! handles never reach the handler.
 
 mod admit;
+mod park;
 mod run;
 mod serve;
 
@@ -29,7 +30,7 @@ use crate::handler::AnyHandler;
 use crate::net::{Address, Bound, Connection, Pollers, SocketOptions};
 use crate::report::{log_or_stderr, panic_message};
 
-pub(crate) use run::{run_phases, Phases};
+pub(crate) use run::{run_phases, Outcome, Phases, Start};
 
 /// How a server binds its address again after a shutdown interrupted the socket.
 pub(crate) struct Rebind {
@@ -50,8 +51,8 @@ pub(crate) struct Engine {
     config: Config,
     rebind: Rebind,
     /// One poller per serve loop that runs at once, made when the server is built, so
-    /// that serving needs no new descriptor.
-    pollers: Pollers,
+    /// that serving needs no new descriptor; each with the connections parked on its loop.
+    pollers: Pollers<park::Lot>,
 }
 
 impl Engine {
@@ -62,11 +63,11 @@ impl Engine {
         config: Config,
         rebind: Rebind,
     ) -> io::Result<Engine> {
+        let kind = Kind::of(&*dispatch);
         let max_concurrent = match (dispatch.max_concurrent(), config.max_connections) {
             (Some(mode), Some(limit)) => Some(mode.min(limit)),
             (mode, limit) => mode.or(limit),
         };
-        let kind = Kind::of(&*dispatch);
         let inline = matches!(kind, Kind::Sequential);
         let loops = match kind {
             Kind::Pool(pool) => pool.workers(),
@@ -125,6 +126,10 @@ impl Engine {
             return;
         }
         let Some(owned_path) = self.control.close() else { return };
+        // No serve call runs now: the connections parked between calls end here.
+        for home in self.pollers.all() {
+            self.end_parked(&home, home.state().close());
+        }
         // Requests started by handle_request in a threaded mode may still run.
         let drained = !self.waits_for_requests()
             || self.control.await_requests(self.config.shutdown_deadline.map(|d| Instant::now() + d));

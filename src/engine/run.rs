@@ -1,13 +1,16 @@
 //! One request, on whatever thread the dispatch mode chose: the request value is built,
 //! then `setup`, `handle`, `finish` and the server's own last step run, each caught and
-//! reported on its own.
+//! reported on its own. A stream request that parks stops after `handle` and comes
+//! back here for its next exchange ([`super::park`]).
 
-use std::io;
+use std::io::{self, BufRead};
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 #[cfg(feature = "proxy-protocol")]
 use std::time::Duration;
 
+use super::park::{Home, Parked};
 use super::Engine;
 use crate::config::Hooks;
 use crate::error::{Error, Phase};
@@ -23,38 +26,59 @@ const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a job carries to the thread that runs it.
 pub(super) enum Work {
-    Stream(Arc<Connection>, Address),
+    /// A new connection, and the loop it may park on (none outside the serve loop).
+    Stream(Arc<Connection>, Address, Option<Arc<Home>>),
+    /// A parked connection back for its next exchange, or (`end`) to be closed.
+    Resume {
+        request: Box<StreamRequest>,
+        home: Arc<Home>,
+        end: bool,
+    },
     Datagram(Vec<u8>, Address, Arc<DatagramSocket>),
 }
 
 impl Work {
     pub(super) fn client(&self) -> &Address {
         match self {
-            Work::Stream(_, client) | Work::Datagram(_, client, _) => client,
+            Work::Stream(_, client, _) | Work::Datagram(_, client, _) => client,
+            Work::Resume { request, .. } => request.client_addr(),
         }
     }
 }
 
 impl Engine {
-    /// Runs one request. `ticket` counts it as running until it is dropped, at the end.
+    /// Runs one request. `ticket` counts it as running until it is dropped, at the end
+    /// (or it goes with the request when it parks).
     pub(super) fn run(&self, ticket: Ticket, work: Work) {
         let _current = CurrentServer::enter(ticket.control());
-        let report = |error: Error, client: &Address| self.report(&error, Some(client));
-        match (work, &self.handler) {
-            (Work::Stream(connection, client), AnyHandler::Stream(handler)) => {
+        let handler = match (&work, &self.handler) {
+            (Work::Datagram(..), AnyHandler::Datagram(handler)) => {
+                let Work::Datagram(packet, client, socket) = work else { unreachable!() };
+                let report = |error: Error, client: &Address| self.report(&error, Some(client));
+                let mut request =
+                    DatagramRequest::new(packet, self.config.max_packet_size, client, socket, self.handle());
+                run_phases(&**handler, &mut request, &self.config.hooks, &report, Start::Setup);
+                return;
+            }
+            (_, AnyHandler::Stream(handler)) => &**handler,
+            _ => unreachable!("the transport fixes the handler's request type"),
+        };
+        match work {
+            Work::Stream(connection, client, home) => {
                 if let Err(e) = self.configure(&connection) {
                     self.report(&Error::Io(e), Some(&client));
                     return;
                 }
                 let config = &self.config;
-                let mut request = StreamRequest::new(
+                #[cfg_attr(not(feature = "proxy-protocol"), allow(unused_mut))]
+                let mut request = Box::new(StreamRequest::new(
                     connection,
                     client,
                     self.handle(),
                     config.rbufsize,
                     config.wbufsize,
                     (config.read_timeout, config.write_timeout),
-                );
+                ));
                 #[cfg(feature = "proxy-protocol")]
                 if config.proxy_protocol {
                     if let Err(source) = request.read_proxy_header(PROXY_HEADER_TIMEOUT) {
@@ -65,14 +89,121 @@ impl Engine {
                         return;
                     }
                 }
-                run_phases(&**handler, &mut request, &config.hooks, &report);
+                self.exchange(handler, request, ticket, home, Start::Setup);
             }
-            (Work::Datagram(packet, client, socket), AnyHandler::Datagram(handler)) => {
-                let mut request =
-                    DatagramRequest::new(packet, self.config.max_packet_size, client, socket, self.handle());
-                run_phases(&**handler, &mut request, &self.config.hooks, &report);
+            Work::Resume { request, home, end } => {
+                let start = if end { Start::Finish } else { Start::Resume };
+                self.exchange(handler, request, ticket, Some(home), start);
             }
-            _ => unreachable!("the transport fixes the handler's request type"),
+            Work::Datagram(..) => unreachable!("handled above"),
+        }
+    }
+
+    /// Runs a stream request's exchanges from `start` on this thread until it parks
+    /// (and leaves with its ticket) or ends.
+    fn exchange(
+        &self,
+        handler: &dyn RequestHandler<StreamRequest>,
+        mut request: Box<StreamRequest>,
+        mut ticket: Ticket,
+        home: Option<Arc<Home>>,
+        mut start: Start,
+    ) {
+        let report = |error: Error, client: &Address| self.report(&error, Some(client));
+        loop {
+            if let Start::Resume = start {
+                request.resumed();
+                // The poller reported the socket: bytes, the end of the stream, or an
+                // error. Only bytes make an exchange; a client that left while parked
+                // gets its `finish`, and its reset is no error of the server's.
+                start = match request.reader().fill_buf() {
+                    Ok(bytes) if !bytes.is_empty() => Start::Handle,
+                    Ok(_) => Start::Finish,
+                    Err(e) => {
+                        log::debug!(target: crate::report::LOG_TARGET, "parked connection from {}: {e}", request.client_addr());
+                        Start::Finish
+                    }
+                };
+            }
+            if let Outcome::Ended = run_phases(handler, &mut *request, &self.config.hooks, &report, start) {
+                break;
+            }
+            // `handle` parked the connection.
+            if let Err(source) = request.prepare_to_park(self.config.idle_timeout) {
+                report(Error::Handler { phase: Phase::Respond, source }, request.client_addr());
+                start = Start::Finish;
+                continue;
+            }
+            if !request.reader().buffer().is_empty() {
+                // The next message is here already (pipelined): no need to wait for it.
+                request.resumed();
+                start = Start::Handle;
+                continue;
+            }
+            let Some(home) = &home else {
+                start = Start::Finish;
+                continue;
+            };
+            match self.park(request, ticket, home) {
+                Ok(()) => return,
+                Err(parked) => {
+                    (request, ticket) = (parked.request, parked.ticket);
+                    start = Start::Finish;
+                }
+            }
+        }
+        // The connection has ended: the poller forgets it before it is closed.
+        if let (Some(registration), Some(home)) = (request.registration.take(), &home) {
+            let key = registration.key();
+            drop(registration);
+            home.state().release(key);
+        }
+        drop(request);
+        drop(ticket);
+    }
+
+    /// Parks a request in its loop's poller. Gives it back when it cannot park: the
+    /// loop has stopped, or the socket could not be put in the poller.
+    fn park(&self, mut request: Box<StreamRequest>, ticket: Ticket, home: &Arc<Home>) -> Result<(), Parked> {
+        let lot = home.state();
+        let key = match &request.registration {
+            Some(registration) => registration.key(),
+            None => {
+                let key = lot.allocate();
+                match home.register(key, request.connection_arc()) {
+                    Ok(Some(registration)) => request.registration = Some(registration),
+                    Ok(None) => {
+                        lot.release(key);
+                        return Err(Parked::new(request, ticket, None));
+                    }
+                    Err(e) => {
+                        lot.release(key);
+                        self.report(&Error::Io(e), Some(request.client_addr()));
+                        return Err(Parked::new(request, ticket, None));
+                    }
+                }
+                key
+            }
+        };
+        let deadline = self.config.idle_timeout.map(|timeout| std::time::Instant::now() + timeout);
+        let parked_count = &self.control.counters.parked;
+        parked_count.fetch_add(1, Ordering::Relaxed);
+        let arm = |parked: &Parked| parked.request.registration.as_ref().expect("registered above").arm();
+        match lot.park(key, Parked::new(request, ticket, deadline), arm) {
+            Ok(first_deadline) => {
+                if first_deadline {
+                    // The loop may be waiting with no deadline, or a later one.
+                    home.wake();
+                }
+                Ok(())
+            }
+            Err((parked, error)) => {
+                parked_count.fetch_sub(1, Ordering::Relaxed);
+                if let Some(e) = error {
+                    self.report(&Error::Io(e), Some(parked.request.client_addr()));
+                }
+                Err(parked)
+            }
         }
     }
 }
@@ -82,6 +213,16 @@ pub(crate) trait Phases {
     fn client(&self) -> &Address;
     /// The server's last step for the request, after `finish`.
     fn respond(&mut self, hooks: &Hooks) -> io::Result<()>;
+    /// Whether the handler parked the request in the exchange that just ran (and
+    /// forgets it, for the next).
+    fn take_park(&mut self) -> bool {
+        false
+    }
+    /// In memory, after a park: whether the client's input has more for another
+    /// exchange, which then begins.
+    fn next_exchange(&mut self) -> bool {
+        false
+    }
 }
 
 impl Phases for StreamRequest {
@@ -92,6 +233,18 @@ impl Phases for StreamRequest {
     fn respond(&mut self, hooks: &Hooks) -> io::Result<()> {
         self.flush_writer()?;
         hooks.shutdown_request(self.connection())
+    }
+
+    fn take_park(&mut self) -> bool {
+        StreamRequest::take_park(self)
+    }
+
+    fn next_exchange(&mut self) -> bool {
+        let more = matches!(self.reader().fill_buf(), Ok(bytes) if !bytes.is_empty());
+        if more {
+            self.resumed();
+        }
+        more
     }
 }
 
@@ -105,15 +258,39 @@ impl Phases for DatagramRequest {
     }
 }
 
-/// setup, handle, finish, respond: each caught and reported on its own, so a failing
-/// `handle` still gets its `finish`. The same for a server's request and an in-memory
-/// one ([`crate::testing`]).
+/// Where [`run_phases`] begins.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Start {
+    /// A new request: `setup` first.
+    Setup,
+    /// A parked request whose next bytes are in its reader: `handle`.
+    Handle,
+    /// A parked request the poller reported, not yet read from (the engine makes it
+    /// `Handle` or `Finish`).
+    Resume,
+    /// A parked request whose connection ends: `finish` and `respond`.
+    Finish,
+}
+
+/// How [`run_phases`] left the request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Outcome {
+    Ended,
+    /// `handle` parked it: `finish` has not run.
+    Parked,
+}
+
+/// setup, handle, finish, respond, from `start`: each caught and reported on its own,
+/// so a failing `handle` still gets its `finish`; a `handle` that parks the request
+/// stops there. The same for a server's request and an in-memory one
+/// ([`crate::testing`]).
 pub(crate) fn run_phases<R: Phases + 'static>(
     handler: &dyn RequestHandler<R>,
     request: &mut R,
     hooks: &Hooks,
     report: &dyn Fn(Error, &Address),
-) {
+    start: Start,
+) -> Outcome {
     let step = |request: &mut R, phase: Phase, f: &dyn Fn(&mut R) -> io::Result<()>| -> bool {
         let error = match panic::catch_unwind(AssertUnwindSafe(|| f(request))) {
             Ok(Ok(())) => return true,
@@ -123,10 +300,19 @@ pub(crate) fn run_phases<R: Phases + 'static>(
         report(error, request.client());
         false
     };
-    if !step(request, Phase::Setup, &|r| handler.setup(r)) {
-        return;
+    if let Start::Setup = start {
+        if !step(request, Phase::Setup, &|r| handler.setup(r)) {
+            return Outcome::Ended;
+        }
     }
-    step(request, Phase::Handle, &|r| handler.handle(r));
+    if !matches!(start, Start::Finish) {
+        let handled = step(request, Phase::Handle, &|r| handler.handle(r));
+        // Parking after a failed `handle` would hide the failure: the connection ends.
+        if request.take_park() && handled {
+            return Outcome::Parked;
+        }
+    }
     step(request, Phase::Finish, &|r| handler.finish(r));
     step(request, Phase::Respond, &|r| r.respond(hooks));
+    Outcome::Ended
 }

@@ -7,18 +7,21 @@
 //! on the shared socket, and the thread that called `serve_forever` supervises them.
 
 use std::io;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use super::park::{Home, Lot, Parked};
+use super::run::Work;
 use super::Engine;
 use crate::config::PlainHook;
-use crate::dispatch::Kind;
+use crate::dispatch::{Job, Kind};
 use crate::error::{Error, Result};
-use crate::handle::{Capacity, Control, CurrentServer, ServeCall};
-use crate::net::Endpoint;
+use crate::handle::{Control, CurrentServer, ServeCall};
+use crate::net::{Endpoint, Readiness};
 use crate::report::{log_or_stderr, LOG_TARGET};
 use crate::sys::{self, AcceptError};
 
@@ -129,6 +132,11 @@ impl Engine {
                 next = Some(Instant::now() + *interval);
             }
         }
+        // Parked connections are idle: they close now, also on a worker that is busy
+        // with another exchange and would close its own only after it.
+        for home in self.pollers.all() {
+            self.end_parked(&home, home.state().close());
+        }
         // The workers run the requests themselves and cannot return before they end, so
         // the deadline is enforced from here, also when the shutdown came from inside
         // (a handler, a hook, a broken socket), where nobody else waits for it.
@@ -157,7 +165,7 @@ impl Engine {
         };
         // When the loop must act without a request: the handle_request timeout, or the
         // next service_actions call.
-        let mut timer = match service {
+        let timer = match service {
             Some((interval, _)) => Some(Instant::now() + *interval),
             None if once => self.config.timeout.map(|t| Instant::now() + t),
             None => None,
@@ -166,6 +174,31 @@ impl Engine {
         // either is seen at the top of the loop or makes the next wait return at once.
         let mut ready = self.pollers.readiness(endpoint)?;
         let _waker = self.control.register_waker(ready.waker());
+        let home = ready.station().clone();
+        home.state().open();
+        let result = self.receive_on(endpoint, &mut ready, &mut buffer, timer, once, service, inline);
+        // A loop that stops closes the connections parked on it: they are idle, and the
+        // shutdown waits for every connection. (`handle_request` leaves them for the next
+        // call.)
+        if self.control.is_stopping() || (result.is_err() && !once) {
+            self.end_parked(&home, home.state().close());
+        }
+        result
+    }
+
+    /// The loop of [`Engine::receive_loop`], on its poller.
+    #[allow(clippy::too_many_arguments)]
+    fn receive_on(
+        self: &Arc<Self>,
+        endpoint: &Arc<Endpoint>,
+        ready: &mut Readiness<'_, Lot>,
+        buffer: &mut [u8],
+        mut timer: Option<Instant>,
+        once: bool,
+        service: Option<&(Duration, PlainHook)>,
+        inline: bool,
+    ) -> Result<bool> {
+        let home = ready.station().clone();
         let socket = match &**endpoint {
             Endpoint::Datagram(socket) => Some(socket.clone()),
             _ => None,
@@ -177,9 +210,9 @@ impl Engine {
         let mut empty_wakes = 0u32;
         let mut empty_backoff: Option<Duration> = None;
         let mut processed = false;
+        let mut reported = Vec::new();
         loop {
-            let capacity = self.control.wait_for_capacity(self.waits_at_limit(), timer);
-            if matches!(capacity, Capacity::Stopping) {
+            if self.control.is_stopping() {
                 break;
             }
             let now = Instant::now();
@@ -199,17 +232,26 @@ impl Engine {
                     }
                 }
             }
-            let slot = match capacity {
-                Capacity::Free(slot) => slot,
-                Capacity::Timer | Capacity::Stopping => continue,
+            let Some(slot) = self.control.try_reserve(self.waits_at_limit(inline)) else {
+                // At the limit: wait for the parked connections alone, until a request
+                // ends (which fires the waker), a shutdown, or the timer.
+                let waited = self.wait(ready, timer, false, &mut reported, inline);
+                self.control.stop_waiting_for_capacity();
+                if waited?.1 {
+                    processed = true;
+                    if once {
+                        break;
+                    }
+                }
+                continue;
             };
-            match endpoint.receive(&mut buffer) {
+            match endpoint.receive(buffer) {
                 Ok(incoming) => {
                     (empty_wakes, empty_backoff) = (0, None);
                     if backoff.take().is_some() {
                         log::info!(target: LOG_TARGET, "accepting again");
                     }
-                    self.admit(incoming, socket.as_ref(), slot, inline);
+                    self.admit(incoming, socket.as_ref(), slot, inline, Some(&home));
                     processed = true;
                     if once {
                         break;
@@ -232,7 +274,15 @@ impl Engine {
                             self.control.back_off(delay);
                         }
                     }
-                    readable = ready.wait(timer).map_err(Error::Io)?;
+                    drop(slot);
+                    let resumed;
+                    (readable, resumed) = self.wait(ready, timer, true, &mut reported, inline)?;
+                    if resumed {
+                        processed = true;
+                        if once {
+                            break;
+                        }
+                    }
                     continue;
                 }
                 Err(_) if self.control.is_stopping() => break,
@@ -255,5 +305,70 @@ impl Engine {
             }
         }
         Ok(processed)
+    }
+
+    /// Waits in the loop's poller (for the server socket too, with `listen`), then runs
+    /// the parked connections it reported and ends those idle too long. Returns whether
+    /// the server socket was reported, and whether a parked connection was resumed.
+    fn wait(
+        self: &Arc<Self>,
+        ready: &mut Readiness<'_, Lot>,
+        timer: Option<Instant>,
+        listen: bool,
+        reported: &mut Vec<usize>,
+        inline: bool,
+    ) -> Result<(bool, bool)> {
+        let home = ready.station().clone();
+        let lot = home.state();
+        let deadline = match (timer, lot.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        reported.clear();
+        let readable = ready.wait(deadline, listen, reported).map_err(Error::Io)?;
+        let mut resumed = false;
+        for key in reported.drain(..) {
+            if let Some(parked) = lot.take(key) {
+                self.control.counters.parked.fetch_sub(1, Ordering::Relaxed);
+                self.resume(&home, parked, false, inline);
+                resumed = true;
+            }
+        }
+        if deadline.is_some() {
+            let expired = lot.expired(Instant::now());
+            if !expired.is_empty() {
+                log::debug!(target: LOG_TARGET, "closing {} connection(s) idle too long", expired.len());
+                for parked in expired {
+                    self.control.counters.parked.fetch_sub(1, Ordering::Relaxed);
+                    self.resume(&home, parked, true, inline);
+                }
+            }
+        }
+        Ok((readable, resumed))
+    }
+
+    /// Runs a parked connection's next exchange (or, with `end`, its end) as the mode
+    /// runs a new connection.
+    fn resume(self: &Arc<Self>, home: &Arc<Home>, parked: Parked, end: bool, inline: bool) {
+        let work = Work::Resume { request: parked.request, home: home.clone(), end };
+        let ticket = parked.ticket;
+        if inline {
+            self.run(ticket, work);
+            return;
+        }
+        let client = work.client().clone();
+        let engine = self.clone();
+        if let Err(e) = self.dispatch.execute(Job::new(move || engine.run(ticket, work))) {
+            self.report(&Error::Dispatch(e), Some(&client));
+        }
+    }
+
+    /// Ends connections taken out of a lot that closed, on this thread.
+    pub(super) fn end_parked(&self, home: &Arc<Home>, parked: Vec<Parked>) {
+        for parked in parked {
+            self.control.counters.parked.fetch_sub(1, Ordering::Relaxed);
+            let work = Work::Resume { request: parked.request, home: home.clone(), end: true };
+            self.run(parked.ticket, work);
+        }
     }
 }

@@ -133,6 +133,18 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// The socket, for the poller a parked connection waits in; `None` in memory.
+    pub(crate) fn sock(&self) -> Option<SockRef<'_>> {
+        match self {
+            Connection::Tcp(s) => Some(SockRef::from(s)),
+            #[cfg(unix)]
+            Connection::Unix(s) => Some(SockRef::from(s)),
+            Connection::Memory(_) => None,
+        }
+    }
+}
+
 impl Read for &Connection {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match *self {

@@ -101,7 +101,7 @@ const FIRST_READ_WINDOW: usize = 1024;
 impl Reader {
     pub(super) fn new(source: ConnHandle, capacity: usize) -> Reader {
         let capacity = capacity.max(1);
-        Reader { source, buf: Vec::with_capacity(capacity), pos: 0, filled: 0, capacity }
+        Reader { source, buf: Vec::new(), pos: 0, filled: 0, capacity }
     }
 
     /// The bytes received and not yet consumed, without reading more: a handler that
@@ -112,6 +112,28 @@ impl Reader {
 
     pub(super) fn set_deadline(&mut self, deadline: Option<Instant>) {
         self.source.set_deadline(deadline, Connection::set_read_timeout);
+    }
+
+    /// Frees the buffer's memory while nothing is buffered, as a connection parks: a
+    /// parked connection holds no read buffer. The next read allocates it again.
+    pub(super) fn release_buffer(&mut self) {
+        if self.pos == self.filled {
+            self.buf = Vec::new();
+            self.pos = 0;
+            self.filled = 0;
+        }
+    }
+
+    /// Sets the per-read timeout of the socket and of this reader's deadline handling.
+    pub(super) fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.source.connection.set_read_timeout(timeout)?;
+        self.source.timeout = timeout;
+        Ok(())
+    }
+
+    /// The read timeout in force without a deadline.
+    pub(super) fn timeout(&self) -> Option<Duration> {
+        self.source.timeout
     }
 }
 

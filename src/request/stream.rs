@@ -1,3 +1,4 @@
+use std::any::{Any, TypeId};
 use std::fmt;
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -5,15 +6,25 @@ use std::time::{Duration, Instant};
 
 use super::io::{ConnHandle, Reader, Writer};
 use crate::handle::ServerHandle;
-use crate::net::{Address, Connection};
+use crate::net::{Address, Connection, Registration};
 
 /// One stream connection, as a handler sees it (Python's `StreamRequestHandler`).
 ///
 /// It gives a buffered [`Reader`] (`rfile`), a [`Writer`] (`wfile`), the client's
 /// address, the [`Connection`] itself for socket options, and a [`ServerHandle`].
 /// When the handler is done the server flushes the writer, shuts the connection down
-/// for writing (so the client sees end-of-file) and closes it.
+/// for writing (so the client sees end-of-file) and closes it; or, if the handler
+/// [parked](StreamRequest::park) it, keeps it until the client's next bytes.
 pub struct StreamRequest {
+    /// The connection's place in its serve loop's poller, once it has parked. First, so
+    /// that it is dropped (and the poller forgets the socket) before the connection.
+    pub(crate) registration: Option<Registration>,
+    /// `park` was called during this exchange.
+    park: bool,
+    /// Exchanges run so far, this one included.
+    exchanges: u64,
+    /// What the handler keeps for this connection across exchanges, one value per type.
+    state: Vec<(TypeId, Box<dyn Any + Send>)>,
     reader: Reader,
     writer: Writer,
     connection: Arc<Connection>,
@@ -41,7 +52,18 @@ impl StreamRequest {
         let (read_timeout, write_timeout) = timeouts;
         let reader = Reader::new(ConnHandle::new(connection.clone(), read_timeout), rbufsize);
         let writer = Writer::new(ConnHandle::new(connection.clone(), write_timeout), wbufsize);
-        StreamRequest { reader, writer, connection, client, proxy: None, server }
+        StreamRequest {
+            registration: None,
+            park: false,
+            exchanges: 1,
+            state: Vec::new(),
+            reader,
+            writer,
+            connection,
+            client,
+            proxy: None,
+            server,
+        }
     }
 
     /// Sets a deadline for this request's reads and writes, or clears it with `None`.
@@ -133,6 +155,11 @@ impl StreamRequest {
         &self.connection
     }
 
+    /// The connection, shared, for the poller it parks in.
+    pub(crate) fn connection_arc(&self) -> &Arc<Connection> {
+        &self.connection
+    }
+
     /// A handle to the server (Python's `self.server`): its address, and `shutdown`.
     pub fn server(&self) -> &ServerHandle {
         &self.server
@@ -141,5 +168,144 @@ impl StreamRequest {
     /// Flushes the writer, after `finish`.
     pub(crate) fn flush_writer(&mut self) -> io::Result<()> {
         self.writer.flush()
+    }
+
+    /// Ends this exchange without ending the connection: when `handle` returns `Ok`, the
+    /// server flushes the writer and keeps the connection, parked in its poller with no
+    /// thread, until the client sends more; then it calls `handle` again with this same
+    /// request, on a thread of the dispatch mode (a pool worker, a new thread, or the
+    /// sequential loop). A keep-alive protocol (HTTP/1.1, RESP, a line protocol) answers
+    /// one message per `handle` and parks, so that a few threads serve many clients.
+    ///
+    /// What the request keeps while parked: the bytes already read into its
+    /// [`Reader`] (pipelined messages are served at once, without waiting), its client
+    /// and proxy addresses, and [`state`](StreamRequest::state). `setup` ran once,
+    /// before the first exchange; `finish` runs once, when the connection really ends:
+    ///
+    /// - the client closes or resets it while parked (`handle` is not called for that);
+    /// - it stays parked longer than the idle timeout
+    ///   ([`Builder::idle_timeout`](crate::Builder::idle_timeout), 60 s by default);
+    /// - the server shuts down, which closes parked connections at once;
+    /// - `handle` returns without calling `park`, or fails, or panics.
+    ///
+    /// A parked connection counts against `max_connections` and in
+    /// [`Stats::parked`](crate::Stats::parked). Once a parked client's next message has
+    /// begun, the rest of it must arrive within the read timeout; without one, the idle
+    /// timeout bounds each read of an exchange after the first, so a client that sends
+    /// half a message cannot hold a thread for longer.
+    ///
+    /// A handler that loops until end-of-file never calls `park` and keeps its thread
+    /// for the whole connection, which is simpler when there are fewer clients than
+    /// threads. A connection that [`process_request`](crate::Server::process_request)
+    /// runs outside the serve loop does not park: it ends after the exchange.
+    ///
+    /// # Examples
+    ///
+    /// A line protocol served by a pool of two workers, however many clients keep their
+    /// connections open:
+    ///
+    /// ```
+    /// use std::io::{self, BufRead, BufReader, Write};
+    /// use std::net::TcpStream;
+    /// use socketserver::{dispatch::Pool, StreamRequest};
+    ///
+    /// let handler = |req: &mut StreamRequest| -> io::Result<()> {
+    ///     let mut line = String::new();
+    ///     if req.reader().read_line(&mut line)? == 0 {
+    ///         return Ok(()); // the client is gone
+    ///     }
+    ///     write!(req.writer(), "{}", line.to_uppercase())?;
+    ///     req.park(); // wait for the next line without holding a worker
+    ///     Ok(())
+    /// };
+    /// let server = socketserver::TcpServer::builder("127.0.0.1:0").dispatch(Pool::new(2)).bind(handler)?;
+    /// let addr = server.local_addr();
+    /// let background = server.serve_in_background()?;
+    /// // Five clients connected at once, more than the pool's two workers.
+    /// let mut clients: Vec<_> = (0..5).map(|_| TcpStream::connect(addr)).collect::<io::Result<_>>()?;
+    /// for (n, client) in clients.iter_mut().enumerate() {
+    ///     writeln!(client, "hello {n}")?;
+    ///     let mut reply = String::new();
+    ///     BufReader::new(client).read_line(&mut reply)?;
+    ///     assert_eq!(reply, format!("HELLO {n}\n"));
+    /// }
+    /// background.stop()?;
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
+    #[doc(alias = "keep_alive")]
+    pub fn park(&mut self) {
+        self.park = true;
+    }
+
+    /// How many exchanges this connection has had, this one included: 1 until it has
+    /// [parked](StreamRequest::park) and come back.
+    pub fn exchanges(&self) -> u64 {
+        self.exchanges
+    }
+
+    /// The connection's value of type `T`, made with `T::default()` the first time it is
+    /// asked for. It lives as long as the connection, across [parked](StreamRequest::park)
+    /// exchanges, and is dropped after `finish`: the place for what a keep-alive
+    /// handler remembers about one client (a logged-in user, a selected database, a
+    /// count), while what all clients share belongs in the handler's fields.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{self, BufRead, Write};
+    /// use socketserver::StreamRequest;
+    ///
+    /// #[derive(Default)]
+    /// struct Session {
+    ///     lines: u64,
+    /// }
+    ///
+    /// let handler = |req: &mut StreamRequest| -> io::Result<()> {
+    ///     let mut line = String::new();
+    ///     if req.reader().read_line(&mut line)? == 0 {
+    ///         return Ok(());
+    ///     }
+    ///     let session = req.state::<Session>();
+    ///     session.lines += 1;
+    ///     let n = session.lines;
+    ///     writeln!(req.writer(), "line {n} of this connection")?;
+    ///     req.park();
+    ///     Ok(())
+    /// };
+    /// # let _ = socketserver::TcpServer::bind("127.0.0.1:0", handler)?;
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
+    pub fn state<T: Default + Send + 'static>(&mut self) -> &mut T {
+        let id = TypeId::of::<T>();
+        let index = match self.state.iter().position(|(t, _)| *t == id) {
+            Some(index) => index,
+            None => {
+                self.state.push((id, Box::new(T::default())));
+                self.state.len() - 1
+            }
+        };
+        self.state[index].1.downcast_mut().expect("state is stored under its own type")
+    }
+
+    /// Whether `park` was called in the exchange that just ran; clears it for the next.
+    pub(crate) fn take_park(&mut self) -> bool {
+        std::mem::take(&mut self.park)
+    }
+
+    /// The request is about to wait in the poller: nothing buffered to write, no read
+    /// buffer held. `fallback` is the read timeout for the exchanges to come when the
+    /// server sets none (the idle timeout).
+    pub(crate) fn prepare_to_park(&mut self, fallback: Option<Duration>) -> io::Result<()> {
+        self.writer.flush()?;
+        self.reader.release_buffer();
+        if self.exchanges == 1 && self.reader.timeout().is_none() && fallback.is_some() {
+            self.reader.set_timeout(fallback)?;
+        }
+        Ok(())
+    }
+
+    /// The parked request is back for another exchange.
+    pub(crate) fn resumed(&mut self) {
+        self.exchanges += 1;
     }
 }

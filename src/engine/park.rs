@@ -1,0 +1,202 @@
+//! Parking: a connection between two exchanges waits in its serve loop's poller, with
+//! no thread.
+//!
+//! A handler that calls [`StreamRequest::park`] ends its exchange; the engine then puts
+//! the whole request (reader buffer, addresses, state) and its ticket (its place under
+//! `max_connections`) in the [`Lot`] of the loop that admitted the connection, and arms
+//! the socket in that loop's poller. When the poller reports the socket, the loop takes
+//! the request out and runs the next exchange through the dispatch mode, as it runs a
+//! new connection: itself (sequential, or the pool worker that owns the loop), or on a
+//! new thread. A pool worker thus serves the connections it accepted, as an nginx worker
+//! does: no handoff between threads, no lock shared by the workers.
+//!
+//! The lot also keeps the parked connections in the order of their idle deadlines, so
+//! that the loop's wait ends at the first one; and it closes for good when its loop
+//! stops, so that a request which finishes its exchange during a shutdown ends instead
+//! of parking where nobody would serve it.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use crate::handle::Ticket;
+use crate::net::Station;
+use crate::request::StreamRequest;
+
+/// A serve loop's poller and the connections parked in it.
+pub(crate) type Home = Station<Lot>;
+
+/// The bits of a key that number the place; the rest count its reuses, so that an
+/// event of a connection that has ended cannot be taken for its successor's.
+const PLACE_BITS: u32 = usize::BITS / 2;
+const PLACE_MASK: usize = (1 << PLACE_BITS) - 1;
+
+/// A parked connection: its request and its place among the running requests.
+pub(crate) struct Parked {
+    pub(crate) request: Box<StreamRequest>,
+    pub(crate) ticket: Ticket,
+    deadline: Option<Instant>,
+}
+
+impl Parked {
+    pub(crate) fn new(request: Box<StreamRequest>, ticket: Ticket, deadline: Option<Instant>) -> Parked {
+        Parked { request, ticket, deadline }
+    }
+}
+
+enum Place {
+    Free,
+    /// A connection that has parked before and is being served now, or is ending.
+    Active,
+    Parked(Parked),
+}
+
+struct Entry {
+    /// How many times the place was handed out; part of its key.
+    generation: usize,
+    place: Place,
+}
+
+/// The connections parked on one serve loop.
+#[derive(Default)]
+pub(crate) struct Lot(Mutex<Places>);
+
+#[derive(Default)]
+struct Places {
+    entries: Vec<Entry>,
+    free: Vec<usize>,
+    /// The parked connections with an idle deadline, earliest first.
+    idle: BTreeSet<(Instant, usize)>,
+    /// The loop has stopped and closed its connections: nothing parks until it serves
+    /// again.
+    closed: bool,
+}
+
+impl Places {
+    /// The entry a key names, if the key is still its own.
+    fn entry(&mut self, key: usize) -> Option<&mut Entry> {
+        let entry = self.entries.get_mut(key & PLACE_MASK)?;
+        (entry.generation == key >> PLACE_BITS).then_some(entry)
+    }
+
+    fn unpark(&mut self, key: usize) -> Option<Parked> {
+        let entry = self.entry(key)?;
+        if !matches!(entry.place, Place::Parked(_)) {
+            return None;
+        }
+        let Place::Parked(parked) = std::mem::replace(&mut entry.place, Place::Active) else { unreachable!() };
+        if let Some(deadline) = parked.deadline {
+            self.idle.remove(&(deadline, key));
+        }
+        Some(parked)
+    }
+}
+
+impl Lot {
+    /// A key for a connection that parks for the first time; it stays the
+    /// connection's until [`Lot::release`].
+    pub(crate) fn allocate(&self) -> usize {
+        let mut places = self.0.lock();
+        let index = match places.free.pop() {
+            Some(index) => index,
+            None => {
+                places.entries.push(Entry { generation: 0, place: Place::Free });
+                places.entries.len() - 1
+            }
+        };
+        let entry = &mut places.entries[index];
+        entry.generation = (entry.generation + 1) & (usize::MAX >> PLACE_BITS);
+        entry.place = Place::Active;
+        index | (entry.generation << PLACE_BITS)
+    }
+
+    /// Gives back the key of a connection that has ended.
+    pub(crate) fn release(&self, key: usize) {
+        let mut places = self.0.lock();
+        if let Some(entry) = places.entry(key) {
+            entry.place = Place::Free;
+            places.free.push(key & PLACE_MASK);
+        }
+    }
+
+    /// Parks a connection under its key, then calls `arm` (which asks the poller for
+    /// the socket's next event) while the lock keeps the loop from looking: an event
+    /// always finds the connection parked. Gives the connection back when the loop has
+    /// closed, or when `arm` fails. `Ok(true)`: the idle deadline is the lot's first,
+    /// which the loop's wait must learn of.
+    pub(crate) fn park(
+        &self,
+        key: usize,
+        parked: Parked,
+        arm: impl FnOnce(&Parked) -> std::io::Result<()>,
+    ) -> Result<bool, (Parked, Option<std::io::Error>)> {
+        let mut places = self.0.lock();
+        if places.closed {
+            return Err((parked, None));
+        }
+        if let Err(e) = arm(&parked) {
+            return Err((parked, Some(e)));
+        }
+        let deadline = parked.deadline;
+        let Some(entry) = places.entry(key) else { return Err((parked, None)) };
+        entry.place = Place::Parked(parked);
+        let first = match deadline {
+            Some(deadline) => {
+                let first = places.idle.first().map_or(true, |(earliest, _)| deadline < *earliest);
+                places.idle.insert((deadline, key));
+                first
+            }
+            None => false,
+        };
+        Ok(first)
+    }
+
+    /// Takes out the connection the poller reported, if it is still parked.
+    pub(crate) fn take(&self, key: usize) -> Option<Parked> {
+        self.0.lock().unpark(key)
+    }
+
+    /// When the first parked connection's idle deadline passes.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.0.lock().idle.first().map(|(deadline, _)| *deadline)
+    }
+
+    /// Takes out the connections whose idle deadline has passed.
+    pub(crate) fn expired(&self, now: Instant) -> Vec<Parked> {
+        let mut places = self.0.lock();
+        let mut out = Vec::new();
+        while let Some(&(deadline, key)) = places.idle.first() {
+            if deadline > now {
+                break;
+            }
+            match places.unpark(key) {
+                Some(parked) => out.push(parked),
+                None => {
+                    places.idle.pop_first();
+                }
+            }
+        }
+        out
+    }
+
+    /// Lets connections park again: the loop serves.
+    pub(crate) fn open(&self) {
+        self.0.lock().closed = false;
+    }
+
+    /// The loop stops: takes out every parked connection, and makes those that try to
+    /// park from now on end instead.
+    pub(crate) fn close(&self) -> Vec<Parked> {
+        let mut places = self.0.lock();
+        places.closed = true;
+        let keys: Vec<usize> = places
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, entry)| matches!(entry.place, Place::Parked(_)))
+            .map(|(index, entry)| index | (entry.generation << PLACE_BITS))
+            .collect();
+        keys.into_iter().filter_map(|key| places.unpark(key)).collect()
+    }
+}

@@ -1,0 +1,471 @@
+//! Parking: a handler ends an exchange with `StreamRequest::park`, the connection waits
+//! in the server's poller with no thread, and comes back for its next exchange. Over
+//! real sockets, in every mode, over TCP and Unix streams.
+
+mod support;
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use socketserver::dispatch::Pool;
+use socketserver::testing::TestStream;
+use socketserver::{RequestHandler, StreamRequest, TcpServer};
+use support::serve::{serve_started, stop};
+use support::{bounded, connect, wait_until, Gate, Mode, LIMIT, MODES, NEGATIVE_WAIT, TIMEOUT};
+
+/// A line protocol that answers each line with `n: LINE` (n counting this connection's
+/// lines, kept in the request's state) and parks between lines; counts its phases.
+#[derive(Default)]
+struct Lines {
+    setups: AtomicUsize,
+    handles: AtomicUsize,
+    finishes: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Seen(u64);
+
+impl RequestHandler<StreamRequest> for Lines {
+    fn setup(&self, _: &mut StreamRequest) -> io::Result<()> {
+        self.setups.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+        self.handles.fetch_add(1, Ordering::SeqCst);
+        let mut line = String::new();
+        if req.reader().read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let seen = req.state::<Seen>();
+        seen.0 += 1;
+        let n = seen.0;
+        write!(req.writer(), "{n}: {}", line.to_uppercase())?;
+        req.park();
+        Ok(())
+    }
+
+    fn finish(&self, _: &mut StreamRequest) -> io::Result<()> {
+        self.finishes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+fn lines_server(mode: Mode) -> (Arc<Lines>, Arc<socketserver::Server<socketserver::transport::Tcp>>) {
+    let handler = Arc::new(Lines::default());
+    let shared = handler.clone();
+    let server = TcpServer::builder("127.0.0.1:0")
+        .dispatch(mode.dispatch())
+        .bind(move |req: &mut StreamRequest| -> io::Result<()> {
+            // The handler's phases, through the closure: setup and finish are counted
+            // by hand below, so that the closure form is what is tested.
+            shared.handle(req)
+        })
+        .unwrap();
+    (handler, Arc::new(server))
+}
+
+fn ask(reader: &mut BufReader<TcpStream>, line: &str) -> String {
+    reader.get_mut().write_all(line.as_bytes()).unwrap();
+    let mut reply = String::new();
+    reader.read_line(&mut reply).unwrap();
+    reply
+}
+
+/// More clients than a pool has workers hold their connections open and take turns;
+/// every one is answered, in every mode, and each connection's state is its own.
+#[test]
+fn parked_connections_are_served_in_turn_in_every_mode() {
+    bounded(LIMIT, || {
+        for mode in MODES {
+            let (_, server) = lines_server(mode);
+            let serve = serve_started(&server, "park-turns");
+            let addr = server.local_addr();
+            let mut clients: Vec<_> = (0..12).map(|_| BufReader::new(connect(addr))).collect();
+            for round in 1..=3 {
+                for (n, client) in clients.iter_mut().enumerate() {
+                    let reply = ask(client, &format!("c{n} r{round}\n"));
+                    assert_eq!(reply, format!("{round}: C{n} R{round}\n"), "{mode:?}");
+                }
+            }
+            let handle = server.handle();
+            // The last reply is written before its connection parks.
+            wait_until(TIMEOUT, "every idle client to be parked", || {
+                let stats = handle.stats();
+                (stats.parked, stats.active) == (12, 0)
+            });
+            drop(clients);
+            wait_until(TIMEOUT, "the parked connections to end", || handle.stats().parked == 0);
+            stop(&server, serve);
+        }
+    });
+}
+
+/// setup runs once per connection, handle once per message, finish once at the end,
+/// when the client closes while parked (without a handle call for the end of stream).
+#[test]
+fn setup_and_finish_run_once_per_connection() {
+    bounded(LIMIT, || {
+        for mode in MODES {
+            let handler = Arc::new(Lines::default());
+            let server = Arc::new(
+                TcpServer::builder("127.0.0.1:0").dispatch(mode.dispatch()).bind(SharedLines(handler.clone())).unwrap(),
+            );
+            let serve = serve_started(&server, "park-phases");
+            let mut client = BufReader::new(connect(server.local_addr()));
+            for n in 1..=4 {
+                assert_eq!(ask(&mut client, "x\n"), format!("{n}: X\n"), "{mode:?}");
+            }
+            client.get_ref().shutdown(Shutdown::Write).unwrap();
+            let mut rest = String::new();
+            client.read_to_string(&mut rest).unwrap();
+            assert_eq!(rest, "", "{mode:?}: the server closes after the client's end of stream");
+            wait_until(TIMEOUT, "finish", || handler.finishes.load(Ordering::SeqCst) == 1);
+            assert_eq!(handler.setups.load(Ordering::SeqCst), 1, "{mode:?}: setups");
+            assert_eq!(handler.handles.load(Ordering::SeqCst), 4, "{mode:?}: one handle per message");
+            thread::sleep(NEGATIVE_WAIT);
+            assert_eq!(handler.finishes.load(Ordering::SeqCst), 1, "{mode:?}: finish runs once");
+            assert_eq!(server.handle().stats().errors, 0, "{mode:?}");
+            stop(&server, serve);
+        }
+    });
+}
+
+/// The `Lines` handler with all three phases, shared with the test.
+struct SharedLines(Arc<Lines>);
+
+impl RequestHandler<StreamRequest> for SharedLines {
+    fn setup(&self, req: &mut StreamRequest) -> io::Result<()> {
+        self.0.setup(req)
+    }
+    fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+        self.0.handle(req)
+    }
+    fn finish(&self, req: &mut StreamRequest) -> io::Result<()> {
+        self.0.finish(req)
+    }
+}
+
+/// Messages sent together (pipelined) are read into the reader's buffer at once; a
+/// parked request keeps them, and each is answered, in order, without waiting for more.
+#[test]
+fn pipelined_messages_in_the_buffer_are_not_lost() {
+    bounded(LIMIT, || {
+        for mode in MODES {
+            let (_, server) = lines_server(mode);
+            let serve = serve_started(&server, "park-pipe");
+            let mut client = connect(server.local_addr());
+            client.write_all(b"a\nb\nc\n").unwrap();
+            let mut reader = BufReader::new(client.try_clone().unwrap());
+            let mut replies = Vec::new();
+            for _ in 0..3 {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                replies.push(line);
+            }
+            assert_eq!(replies, ["1: A\n", "2: B\n", "3: C\n"], "{mode:?}");
+            stop(&server, serve);
+        }
+    });
+}
+
+/// A connection parked longer than the idle timeout is closed (its client reads end of
+/// stream) and gets its finish; the place it held is free again.
+#[test]
+fn an_idle_parked_connection_is_closed_after_the_idle_timeout() {
+    bounded(LIMIT, || {
+        for mode in MODES {
+            let handler = Arc::new(Lines::default());
+            let server = Arc::new(
+                TcpServer::builder("127.0.0.1:0")
+                    .dispatch(mode.dispatch())
+                    .idle_timeout(Some(Duration::from_millis(200)))
+                    .bind(SharedLines(handler.clone()))
+                    .unwrap(),
+            );
+            let serve = serve_started(&server, "park-idle");
+            let mut client = BufReader::new(connect(server.local_addr()));
+            assert_eq!(ask(&mut client, "hi\n"), "1: HI\n");
+            client.get_ref().set_read_timeout(Some(TIMEOUT)).unwrap();
+            let mut rest = Vec::new();
+            let read = client.read_to_end(&mut rest);
+            assert!(read.is_ok() && rest.is_empty(), "{mode:?}: the server closes an idle connection: {read:?}");
+            wait_until(TIMEOUT, "finish", || handler.finishes.load(Ordering::SeqCst) == 1);
+            let handle = server.handle();
+            wait_until(TIMEOUT, "the place to be free", || handle.stats().active == 0);
+            assert_eq!(handle.stats().parked, 0, "{mode:?}");
+            stop(&server, serve);
+        }
+    });
+}
+
+/// Without an idle timeout a parked connection waits as long as it likes.
+#[test]
+fn without_an_idle_timeout_a_parked_connection_stays() {
+    bounded(LIMIT, || {
+        let server = Arc::new(
+            TcpServer::builder("127.0.0.1:0")
+                .dispatch(Pool::new(1))
+                .idle_timeout(None)
+                .bind(SharedLines(Arc::default()))
+                .unwrap(),
+        );
+        let serve = serve_started(&server, "park-stay");
+        let mut client = BufReader::new(connect(server.local_addr()));
+        assert_eq!(ask(&mut client, "a\n"), "1: A\n");
+        thread::sleep(NEGATIVE_WAIT);
+        assert_eq!(ask(&mut client, "b\n"), "2: B\n");
+        let handle = server.handle();
+        wait_until(TIMEOUT, "parked again", || handle.stats().parked == 1);
+        stop(&server, serve);
+    });
+}
+
+/// shutdown closes parked connections at once (they are idle) and lets a busy one
+/// finish its exchange; every connection gets its finish, and serve_forever returns.
+#[test]
+fn shutdown_closes_parked_connections_and_drains_busy_ones() {
+    bounded(LIMIT, || {
+        for mode in MODES {
+            if mode == Mode::Sequential {
+                continue; // one exchange at a time: nothing is busy while the loop stops
+            }
+            let gate = Gate::new();
+            let finishes = Arc::new(AtomicUsize::new(0));
+            let (passing, counted) = (gate.clone(), finishes.clone());
+            let server = Arc::new(
+                TcpServer::builder("127.0.0.1:0")
+                    .dispatch(mode.dispatch())
+                    .bind(GatedLines { gate: passing, finishes: counted })
+                    .unwrap(),
+            );
+            let control = gate.control();
+            let serve = serve_started(&server, "park-stop");
+            let addr = server.local_addr();
+            // Two parked clients, after an exchange each.
+            let mut parked: Vec<_> = (0..2).map(|_| BufReader::new(connect(addr))).collect();
+            for client in &mut parked {
+                client.get_mut().write_all(b"quick\n").unwrap();
+                assert_eq!(control.expect_arrival("a quick exchange"), "quick");
+                control.release(1);
+                let mut reply = String::new();
+                client.read_line(&mut reply).unwrap();
+                assert_eq!(reply, "QUICK\n");
+            }
+            // One busy client, held in the gate.
+            let mut busy = BufReader::new(connect(addr));
+            busy.get_mut().write_all(b"slow\n").unwrap();
+            assert_eq!(control.expect_arrival("the busy exchange"), "slow");
+            let handle = server.handle();
+            wait_until(TIMEOUT, "two parked", || handle.stats().parked == 2);
+
+            let stopping = thread::spawn(move || handle.shutdown());
+            for client in &mut parked {
+                client.get_ref().set_read_timeout(Some(TIMEOUT)).unwrap();
+                let mut rest = Vec::new();
+                let read = client.read_to_end(&mut rest);
+                assert!(read.is_ok() && rest.is_empty(), "{mode:?}: a parked client is closed at once: {read:?}");
+            }
+            assert!(!stopping.is_finished(), "{mode:?}: shutdown waits for the busy exchange");
+            control.release(1);
+            let mut reply = String::new();
+            let read = busy.read_line(&mut reply);
+            assert!(read.is_ok(), "{mode:?}: {read:?}");
+            assert_eq!(reply, "SLOW\n", "{mode:?}: the busy exchange completes");
+            stopping.join().unwrap();
+            let result = support::join_within(serve, TIMEOUT);
+            assert!(result.is_ok(), "{mode:?}: {result:?}");
+            assert_eq!(finishes.load(Ordering::SeqCst), 3, "{mode:?}: every connection's finish ran");
+        }
+    });
+}
+
+/// Answers each line in upper case after the gate lets it through, then parks.
+struct GatedLines {
+    gate: Arc<Gate>,
+    finishes: Arc<AtomicUsize>,
+}
+
+impl RequestHandler<StreamRequest> for GatedLines {
+    fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+        let mut line = String::new();
+        if req.reader().read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        self.gate.pass(line.trim())?;
+        req.writer().write_all(line.to_uppercase().as_bytes())?;
+        req.park();
+        Ok(())
+    }
+
+    fn finish(&self, _: &mut StreamRequest) -> io::Result<()> {
+        self.finishes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// `max_connections` counts parked connections: at the limit a new client waits in the
+/// backlog, and is served when a parked one leaves.
+#[test]
+fn max_connections_counts_parked_connections() {
+    bounded(LIMIT, || {
+        for mode in MODES {
+            let server = Arc::new(
+                TcpServer::builder("127.0.0.1:0")
+                    .dispatch(mode.dispatch())
+                    .max_connections(2)
+                    .bind(SharedLines(Arc::default()))
+                    .unwrap(),
+            );
+            let serve = serve_started(&server, "park-max");
+            let addr = server.local_addr();
+            let mut first = BufReader::new(connect(addr));
+            let mut second = BufReader::new(connect(addr));
+            assert_eq!(ask(&mut first, "a\n"), "1: A\n");
+            assert_eq!(ask(&mut second, "b\n"), "1: B\n");
+            let mut third = BufReader::new(connect(addr));
+            third.get_mut().write_all(b"c\n").unwrap();
+            third.get_ref().set_read_timeout(Some(NEGATIVE_WAIT)).unwrap();
+            let mut reply = String::new();
+            let early = third.read_line(&mut reply);
+            assert!(early.is_err(), "{mode:?}: a third client is not served at the limit: {early:?} {reply:?}");
+            // The parked ones are still served at the limit.
+            assert_eq!(ask(&mut first, "a\n"), "2: A\n", "{mode:?}");
+            drop(second);
+            third.get_ref().set_read_timeout(Some(TIMEOUT)).unwrap();
+            let mut reply = String::new();
+            third.read_line(&mut reply).unwrap();
+            assert_eq!(reply, "1: C\n", "{mode:?}: served once a place is free");
+            stop(&server, serve);
+        }
+    });
+}
+
+/// A client that parks, then sends half a message and stops, holds a pool's only
+/// worker no longer than the read timeout (here the idle timeout, with no read timeout
+/// set): the next client is served after it.
+#[test]
+fn a_half_sent_message_holds_a_worker_no_longer_than_the_timeout() {
+    bounded(LIMIT, || {
+        let server = Arc::new(
+            TcpServer::builder("127.0.0.1:0")
+                .dispatch(Pool::new(1))
+                .idle_timeout(Some(Duration::from_millis(300)))
+                .handle_error(|_, _| {})
+                .bind(SharedLines(Arc::default()))
+                .unwrap(),
+        );
+        let serve = serve_started(&server, "park-half");
+        let addr = server.local_addr();
+        let mut slow = BufReader::new(connect(addr));
+        assert_eq!(ask(&mut slow, "a\n"), "1: A\n");
+        let handle = server.handle();
+        wait_until(TIMEOUT, "slow to park", || handle.stats().parked == 1);
+        slow.get_mut().write_all(b"half a li").unwrap();
+        // Back from the poller, the worker reads the rest of slow's line.
+        wait_until(TIMEOUT, "the half message's exchange", || {
+            let stats = handle.stats();
+            (stats.parked, stats.active) == (0, 1)
+        });
+        let mut other = BufReader::new(connect(addr));
+        other.get_ref().set_read_timeout(Some(TIMEOUT)).unwrap();
+        assert_eq!(ask(&mut other, "b\n"), "1: B\n", "the next client is served after the timeout");
+        assert!(server.handle().stats().errors >= 1, "the timed-out read is reported");
+        stop(&server, serve);
+    });
+}
+
+/// A client that resets its connection while parked ends it quietly: finish runs, no
+/// error is reported, and its place is free.
+#[test]
+fn a_client_that_resets_while_parked_gets_its_finish_and_no_error() {
+    bounded(LIMIT, || {
+        for mode in MODES {
+            let handler = Arc::new(Lines::default());
+            let server = Arc::new(
+                TcpServer::builder("127.0.0.1:0").dispatch(mode.dispatch()).bind(SharedLines(handler.clone())).unwrap(),
+            );
+            let serve = serve_started(&server, "park-reset");
+            let mut client = BufReader::new(connect(server.local_addr()));
+            assert_eq!(ask(&mut client, "a\n"), "1: A\n");
+            let handle = server.handle();
+            wait_until(TIMEOUT, "parked", || handle.stats().parked == 1);
+            socket2::SockRef::from(client.get_ref()).set_linger(Some(Duration::ZERO)).unwrap();
+            drop(client); // a reset, not an end of stream
+            wait_until(TIMEOUT, "finish", || handler.finishes.load(Ordering::SeqCst) == 1);
+            wait_until(TIMEOUT, "the place to be free", || handle.stats().active == 0);
+            let stats = handle.stats();
+            assert_eq!((stats.parked, stats.errors), (0, 0), "{mode:?}: {stats:?}");
+            stop(&server, serve);
+        }
+    });
+}
+
+/// Over Unix stream sockets too, in every mode.
+#[cfg(unix)]
+#[test]
+fn unix_stream_connections_park() {
+    use std::os::unix::net::UnixStream;
+    bounded(LIMIT, || {
+        for mode in MODES {
+            let path = support::temp_socket_path("park");
+            let server = Arc::new(
+                socketserver::UnixStreamServer::builder(&path)
+                    .dispatch(mode.dispatch())
+                    .bind(SharedLines(Arc::default()))
+                    .unwrap(),
+            );
+            let serve = serve_started(&server, "park-unix");
+            let mut clients: Vec<_> = (0..6).map(|_| BufReader::new(UnixStream::connect(&path).unwrap())).collect();
+            for round in 1..=2 {
+                for client in &mut clients {
+                    client.get_mut().write_all(b"u\n").unwrap();
+                    let mut reply = String::new();
+                    client.read_line(&mut reply).unwrap();
+                    assert_eq!(reply, format!("{round}: U\n"), "{mode:?}");
+                }
+            }
+            let handle = server.handle();
+            wait_until(TIMEOUT, "six parked", || handle.stats().parked == 6);
+            stop(&server, serve);
+        }
+    });
+}
+
+/// `handle_request` serves one exchange, of a new or a parked connection: a sequential
+/// server driven by hand serves two clients turn by turn.
+#[test]
+fn handle_request_serves_parked_connections_one_exchange_at_a_time() {
+    bounded(LIMIT, || {
+        let server = Arc::new(TcpServer::bind("127.0.0.1:0", SharedLines(Arc::default())).unwrap());
+        let addr = server.local_addr();
+        let (a, b) = (connect(addr), connect(addr));
+        let serving = server.clone();
+        let driver = thread::spawn(move || (0..6).map(|_| serving.handle_request().unwrap()).collect::<Vec<_>>());
+        let (mut a, mut b) = (BufReader::new(a), BufReader::new(b));
+        for round in 1..=3 {
+            assert_eq!(ask(&mut a, "a\n"), format!("{round}: A\n"));
+            assert_eq!(ask(&mut b, "b\n"), format!("{round}: B\n"));
+        }
+        let served = support::join_within(driver, TIMEOUT);
+        assert_eq!(served, [true; 6]);
+        // handle_request returned after the last exchange parked, inline.
+        assert_eq!(server.handle().stats().parked, 2);
+    });
+}
+
+/// In memory, a parking handler is called again while the input lasts, and finish
+/// runs once at its end.
+#[test]
+fn a_test_stream_runs_a_parking_handler_once_per_message() {
+    let handler = Lines::default();
+    let outcome = TestStream::new("a\nb\nc\n").run(&handler);
+    assert_eq!(String::from_utf8(outcome.output).unwrap(), "1: A\n2: B\n3: C\n");
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert_eq!(handler.handles.load(Ordering::SeqCst), 3);
+    assert_eq!(handler.finishes.load(Ordering::SeqCst), 1);
+}
