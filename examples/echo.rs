@@ -21,7 +21,9 @@ use socketserver::dispatch::{Dispatch, Pool, Sequential, Threading};
 use socketserver::transport::Transport;
 #[cfg(unix)]
 use socketserver::UnixStreamServer;
-use socketserver::{Builder, DatagramRequest, RequestHandler, Server, StreamRequest, TcpServer, UdpServer};
+use socketserver::{
+    Builder, DatagramRequest, Reader, RequestHandler, Server, StreamRequest, TcpServer, UdpServer, Writer,
+};
 
 const GRACE: Duration = Duration::from_secs(2);
 const USAGE: &str = "usage: echo [--proto tcp|udp|unix] [--mode sequential|threading|pool] [--workers N] [--addr ADDR]
@@ -97,7 +99,8 @@ fn dispatch(args: &Args) -> Box<dyn Dispatch> {
     }
 }
 
-/// Echoes every byte as it arrives until the client's end-of-file.
+/// Echoes every byte as it arrives until the client's end-of-file, on one thread for
+/// the whole connection (threading mode: a thread per client).
 ///
 /// Straight from the reader's buffer (`fill_buf`/`consume`) rather than `io::copy`,
 /// which would read into an 8 KiB buffer of its own on the thread's stack: with a thread
@@ -106,14 +109,36 @@ fn echo_stream(request: &mut StreamRequest) -> io::Result<()> {
     let _ = request.connection().set_nodelay(true);
     let (reader, writer) = request.reader_and_writer();
     loop {
-        let received = reader.fill_buf()?;
-        if received.is_empty() {
+        if !echo_some(reader, writer)? {
             return Ok(());
         }
-        writer.write_all(received)?;
-        let n = received.len();
-        reader.consume(n);
     }
+}
+
+/// Echoes what has arrived, then parks the connection until more does (sequential and
+/// pool modes): a few threads serve every client, however many keep their connection
+/// open, and none waits in the backlog for a worker.
+fn echo_parking(request: &mut StreamRequest) -> io::Result<()> {
+    if request.exchanges() == 1 {
+        let _ = request.connection().set_nodelay(true);
+    }
+    let (reader, writer) = request.reader_and_writer();
+    if echo_some(reader, writer)? {
+        request.park();
+    }
+    Ok(())
+}
+
+/// Echoes one read's worth; `false` at the client's end-of-file.
+fn echo_some(reader: &mut Reader, writer: &mut Writer) -> io::Result<bool> {
+    let received = reader.fill_buf()?;
+    if received.is_empty() {
+        return Ok(false);
+    }
+    writer.write_all(received)?;
+    let n = received.len();
+    reader.consume(n);
+    Ok(true)
 }
 
 /// Replies to a datagram with its own bytes (an empty one gets an empty reply).
@@ -155,13 +180,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Threading gives each client a thread of its own; the other modes park connections
+    // between messages, so their few threads serve every client.
+    let stream_handler: fn(&mut StreamRequest) -> io::Result<()> = match args.mode {
+        Mode::Threading => echo_stream,
+        Mode::Sequential | Mode::Pool => echo_parking,
+    };
     let mode = dispatch(&args);
     let result = match args.listen {
-        Listen::Tcp(addr) => run(TcpServer::builder(addr).dispatch(mode), echo_stream, |a| format!("tcp://{a}")),
+        Listen::Tcp(addr) => run(TcpServer::builder(addr).dispatch(mode), stream_handler, |a| format!("tcp://{a}")),
         Listen::Udp(addr) => run(UdpServer::builder(addr).dispatch(mode), echo_datagram, |a| format!("udp://{a}")),
         #[cfg(unix)]
         Listen::Unix(path) => {
-            run(UnixStreamServer::builder(path).dispatch(mode), echo_stream, |p| format!("unix://{}", p.display()))
+            run(UnixStreamServer::builder(path).dispatch(mode), stream_handler, |p| format!("unix://{}", p.display()))
         }
         #[cfg(not(unix))]
         Listen::Unix(path) => {
