@@ -26,8 +26,10 @@ use socketserver::{
 };
 
 const GRACE: Duration = Duration::from_secs(2);
-const USAGE: &str = "usage: echo [--proto tcp|udp|unix] [--mode sequential|threading|pool] [--workers N] [--addr ADDR]
-  defaults: --proto tcp --mode threading --addr 127.0.0.1:9999 (unix: --addr PATH is required)";
+const USAGE: &str =
+    "usage: echo [--proto tcp|udp|unix] [--mode sequential|threading|pool] [--workers N] [--no-park] [--addr ADDR]
+  defaults: --proto tcp --mode threading --addr 127.0.0.1:9999 (unix: --addr PATH is required)
+  streams park between messages (a thread per active exchange, not per client) unless --no-park";
 
 /// Where to listen, checked against the protocol.
 enum Listen {
@@ -46,11 +48,15 @@ struct Args {
     listen: Listen,
     mode: Mode,
     workers: Option<usize>,
+    /// Park stream connections between messages (`--park`, the default but in threading
+    /// mode), or give each a thread for its whole life (`--no-park`).
+    park: Option<bool>,
 }
 
 /// Parses the command line; the error is the one line to print.
 fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     let (mut proto, mut mode, mut workers, mut addr) = ("tcp".to_string(), Mode::Threading, None, None);
+    let mut park = None;
     while let Some(flag) = argv.next() {
         let mut value = || argv.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
@@ -71,6 +77,8 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
                 }
             }
             "--addr" => addr = Some(value()?),
+            "--park" => park = Some(true),
+            "--no-park" => park = Some(false),
             "--help" | "-h" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -88,7 +96,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         "unix" => Listen::Unix(addr.ok_or("--proto unix needs --addr PATH")?.into()),
         other => return Err(format!("unknown --proto {other:?}: expected tcp, udp or unix")),
     };
-    Ok(Args { listen, mode, workers })
+    Ok(Args { listen, mode, workers, park })
 }
 
 fn dispatch(args: &Args) -> Box<dyn Dispatch> {
@@ -100,7 +108,7 @@ fn dispatch(args: &Args) -> Box<dyn Dispatch> {
 }
 
 /// Echoes every byte as it arrives until the client's end-of-file, on one thread for
-/// the whole connection (threading mode: a thread per client).
+/// the whole connection (`--no-park`).
 ///
 /// Straight from the reader's buffer (`fill_buf`/`consume`) rather than `io::copy`,
 /// which would read into an 8 KiB buffer of its own on the thread's stack: with a thread
@@ -115,9 +123,9 @@ fn echo_stream(request: &mut StreamRequest) -> io::Result<()> {
     }
 }
 
-/// Echoes what has arrived, then parks the connection until more does (sequential and
-/// pool modes): a few threads serve every client, however many keep their connection
-/// open, and none waits in the backlog for a worker.
+/// Echoes what has arrived, then parks the connection until more does:
+/// a few threads serve every client, however many keep their connection open, and none
+/// waits in the backlog for a worker.
 fn echo_parking(request: &mut StreamRequest) -> io::Result<()> {
     if request.exchanges() == 1 {
         let _ = request.connection().set_nodelay(true);
@@ -180,12 +188,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Threading gives each client a thread of its own; the other modes park connections
-    // between messages, so their few threads serve every client.
-    let stream_handler: fn(&mut StreamRequest) -> io::Result<()> = match args.mode {
-        Mode::Threading => echo_stream,
-        Mode::Sequential | Mode::Pool => echo_parking,
-    };
+    // Parking, sequential and pool modes serve every client with their few threads (the
+    // loop, the workers); without it a client holds a thread, and a pool's worker, from
+    // connect to close. Threading does not park by default: a thread per client is the
+    // fastest while there are fewer active clients than the machine runs well (a resumed
+    // exchange costs a handoff to another thread); with hundreds, --park keeps the
+    // threads to the active exchanges, so that none of them starves.
+    let park = args.park.unwrap_or(!matches!(args.mode, Mode::Threading));
+    let stream_handler: fn(&mut StreamRequest) -> io::Result<()> = if park { echo_parking } else { echo_stream };
     let mode = dispatch(&args);
     let result = match args.listen {
         Listen::Tcp(addr) => run(TcpServer::builder(addr).dispatch(mode), stream_handler, |a| format!("tcp://{a}")),

@@ -365,6 +365,26 @@ fn pool_mode_serves_more_open_connections_than_workers() {
     });
 }
 
+/// Without parking, a pool of two serves two clients at a time: the third waits in the
+/// backlog until a worker is free.
+#[test]
+fn pool_mode_without_parking_serves_at_most_n_clients_at_once() {
+    echo_test(|| {
+        let echo = Echo::start(&["--mode", "pool", "--workers", "2", "--no-park", "--addr", "127.0.0.1:0"]);
+        let mut first = connect(echo.tcp_addr());
+        let mut second = connect(echo.tcp_addr());
+        assert_echoes(&mut first, b"first");
+        assert_echoes(&mut second, b"second");
+        let mut third = connect(echo.tcp_addr());
+        assert_no_echo_yet(&mut third, b"third");
+        assert_echoes(&mut second, b"second still served");
+        assert_closes_after_eof(&mut first);
+        assert_late_echo(&mut third, b"third");
+        assert_closes_after_eof(&mut second);
+        assert_closes_after_eof(&mut third);
+    });
+}
+
 // ---------------------------------------------------------------------------------------
 // Signals
 // ---------------------------------------------------------------------------------------
@@ -373,29 +393,21 @@ fn pool_mode_serves_more_open_connections_than_workers() {
 fn signal_refuses_new_connections_at_once_in_every_mode() {
     echo_test(|| {
         for mode in ["sequential", "threading", "pool"] {
-            let mut echo = Echo::start(&["--mode", mode, "--workers", "2", "--addr", "127.0.0.1:0"]);
+            let mut echo = Echo::start(&["--mode", mode, "--workers", "2", "--no-park", "--addr", "127.0.0.1:0"]);
             let mut client = connect(echo.tcp_addr());
             assert_echoes(&mut client, b"before");
             echo.signal("TERM");
-            if mode == "threading" {
-                // The client's thread keeps the process in its grace period: a refusal now
-                // is the server refusing, not a process that is gone.
-                wait_refused(echo.tcp_addr(), Duration::from_millis(1500));
-                assert!(echo.exited().is_none(), "mode {mode}: exited while a client was still connected");
-                assert_echoes(&mut client, b"a running request goes on after the signal");
-                assert_closes_after_eof(&mut client);
-            } else {
-                // The other modes park the client between messages: idle, it is closed at
-                // once, and the server exits.
-                let mut rest = Vec::new();
-                client.read_to_end(&mut rest).expect("the parked client is closed");
-                assert!(rest.is_empty(), "mode {mode}: {rest:?}");
-            }
+            // The client's thread (--no-park) keeps the process in its grace period: a
+            // refusal now is the server refusing, not a process that is gone.
+            wait_refused(echo.tcp_addr(), Duration::from_millis(1500));
+            assert!(echo.exited().is_none(), "mode {mode}: exited while a client was still connected");
+            assert_echoes(&mut client, b"a running request goes on after the signal");
+            assert_closes_after_eof(&mut client);
             echo.assert_clean_exit(TIMEOUT);
         }
 
         let path = temp_socket_path("echo-refuse");
-        let mut echo = Echo::start(&["--proto", "unix", "--mode", "threading", "--addr", path.to_str().unwrap()]);
+        let mut echo = Echo::start(&["--proto", "unix", "--no-park", "--addr", path.to_str().unwrap()]);
         let mut client = connect_unix(&path);
         assert_echoes(&mut client, b"before");
         echo.signal("TERM");
@@ -411,7 +423,7 @@ fn signal_refuses_new_connections_at_once_in_every_mode() {
 fn signal_exits_promptly_once_the_last_client_leaves() {
     echo_test(|| {
         for (mode, signal) in [("threading", "INT"), ("threading", "TERM"), ("sequential", "TERM"), ("pool", "INT")] {
-            let mut echo = Echo::start(&["--mode", mode, "--addr", "127.0.0.1:0"]);
+            let mut echo = Echo::start(&["--mode", mode, "--no-park", "--addr", "127.0.0.1:0"]);
             let mut client = connect(echo.tcp_addr());
             assert_echoes(&mut client, b"hello");
             let signalled = Instant::now();
@@ -438,15 +450,37 @@ fn signal_exits_promptly_once_the_last_client_leaves() {
     });
 }
 
+/// Parking clients between messages (the default but in threading mode), at a signal the
+/// example closes an idle client at once (it has nothing running), and exits well before
+/// the grace.
+#[test]
+fn signal_closes_parked_clients_at_once_in_every_mode() {
+    echo_test(|| {
+        for mode in ["sequential", "threading", "pool"] {
+            let mut echo = Echo::start(&["--mode", mode, "--workers", "2", "--park", "--addr", "127.0.0.1:0"]);
+            let mut client = connect(echo.tcp_addr());
+            assert_echoes(&mut client, b"before");
+            let signalled = Instant::now();
+            echo.signal("TERM");
+            let mut rest = Vec::new();
+            client.read_to_end(&mut rest).expect("the parked client is closed");
+            assert!(rest.is_empty(), "mode {mode}: {rest:?}");
+            echo.assert_clean_exit(TIMEOUT);
+            let took = signalled.elapsed();
+            assert!(took < GRACE / 2, "{mode}: exit took {took:?}, not well before the grace");
+        }
+    });
+}
+
 #[test]
 fn signal_closes_a_lingering_client_at_the_grace_deadline() {
     echo_test(|| {
         thread::scope(|scope| {
-            // Threading alone: the other modes park an idle client and close it at once
-            // (signal_refuses_new_connections_at_once_in_every_mode).
-            for mode in ["threading"] {
+            // A client that holds its thread (--no-park); a parked one is closed at once
+            // (signal_closes_parked_clients_at_once_in_every_mode).
+            for mode in ["sequential", "threading", "pool"] {
                 spawn_scoped(scope, move || {
-                    let mut echo = Echo::start(&["--mode", mode, "--addr", "127.0.0.1:0"]);
+                    let mut echo = Echo::start(&["--mode", mode, "--no-park", "--addr", "127.0.0.1:0"]);
                     let mut client = connect(echo.tcp_addr());
                     assert_echoes(&mut client, b"staying");
                     let signalled = Instant::now();

@@ -179,6 +179,24 @@ fn scenarios_all(workers: Option<usize>) -> Vec<Scenario> {
             kind: load(Proto::Tcp, Workload::Persistent { msg: 64 }, 128, stream()),
         },
         Scenario {
+            name: "tcp-c1000",
+            about: "64-byte echo, 1,000 persistent TCP connections (ours: sequential and pool park connections between messages)",
+            kind: load(
+                Proto::Tcp,
+                Workload::Persistent { msg: 64 },
+                1000,
+                vec![
+                    ours("sequential"),
+                    ours("threading"),
+                    ours("threading").park(),
+                    ours("pool"),
+                    std("thread"),
+                    std("pool"),
+                    Spec::new(Impl::Tokio, "mt"),
+                ],
+            ),
+        },
+        Scenario {
             name: "tcp-64k-c16",
             about: "64 KiB echo, 16 persistent TCP connections",
             kind: load(Proto::Tcp, Workload::Persistent { msg: 64 * 1024 }, 16, stream()),
@@ -478,18 +496,23 @@ fn load_table(result: &LoadResult, out: &mut String) {
     let _ = writeln!(out, "### `{}`: {}\n", result.name, result.about);
     let _ = writeln!(
         out,
-        "| server | mode | req/s | spread | p50 µs | p99 µs | p99.9 µs | CPU µs/req | errors | starved | ours/std req/s | ours/std CPU | ours/Python req/s |"
+        "| server | mode | req/s | spread | p50 µs | p99 µs | p99.9 µs | CPU µs/req | errors | starved | ours/std req/s | ours/std CPU | ours/Python req/s | ours/tokio req/s | ours/tokio p99 |"
     );
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut row_notes = Vec::new();
     for row in &result.rows {
         let Some(s) = row.summary() else {
-            let _ = writeln!(out, "| {} | {} | failed | | | | | | | | | | |", row.spec.imp.name(), row.label);
+            let _ = writeln!(out, "| {} | {} | failed | | | | | | | | | | | | |", row.spec.imp.name(), row.label);
             row_notes.extend(row.failures.iter().map(|f| format!("{} {}: {f}", row.spec.imp.name(), row.label)));
             continue;
         };
-        let (mut vs_std, mut cpu_vs_std, mut vs_py) = (None, None, None);
+        let (mut vs_std, mut cpu_vs_std, mut vs_py, mut vs_tokio, mut p99_vs_tokio) = (None, None, None, None, None);
         if row.spec.imp == Impl::Ours {
+            let tokio = result.rows.iter().find(|r| r.spec.imp == Impl::Tokio).and_then(Row::summary);
+            if let Some(tokio) = tokio {
+                vs_tokio = Some(s.req_per_s / tokio.req_per_s);
+                p99_vs_tokio = s.p99.zip(tokio.p99).map(|(a, b)| a / b);
+            }
             if let Some(std) = std_counterpart(&result.rows, &row.spec).and_then(Row::summary) {
                 vs_std = Some(s.req_per_s / std.req_per_s);
                 cpu_vs_std = s.cpu.zip(std.cpu).map(|(a, b)| a / b);
@@ -501,7 +524,7 @@ fn load_table(result: &LoadResult, out: &mut String) {
         let errors = if s.lost > 0 { format!("{} ({} lost)", s.errors, s.lost) } else { s.errors.to_string() };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             row.spec.imp.name(),
             row.label,
             thousands(s.req_per_s),
@@ -515,6 +538,8 @@ fn load_table(result: &LoadResult, out: &mut String) {
             ratio(vs_std),
             ratio(cpu_vs_std),
             ratio(vs_py),
+            ratio(vs_tokio),
+            ratio(p99_vs_tokio),
         );
         if s.hung > 0 {
             row_notes.push(format!(
@@ -909,9 +934,12 @@ fn main() -> ExitCode {
     let started = Instant::now();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("bench/ has a parent").to_path_buf();
     eprintln!("bench: building the servers (cargo build --release)");
-    let built = cargo_build(&root, "socketserver", "example", "echo")
-        .and_then(|echo| cargo_build(&root, "bench", "bin", "std_echo").map(|std_echo| (echo, std_echo)));
-    let (echo, std_echo) = match built {
+    let built = cargo_build(&root, "socketserver", "example", "echo").and_then(|echo| {
+        let std_echo = cargo_build(&root, "bench", "bin", "std_echo")?;
+        let tokio_echo = cargo_build(&root, "bench", "bin", "tokio_echo")?;
+        Ok((echo, std_echo, tokio_echo))
+    });
+    let (echo, std_echo, tokio_echo) = match built {
         Ok(paths) => paths,
         Err(e) => {
             eprintln!("bench: {e}");
@@ -931,6 +959,7 @@ fn main() -> ExitCode {
     let programs = Programs {
         echo,
         std_echo,
+        tokio_echo,
         python: python_version.as_ref().map(|_| python()),
         script: root.join("bench").join("python_echo.py"),
     };

@@ -21,6 +21,8 @@ pub enum Impl {
     Std,
     /// `python3 bench/python_echo.py`.
     Python,
+    /// `tokio_echo`, the async reference for many connections.
+    Tokio,
 }
 
 impl Impl {
@@ -29,6 +31,7 @@ impl Impl {
             Impl::Ours => "ours",
             Impl::Std => "std",
             Impl::Python => "Python",
+            Impl::Tokio => "tokio",
         }
     }
 }
@@ -59,11 +62,19 @@ pub struct Spec {
     pub mode: &'static str,
     /// `--workers` to pass, if any.
     pub workers: Option<usize>,
+    /// Ours: `--park`, connections parked between messages in threading mode too.
+    pub park: bool,
 }
 
 impl Spec {
     pub fn new(imp: Impl, mode: &'static str) -> Spec {
-        Spec { imp, mode, workers: None }
+        Spec { imp, mode, workers: None, park: false }
+    }
+
+    /// Ours, parking in threading mode too.
+    pub fn park(mut self) -> Spec {
+        self.park = true;
+        self
     }
 
     pub fn workers(mut self, n: Option<usize>) -> Spec {
@@ -84,12 +95,14 @@ impl Spec {
         let base = match (self.imp, self.mode, proto) {
             (Impl::Std, "thread", Proto::Udp) => "thread-per-datagram",
             (Impl::Std, "thread", _) => "thread-per-connection",
+            (Impl::Tokio, _, _) => "multi-threaded runtime",
             (_, mode, _) => mode,
         };
         match self.workers {
             Some(1) if self.imp == Impl::Std => "pool of 1 (sequential floor)".to_string(),
             Some(n) => format!("{base} ({n})"),
             None if self.mode == "pool" => format!("{base} (default)"),
+            None if self.park => format!("{base}, parking"),
             None => base.to_string(),
         }
     }
@@ -100,6 +113,7 @@ impl Spec {
 pub struct Programs {
     pub echo: PathBuf,
     pub std_echo: PathBuf,
+    pub tokio_echo: PathBuf,
     /// `python3`, if it runs and has `socketserver`.
     pub python: Option<String>,
     pub script: PathBuf,
@@ -136,6 +150,7 @@ impl ServerProcess {
         let mut command = match spec.imp {
             Impl::Ours => Command::new(&programs.echo),
             Impl::Std => Command::new(&programs.std_echo),
+            Impl::Tokio => Command::new(&programs.tokio_echo),
             Impl::Python => {
                 let python = programs.python.as_ref().ok_or("python3 is not available")?;
                 let mut command = Command::new(python);
@@ -146,6 +161,9 @@ impl ServerProcess {
         command.args(["--proto", proto.arg(), "--mode", spec.mode, "--addr", &addr]);
         if let Some(n) = spec.workers {
             command.args(["--workers", &n.to_string()]);
+        }
+        if spec.park {
+            command.arg("--park");
         }
         let log = tmp.join(format!("{tag}.log"));
         let log_file = File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
