@@ -36,7 +36,19 @@ impl fmt::Display for Phase {
 /// Errors about one request (a handler error, a panic, a failed thread spawn) reach the
 /// server's `handle_error` hook and never end `serve_forever`; errors about the server
 /// itself (binding, a broken listening socket) are returned.
-#[derive(Debug)]
+///
+/// `Debug` prints what `Display` does, then the chain of sources that the message does
+/// not already include, so `fn main() -> Result<(), socketserver::Error>` ends with a
+/// sentence, not a struct dump:
+///
+/// ```text
+/// Error: address 127.0.0.1:8000 is in use; stop the other server or choose another address
+///
+/// Caused by:
+///     Address already in use (os error 98)
+/// ```
+///
+/// Match on the variants for the fields.
 #[non_exhaustive]
 pub enum Error {
     /// Binding failed because another socket holds the address.
@@ -135,6 +147,31 @@ impl fmt::Display for Error {
             Error::Closed => f.write_str("the server is closed"),
             Error::Io(e) => e.fmt(f),
         }
+    }
+}
+
+/// `Display`, then each source the message does not already contain, as `anyhow` and
+/// `eyre` print an error returned from `main`.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let message = self.to_string();
+        f.write_str(&message)?;
+        let mut shown = message;
+        let mut source = std::error::Error::source(self);
+        let mut heading = false;
+        while let Some(error) = source {
+            let text = error.to_string();
+            if !shown.contains(&text) {
+                if !heading {
+                    f.write_str("\n\nCaused by:")?;
+                    heading = true;
+                }
+                write!(f, "\n    {text}")?;
+                shown.push_str(&text);
+            }
+            source = error.source();
+        }
+        Ok(())
     }
 }
 

@@ -106,3 +106,27 @@ fn reports_to_a_closed_stderr_do_not_stop_the_server() {
         assert!(status.success() && stdout.contains("served 3"), "{status}: {stdout}");
     });
 }
+
+/// What `fn main() -> Result<(), socketserver::Error>` prints is the error's `Debug`
+/// (`Error: {err:?}`): it must read as the message, then the sources the message lacks,
+/// not a dump of the enum (issue 14).
+#[test]
+fn an_error_returned_from_main_prints_its_message_and_its_cause() {
+    bounded(LIMIT, || {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let error = TcpServer::builder(addr)
+            .reuse_address(false)
+            .bind(|_: &mut StreamRequest| -> io::Result<()> { Ok(()) })
+            .expect_err("the address is taken");
+        let printed = format!("{error:?}");
+        assert!(printed.starts_with(&format!("address {addr} is in use")), "{printed}");
+        assert!(printed.contains("\n\nCaused by:\n    "), "the OS error follows: {printed}");
+        assert!(!printed.contains("AddrInUse {"), "no struct dump: {printed}");
+        assert!(!printed.contains("source:"), "no struct dump: {printed}");
+
+        // A source the message already includes is not repeated.
+        let error = socketserver::Error::Io(io::Error::other("disk on fire"));
+        assert_eq!(format!("{error:?}"), "disk on fire");
+    })
+}
