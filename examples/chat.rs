@@ -67,7 +67,7 @@ impl ChatRoom {
     /// times out) is shut down: its own thread then reads end-of-file and leaves.
     fn broadcast(members: &mut BTreeMap<u64, Member>, from: u64, line: &str) {
         for (&id, member) in members.iter_mut() {
-            if id != from && (&member.stream).write_all(line.as_bytes()).is_err() {
+            if id != from && member.stream.write_all(line.as_bytes()).is_err() {
                 let _ = member.stream.shutdown(Shutdown::Both);
             }
         }

@@ -359,3 +359,25 @@ fn threading_tcp_server_alias_serves_two_clients_at_once() {
         stop_background(background);
     });
 }
+
+/// `Connection` is `Read` and `Write` by value, as `TcpStream` is, so a clone kept for
+/// another thread (a chat room's broadcast) writes with `conn.write_all(..)`, without
+/// `(&*conn)` (issue 14).
+#[test]
+fn a_connection_reads_and_writes_by_value() {
+    fn read_write<T: Read + Write>() {}
+    read_write::<socketserver::Connection>();
+    bounded(LIMIT, || {
+        let server = TcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| -> io::Result<()> {
+            let mut clone = req.connection().try_clone()?;
+            let mut word = [0; 4];
+            clone.read_exact(&mut word)?;
+            clone.write_all(&word.to_ascii_uppercase())
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        let background = server.serve_in_background().unwrap();
+        assert_eq!(tcp_echo(addr, b"ping"), b"PING");
+        stop_background(background);
+    });
+}
