@@ -3,6 +3,8 @@
 use std::fmt;
 use std::io;
 
+use crate::handler::HandlerError;
+
 /// Which step of a request an error or panic came from.
 ///
 /// Handlers run `setup`, `handle` and `finish` in that order; [`Phase::Respond`] is the
@@ -75,8 +77,10 @@ pub enum Error {
     Handler {
         /// Where it happened.
         phase: Phase,
-        /// The error the handler returned.
-        source: io::Error,
+        /// The error the handler returned, whole: downcast it to its type
+        /// (`source.downcast_ref::<io::Error>()`, or a type of your own). The server's
+        /// own steps ([`Phase::Respond`]) report an [`io::Error`].
+        source: HandlerError,
     },
     /// A handler panicked. The panic was caught; the server goes on serving.
     Panic {
@@ -106,9 +110,12 @@ impl Error {
     /// The original [`io::Error`] is returned whole where there is one.
     pub fn into_io(self) -> io::Error {
         match self {
+            Error::Handler { source, .. } => match source.downcast::<io::Error>() {
+                Ok(io) => *io,
+                Err(other) => io::Error::other(other),
+            },
             Error::AddrInUse { source, .. }
             | Error::Bind { source, .. }
-            | Error::Handler { source, .. }
             | Error::Dispatch(source)
             | Error::Accept(source)
             | Error::Io(source) => source,
@@ -116,15 +123,17 @@ impl Error {
         }
     }
 
-    /// The [`io::ErrorKind`] of the underlying error, or [`io::ErrorKind::Other`].
+    /// The [`io::ErrorKind`] of the underlying error, or [`io::ErrorKind::Other`] (also
+    /// for a handler error that is not an [`io::Error`]).
     pub fn kind(&self) -> io::ErrorKind {
         match self {
             Error::AddrInUse { .. } => io::ErrorKind::AddrInUse,
-            Error::Bind { source, .. }
-            | Error::Handler { source, .. }
-            | Error::Dispatch(source)
-            | Error::Accept(source)
-            | Error::Io(source) => source.kind(),
+            Error::Handler { source, .. } => {
+                source.downcast_ref::<io::Error>().map_or(io::ErrorKind::Other, io::Error::kind)
+            }
+            Error::Bind { source, .. } | Error::Dispatch(source) | Error::Accept(source) | Error::Io(source) => {
+                source.kind()
+            }
             _ => io::ErrorKind::Other,
         }
     }
@@ -178,9 +187,9 @@ impl fmt::Debug for Error {
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
+            Error::Handler { source, .. } => Some(&**source),
             Error::AddrInUse { source, .. }
             | Error::Bind { source, .. }
-            | Error::Handler { source, .. }
             | Error::Dispatch(source)
             | Error::Accept(source)
             | Error::Io(source) => Some(source),

@@ -72,9 +72,9 @@ impl ServerHandle {
     ///
     /// ```
     /// use std::io::{Read, Write};
-    /// use socketserver::{StreamRequest, TcpServer};
+    /// use socketserver::TcpServer;
     ///
-    /// let server = TcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| req.writer().write_all(b"hi"))?;
+    /// let server = TcpServer::bind("127.0.0.1:0", |req| { req.writer().write_all(b"hi")?; Ok(()) })?;
     /// let (addr, handle) = (server.local_addr(), server.handle());
     /// let background = server.serve_in_background()?;
     /// std::net::TcpStream::connect(addr)?.read_to_end(&mut Vec::new())?;

@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::builder::Builder;
 use crate::dispatch::Threading;
 use crate::error::Result;
-use crate::handler::RequestHandler;
+use crate::handler::{HandlerResult, RequestHandler};
 use crate::request::{DatagramRequest, StreamRequest};
 use crate::server::Server;
 use crate::transport::{Tcp, Udp};
@@ -30,12 +30,25 @@ macro_rules! threading_server {
             ///
             /// # Errors
             /// As the plain server's `bind`.
-            pub fn bind<A, H>($addr: A, handler: H) -> Result<Server<$transport>>
+            pub fn bind<A, F>($addr: A, handler: F) -> Result<Server<$transport>>
+            where
+                A: $($bound)+,
+                F: Fn(&mut $request) -> HandlerResult + Send + Sync + 'static,
+            {
+                Self::builder($addr).bind(handler)
+            }
+
+            /// Binds with [`Threading`] dispatch and any [`RequestHandler`]; see the
+            /// plain server's `bind_handler`.
+            ///
+            /// # Errors
+            /// As the plain server's `bind`.
+            pub fn bind_handler<A, H>($addr: A, handler: H) -> Result<Server<$transport>>
             where
                 A: $($bound)+,
                 H: RequestHandler<$request>,
             {
-                Self::builder($addr).bind(handler)
+                Self::builder($addr).bind_handler(handler)
             }
 
             /// A builder with [`Threading`] dispatch already set.

@@ -25,12 +25,13 @@ use crate::transport::{UnixDatagram, UnixStream};
 ///
 /// ```
 /// use std::io::{BufRead, Read, Write};
-/// use socketserver::{StreamRequest, TcpServer};
+/// use socketserver::TcpServer;
 ///
-/// let server = TcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| {
+/// let server = TcpServer::bind("127.0.0.1:0", |req| {
 ///     let mut line = String::new();
 ///     req.reader().read_line(&mut line)?;
-///     req.writer().write_all(line.to_uppercase().as_bytes())
+///     req.writer().write_all(line.to_uppercase().as_bytes())?;
+///     Ok(())
 /// })?;
 /// let addr = server.local_addr();
 /// let background = server.serve_in_background()?;
@@ -52,11 +53,12 @@ pub type TcpServer = Server<Tcp>;
 ///
 /// ```
 /// use std::io::Write;
-/// use socketserver::{DatagramRequest, UdpServer};
+/// use socketserver::UdpServer;
 ///
-/// let server = UdpServer::bind("127.0.0.1:0", |req: &mut DatagramRequest| {
+/// let server = UdpServer::bind("127.0.0.1:0", |req| {
 ///     let upper = req.packet().to_ascii_uppercase();
-///     req.reply().write_all(&upper)
+///     req.reply().write_all(&upper)?;
+///     Ok(())
 /// })?;
 /// let addr = server.local_addr();
 /// let background = server.serve_in_background()?;
@@ -271,10 +273,10 @@ impl<T: Transport<Request = StreamRequest>> Server<T> {
     ///
     /// ```
     /// use std::io::{BufRead, BufReader, Write};
-    /// use socketserver::{Connection, StreamRequest, TcpServer};
+    /// use socketserver::{Connection, TcpServer};
     ///
     /// let peer = std::net::TcpListener::bind("127.0.0.1:0")?;
-    /// let server = TcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| req.writer().write_all(b"hello\n"))?;
+    /// let server = TcpServer::bind("127.0.0.1:0", |req| { req.writer().write_all(b"hello\n")?; Ok(()) })?;
     /// let outward = std::net::TcpStream::connect(peer.local_addr()?)?;
     /// let client_addr = outward.peer_addr()?.into();
     /// server.process_request(Connection::Tcp(outward), client_addr)?;

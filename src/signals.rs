@@ -38,9 +38,9 @@ impl ServerHandle {
     ///
     /// ```no_run
     /// use std::io::Write;
-    /// use socketserver::{StreamRequest, TcpServer};
+    /// use socketserver::TcpServer;
     ///
-    /// let server = TcpServer::bind("127.0.0.1:9000", |req: &mut StreamRequest| req.writer().write_all(b"hi"))?;
+    /// let server = TcpServer::bind("127.0.0.1:9000", |req| { req.writer().write_all(b"hi")?; Ok(()) })?;
     /// let _signals = server.handle().shutdown_on_signals()?;
     /// server.serve_forever()?; // returns after Ctrl-C or SIGTERM
     /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -18,7 +18,7 @@ use support::{bounded, connect, LIMIT};
 fn without_a_logger_handler_errors_go_to_stderr() {
     bounded(LIMIT, || {
         if std::env::var_os("MESSAGES_CHILD").is_some() {
-            let server = TcpServer::bind("127.0.0.1:0", |_: &mut StreamRequest| -> io::Result<()> {
+            let server = TcpServer::bind_handler("127.0.0.1:0", |_: &mut StreamRequest| -> io::Result<()> {
                 Err(io::Error::other("the handler's own words"))
             })
             .unwrap();
@@ -63,7 +63,7 @@ fn a_unix_path_too_long_says_how_long_it_may_be() {
 
 #[test]
 fn an_address_in_use_names_it_and_says_what_to_do() {
-    let first = TcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| req.writer().write_all(b"x")).unwrap();
+    let first = TcpServer::bind_handler("127.0.0.1:0", |req: &mut StreamRequest| req.writer().write_all(b"x")).unwrap();
     let addr = first.local_addr();
     let error = TcpServer::bind(addr, |_: &mut StreamRequest| Ok(())).unwrap_err();
     assert_eq!(error.kind(), io::ErrorKind::AddrInUse);
@@ -78,7 +78,7 @@ fn an_address_in_use_names_it_and_says_what_to_do() {
 fn reports_to_a_closed_stderr_do_not_stop_the_server() {
     bounded(LIMIT, || {
         if std::env::var_os("MESSAGES_CLOSED_STDERR").is_some() {
-            let server = TcpServer::bind("127.0.0.1:0", |_: &mut StreamRequest| -> io::Result<()> {
+            let server = TcpServer::bind_handler("127.0.0.1:0", |_: &mut StreamRequest| -> io::Result<()> {
                 Err(io::Error::other("reported to a closed pipe"))
             })
             .unwrap();
@@ -117,7 +117,7 @@ fn an_error_returned_from_main_prints_its_message_and_its_cause() {
         let addr = taken.local_addr().unwrap();
         let error = TcpServer::builder(addr)
             .reuse_address(false)
-            .bind(|_: &mut StreamRequest| -> io::Result<()> { Ok(()) })
+            .bind_handler(|_: &mut StreamRequest| -> io::Result<()> { Ok(()) })
             .expect_err("the address is taken");
         let printed = format!("{error:?}");
         assert!(printed.starts_with(&format!("address {addr} is in use")), "{printed}");

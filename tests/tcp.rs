@@ -171,12 +171,12 @@ fn tcp_read_timeout_ends_a_silent_request_and_server_keeps_serving() {
             .read_timeout(Duration::from_millis(500))
             .handle_error(move |e, client| {
                 let (phase, kind) = match e {
-                    Error::Handler { phase, source } => (Some(*phase), Some(source.kind())),
+                    Error::Handler { phase, .. } => (Some(*phase), Some(e.kind())),
                     _ => (None, None),
                 };
                 let _ = err_tx.send((e.to_string(), phase, kind, client.and_then(Address::as_inet)));
             })
-            .bind(|req: &mut StreamRequest| {
+            .bind_handler(|req: &mut StreamRequest| {
                 let mut data = Vec::new();
                 req.reader().read_to_end(&mut data)?;
                 req.writer().write_all(&data)
@@ -250,7 +250,7 @@ fn write_then_wait_server(
         builder = builder.wbufsize(size);
     }
     let server = builder
-        .bind(move |req: &mut StreamRequest| {
+        .bind_handler(move |req: &mut StreamRequest| {
             let mut line = String::new();
             req.reader().read_line(&mut line)?;
             req.writer().write_all(b"buffered\n")?;
@@ -328,7 +328,7 @@ fn threading_tcp_server_alias_serves_two_clients_at_once() {
         let (arrived_tx, arrived) = mpsc::channel::<String>();
         let (release, release_rx) = mpsc::channel::<()>();
         let release_rx = Mutex::new(release_rx);
-        let server = ThreadingTcpServer::bind("127.0.0.1:0", move |req: &mut StreamRequest| {
+        let server = ThreadingTcpServer::bind_handler("127.0.0.1:0", move |req: &mut StreamRequest| {
             let mut line = String::new();
             req.reader().read_line(&mut line)?;
             let _ = arrived_tx.send(line.trim().to_string());
@@ -368,7 +368,7 @@ fn a_connection_reads_and_writes_by_value() {
     fn read_write<T: Read + Write>() {}
     read_write::<socketserver::Connection>();
     bounded(LIMIT, || {
-        let server = TcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| -> io::Result<()> {
+        let server = TcpServer::bind_handler("127.0.0.1:0", |req: &mut StreamRequest| -> io::Result<()> {
             let mut clone = req.connection().try_clone()?;
             let mut word = [0; 4];
             clone.read_exact(&mut word)?;

@@ -165,7 +165,7 @@ impl Engine {
     fn guarded(&self, phase: Phase, client: &Address, hook: impl FnOnce() -> io::Result<()>) {
         let error = match panic::catch_unwind(AssertUnwindSafe(hook)) {
             Ok(Ok(())) => return,
-            Ok(Err(source)) => Error::Handler { phase, source },
+            Ok(Err(source)) => Error::Handler { phase, source: source.into() },
             Err(payload) => Error::Panic { phase, message: panic_message(&*payload) },
         };
         self.report(&error, Some(client));

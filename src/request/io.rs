@@ -151,17 +151,17 @@ impl Reader {
     ///
     /// ```
     /// use std::io::{self, Write};
-    /// use socketserver::StreamRequest;
     ///
-    /// let handler = |req: &mut StreamRequest| -> io::Result<()> {
+    /// let server = socketserver::TcpServer::bind("127.0.0.1:0", |req| {
     ///     let mut line = Vec::new();
     ///     match req.reader().read_line_bounded(&mut line, 1024) {
-    ///         Ok(_) => req.writer().write_all(&line),
-    ///         Err(e) if e.kind() == io::ErrorKind::InvalidData => req.writer().write_all(b"line too long\n"),
-    ///         Err(e) => Err(e),
+    ///         Ok(_) => req.writer().write_all(&line)?,
+    ///         Err(e) if e.kind() == io::ErrorKind::InvalidData => req.writer().write_all(b"line too long\n")?,
+    ///         Err(e) => return Err(e.into()),
     ///     }
-    /// };
-    /// # let _ = socketserver::TcpServer::bind("127.0.0.1:0", handler)?;
+    ///     Ok(())
+    /// })?;
+    /// # drop(server);
     /// # Ok::<(), socketserver::Error>(())
     /// ```
     pub fn read_line_bounded(&mut self, line: &mut Vec<u8>, max: usize) -> io::Result<usize> {
