@@ -3,7 +3,14 @@
 use std::fmt;
 use std::io;
 
-use crate::handler::HandlerError;
+/// What a handler's error becomes: any error, boxed, so that `?` takes every error type
+/// and `handle_error` receives it whole ([`Error::Handler`]'s
+/// `source`; downcast it to get the type back).
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What handlers and [`RequestHandler`](crate::RequestHandler)'s methods return: `Ok(())`, or any error, to
+/// be reported to `handle_error`.
+pub type HandlerResult = Result<(), HandlerError>;
 
 /// Which step of a request an error or panic came from.
 ///

@@ -149,14 +149,7 @@ pub trait RequestHandler<R>: Send + Sync + 'static {
     }
 }
 
-/// What a handler's error becomes: any error, boxed, so that `?` takes every error type
-/// and `handle_error` receives it whole ([`Error::Handler`](crate::Error::Handler)'s
-/// `source`; downcast it to get the type back).
-pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// What handlers and [`RequestHandler`]'s methods return: `Ok(())`, or any error, to
-/// be reported to `handle_error`.
-pub type HandlerResult = Result<(), HandlerError>;
+pub use crate::error::{HandlerError, HandlerResult};
 
 impl<F, E> RequestHandler<StreamRequest> for F
 where

@@ -293,10 +293,10 @@ mod tests {
     fn finish_runs_after_a_panic_in_handle_and_both_are_reported() {
         struct Panics;
         impl RequestHandler<StreamRequest> for Panics {
-            fn handle(&self, _: &mut StreamRequest) -> crate::HandlerResult {
+            fn handle(&self, _: &mut StreamRequest) -> crate::handler::HandlerResult {
                 panic!("boom in handle");
             }
-            fn finish(&self, req: &mut StreamRequest) -> crate::HandlerResult {
+            fn finish(&self, req: &mut StreamRequest) -> crate::handler::HandlerResult {
                 req.writer().write_all(b"finished")?;
                 Err(io::Error::other("finish failed").into())
             }
@@ -348,10 +348,10 @@ mod tests {
     fn a_failing_setup_skips_handle_and_finish() {
         struct FailsSetup;
         impl RequestHandler<StreamRequest> for FailsSetup {
-            fn setup(&self, _: &mut StreamRequest) -> crate::HandlerResult {
+            fn setup(&self, _: &mut StreamRequest) -> crate::handler::HandlerResult {
                 Err("no".into())
             }
-            fn handle(&self, req: &mut StreamRequest) -> crate::HandlerResult {
+            fn handle(&self, req: &mut StreamRequest) -> crate::handler::HandlerResult {
                 req.writer().write_all(b"handled")?;
                 Ok(())
             }
@@ -363,9 +363,9 @@ mod tests {
 
     #[test]
     fn datagrams_are_truncated_and_replies_sent_only_when_asked() {
-        let silent = |_: &mut DatagramRequest| -> crate::HandlerResult { Ok(()) };
+        let silent = |_: &mut DatagramRequest| -> crate::handler::HandlerResult { Ok(()) };
         assert_eq!(TestDatagram::new("x").run(&silent).reply(), None);
-        let sizes = |req: &mut DatagramRequest| -> crate::HandlerResult {
+        let sizes = |req: &mut DatagramRequest| -> crate::handler::HandlerResult {
             let text = format!("{} {}", req.packet().len(), req.truncated());
             req.socket().send_to(b"extra", &"192.0.2.9:9".parse::<SocketAddr>().unwrap().into())?;
             req.reply().extend_from_slice(text.as_bytes());

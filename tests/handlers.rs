@@ -110,3 +110,27 @@ fn an_arc_of_a_handler_is_a_handler() {
         assert_eq!(counter.served.load(Ordering::SeqCst), 2);
     });
 }
+
+/// A function that builds a server can name the Python-named type in its signature
+/// (it was a namespace, not a type), and a TCP handler reads the client's IP and port
+/// without `.as_inet().expect(..)` (issue 14).
+#[test]
+fn python_named_servers_are_types_and_inet_clients_have_an_ip() {
+    fn build() -> Result<socketserver::ThreadingTcpServer, Error> {
+        socketserver::ThreadingTcpServer::bind("127.0.0.1:0", |req| {
+            let ip = req.client_addr().ip().expect("a TCP client has an IP address");
+            let port = req.client_addr().port().expect("and a port");
+            writeln!(req.writer(), "{ip} {port}")?;
+            Ok(())
+        })
+    }
+    bounded(LIMIT, || {
+        let server = build().unwrap();
+        let addr = server.local_addr(); // a Server method, through Deref
+        let background = server.serve_in_background().unwrap();
+        let client = connect(addr);
+        let local = client.local_addr().unwrap();
+        assert_eq!(read_text(client), format!("{} {}\n", local.ip(), local.port()));
+        stop_background(background);
+    });
+}

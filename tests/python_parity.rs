@@ -196,7 +196,7 @@ fn run_tcp_server(mode: Mode) {
     let server = Arc::new(
         match mode {
             Mode::Sequential => TcpServer::bind(addr, echo_line),
-            Mode::Threading => ThreadingTcpServer::bind(addr, echo_line),
+            Mode::Threading => ThreadingTcpServer::bind(addr, echo_line).map(Into::into),
             Mode::Pool => TcpServer::builder(addr).dispatch(Pool::new(2)).bind(echo_line),
         }
         .unwrap(),
@@ -216,7 +216,7 @@ fn run_udp_server(mode: Mode) {
     let server = Arc::new(
         match mode {
             Mode::Sequential => UdpServer::bind_handler(addr, echo_datagram_line),
-            Mode::Threading => ThreadingUdpServer::bind_handler(addr, echo_datagram_line),
+            Mode::Threading => ThreadingUdpServer::bind_handler(addr, echo_datagram_line).map(Into::into),
             Mode::Pool => UdpServer::builder(addr).dispatch(Pool::new(2)).bind_handler(echo_datagram_line),
         }
         .unwrap(),
@@ -237,7 +237,7 @@ fn run_unix_stream_server(mode: Mode) {
     let server = Arc::new(
         match mode {
             Mode::Sequential => UnixStreamServer::bind(&path, echo_line),
-            Mode::Threading => ThreadingUnixStreamServer::bind(&path, echo_line),
+            Mode::Threading => ThreadingUnixStreamServer::bind(&path, echo_line).map(Into::into),
             Mode::Pool => UnixStreamServer::builder(&path).dispatch(Pool::new(2)).bind(echo_line),
         }
         .unwrap(),
@@ -258,7 +258,7 @@ fn run_unix_datagram_server(mode: Mode) {
     let server = Arc::new(
         match mode {
             Mode::Sequential => UnixDatagramServer::bind_handler(&path, echo_datagram_line),
-            Mode::Threading => ThreadingUnixDatagramServer::bind_handler(&path, echo_datagram_line),
+            Mode::Threading => ThreadingUnixDatagramServer::bind_handler(&path, echo_datagram_line).map(Into::into),
             Mode::Pool => UnixDatagramServer::builder(&path).dispatch(Pool::new(2)).bind_handler(echo_datagram_line),
         }
         .unwrap(),
