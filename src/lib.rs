@@ -197,7 +197,7 @@ pub use python::{ThreadingTcpServer, ThreadingUdpServer};
 #[cfg(unix)]
 pub use python::{ThreadingUnixDatagramServer, ThreadingUnixStreamServer};
 pub use request::{DatagramRequest, Reader, StreamRequest, Writer};
-pub use server::{BackgroundServer, Server, TcpServer, UdpServer};
+pub use server::{BackgroundServer, Server, TcpServer, UdpServer, DEFAULT_STOP_TIMEOUT};
 #[cfg(unix)]
 pub use server::{UnixDatagramServer, UnixStreamServer};
 #[cfg(feature = "signals")]

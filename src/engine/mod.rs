@@ -118,6 +118,12 @@ impl Engine {
 
     /// Closes the server: see [`Server::close`](crate::Server::close).
     pub(crate) fn close(&self) {
+        self.close_within(self.config.shutdown_deadline);
+    }
+
+    /// As `close`, waiting at most `limit` for requests still running (then their
+    /// connections are closed, and threads that still do not end are not joined).
+    pub(crate) fn close_within(&self, limit: Option<std::time::Duration>) {
         if CurrentServer::is(&self.control) {
             // From a handler or hook: closing would wait for this very request. Stop
             // serving; the close itself happens when the server is dropped.
@@ -126,8 +132,7 @@ impl Engine {
         }
         let Some(owned_path) = self.control.close() else { return };
         // Requests started by handle_request in a threaded mode may still run.
-        let drained = !self.waits_for_requests()
-            || self.control.await_requests(self.config.shutdown_deadline.map(|d| Instant::now() + d));
+        let drained = !self.waits_for_requests() || self.control.await_requests(limit.map(|d| Instant::now() + d));
         if drained {
             self.dispatch.close();
         } else {
