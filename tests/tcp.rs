@@ -159,7 +159,8 @@ fn nodelay_seen_by_handler(nodelay: Option<bool>) -> Option<bool> {
 fn tcp_nodelay_is_set_on_accepted_connections() {
     bounded(LIMIT, || {
         assert_eq!(nodelay_seen_by_handler(Some(true)), Some(true), "nodelay(true) must set TCP_NODELAY");
-        assert_eq!(nodelay_seen_by_handler(None), Some(false), "TCP_NODELAY is off by default");
+        assert_eq!(nodelay_seen_by_handler(None), Some(true), "TCP_NODELAY is on by default (issue 14)");
+        assert_eq!(nodelay_seen_by_handler(Some(false)), Some(false), "nodelay(false) leaves it off");
     });
 }
 
@@ -378,6 +379,51 @@ fn a_connection_reads_and_writes_by_value() {
         let addr = server.local_addr();
         let background = server.serve_in_background().unwrap();
         assert_eq!(tcp_echo(addr, b"ping"), b"PING");
+        stop_background(background);
+    });
+}
+
+/// A `writeln!` of several pieces is one send on the default (unbuffered) writer, so
+/// Nagle's algorithm has nothing to hold back: nothing is sent while the arguments are
+/// still being formatted. Before, each piece was a send of its own, and "250 hello "
+/// reached the client before the name was formatted (issue 14).
+#[test]
+fn a_formatted_reply_is_sent_once_whole() {
+    /// Says it is being formatted, then waits for the test.
+    struct Slow(Mutex<(mpsc::Sender<()>, mpsc::Receiver<()>)>);
+    impl std::fmt::Display for Slow {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let channels = self.0.lock().unwrap();
+            let _ = channels.0.send(());
+            let _ = channels.1.recv_timeout(TIMEOUT);
+            f.write_str("world")
+        }
+    }
+    bounded(LIMIT, || {
+        let (formatting_tx, formatting) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel();
+        let slow = Slow(Mutex::new((formatting_tx, release_rx)));
+        let server = TcpServer::bind("127.0.0.1:0", move |req| {
+            writeln!(req.writer(), "250 hello {slow} ok")?;
+            Ok(())
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        let background = server.serve_in_background().unwrap();
+        let mut client = connect(addr);
+        recv(&formatting, "the reply to be formatted");
+        client.set_read_timeout(Some(NEGATIVE_WAIT)).unwrap();
+        let mut buf = [0; 64];
+        match client.read(&mut buf) {
+            Err(e) if is_timeout(&e) => {}
+            Ok(n) => panic!("{:?} was sent before the reply was formatted", String::from_utf8_lossy(&buf[..n])),
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+        release.send(()).unwrap();
+        client.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut reply = String::new();
+        client.read_to_string(&mut reply).unwrap();
+        assert_eq!(reply, "250 hello world ok\n");
         stop_background(background);
     });
 }
