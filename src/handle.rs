@@ -61,6 +61,13 @@ impl ServerHandle {
         &self.control.local
     }
 
+    /// As `shutdown`, giving running requests at most `limit` (see
+    /// [`Control::shutdown_within`]).
+    #[cfg(feature = "signals")]
+    pub(crate) fn shutdown_within(&self, limit: Duration) {
+        self.control.shutdown_within(Some(limit), true);
+    }
+
     /// Whether `serve_forever` or `handle_request` is running.
     pub fn is_serving(&self) -> bool {
         self.control.life.lock().phase == Phase::Serving

@@ -201,5 +201,5 @@ pub use server::{BackgroundServer, Server, TcpServer, UdpServer, DEFAULT_STOP_TI
 #[cfg(unix)]
 pub use server::{UnixDatagramServer, UnixStreamServer};
 #[cfg(feature = "signals")]
-pub use signals::SignalShutdown;
+pub use signals::{SignalShutdown, SIGNAL_SHUTDOWN_DEADLINE};
 pub use transport::InetTransport;

@@ -130,3 +130,49 @@ fn an_error_returned_from_main_prints_its_message_and_its_cause() {
         assert_eq!(format!("{error:?}"), "disk on fire");
     })
 }
+
+/// Ctrl-C (SIGINT) with a client connected says what the shutdown waits for and how to
+/// skip it, and ends within its default deadline (5 s) instead of waiting for the client
+/// forever (issue 14). In a child process (this test binary run again), which raises
+/// SIGINT at itself; its stderr and its duration are checked here.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_says_what_it_waits_for_and_ends_within_its_deadline() {
+    bounded(LIMIT, || {
+        if std::env::var_os("MESSAGES_CTRL_C_CHILD").is_some() {
+            let server = socketserver::ThreadingTcpServer::bind("127.0.0.1:0", |req| {
+                std::io::copy(req.reader(), &mut std::io::sink())?; // until the client goes
+                Ok(())
+            })
+            .unwrap();
+            let _signals = server.handle().shutdown_on_signals().unwrap();
+            let client = connect(server.local_addr());
+            let handle = server.handle();
+            let raiser = std::thread::spawn(move || {
+                support::wait_until(support::TIMEOUT, "the client's request to run", || handle.stats().active == 1);
+                signal_hook::low_level::raise(signal_hook::consts::SIGINT).unwrap();
+            });
+            let start = std::time::Instant::now();
+            server.serve_forever().unwrap();
+            println!("served for {} ms", start.elapsed().as_millis());
+            raiser.join().unwrap();
+            drop(client);
+            return;
+        }
+        let mut command = rerun_this_test("ctrl_c_says_what_it_waits_for_and_ends_within_its_deadline");
+        let output = run_to_exit(command.env("MESSAGES_CTRL_C_CHILD", "1"), b"", support::TIMEOUT);
+        let (stdout, stderr) = (&output.stdout, &output.stderr);
+        assert!(output.status.success(), "child failed:\n{stdout}\n{stderr}");
+        assert!(
+            stderr.contains(
+                "SIGINT: shutting down; waiting up to 5 s for 1 connection(s); press Ctrl-C again to stop now"
+            ),
+            "stderr: {stderr}"
+        );
+        let served: u64 = stdout
+            .lines()
+            .find_map(|line| line.split_once("served for ")?.1.strip_suffix(" ms")?.parse().ok())
+            .expect("the child's time");
+        assert!(served < 9_000, "the shutdown took {served} ms");
+    });
+}
