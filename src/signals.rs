@@ -76,15 +76,15 @@ pub const SIGNAL_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 /// so that the caller goes on hearing signals while shutdown waits for running requests.
 fn shut_down_in_the_background(server: ServerHandle, signal: &str) -> std::thread::JoinHandle<()> {
     let active = server.stats().active;
-    let message = if active == 0 {
-        format!("{signal}: shutting down")
+    if active == 0 {
+        log::info!("{signal}: shutting down"); // nothing to wait for: quiet, as before
     } else {
-        format!(
+        let message = format!(
             "{signal}: shutting down; waiting up to {} s for {active} connection(s); press Ctrl-C again to stop now",
             SIGNAL_SHUTDOWN_DEADLINE.as_secs()
-        )
-    };
-    log_or_stderr(log::Level::Warn, &message);
+        );
+        log_or_stderr(log::Level::Warn, &message);
+    }
     std::thread::spawn(move || server.shutdown_within(SIGNAL_SHUTDOWN_DEADLINE))
 }
 
