@@ -87,7 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => return Err("usage: calc [--addr HOST:PORT]".into()),
     };
     // A thread per connection, so one slow client does not hold up the others.
-    let server = ThreadingTcpServer::builder(addr).read_timeout(IDLE_TIMEOUT).bind(handle)?;
+    let server = ThreadingTcpServer::builder(addr).read_timeout(IDLE_TIMEOUT).bind_handler(handle)?;
     println!("listening on tcp://{}", server.local_addr());
     server.serve_forever()?; // until Ctrl-C
     Ok(())

@@ -67,7 +67,7 @@ impl ChatRoom {
     /// times out) is shut down: its own thread then reads end-of-file and leaves.
     fn broadcast(members: &mut BTreeMap<u64, Member>, from: u64, line: &str) {
         for (&id, member) in members.iter_mut() {
-            if id != from && (&member.stream).write_all(line.as_bytes()).is_err() {
+            if id != from && member.stream.write_all(line.as_bytes()).is_err() {
                 let _ = member.stream.shutdown(Shutdown::Both);
             }
         }
@@ -121,7 +121,7 @@ impl ChatRoom {
 }
 
 impl RequestHandler<StreamRequest> for ChatRoom {
-    fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+    fn handle(&self, req: &mut StreamRequest) -> socketserver::HandlerResult {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         writeln!(req.writer(), "* your nickname? (an empty line: guest{id})")?;
         let mut wanted = Vec::new();
@@ -135,7 +135,7 @@ impl RequestHandler<StreamRequest> for ChatRoom {
         println!("{nick} joined from {}", req.client_addr());
         let result = self.relay(req, id, &nick);
         self.leave(id); // on end-of-file, /quit and errors alike
-        result
+        Ok(result?)
     }
 }
 
@@ -148,7 +148,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     // A thread per client, as each connection stays open. The write timeout is set on
     // each connection's socket, so it holds for the other clients' writes too.
-    let server = ThreadingTcpServer::builder(addr).write_timeout(WRITE_TIMEOUT).bind(ChatRoom::default())?;
+    let server = ThreadingTcpServer::builder(addr).write_timeout(WRITE_TIMEOUT).bind_handler(ChatRoom::default())?;
     println!("listening on tcp://{}", server.local_addr());
     server.serve_forever()?; // until Ctrl-C
     Ok(())

@@ -50,11 +50,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => return Err("usage: daytime [--addr HOST:PORT]".into()),
     };
     // TCP: whatever the client sends is ignored; the server closes after the line.
-    let tcp = TcpServer::bind(addr, |req: &mut StreamRequest| -> io::Result<()> {
+    let tcp = TcpServer::bind_handler(addr, |req: &mut StreamRequest| -> io::Result<()> {
         write!(req.writer(), "{}\r\n", daytime())
     })?;
     // UDP: what `reply()` holds is sent back to the sender when the handler returns.
-    let udp = UdpServer::bind(addr, |req: &mut DatagramRequest| -> io::Result<()> {
+    let udp = UdpServer::bind_handler(addr, |req: &mut DatagramRequest| -> io::Result<()> {
         write!(req.reply(), "{}\r\n", daytime())
     })?;
     println!("listening on tcp://{}", tcp.local_addr());

@@ -168,7 +168,7 @@ fn run<T: Transport>(
             Some(client) => eprintln!("echo: {client}: {error}"),
             None => eprintln!("echo: {error}"),
         })
-        .bind(handler)?;
+        .bind_handler(handler)?;
     // Ctrl-C or SIGTERM: refuse new connections at once, give running ones GRACE.
     let _signals = server.handle().shutdown_on_signals()?;
     let mut stdout = io::stdout().lock();

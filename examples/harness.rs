@@ -15,7 +15,7 @@ fn main() -> Result<(), socketserver::Error> {
     // Shared state the test can read: how many lines the server saw.
     let lines = Arc::new(AtomicUsize::new(0));
     let seen = lines.clone();
-    let server = TcpServer::builder("127.0.0.1:0").dispatch(Threading::new()).bind(
+    let server = TcpServer::builder("127.0.0.1:0").dispatch(Threading::new()).bind_handler(
         move |req: &mut StreamRequest| -> io::Result<()> {
             let mut line = String::new();
             while req.reader().read_line(&mut line)? > 0 {

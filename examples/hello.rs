@@ -10,7 +10,7 @@ use std::io::{self, BufRead, Write};
 use socketserver::{StreamRequest, TcpServer};
 
 fn main() -> Result<(), socketserver::Error> {
-    let server = TcpServer::bind("127.0.0.1:9000", |req: &mut StreamRequest| -> io::Result<()> {
+    let server = TcpServer::bind_handler("127.0.0.1:9000", |req: &mut StreamRequest| -> io::Result<()> {
         let mut name = String::new();
         req.reader().read_line(&mut name)?;
         writeln!(req.writer(), "Hello, {}!", name.trim())

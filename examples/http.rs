@@ -175,12 +175,12 @@ struct Http {
 }
 
 impl RequestHandler<StreamRequest> for Http {
-    fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+    fn handle(&self, req: &mut StreamRequest) -> socketserver::HandlerResult {
         loop {
             let incoming = match self.next_request(req) {
                 Ok(incoming) => incoming,
                 Err(e) if is_disconnect(&e) => return Ok(()),
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             };
             let after = match incoming {
                 Incoming::Closed => return Ok(()),
@@ -202,7 +202,7 @@ impl RequestHandler<StreamRequest> for Http {
             match after {
                 After::KeepAlive => continue,
                 After::Close => return Ok(()),
-                After::DrainAndClose => return self.drain(req),
+                After::DrainAndClose => return Ok(self.drain(req)?),
             }
         }
     }
@@ -647,7 +647,7 @@ fn run(args: Args) -> Result<(), socketserver::Error> {
             Some(client) => eprintln!("http: {client}: {error}"),
             None => eprintln!("http: {error}"),
         })
-        .bind(Http { root: args.root, timeout: args.timeout })?;
+        .bind_handler(Http { root: args.root, timeout: args.timeout })?;
     // Ctrl-C or SIGTERM: refuse new connections at once, give running ones GRACE.
     let _signals = server.handle().shutdown_on_signals()?;
     let mut stdout = io::stdout().lock();

@@ -159,7 +159,7 @@ enum Next {
 }
 
 impl RequestHandler<StreamRequest> for Kv {
-    fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+    fn handle(&self, req: &mut StreamRequest) -> socketserver::HandlerResult {
         let (reader, out) = req.reader_and_writer();
         if let Some(message) = self.serve(reader, out)? {
             write!(out, "-ERR Protocol error: {message}\r\n")?;
@@ -359,7 +359,7 @@ fn run(args: Args) -> Result<(), socketserver::Error> {
             Some(client) => eprintln!("kv: {client}: {error}"),
             None => eprintln!("kv: {error}"),
         })
-        .bind(Kv::default())?;
+        .bind_handler(Kv::default())?;
     // Ctrl-C or SIGTERM: refuse new connections at once, give running ones GRACE.
     let _signals = server.handle().shutdown_on_signals()?;
     let mut stdout = io::stdout().lock();

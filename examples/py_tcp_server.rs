@@ -50,7 +50,7 @@ fn handle(req: &mut StreamRequest) -> io::Result<()> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server = TcpServer::bind(&server_addrs()?[..], handle)?;
+    let server = TcpServer::bind_handler(&server_addrs()?[..], handle)?;
     println!("listening on tcp://{}", server.local_addr());
     server.serve_forever()?; // until Ctrl-C
     Ok(())

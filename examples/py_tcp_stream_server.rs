@@ -34,7 +34,7 @@ use socketserver::{RequestHandler, StreamRequest, TcpServer};
 struct MyTcpHandler;
 
 impl RequestHandler<StreamRequest> for MyTcpHandler {
-    fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+    fn handle(&self, req: &mut StreamRequest) -> socketserver::HandlerResult {
         // `reader()` is rfile: buffered, so `read_line` reads until the newline, however
         // the bytes arrive. (Newer Python docs cap the line: `readline(10000)`; here that
         // is `req.reader().read_line_bounded(&mut buf, 10_000)`.)
@@ -45,12 +45,13 @@ impl RequestHandler<StreamRequest> for MyTcpHandler {
             println!("{} wrote:", client.ip());
         }
         println!("{data}");
-        req.writer().write_all(data.to_uppercase().as_bytes()) // self.wfile.write(...)
+        req.writer().write_all(data.to_uppercase().as_bytes())?; // self.wfile.write(...)
+        Ok(())
     }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server = TcpServer::bind(&server_addrs()?[..], MyTcpHandler)?;
+    let server = TcpServer::bind_handler(&server_addrs()?[..], MyTcpHandler)?;
     println!("listening on tcp://{}", server.local_addr());
     server.serve_forever()?; // until Ctrl-C
     Ok(())

@@ -97,7 +97,7 @@ fn client(addr: SocketAddr, message: &str) -> io::Result<()> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Port 0 means to select an arbitrary unused port. ThreadingTcpServer is
     // TcpServer::builder(addr).dispatch(Threading::new()): the mix-in is a value.
-    let server = ThreadingTcpServer::bind("localhost:0", handle)?;
+    let server = ThreadingTcpServer::bind_handler("localhost:0", handle)?;
     let addr = server.local_addr(); // server.server_address
 
     // A scoped thread may borrow `server`; the scope joins it before `main` goes on.

@@ -44,7 +44,7 @@ fn handle(req: &mut DatagramRequest) -> io::Result<()> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let server = UdpServer::bind(&server_addrs()?[..], handle)?;
+    let server = UdpServer::bind_handler(&server_addrs()?[..], handle)?;
     println!("listening on udp://{}", server.local_addr());
     server.serve_forever()?; // until Ctrl-C
     Ok(())

@@ -166,7 +166,7 @@ fn bind(addr: SocketAddr, mode: Mode) -> Result<TcpServer, socketserver::Error> 
             Some(client) => eprintln!("reuseport[{}]: {client}: {error}", process::id()),
             None => eprintln!("reuseport[{}]: {error}", process::id()),
         })
-        .bind(pid_then_echo)
+        .bind_handler(pid_then_echo)
 }
 
 /// Prints one line on stdout, flushed at once: a supervisor or test waits for it.

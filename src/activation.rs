@@ -14,16 +14,17 @@
 //!
 //! ```no_run
 //! use socketserver::activation::ListenFds;
-//! use socketserver::{StreamRequest, TcpServer};
+//! use socketserver::TcpServer;
 //!
 //! let mut fds = ListenFds::take()?;
 //! let builder = match fds.take_tcp_listener("web")? {
 //!     Some(listener) => TcpServer::from_listener(listener),
 //!     None => TcpServer::builder("127.0.0.1:8000"),
 //! };
-//! let server = builder.bind(|req: &mut StreamRequest| {
+//! let server = builder.bind(|req| {
 //!     let (reader, writer) = req.reader_and_writer();
-//!     std::io::copy(reader, writer).map(drop)
+//!     std::io::copy(reader, writer)?;
+//!     Ok(())
 //! })?;
 //! server.serve_forever()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -100,12 +101,13 @@ const VARIABLES: [&str; 4] = ["LISTEN_PID", "LISTEN_PIDFDID", "LISTEN_FDS", "LIS
 /// ```no_run
 /// use std::io::Write;
 /// use socketserver::activation::ListenFds;
-/// use socketserver::{StreamRequest, TcpServer};
+/// use socketserver::TcpServer;
 ///
 /// let mut fds = ListenFds::take()?;
 /// let listener = fds.take_tcp_listener(0)?.expect("started by systemd with a ListenStream= socket");
-/// let server = TcpServer::from_listener(listener).bind(|req: &mut StreamRequest| {
-///     req.writer().write_all(b"hello\n")
+/// let server = TcpServer::from_listener(listener).bind(|req| {
+///     req.writer().write_all(b"hello\n")?;
+///     Ok(())
 /// })?;
 /// server.serve_forever()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())

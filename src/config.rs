@@ -80,7 +80,7 @@ impl Default for Config {
             rbufsize: DEFAULT_RBUFSIZE,
             wbufsize: 0,
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
-            nodelay: false,
+            nodelay: true,
             read_timeout: None,
             write_timeout: None,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),

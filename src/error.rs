@@ -3,6 +3,15 @@
 use std::fmt;
 use std::io;
 
+/// What a handler's error becomes: any error, boxed, so that `?` takes every error type
+/// and `handle_error` receives it whole ([`Error::Handler`]'s
+/// `source`; downcast it to get the type back).
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What handlers and [`RequestHandler`](crate::RequestHandler)'s methods return: `Ok(())`, or any error, to
+/// be reported to `handle_error`.
+pub type HandlerResult = Result<(), HandlerError>;
+
 /// Which step of a request an error or panic came from.
 ///
 /// Handlers run `setup`, `handle` and `finish` in that order; [`Phase::Respond`] is the
@@ -36,7 +45,19 @@ impl fmt::Display for Phase {
 /// Errors about one request (a handler error, a panic, a failed thread spawn) reach the
 /// server's `handle_error` hook and never end `serve_forever`; errors about the server
 /// itself (binding, a broken listening socket) are returned.
-#[derive(Debug)]
+///
+/// `Debug` prints what `Display` does, then the chain of sources that the message does
+/// not already include, so `fn main() -> Result<(), socketserver::Error>` ends with a
+/// sentence, not a struct dump:
+///
+/// ```text
+/// Error: address 127.0.0.1:8000 is in use; stop the other server or choose another address
+///
+/// Caused by:
+///     Address already in use (os error 98)
+/// ```
+///
+/// Match on the variants for the fields.
 #[non_exhaustive]
 pub enum Error {
     /// Binding failed because another socket holds the address.
@@ -63,8 +84,10 @@ pub enum Error {
     Handler {
         /// Where it happened.
         phase: Phase,
-        /// The error the handler returned.
-        source: io::Error,
+        /// The error the handler returned, whole: downcast it to its type
+        /// (`source.downcast_ref::<io::Error>()`, or a type of your own). The server's
+        /// own steps ([`Phase::Respond`]) report an [`io::Error`].
+        source: HandlerError,
     },
     /// A handler panicked. The panic was caught; the server goes on serving.
     Panic {
@@ -94,9 +117,12 @@ impl Error {
     /// The original [`io::Error`] is returned whole where there is one.
     pub fn into_io(self) -> io::Error {
         match self {
+            Error::Handler { source, .. } => match source.downcast::<io::Error>() {
+                Ok(io) => *io,
+                Err(other) => io::Error::other(other),
+            },
             Error::AddrInUse { source, .. }
             | Error::Bind { source, .. }
-            | Error::Handler { source, .. }
             | Error::Dispatch(source)
             | Error::Accept(source)
             | Error::Io(source) => source,
@@ -104,15 +130,17 @@ impl Error {
         }
     }
 
-    /// The [`io::ErrorKind`] of the underlying error, or [`io::ErrorKind::Other`].
+    /// The [`io::ErrorKind`] of the underlying error, or [`io::ErrorKind::Other`] (also
+    /// for a handler error that is not an [`io::Error`]).
     pub fn kind(&self) -> io::ErrorKind {
         match self {
             Error::AddrInUse { .. } => io::ErrorKind::AddrInUse,
-            Error::Bind { source, .. }
-            | Error::Handler { source, .. }
-            | Error::Dispatch(source)
-            | Error::Accept(source)
-            | Error::Io(source) => source.kind(),
+            Error::Handler { source, .. } => {
+                source.downcast_ref::<io::Error>().map_or(io::ErrorKind::Other, io::Error::kind)
+            }
+            Error::Bind { source, .. } | Error::Dispatch(source) | Error::Accept(source) | Error::Io(source) => {
+                source.kind()
+            }
             _ => io::ErrorKind::Other,
         }
     }
@@ -138,12 +166,37 @@ impl fmt::Display for Error {
     }
 }
 
+/// `Display`, then each source the message does not already contain, as `anyhow` and
+/// `eyre` print an error returned from `main`.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let message = self.to_string();
+        f.write_str(&message)?;
+        let mut shown = message;
+        let mut source = std::error::Error::source(self);
+        let mut heading = false;
+        while let Some(error) = source {
+            let text = error.to_string();
+            if !shown.contains(&text) {
+                if !heading {
+                    f.write_str("\n\nCaused by:")?;
+                    heading = true;
+                }
+                write!(f, "\n    {text}")?;
+                shown.push_str(&text);
+            }
+            source = error.source();
+        }
+        Ok(())
+    }
+}
+
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
+            Error::Handler { source, .. } => Some(&**source),
             Error::AddrInUse { source, .. }
             | Error::Bind { source, .. }
-            | Error::Handler { source, .. }
             | Error::Dispatch(source)
             | Error::Accept(source)
             | Error::Io(source) => Some(source),

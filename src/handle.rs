@@ -61,6 +61,13 @@ impl ServerHandle {
         &self.control.local
     }
 
+    /// As `shutdown`, giving running requests at most `limit` (see
+    /// [`Control::shutdown_within`]).
+    #[cfg(feature = "signals")]
+    pub(crate) fn shutdown_within(&self, limit: Duration) {
+        self.control.shutdown_within(Some(limit), true);
+    }
+
     /// Whether `serve_forever` or `handle_request` is running.
     pub fn is_serving(&self) -> bool {
         self.control.life.lock().phase == Phase::Serving
@@ -72,9 +79,9 @@ impl ServerHandle {
     ///
     /// ```
     /// use std::io::{Read, Write};
-    /// use socketserver::{StreamRequest, TcpServer};
+    /// use socketserver::TcpServer;
     ///
-    /// let server = TcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| req.writer().write_all(b"hi"))?;
+    /// let server = TcpServer::bind("127.0.0.1:0", |req| { req.writer().write_all(b"hi")?; Ok(()) })?;
     /// let (addr, handle) = (server.local_addr(), server.handle());
     /// let background = server.serve_in_background()?;
     /// std::net::TcpStream::connect(addr)?.read_to_end(&mut Vec::new())?;
@@ -450,6 +457,13 @@ impl Control {
 
     /// Stops serving: see [`Server::shutdown`](crate::Server::shutdown).
     pub(crate) fn shutdown(&self) {
+        self.shutdown_within(None, true);
+    }
+
+    /// As `shutdown`, with running requests given at most `limit` (when it is sooner
+    /// than the policy's deadline) before their connections are closed; without `wait`,
+    /// only asks and returns at once.
+    pub(crate) fn shutdown_within(&self, limit: Option<Duration>, wait: bool) {
         let (generation, deadline) = {
             let mut life = self.life.lock();
             match life.phase {
@@ -465,8 +479,17 @@ impl Control {
                     return;
                 }
                 Phase::Serving => {
+                    let limit = limit.map(|d| Instant::now() + d);
+                    if self.stopping.load(Ordering::SeqCst) && limit.is_some() {
+                        // A second, shorter stop (a background server's bound) tightens it.
+                        life.deadline = life.deadline.min(limit).or(limit);
+                    }
                     if !self.stopping.swap(true, Ordering::SeqCst) {
-                        life.deadline = self.policy.shutdown_deadline.map(|d| Instant::now() + d);
+                        let policy = self.policy.shutdown_deadline.map(|d| Instant::now() + d);
+                        life.deadline = match (policy, limit) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
                         self.release(&mut life);
                         // Wake the loops waiting for their socket, a loop waiting for a
                         // free slot or backing off, and a pool's supervisor.
@@ -481,7 +504,7 @@ impl Control {
                 }
             }
         };
-        if CurrentServer::is(self) {
+        if !wait || CurrentServer::is(self) {
             return; // called from a handler or hook: waiting here would wait for itself
         }
         if deadline.is_some() && self.policy.waits_for_requests {

@@ -14,13 +14,14 @@
 //!
 //! ```
 //! use std::io::{Read, Write};
-//! use socketserver::{dispatch::Threading, StreamRequest, TcpServer};
+//! use socketserver::{dispatch::Threading, TcpServer};
 //!
 //! let server = TcpServer::builder("127.0.0.1:0")
 //!     .dispatch(Threading::new())
-//!     .bind(|req: &mut StreamRequest| {
+//!     .bind(|req| {
 //!         let (reader, writer) = req.reader_and_writer();
-//!         std::io::copy(reader, writer).map(drop)
+//!         std::io::copy(reader, writer)?;
+//!         Ok(())
 //!     })?;
 //! let addr = server.local_addr();
 //! let background = server.serve_in_background()?;
@@ -190,15 +191,15 @@ pub use builder::Builder;
 pub use config::{DEFAULT_BACKLOG, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_PACKET_SIZE, DEFAULT_RBUFSIZE};
 pub use error::{Error, Phase, Result};
 pub use handle::{ServerHandle, Stats};
-pub use handler::RequestHandler;
+pub use handler::{HandlerError, HandlerResult, RequestHandler};
 pub use net::{Address, Connection, DatagramSocket};
 pub use python::{ThreadingTcpServer, ThreadingUdpServer};
 #[cfg(unix)]
 pub use python::{ThreadingUnixDatagramServer, ThreadingUnixStreamServer};
 pub use request::{DatagramRequest, Reader, StreamRequest, Writer};
-pub use server::{BackgroundServer, Server, TcpServer, UdpServer};
+pub use server::{BackgroundServer, Server, TcpServer, UdpServer, DEFAULT_STOP_TIMEOUT};
 #[cfg(unix)]
 pub use server::{UnixDatagramServer, UnixStreamServer};
 #[cfg(feature = "signals")]
-pub use signals::SignalShutdown;
+pub use signals::{SignalShutdown, SIGNAL_SHUTDOWN_DEADLINE};
 pub use transport::InetTransport;

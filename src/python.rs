@@ -8,9 +8,9 @@ use std::path::Path;
 use crate::builder::Builder;
 use crate::dispatch::Threading;
 use crate::error::Result;
-use crate::handler::RequestHandler;
+use crate::handler::{HandlerResult, RequestHandler};
 use crate::request::{DatagramRequest, StreamRequest};
-use crate::server::Server;
+use crate::server::{BackgroundServer, Server};
 use crate::transport::{Tcp, Udp};
 #[cfg(unix)]
 use crate::transport::{UnixDatagram, UnixStream};
@@ -19,23 +19,67 @@ macro_rules! threading_server {
     ($(#[$attr:meta])* $name:ident, $python:literal, $transport:ty, $request:ty, $addr:ident: $($bound:tt)+) => {
         #[doc = concat!("Python's `", $python, "`: a server with [`Threading`] dispatch.")]
         ///
-        /// `bind` and `builder` return the plain server type with the mode already set;
-        /// there is no separate type, as the mode is a value, not a mix-in class.
+        /// A type, so `-> Result<Self, socketserver::Error>` can name it: it is the plain
+        /// server with the mode set, and dereferences to it for every method
+        /// (`serve_forever`, `local_addr`, `shutdown`, ...). `builder` returns the plain
+        /// server's builder with the mode set, whose `bind` returns the plain server
+        /// ([`into_inner`](Self::into_inner) converts this one).
         $(#[$attr])*
         #[derive(Debug)]
-        pub enum $name {}
+        pub struct $name(Server<$transport>);
+
+        impl std::ops::Deref for $name {
+            type Target = Server<$transport>;
+
+            fn deref(&self) -> &Server<$transport> {
+                &self.0
+            }
+        }
+
+        impl From<$name> for Server<$transport> {
+            fn from(server: $name) -> Server<$transport> {
+                server.0
+            }
+        }
 
         impl $name {
+            /// The plain server.
+            pub fn into_inner(self) -> Server<$transport> {
+                self.0
+            }
+
+            /// Serves on a thread of its own; see
+            /// [`Server::serve_in_background`].
+            ///
+            /// # Errors
+            /// As [`Server::serve_in_background`].
+            pub fn serve_in_background(self) -> Result<BackgroundServer<$transport>> {
+                self.0.serve_in_background()
+            }
+
             /// Binds with [`Threading`] dispatch; see the plain server's `bind`.
             ///
             /// # Errors
             /// As the plain server's `bind`.
-            pub fn bind<A, H>($addr: A, handler: H) -> Result<Server<$transport>>
+            pub fn bind<A, F>($addr: A, handler: F) -> Result<Self>
+            where
+                A: $($bound)+,
+                F: Fn(&mut $request) -> HandlerResult + Send + Sync + 'static,
+            {
+                Self::builder($addr).bind(handler).map($name)
+            }
+
+            /// Binds with [`Threading`] dispatch and any [`RequestHandler`]; see the
+            /// plain server's `bind_handler`.
+            ///
+            /// # Errors
+            /// As the plain server's `bind`.
+            pub fn bind_handler<A, H>($addr: A, handler: H) -> Result<Self>
             where
                 A: $($bound)+,
                 H: RequestHandler<$request>,
             {
-                Self::builder($addr).bind(handler)
+                Self::builder($addr).bind_handler(handler).map($name)
             }
 
             /// A builder with [`Threading`] dispatch already set.

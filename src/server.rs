@@ -8,6 +8,7 @@ use std::marker::PhantomData;
 use std::panic;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -25,12 +26,13 @@ use crate::transport::{UnixDatagram, UnixStream};
 ///
 /// ```
 /// use std::io::{BufRead, Read, Write};
-/// use socketserver::{StreamRequest, TcpServer};
+/// use socketserver::TcpServer;
 ///
-/// let server = TcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| {
+/// let server = TcpServer::bind("127.0.0.1:0", |req| {
 ///     let mut line = String::new();
 ///     req.reader().read_line(&mut line)?;
-///     req.writer().write_all(line.to_uppercase().as_bytes())
+///     req.writer().write_all(line.to_uppercase().as_bytes())?;
+///     Ok(())
 /// })?;
 /// let addr = server.local_addr();
 /// let background = server.serve_in_background()?;
@@ -52,11 +54,12 @@ pub type TcpServer = Server<Tcp>;
 ///
 /// ```
 /// use std::io::Write;
-/// use socketserver::{DatagramRequest, UdpServer};
+/// use socketserver::UdpServer;
 ///
-/// let server = UdpServer::bind("127.0.0.1:0", |req: &mut DatagramRequest| {
+/// let server = UdpServer::bind("127.0.0.1:0", |req| {
 ///     let upper = req.packet().to_ascii_uppercase();
-///     req.reply().write_all(&upper)
+///     req.reply().write_all(&upper)?;
+///     Ok(())
 /// })?;
 /// let addr = server.local_addr();
 /// let background = server.serve_in_background()?;
@@ -240,7 +243,7 @@ impl<T: Transport> Server<T> {
             None => Ok(()),
         });
         match spawned {
-            Ok(thread) => Ok(BackgroundServer { server, thread: Some(thread) }),
+            Ok(thread) => Ok(BackgroundServer { server, thread: Some(thread), stop_timeout: DEFAULT_STOP_TIMEOUT }),
             Err(e) => Err(Error::Io(e)),
         }
     }
@@ -271,10 +274,10 @@ impl<T: Transport<Request = StreamRequest>> Server<T> {
     ///
     /// ```
     /// use std::io::{BufRead, BufReader, Write};
-    /// use socketserver::{Connection, StreamRequest, TcpServer};
+    /// use socketserver::{Connection, TcpServer};
     ///
     /// let peer = std::net::TcpListener::bind("127.0.0.1:0")?;
-    /// let server = TcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| req.writer().write_all(b"hello\n"))?;
+    /// let server = TcpServer::bind("127.0.0.1:0", |req| { req.writer().write_all(b"hello\n")?; Ok(()) })?;
     /// let outward = std::net::TcpStream::connect(peer.local_addr()?)?;
     /// let client_addr = outward.peer_addr()?.into();
     /// server.process_request(Connection::Tcp(outward), client_addr)?;
@@ -331,7 +334,12 @@ impl<T: Transport> Drop for Server<T> {
 pub struct BackgroundServer<T: Transport> {
     server: Arc<Server<T>>,
     thread: Option<JoinHandle<Result<()>>>,
+    stop_timeout: Duration,
 }
+
+/// How long [`BackgroundServer::stop`] and dropping a [`BackgroundServer`] let running
+/// requests take before their connections are closed: 1 second.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl<T: Transport> fmt::Debug for BackgroundServer<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -350,8 +358,21 @@ impl<T: Transport> BackgroundServer<T> {
         self.server.handle()
     }
 
+    /// How long `stop` and drop let running requests take before their connections are
+    /// closed under them (handlers then read end-of-file); default
+    /// [`DEFAULT_STOP_TIMEOUT`] (1 s). A shorter
+    /// [`Builder::shutdown_deadline`](crate::Builder::shutdown_deadline) still counts.
+    /// Request threads that do not end within a second after that are not joined (an
+    /// error is logged) rather than waited for forever.
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
+        self
+    }
+
     /// Shuts the server down, joins its thread, closes it, and returns what
-    /// `serve_forever` returned.
+    /// `serve_forever` returned. Never waits forever: requests still running after
+    /// [`stop_timeout`](BackgroundServer::stop_timeout) (1 s by default) have their
+    /// connections closed, so a client the test still holds cannot keep it waiting.
     ///
     /// # Errors
     /// The error `serve_forever` returned, if any.
@@ -366,17 +387,32 @@ impl<T: Transport> BackgroundServer<T> {
         let Some(thread) = self.thread.take() else {
             return Ok(());
         };
-        self.server.shutdown();
+        self.server.engine.control().shutdown_within(Some(self.stop_timeout), true);
         let result = thread.join().unwrap_or_else(|payload| panic::resume_unwind(payload));
-        self.server.close();
+        self.server.engine.close_within(Some(self.stop_timeout));
         result
     }
 }
 
+/// Stops the server as [`BackgroundServer::stop`] does, within its `stop_timeout`.
+/// While the thread is panicking (a failed assertion in a test), it does not wait at
+/// all: it closes the running requests' connections at once and leaves joining the
+/// serve thread to a thread of its own, so the panic goes on to fail the test.
 impl<T: Transport> Drop for BackgroundServer<T> {
     fn drop(&mut self) {
         if thread::panicking() {
-            self.server.shutdown();
+            self.server.engine.control().shutdown_within(Some(Duration::ZERO), false);
+            let (server, thread, limit) = (self.server.clone(), self.thread.take(), self.stop_timeout);
+            let cleanup = move || {
+                if let Some(thread) = thread {
+                    let _ = thread.join();
+                }
+                server.engine.close_within(Some(limit));
+            };
+            if thread::Builder::new().name("socketserver-stop".to_string()).spawn(cleanup).is_err() {
+                // No thread to close it on: leak the server rather than wait here.
+                std::mem::forget(self.server.clone());
+            }
             return;
         }
         if let Err(e) = self.finish() {

@@ -3,18 +3,23 @@
 
 use std::fmt;
 use std::io;
+use std::time::Duration;
 
 use crate::handle::ServerHandle;
+use crate::report::log_or_stderr;
 
 impl ServerHandle {
     /// Shuts the server down when the process is asked to stop: SIGINT (Ctrl-C) or
     /// SIGTERM (what `systemctl stop`, `docker stop` and `kill` send) on Unix, Ctrl-C or
     /// Ctrl-Break on Windows. The server refuses new connections at once and
-    /// `serve_forever` returns once running requests end (see
-    /// [`Builder::shutdown_deadline`](crate::Builder::shutdown_deadline)).
+    /// `serve_forever` returns once running requests end, or after
+    /// [`SIGNAL_SHUTDOWN_DEADLINE`] (5 s; a shorter
+    /// [`Builder::shutdown_deadline`](crate::Builder::shutdown_deadline) counts), when
+    /// their connections are closed. With requests running it says so on stderr (or at
+    /// `warn` through `log`, with a logger): "SIGINT: shutting down; waiting up to 5 s
+    /// for 2 connection(s); press Ctrl-C again to stop now".
     ///
-    /// A second signal, while running requests are still being waited for (a hung one,
-    /// with no [`shutdown_deadline`](crate::Builder::shutdown_deadline)), ends the
+    /// A second signal, while running requests are still being waited for, ends the
     /// process at once, as a second Ctrl-C does in most servers.
     ///
     /// While the returned guard lives, these signals no longer end the process at the
@@ -38,9 +43,9 @@ impl ServerHandle {
     ///
     /// ```no_run
     /// use std::io::Write;
-    /// use socketserver::{StreamRequest, TcpServer};
+    /// use socketserver::TcpServer;
     ///
-    /// let server = TcpServer::bind("127.0.0.1:9000", |req: &mut StreamRequest| req.writer().write_all(b"hi"))?;
+    /// let server = TcpServer::bind("127.0.0.1:9000", |req| { req.writer().write_all(b"hi")?; Ok(()) })?;
     /// let _signals = server.handle().shutdown_on_signals()?;
     /// server.serve_forever()?; // returns after Ctrl-C or SIGTERM
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -62,10 +67,25 @@ impl fmt::Debug for SignalShutdown {
     }
 }
 
-/// Shuts `server` down on a thread of its own, so that the caller goes on hearing
-/// signals while shutdown waits for running requests.
-fn shut_down_in_the_background(server: ServerHandle) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || server.shutdown())
+/// How long a signal-driven shutdown lets running requests take before their
+/// connections are closed, unless [`Builder::shutdown_deadline`](crate::Builder::shutdown_deadline)
+/// is shorter: 5 seconds.
+pub const SIGNAL_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Says what the shutdown waits for, then shuts `server` down on a thread of its own,
+/// so that the caller goes on hearing signals while shutdown waits for running requests.
+fn shut_down_in_the_background(server: ServerHandle, signal: &str) -> std::thread::JoinHandle<()> {
+    let active = server.stats().active;
+    if active == 0 {
+        log::info!("{signal}: shutting down"); // nothing to wait for: quiet, as before
+    } else {
+        let message = format!(
+            "{signal}: shutting down; waiting up to {} s for {active} connection(s); press Ctrl-C again to stop now",
+            SIGNAL_SHUTDOWN_DEADLINE.as_secs()
+        );
+        log_or_stderr(log::Level::Warn, &message);
+    }
+    std::thread::spawn(move || server.shutdown_within(SIGNAL_SHUTDOWN_DEADLINE))
 }
 
 #[cfg(unix)]
@@ -96,8 +116,7 @@ mod imp {
                     let _ = signal_hook::low_level::emulate_default_handler(signal);
                     continue;
                 }
-                log::info!("{name}: shutting down");
-                stopping = Some(shut_down_in_the_background(server.clone()));
+                stopping = Some(shut_down_in_the_background(server.clone(), name));
             }
             if let Some(stopping) = stopping {
                 let _ = stopping.join();
@@ -163,9 +182,8 @@ mod imp {
             std::process::exit(CONTROL_C_EXIT as i32);
         }
         registry.stopping = true;
-        log::info!("Ctrl-C: shutting down");
         for (_, server) in &registry.servers {
-            drop(shut_down_in_the_background(server.clone()));
+            drop(shut_down_in_the_background(server.clone(), "Ctrl-C"));
         }
     }
 

@@ -43,9 +43,10 @@
 //!
 //! ```
 //! use socketserver::testing::TestDatagram;
+//!
 //! use socketserver::DatagramRequest;
 //!
-//! let echo = |req: &mut DatagramRequest| {
+//! let echo = |req: &mut DatagramRequest| -> socketserver::HandlerResult {
 //!     let (packet, reply) = req.packet_and_reply();
 //!     reply.extend_from_slice(packet);
 //!     Ok(())
@@ -298,12 +299,12 @@ mod tests {
     fn finish_runs_after_a_panic_in_handle_and_both_are_reported() {
         struct Panics;
         impl RequestHandler<StreamRequest> for Panics {
-            fn handle(&self, _: &mut StreamRequest) -> io::Result<()> {
+            fn handle(&self, _: &mut StreamRequest) -> crate::handler::HandlerResult {
                 panic!("boom in handle");
             }
-            fn finish(&self, req: &mut StreamRequest) -> io::Result<()> {
+            fn finish(&self, req: &mut StreamRequest) -> crate::handler::HandlerResult {
                 req.writer().write_all(b"finished")?;
-                Err(io::Error::other("finish failed"))
+                Err(io::Error::other("finish failed").into())
             }
         }
         let outcome = TestStream::new("").run(&Panics);
@@ -353,11 +354,12 @@ mod tests {
     fn a_failing_setup_skips_handle_and_finish() {
         struct FailsSetup;
         impl RequestHandler<StreamRequest> for FailsSetup {
-            fn setup(&self, _: &mut StreamRequest) -> io::Result<()> {
-                Err(io::Error::other("no"))
+            fn setup(&self, _: &mut StreamRequest) -> crate::handler::HandlerResult {
+                Err("no".into())
             }
-            fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
-                req.writer().write_all(b"handled")
+            fn handle(&self, req: &mut StreamRequest) -> crate::handler::HandlerResult {
+                req.writer().write_all(b"handled")?;
+                Ok(())
             }
         }
         let outcome = TestStream::new("").run(&FailsSetup);
@@ -367,9 +369,9 @@ mod tests {
 
     #[test]
     fn datagrams_are_truncated_and_replies_sent_only_when_asked() {
-        let silent = |_: &mut DatagramRequest| Ok(());
+        let silent = |_: &mut DatagramRequest| -> crate::handler::HandlerResult { Ok(()) };
         assert_eq!(TestDatagram::new("x").run(&silent).reply(), None);
-        let sizes = |req: &mut DatagramRequest| {
+        let sizes = |req: &mut DatagramRequest| -> crate::handler::HandlerResult {
             let text = format!("{} {}", req.packet().len(), req.truncated());
             req.socket().send_to(b"extra", &"192.0.2.9:9".parse::<SocketAddr>().unwrap().into())?;
             req.reply().extend_from_slice(text.as_bytes());

@@ -129,7 +129,7 @@ fn activated_tcp_server() {
 
         let web = fds.take_tcp_listener(0).unwrap().expect("the web listener");
         let server = TcpServer::from_listener(web)
-            .bind(|req: &mut StreamRequest| {
+            .bind_handler(|req: &mut StreamRequest| {
                 let mut message = String::new();
                 req.reader().read_to_string(&mut message)?;
                 write!(req.writer(), "activated: {message}")
@@ -191,7 +191,7 @@ fn activated_udp_server() {
         );
         let socket = fds.take_udp_socket(0).unwrap().expect("the UDP socket");
         let server = UdpServer::from_socket(socket)
-            .bind(|req: &mut DatagramRequest| {
+            .bind_handler(|req: &mut DatagramRequest| {
                 let reply = [b"activated: ", req.packet()].concat();
                 req.reply().write_all(&reply)
             })
@@ -281,7 +281,7 @@ mod proxy_protocol {
                 let server = TcpServer::builder("127.0.0.1:0")
                     .dispatch(Threading::new())
                     .proxy_protocol(true)
-                    .bind(|req: &mut StreamRequest| {
+                    .bind_handler(|req: &mut StreamRequest| {
                         let mut line = String::new();
                         req.reader().read_line(&mut line)?;
                         let proxy = req.proxy_addr().map(ToString::to_string).unwrap_or_default();

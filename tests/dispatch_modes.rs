@@ -224,7 +224,7 @@ fn pool_survives_panicking_requests() {
                 }
                 other => hook_other.lock().unwrap().push(other.to_string()),
             })
-            .bind(move |req: &mut StreamRequest| {
+            .bind_handler(move |req: &mut StreamRequest| {
                 let id = read_id(req)?;
                 if id == "panic" {
                     panic!("{EXPECTED_PANIC}");

@@ -47,7 +47,7 @@ fn after_bind_sees_the_real_address_on_every_bind() {
                     record.lock().unwrap().push(addr.clone());
                     Ok(())
                 })
-                .bind(hello)
+                .bind_handler(hello)
                 .unwrap(),
         );
         let addr = server.local_addr();
@@ -77,7 +77,7 @@ fn after_bind_failing_on_a_rebind_closes_the_socket_and_binds_again_next_time() 
                     1 => Err(io::Error::other("no")),
                     _ => Ok(()),
                 })
-                .bind(|req: &mut StreamRequest| req.writer().write_all(b"hi"))
+                .bind_handler(|req: &mut StreamRequest| req.writer().write_all(b"hi"))
                 .unwrap(),
         );
         let addr = server.local_addr();
@@ -101,15 +101,17 @@ fn a_failing_bind_hook_fails_the_bind_and_leaks_nothing() {
         #[cfg(target_os = "linux")]
         let fds = support::open_fds();
         for _ in 0..50 {
-            let before = TcpServer::builder("127.0.0.1:0").before_bind(|_| Err(io::Error::other("no"))).bind(hello);
+            let before =
+                TcpServer::builder("127.0.0.1:0").before_bind(|_| Err(io::Error::other("no"))).bind_handler(hello);
             assert!(matches!(before, Err(Error::Bind { .. })), "{before:?}");
-            let after = TcpServer::builder("127.0.0.1:0").after_bind(|_| Err(io::Error::other("no"))).bind(hello);
+            let after =
+                TcpServer::builder("127.0.0.1:0").after_bind(|_| Err(io::Error::other("no"))).bind_handler(hello);
             assert!(matches!(&after, Err(Error::Bind { source, .. }) if source.to_string() == "no"), "{after:?}");
         }
         #[cfg(unix)]
         {
             let path = temp_socket_path("afterbind");
-            let unix = UnixStreamServer::builder(&path).after_bind(|_| Err(io::Error::other("no"))).bind(hello);
+            let unix = UnixStreamServer::builder(&path).after_bind(|_| Err(io::Error::other("no"))).bind_handler(hello);
             assert!(matches!(unix, Err(Error::Bind { .. })));
             assert!(!path.exists(), "the socket file of a failed bind is removed");
         }
@@ -129,12 +131,12 @@ fn before_bind_sets_socket_options_the_builder_lacks() {
                 counted.fetch_add(1, Ordering::SeqCst);
                 socket2::SockRef::from(&socket).set_recv_buffer_size(256 * 1024)
             })
-            .bind(hello)
+            .bind_handler(hello)
             .unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         let size = with_socket(&server, |socket| socket.recv_buffer_size().unwrap());
         assert!(size >= 256 * 1024, "SO_RCVBUF is {size}: the hook did not reach the socket");
-        let default = TcpServer::bind("127.0.0.1:0", hello).unwrap();
+        let default = TcpServer::bind_handler("127.0.0.1:0", hello).unwrap();
         let default_size = with_socket(&default, |socket| socket.recv_buffer_size().unwrap());
         assert!(default_size < size, "the test shows nothing");
     });
@@ -148,7 +150,7 @@ fn unix_socket_permissions_are_set_before_clients_connect_and_after_a_rebind() {
     bounded(LIMIT, || {
         let mode_of = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
         let path = temp_socket_path("perm");
-        let server = Arc::new(UnixStreamServer::builder(&path).permissions(0o600).bind(hello).unwrap());
+        let server = Arc::new(UnixStreamServer::builder(&path).permissions(0o600).bind_handler(hello).unwrap());
         assert_eq!(mode_of(&path), 0o600);
         for round in 0..2 {
             let serve = serve_started(&server, "ep-serve");
@@ -189,7 +191,7 @@ fn process_request_serves_connections_accepted_elsewhere() {
                         }
                         ok
                     })
-                    .bind(hello)
+                    .bind_handler(hello)
                     .unwrap(),
             );
             // The accept loop is the test's (Python's get_request override); the server
@@ -236,7 +238,7 @@ fn process_request_serves_a_connection_made_outward() {
         let peer = TcpListener::bind("127.0.0.1:0").unwrap();
         let server = TcpServer::builder("127.0.0.1:0")
             .dispatch(Threading::new())
-            .bind(|req: &mut StreamRequest| {
+            .bind_handler(|req: &mut StreamRequest| {
                 let mut line = String::new();
                 req.reader().read_line(&mut line)?;
                 write!(req.writer(), "you said {line}")
@@ -258,8 +260,8 @@ fn process_request_serves_a_connection_made_outward() {
 #[test]
 fn handle_request_driven_by_an_outside_poll_loop() {
     bounded(LIMIT, || {
-        let tcp = TcpServer::bind("127.0.0.1:0", hello).unwrap();
-        let udp = UdpServer::bind("127.0.0.1:0", |req: &mut DatagramRequest| {
+        let tcp = TcpServer::bind_handler("127.0.0.1:0", hello).unwrap();
+        let udp = UdpServer::bind_handler("127.0.0.1:0", |req: &mut DatagramRequest| {
             let upper = req.packet().to_ascii_uppercase();
             req.reply().write_all(&upper)
         })
@@ -309,7 +311,7 @@ fn a_keep_alive_handler_with_arguments_and_server_wide_state() {
         served: AtomicU64, // server-wide state
     }
     impl socketserver::RequestHandler<StreamRequest> for Greeter {
-        fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+        fn handle(&self, req: &mut StreamRequest) -> socketserver::HandlerResult {
             let mut line = Vec::new();
             loop {
                 line.clear();
@@ -317,9 +319,9 @@ fn a_keep_alive_handler_with_arguments_and_server_wide_state() {
                     Ok(0) => return Ok(()),
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                        return req.writer().write_all(b"414 line too long\n");
+                        return Ok(req.writer().write_all(b"414 line too long\n")?);
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => return Err(e.into()),
                 }
                 let n = self.served.fetch_add(1, Ordering::SeqCst) + 1;
                 let name = String::from_utf8_lossy(&line);
@@ -330,7 +332,7 @@ fn a_keep_alive_handler_with_arguments_and_server_wide_state() {
     bounded(LIMIT, || {
         let server = TcpServer::builder("127.0.0.1:0")
             .dispatch(Threading::new())
-            .bind(Greeter { greeting: "Hello,".into(), served: AtomicU64::new(0) })
+            .bind_handler(Greeter { greeting: "Hello,".into(), served: AtomicU64::new(0) })
             .unwrap();
         let addr = server.local_addr();
         let background = server.serve_in_background().unwrap();
@@ -378,7 +380,7 @@ const PIPELINED_REPLY: &str = "a pending=7;bb pending=4;ccc pending=0;";
 #[test]
 fn reader_buffer_shows_pipelined_requests_still_unread() {
     bounded(LIMIT, || {
-        let server = TcpServer::builder("127.0.0.1:0").wbufsize(4096).bind(pipelined).unwrap();
+        let server = TcpServer::builder("127.0.0.1:0").wbufsize(4096).bind_handler(pipelined).unwrap();
         let addr = server.local_addr();
         let background = server.serve_in_background().unwrap();
         let mut client = connect(addr);
@@ -403,7 +405,7 @@ fn pipelined_records(wbufsize: usize) -> Vec<String> {
     client.set_read_timeout(Some(TIMEOUT)).unwrap();
     let server_end = UnixStream::from(OwnedFd::from(server_end));
     let path = temp_socket_path("ep-seqpacket");
-    let server = UnixStreamServer::builder(&path).wbufsize(wbufsize).bind(pipelined).unwrap();
+    let server = UnixStreamServer::builder(&path).wbufsize(wbufsize).bind_handler(pipelined).unwrap();
     // Sent (as one record) and ended before the sequential server runs the request on
     // this thread.
     client.send(b"a\nbb\nccc\n").unwrap();

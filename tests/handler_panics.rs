@@ -75,7 +75,7 @@ fn a_panic_in_verify_request_denies_that_client_and_the_next_is_served() {
                         }
                         true
                     })
-                    .bind(echo_line)
+                    .bind_handler(echo_line)
                     .unwrap(),
             );
             let addr = server.local_addr();
@@ -108,7 +108,7 @@ fn a_panic_in_shutdown_request_is_reported_and_the_next_client_is_served() {
                         }
                         connection.shutdown(Shutdown::Write)
                     })
-                    .bind(echo_line)
+                    .bind_handler(echo_line)
                     .unwrap(),
             );
             let addr = server.local_addr();
@@ -146,7 +146,7 @@ fn a_panic_in_shutdown_request_for_a_denied_client_is_reported_and_the_next_clie
                         }
                         connection.shutdown(Shutdown::Write)
                     })
-                    .bind(echo_line)
+                    .bind_handler(echo_line)
                     .unwrap(),
             );
             let addr = server.local_addr();
@@ -222,19 +222,19 @@ struct PanickingSetup {
 }
 
 impl RequestHandler<StreamRequest> for PanickingSetup {
-    fn setup(&self, _: &mut StreamRequest) -> io::Result<()> {
+    fn setup(&self, _: &mut StreamRequest) -> socketserver::HandlerResult {
         if self.first.swap(false, Ordering::SeqCst) {
             panic!("{ON_PURPOSE}: setup");
         }
         Ok(())
     }
 
-    fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+    fn handle(&self, req: &mut StreamRequest) -> socketserver::HandlerResult {
         self.later_phases.fetch_add(1, Ordering::SeqCst);
-        echo_line(req)
+        Ok(echo_line(req)?)
     }
 
-    fn finish(&self, _: &mut StreamRequest) -> io::Result<()> {
+    fn finish(&self, _: &mut StreamRequest) -> socketserver::HandlerResult {
         self.later_phases.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -252,7 +252,7 @@ fn a_panic_in_setup_skips_handle_and_finish_and_the_next_client_is_served() {
                 TcpServer::builder("127.0.0.1:0")
                     .dispatch(mode.dispatch())
                     .handle_error(reports.hook())
-                    .bind(ArcHandler(shared))
+                    .bind_handler(shared)
                     .unwrap(),
             );
             let addr = server.local_addr();
@@ -272,31 +272,17 @@ fn a_panic_in_setup_skips_handle_and_finish_and_the_next_client_is_served() {
     });
 }
 
-/// A handler shared with the test.
-struct ArcHandler<H>(Arc<H>);
-
-impl<R: 'static, H: RequestHandler<R>> RequestHandler<R> for ArcHandler<H> {
-    fn setup(&self, request: &mut R) -> io::Result<()> {
-        self.0.setup(request)
-    }
-    fn handle(&self, request: &mut R) -> io::Result<()> {
-        self.0.handle(request)
-    }
-    fn finish(&self, request: &mut R) -> io::Result<()> {
-        self.0.finish(request)
-    }
-}
-
 /// `finish` panics after a successful `handle`.
 struct PanickingFinish;
 
 impl RequestHandler<StreamRequest> for PanickingFinish {
-    fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+    fn handle(&self, req: &mut StreamRequest) -> socketserver::HandlerResult {
         io::copy(req.reader(), &mut io::sink())?;
-        req.writer().write_all(b"handled")
+        req.writer().write_all(b"handled")?;
+        Ok(())
     }
 
-    fn finish(&self, _req: &mut StreamRequest) -> io::Result<()> {
+    fn finish(&self, _req: &mut StreamRequest) -> socketserver::HandlerResult {
         panic!("{ON_PURPOSE}: finish")
     }
 }
@@ -311,7 +297,7 @@ fn a_panic_in_finish_is_reported_with_phase_finish() {
                 TcpServer::builder("127.0.0.1:0")
                     .dispatch(mode.dispatch())
                     .handle_error(reports.hook())
-                    .bind(PanickingFinish)
+                    .bind_handler(PanickingFinish)
                     .unwrap(),
             );
             let serving = serve_started(&server, "hp-finish");
@@ -335,18 +321,18 @@ fn a_panic_in_finish_is_reported_with_phase_finish() {
 struct PanickingDatagramPhases;
 
 impl RequestHandler<DatagramRequest> for PanickingDatagramPhases {
-    fn setup(&self, req: &mut DatagramRequest) -> io::Result<()> {
+    fn setup(&self, req: &mut DatagramRequest) -> socketserver::HandlerResult {
         if req.packet() == b"setup-panic" {
             panic!("{ON_PURPOSE}: datagram setup");
         }
         Ok(())
     }
 
-    fn handle(&self, req: &mut DatagramRequest) -> io::Result<()> {
+    fn handle(&self, req: &mut DatagramRequest) -> socketserver::HandlerResult {
         support::echo_datagram(req)
     }
 
-    fn finish(&self, req: &mut DatagramRequest) -> io::Result<()> {
+    fn finish(&self, req: &mut DatagramRequest) -> socketserver::HandlerResult {
         if req.packet() == b"finish-panic" {
             panic!("{ON_PURPOSE}: datagram finish");
         }
@@ -367,7 +353,7 @@ fn panics_around_a_datagram_reply_are_reported_and_the_next_datagram_is_answered
                 UdpServer::builder("127.0.0.1:0")
                     .dispatch(mode.dispatch())
                     .handle_error(reports.hook())
-                    .bind(PanickingDatagramPhases)
+                    .bind_handler(PanickingDatagramPhases)
                     .unwrap(),
             );
             let addr = server.local_addr();
@@ -409,7 +395,7 @@ fn without_a_handle_error_hook_a_panic_does_not_stop_the_server() {
             let server = Arc::new(
                 TcpServer::builder("127.0.0.1:0")
                     .dispatch(mode.dispatch())
-                    .bind(|req: &mut StreamRequest| {
+                    .bind_handler(|req: &mut StreamRequest| {
                         let mut line = String::new();
                         req.reader().read_line(&mut line)?;
                         if line.trim_end() == "panic" {
@@ -446,7 +432,7 @@ fn a_panicking_handle_error_hook_does_not_stop_the_server() {
                         count.fetch_add(1, Ordering::SeqCst);
                         panic!("{ON_PURPOSE}: handle_error, while reporting {error}");
                     })
-                    .bind(|req: &mut StreamRequest| {
+                    .bind_handler(|req: &mut StreamRequest| {
                         let mut line = String::new();
                         req.reader().read_line(&mut line)?;
                         match line.trim_end() {
@@ -494,7 +480,7 @@ fn a_panic_in_handle_timeout_unwinds_out_of_handle_request_and_the_server_stays_
                         counted.fetch_add(1, Ordering::SeqCst);
                         panic!("{ON_PURPOSE}: handle_timeout");
                     })
-                    .bind(echo_line)
+                    .bind_handler(echo_line)
                     .unwrap(),
             );
             let unwound = panic::catch_unwind(AssertUnwindSafe(|| server.handle_request()));
@@ -534,7 +520,7 @@ fn a_panic_in_service_actions_unwinds_out_of_a_pool_serve_forever() {
             TcpServer::builder("127.0.0.1:0")
                 .dispatch(Pool::new(2))
                 .service_actions(Duration::from_millis(50), || panic!("{ON_PURPOSE}: service_actions"))
-                .bind(|req: &mut StreamRequest| req.writer().write_all(b"hi"))
+                .bind_handler(|req: &mut StreamRequest| req.writer().write_all(b"hi"))
                 .unwrap(),
         );
         let serve = spawn_serve(&server, "hp-service");

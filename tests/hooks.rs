@@ -57,24 +57,24 @@ impl Recorder {
 const ON_PURPOSE: &str = "hooks: panicked on purpose";
 
 impl RequestHandler<StreamRequest> for Recorder {
-    fn setup(&self, req: &mut StreamRequest) -> io::Result<()> {
+    fn setup(&self, req: &mut StreamRequest) -> socketserver::HandlerResult {
         self.note(req, "setup");
         Ok(())
     }
 
-    fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+    fn handle(&self, req: &mut StreamRequest) -> socketserver::HandlerResult {
         self.note(req, "handle");
         let mut line = String::new();
         req.reader().read_line(&mut line)?;
         match line.trim_end() {
-            "ok" => req.writer().write_all(b"ok"),
-            "err" => Err(io::Error::other("handle failed on purpose")),
+            "ok" => Ok(req.writer().write_all(b"ok")?),
+            "err" => Err(io::Error::other("handle failed on purpose").into()),
             "panic" => panic!("{ON_PURPOSE}"),
-            other => Err(io::Error::other(format!("unknown command {other:?}"))),
+            other => Err(io::Error::other(format!("unknown command {other:?}")).into()),
         }
     }
 
-    fn finish(&self, req: &mut StreamRequest) -> io::Result<()> {
+    fn finish(&self, req: &mut StreamRequest) -> socketserver::HandlerResult {
         self.note(req, "finish");
         Ok(())
     }
@@ -93,7 +93,7 @@ fn phases_run_in_order_and_failures_reach_handle_error_once() {
                 TcpServer::builder("127.0.0.1:0")
                     .dispatch(mode.dispatch())
                     .handle_error(reports.hook())
-                    .bind(recorder.clone())
+                    .bind_handler(recorder.clone())
                     .unwrap(),
             );
             let addr = server.local_addr();
@@ -135,16 +135,16 @@ struct FailingSetup {
 }
 
 impl RequestHandler<StreamRequest> for FailingSetup {
-    fn setup(&self, _req: &mut StreamRequest) -> io::Result<()> {
-        Err(io::Error::new(io::ErrorKind::PermissionDenied, "setup refused on purpose"))
+    fn setup(&self, _req: &mut StreamRequest) -> socketserver::HandlerResult {
+        Err(io::Error::new(io::ErrorKind::PermissionDenied, "setup refused on purpose").into())
     }
 
-    fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+    fn handle(&self, req: &mut StreamRequest) -> socketserver::HandlerResult {
         self.later_phases.fetch_add(1, Ordering::SeqCst);
-        req.writer().write_all(b"handled")
+        Ok(req.writer().write_all(b"handled")?)
     }
 
-    fn finish(&self, _req: &mut StreamRequest) -> io::Result<()> {
+    fn finish(&self, _req: &mut StreamRequest) -> socketserver::HandlerResult {
         self.later_phases.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -160,7 +160,7 @@ fn a_failing_setup_skips_handle_and_finish() {
                 TcpServer::builder("127.0.0.1:0")
                     .dispatch(mode.dispatch())
                     .handle_error(reports.hook())
-                    .bind(FailingSetup { later_phases: later_phases.clone() })
+                    .bind_handler(FailingSetup { later_phases: later_phases.clone() })
                     .unwrap(),
             );
             let serving = serve_started(&server, "hk-serve");
@@ -197,7 +197,7 @@ fn verify_request_false_closes_the_connection_without_running_the_handler() {
                         seen_hook.lock().unwrap().push(client.as_inet());
                         allow_hook.load(Ordering::SeqCst)
                     })
-                    .bind(move |req: &mut StreamRequest| {
+                    .bind_handler(move |req: &mut StreamRequest| {
                         count.fetch_add(1, Ordering::SeqCst);
                         reply_with(req, b"served")
                     })
@@ -237,7 +237,7 @@ fn service_actions_runs_repeatedly_while_idle() {
                 .service_actions(Duration::from_millis(50), move || {
                     count.fetch_add(1, Ordering::SeqCst);
                 })
-                .bind(|req: &mut StreamRequest| reply_with(req, b"ok"))
+                .bind_handler(|req: &mut StreamRequest| reply_with(req, b"ok"))
                 .unwrap(),
         );
         let start = Instant::now();
@@ -321,7 +321,7 @@ fn a_slow_service_actions_hook_does_not_starve_requests() {
 fn without_service_actions_the_idle_loop_never_wakes() {
     bounded(LIMIT, || {
         let server =
-            Arc::new(TcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| reply_with(req, b"ok")).unwrap());
+            Arc::new(TcpServer::bind_handler("127.0.0.1:0", |req: &mut StreamRequest| reply_with(req, b"ok")).unwrap());
         let serving = serve_started(&server, "hooks-idle");
         let (_, reply) = request_line(server.local_addr(), "warm up");
         assert_eq!(reply, b"ok");
@@ -343,7 +343,7 @@ fn a_closure_handler_shares_captured_state_across_requests() {
         let server = Arc::new(
             TcpServer::builder("127.0.0.1:0")
                 .dispatch(Threading::new())
-                .bind(move |req: &mut StreamRequest| {
+                .bind_handler(move |req: &mut StreamRequest| {
                     drain(req)?;
                     let n = count.fetch_add(1, Ordering::SeqCst) + 1;
                     write!(req.writer(), "{n}")
@@ -367,10 +367,10 @@ struct Counting {
 }
 
 impl RequestHandler<StreamRequest> for Counting {
-    fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+    fn handle(&self, req: &mut StreamRequest) -> socketserver::HandlerResult {
         drain(req)?;
         let n = self.served.fetch_add(1, Ordering::SeqCst) + 1;
-        write!(req.writer(), "{n}")
+        Ok(write!(req.writer(), "{n}")?)
     }
 }
 
@@ -379,7 +379,7 @@ fn a_struct_handler_keeps_state_in_its_fields() {
     bounded(LIMIT, || {
         for mode in MODES {
             let server = Arc::new(
-                TcpServer::builder("127.0.0.1:0").dispatch(mode.dispatch()).bind(Counting::default()).unwrap(),
+                TcpServer::builder("127.0.0.1:0").dispatch(mode.dispatch()).bind_handler(Counting::default()).unwrap(),
             );
             let serving = serve_started(&server, "hk-serve");
             for expected in ["1", "2", "3"] {
@@ -401,8 +401,8 @@ fn udp_handler_failures_reach_handle_error_with_the_senders_address() {
                 UdpServer::builder("127.0.0.1:0")
                     .dispatch(mode.dispatch())
                     .handle_error(reports.hook())
-                    .bind(|req: &mut DatagramRequest| match req.packet() {
-                        b"err" => Err(io::Error::other("datagram handler failed on purpose")),
+                    .bind_handler(|req: &mut DatagramRequest| match req.packet() {
+                        b"err" => Err(io::Error::other("datagram handler failed on purpose").into()),
                         b"panic" => panic!("{ON_PURPOSE}"),
                         _ => support::echo_datagram(req),
                     })

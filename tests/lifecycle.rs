@@ -522,3 +522,65 @@ fn binding_an_unresolvable_address_fails_with_bind() {
     let err = UdpServer::bind("127.0.0.1:99999", |_: &mut DatagramRequest| Ok(())).expect_err("port out of range");
     assert!(matches!(err, Error::Bind { .. }), "got {err:?}");
 }
+
+/// A test fixture as a newcomer writes it: the server first, so it drops first, while
+/// its client is still connected and the handler waits for the client's next line.
+struct Fixture {
+    server: socketserver::BackgroundServer<socketserver::transport::Tcp>,
+    client: std::io::BufReader<std::net::TcpStream>,
+}
+
+fn fixture(mode: support::Mode) -> Fixture {
+    let server = TcpServer::builder("127.0.0.1:0")
+        .dispatch(mode.dispatch())
+        .bind(|req| {
+            let mut line = String::new();
+            while std::io::BufRead::read_line(req.reader(), &mut line)? > 0 {
+                req.writer().write_all(line.as_bytes())?;
+                line.clear();
+            }
+            Ok(())
+        })
+        .unwrap();
+    let addr = server.local_addr();
+    let server = server.serve_in_background().unwrap();
+    let mut client = std::io::BufReader::new(support::connect(addr));
+    client.get_mut().write_all(b"hello\n").unwrap();
+    let mut reply = String::new();
+    std::io::BufRead::read_line(&mut client, &mut reply).unwrap();
+    assert_eq!(reply, "hello\n");
+    Fixture { server, client }
+}
+
+/// Dropping the fixture (server first) ends within a few seconds in every mode: the
+/// background server closes the connection its handler still serves after its stop
+/// timeout (1 s) instead of waiting for the client, which is dropped after it. Also
+/// when the test fails: a panic with the fixture alive unwinds through its drop at once.
+/// (Before, both hung forever; issue 14.)
+#[test]
+fn a_fixture_holding_a_background_server_and_its_client_drops_within_seconds() {
+    support::quiet_panics_containing("an assertion of the test failed");
+    support::bounded(support::LIMIT, || {
+        for mode in support::MODES {
+            let start = Instant::now();
+            drop(fixture(mode));
+            assert!(start.elapsed() < Duration::from_secs(5), "{mode}: the drop took {:?}", start.elapsed());
+
+            let start = Instant::now();
+            let failed = std::panic::catch_unwind(|| {
+                let fixture = fixture(mode);
+                let _ = &fixture.client;
+                panic!("an assertion of the test failed");
+            });
+            assert!(failed.is_err());
+            assert!(start.elapsed() < Duration::from_secs(2), "{mode}: the unwind took {:?}", start.elapsed());
+
+            // stop() with the client still connected is bounded too, and configurable.
+            let Fixture { server, client } = fixture(mode);
+            let start = Instant::now();
+            server.stop_timeout(Duration::from_millis(100)).stop().unwrap();
+            assert!(start.elapsed() < Duration::from_secs(3), "{mode}: stop took {:?}", start.elapsed());
+            drop(client);
+        }
+    });
+}

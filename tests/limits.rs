@@ -55,7 +55,7 @@ fn read_line_bounded_stops_an_over_long_line_without_reading_the_flood() {
         let server = TcpServer::builder("127.0.0.1:0")
             .dispatch(Threading::new())
             .handle_error(reports.hook())
-            .bind(bounded_echo)
+            .bind_handler(bounded_echo)
             .unwrap();
         let addr = server.local_addr();
         let background = server.serve_in_background().unwrap();
@@ -117,7 +117,7 @@ fn a_deadline_cuts_a_client_that_trickles_bytes_and_spares_the_others() {
             // A per-read timeout alone never fires here: the client sends a byte every 50 ms.
             .read_timeout(Duration::from_secs(5))
             .handle_error(reports.hook())
-            .bind(deadline_echo(Duration::from_millis(500)))
+            .bind_handler(deadline_echo(Duration::from_millis(500)))
             .unwrap();
         let addr = server.local_addr();
         let background = server.serve_in_background().unwrap();
@@ -165,7 +165,7 @@ fn slowloris_clients_are_cut_while_ordinary_clients_are_served() {
             .backlog(512)
             .read_timeout(Duration::from_millis(500)) // the silent ones
             .handle_error(reports.hook())
-            .bind(deadline_echo(Duration::from_secs(1))) // the trickling ones
+            .bind_handler(deadline_echo(Duration::from_secs(1))) // the trickling ones
             .unwrap();
         let addr = server.local_addr();
         let handle = server.handle();
@@ -332,7 +332,7 @@ fn max_connections_holds_with_several_pool_workers_accepting() {
         let server = TcpServer::builder("127.0.0.1:0")
             .dispatch(Pool::new(4))
             .max_connections(1)
-            .bind(move |req: &mut StreamRequest| {
+            .bind_handler(move |req: &mut StreamRequest| {
                 most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
                 // Long enough for the other workers to take a request too, if they could.
                 thread::sleep(Duration::from_millis(100));
@@ -359,7 +359,7 @@ fn stats_count_received_finished_errors_and_denied() {
             .dispatch(Threading::new())
             .verify_request(|client| client.as_inet().is_some_and(|a| a.port() % 2 == 0))
             .handle_error(|_, _| {})
-            .bind(|req: &mut StreamRequest| {
+            .bind_handler(|req: &mut StreamRequest| {
                 let mut line = String::new();
                 req.reader().read_line(&mut line)?;
                 match line.trim() {
@@ -412,7 +412,7 @@ fn garbage_bytes_to_a_line_reader_are_a_clear_error_and_the_next_client_is_serve
         let server = TcpServer::builder("127.0.0.1:0")
             .dispatch(Threading::new())
             .handle_error(move |error, _| record.lock().unwrap().push(error.to_string()))
-            .bind(|req: &mut StreamRequest| {
+            .bind_handler(|req: &mut StreamRequest| {
                 let mut line = String::new();
                 req.reader().read_line(&mut line)?; // fails on invalid UTF-8
                 req.writer().write_all(line.to_uppercase().as_bytes())

@@ -18,7 +18,7 @@ use support::{bounded, connect, LIMIT};
 fn without_a_logger_handler_errors_go_to_stderr() {
     bounded(LIMIT, || {
         if std::env::var_os("MESSAGES_CHILD").is_some() {
-            let server = TcpServer::bind("127.0.0.1:0", |_: &mut StreamRequest| -> io::Result<()> {
+            let server = TcpServer::bind_handler("127.0.0.1:0", |_: &mut StreamRequest| -> io::Result<()> {
                 Err(io::Error::other("the handler's own words"))
             })
             .unwrap();
@@ -63,7 +63,7 @@ fn a_unix_path_too_long_says_how_long_it_may_be() {
 
 #[test]
 fn an_address_in_use_names_it_and_says_what_to_do() {
-    let first = TcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| req.writer().write_all(b"x")).unwrap();
+    let first = TcpServer::bind_handler("127.0.0.1:0", |req: &mut StreamRequest| req.writer().write_all(b"x")).unwrap();
     let addr = first.local_addr();
     let error = TcpServer::bind(addr, |_: &mut StreamRequest| Ok(())).unwrap_err();
     assert_eq!(error.kind(), io::ErrorKind::AddrInUse);
@@ -78,7 +78,7 @@ fn an_address_in_use_names_it_and_says_what_to_do() {
 fn reports_to_a_closed_stderr_do_not_stop_the_server() {
     bounded(LIMIT, || {
         if std::env::var_os("MESSAGES_CLOSED_STDERR").is_some() {
-            let server = TcpServer::bind("127.0.0.1:0", |_: &mut StreamRequest| -> io::Result<()> {
+            let server = TcpServer::bind_handler("127.0.0.1:0", |_: &mut StreamRequest| -> io::Result<()> {
                 Err(io::Error::other("reported to a closed pipe"))
             })
             .unwrap();
@@ -104,5 +104,75 @@ fn reports_to_a_closed_stderr_do_not_stop_the_server() {
         child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
         let status = child.wait().unwrap();
         assert!(status.success() && stdout.contains("served 3"), "{status}: {stdout}");
+    });
+}
+
+/// What `fn main() -> Result<(), socketserver::Error>` prints is the error's `Debug`
+/// (`Error: {err:?}`): it must read as the message, then the sources the message lacks,
+/// not a dump of the enum (issue 14).
+#[test]
+fn an_error_returned_from_main_prints_its_message_and_its_cause() {
+    bounded(LIMIT, || {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let error = TcpServer::builder(addr)
+            .reuse_address(false)
+            .bind_handler(|_: &mut StreamRequest| -> io::Result<()> { Ok(()) })
+            .expect_err("the address is taken");
+        let printed = format!("{error:?}");
+        assert!(printed.starts_with(&format!("address {addr} is in use")), "{printed}");
+        assert!(printed.contains("\n\nCaused by:\n    "), "the OS error follows: {printed}");
+        assert!(!printed.contains("AddrInUse {"), "no struct dump: {printed}");
+        assert!(!printed.contains("source:"), "no struct dump: {printed}");
+
+        // A source the message already includes is not repeated.
+        let error = socketserver::Error::Io(io::Error::other("disk on fire"));
+        assert_eq!(format!("{error:?}"), "disk on fire");
+    })
+}
+
+/// Ctrl-C (SIGINT) with a client connected says what the shutdown waits for and how to
+/// skip it, and ends within its default deadline (5 s) instead of waiting for the client
+/// forever (issue 14). In a child process (this test binary run again), which raises
+/// SIGINT at itself; its stderr and its duration are checked here.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_says_what_it_waits_for_and_ends_within_its_deadline() {
+    bounded(LIMIT, || {
+        if std::env::var_os("MESSAGES_CTRL_C_CHILD").is_some() {
+            let server = socketserver::ThreadingTcpServer::bind("127.0.0.1:0", |req| {
+                std::io::copy(req.reader(), &mut std::io::sink())?; // until the client goes
+                Ok(())
+            })
+            .unwrap();
+            let _signals = server.handle().shutdown_on_signals().unwrap();
+            let client = connect(server.local_addr());
+            let handle = server.handle();
+            let raiser = std::thread::spawn(move || {
+                support::wait_until(support::TIMEOUT, "the client's request to run", || handle.stats().active == 1);
+                signal_hook::low_level::raise(signal_hook::consts::SIGINT).unwrap();
+            });
+            let start = std::time::Instant::now();
+            server.serve_forever().unwrap();
+            println!("served for {} ms", start.elapsed().as_millis());
+            raiser.join().unwrap();
+            drop(client);
+            return;
+        }
+        let mut command = rerun_this_test("ctrl_c_says_what_it_waits_for_and_ends_within_its_deadline");
+        let output = run_to_exit(command.env("MESSAGES_CTRL_C_CHILD", "1"), b"", support::TIMEOUT);
+        let (stdout, stderr) = (&output.stdout, &output.stderr);
+        assert!(output.status.success(), "child failed:\n{stdout}\n{stderr}");
+        assert!(
+            stderr.contains(
+                "SIGINT: shutting down; waiting up to 5 s for 1 connection(s); press Ctrl-C again to stop now"
+            ),
+            "stderr: {stderr}"
+        );
+        let served: u64 = stdout
+            .lines()
+            .find_map(|line| line.split_once("served for ")?.1.strip_suffix(" ms")?.parse().ok())
+            .expect("the child's time");
+        assert!(served < 9_000, "the shutdown took {served} ms");
     });
 }

@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use socketserver::dispatch::Pool;
 use socketserver::testing::TestStream;
-use socketserver::{RequestHandler, StreamRequest, TcpServer};
+use socketserver::{HandlerResult, RequestHandler, StreamRequest, TcpServer};
 use support::serve::{serve_started, stop};
 use support::{bounded, connect, wait_until, Gate, Mode, LIMIT, MODES, NEGATIVE_WAIT, TIMEOUT};
 
@@ -30,12 +30,12 @@ struct Lines {
 struct Seen(u64);
 
 impl RequestHandler<StreamRequest> for Lines {
-    fn setup(&self, _: &mut StreamRequest) -> io::Result<()> {
+    fn setup(&self, _: &mut StreamRequest) -> HandlerResult {
         self.setups.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
-    fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+    fn handle(&self, req: &mut StreamRequest) -> HandlerResult {
         self.handles.fetch_add(1, Ordering::SeqCst);
         let mut line = String::new();
         if req.reader().read_line(&mut line)? == 0 {
@@ -49,7 +49,7 @@ impl RequestHandler<StreamRequest> for Lines {
         Ok(())
     }
 
-    fn finish(&self, _: &mut StreamRequest) -> io::Result<()> {
+    fn finish(&self, _: &mut StreamRequest) -> HandlerResult {
         self.finishes.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -60,7 +60,7 @@ fn lines_server(mode: Mode) -> (Arc<Lines>, Arc<socketserver::Server<socketserve
     let shared = handler.clone();
     let server = TcpServer::builder("127.0.0.1:0")
         .dispatch(mode.dispatch())
-        .bind(move |req: &mut StreamRequest| -> io::Result<()> {
+        .bind(move |req: &mut StreamRequest| -> HandlerResult {
             // The handler's phases, through the closure: setup and finish are counted
             // by hand below, so that the closure form is what is tested.
             shared.handle(req)
@@ -113,7 +113,7 @@ fn setup_and_finish_run_once_per_connection() {
         for mode in MODES {
             let handler = Arc::new(Lines::default());
             let server = Arc::new(
-                TcpServer::builder("127.0.0.1:0").dispatch(mode.dispatch()).bind(SharedLines(handler.clone())).unwrap(),
+                TcpServer::builder("127.0.0.1:0").dispatch(mode.dispatch()).bind_handler(handler.clone()).unwrap(),
             );
             let serve = serve_started(&server, "park-phases");
             let mut client = BufReader::new(connect(server.local_addr()));
@@ -133,21 +133,6 @@ fn setup_and_finish_run_once_per_connection() {
             stop(&server, serve);
         }
     });
-}
-
-/// The `Lines` handler with all three phases, shared with the test.
-struct SharedLines(Arc<Lines>);
-
-impl RequestHandler<StreamRequest> for SharedLines {
-    fn setup(&self, req: &mut StreamRequest) -> io::Result<()> {
-        self.0.setup(req)
-    }
-    fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
-        self.0.handle(req)
-    }
-    fn finish(&self, req: &mut StreamRequest) -> io::Result<()> {
-        self.0.finish(req)
-    }
 }
 
 /// Messages sent together (pipelined) are read into the reader's buffer at once; a
@@ -184,7 +169,7 @@ fn an_idle_parked_connection_is_closed_after_the_idle_timeout() {
                 TcpServer::builder("127.0.0.1:0")
                     .dispatch(mode.dispatch())
                     .idle_timeout(Some(Duration::from_millis(200)))
-                    .bind(SharedLines(handler.clone()))
+                    .bind_handler(handler.clone())
                     .unwrap(),
             );
             let serve = serve_started(&server, "park-idle");
@@ -211,7 +196,7 @@ fn without_an_idle_timeout_a_parked_connection_stays() {
             TcpServer::builder("127.0.0.1:0")
                 .dispatch(Pool::new(1))
                 .idle_timeout(None)
-                .bind(SharedLines(Arc::default()))
+                .bind_handler(Arc::new(Lines::default()))
                 .unwrap(),
         );
         let serve = serve_started(&server, "park-stay");
@@ -240,7 +225,7 @@ fn shutdown_closes_parked_connections_and_drains_busy_ones() {
             let server = Arc::new(
                 TcpServer::builder("127.0.0.1:0")
                     .dispatch(mode.dispatch())
-                    .bind(GatedLines { gate: passing, finishes: counted })
+                    .bind_handler(GatedLines { gate: passing, finishes: counted })
                     .unwrap(),
             );
             let control = gate.control();
@@ -291,7 +276,7 @@ struct GatedLines {
 }
 
 impl RequestHandler<StreamRequest> for GatedLines {
-    fn handle(&self, req: &mut StreamRequest) -> io::Result<()> {
+    fn handle(&self, req: &mut StreamRequest) -> HandlerResult {
         let mut line = String::new();
         if req.reader().read_line(&mut line)? == 0 {
             return Ok(());
@@ -302,7 +287,7 @@ impl RequestHandler<StreamRequest> for GatedLines {
         Ok(())
     }
 
-    fn finish(&self, _: &mut StreamRequest) -> io::Result<()> {
+    fn finish(&self, _: &mut StreamRequest) -> HandlerResult {
         self.finishes.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
@@ -318,7 +303,7 @@ fn max_connections_counts_parked_connections() {
                 TcpServer::builder("127.0.0.1:0")
                     .dispatch(mode.dispatch())
                     .max_connections(2)
-                    .bind(SharedLines(Arc::default()))
+                    .bind_handler(Arc::new(Lines::default()))
                     .unwrap(),
             );
             let serve = serve_started(&server, "park-max");
@@ -356,7 +341,7 @@ fn a_half_sent_message_holds_a_worker_no_longer_than_the_timeout() {
                 .dispatch(Pool::new(1))
                 .idle_timeout(Some(Duration::from_millis(300)))
                 .handle_error(|_, _| {})
-                .bind(SharedLines(Arc::default()))
+                .bind_handler(Arc::new(Lines::default()))
                 .unwrap(),
         );
         let serve = serve_started(&server, "park-half");
@@ -387,7 +372,7 @@ fn a_client_that_resets_while_parked_gets_its_finish_and_no_error() {
         for mode in MODES {
             let handler = Arc::new(Lines::default());
             let server = Arc::new(
-                TcpServer::builder("127.0.0.1:0").dispatch(mode.dispatch()).bind(SharedLines(handler.clone())).unwrap(),
+                TcpServer::builder("127.0.0.1:0").dispatch(mode.dispatch()).bind_handler(handler.clone()).unwrap(),
             );
             let serve = serve_started(&server, "park-reset");
             let mut client = BufReader::new(connect(server.local_addr()));
@@ -416,7 +401,7 @@ fn unix_stream_connections_park() {
             let server = Arc::new(
                 socketserver::UnixStreamServer::builder(&path)
                     .dispatch(mode.dispatch())
-                    .bind(SharedLines(Arc::default()))
+                    .bind_handler(Arc::new(Lines::default()))
                     .unwrap(),
             );
             let serve = serve_started(&server, "park-unix");
@@ -441,7 +426,7 @@ fn unix_stream_connections_park() {
 #[test]
 fn handle_request_serves_parked_connections_one_exchange_at_a_time() {
     bounded(LIMIT, || {
-        let server = Arc::new(TcpServer::bind("127.0.0.1:0", SharedLines(Arc::default())).unwrap());
+        let server = Arc::new(TcpServer::bind_handler("127.0.0.1:0", Arc::new(Lines::default())).unwrap());
         let addr = server.local_addr();
         let (a, b) = (connect(addr), connect(addr));
         let serving = server.clone();

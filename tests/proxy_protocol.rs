@@ -21,7 +21,7 @@ fn the_header_sets_the_client_address_and_bad_headers_never_reach_the_handler() 
             .proxy_protocol(true)
             .handle_error(move |error, _| {
                 if let Error::Handler { phase, source } = error {
-                    record.lock().unwrap().push((*phase, source.kind(), source.to_string()));
+                    record.lock().unwrap().push((*phase, error.kind(), source.to_string()));
                 }
             })
             .bind(|req: &mut StreamRequest| {
@@ -29,7 +29,7 @@ fn the_header_sets_the_client_address_and_bad_headers_never_reach_the_handler() 
                 req.reader().read_to_string(&mut rest)?;
                 let proxy = req.proxy_addr().map(ToString::to_string).unwrap_or_else(|| "none".into());
                 let client = req.client_addr().to_string();
-                write!(req.writer(), "{client} {proxy} {rest}")
+                Ok(write!(req.writer(), "{client} {proxy} {rest}")?)
             })
             .unwrap();
         let addr = server.local_addr();
@@ -79,7 +79,7 @@ fn verify_request_sees_the_client_named_by_the_proxy_header() {
                 record.lock().unwrap().push(client.to_string());
                 client.as_inet().is_some_and(|a| a.ip().to_string() != "198.51.100.9")
             })
-            .bind(|req: &mut StreamRequest| {
+            .bind_handler(|req: &mut StreamRequest| {
                 let client = req.client_addr().to_string();
                 req.writer().write_all(client.as_bytes())
             })

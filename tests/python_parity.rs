@@ -196,7 +196,7 @@ fn run_tcp_server(mode: Mode) {
     let server = Arc::new(
         match mode {
             Mode::Sequential => TcpServer::bind(addr, echo_line),
-            Mode::Threading => ThreadingTcpServer::bind(addr, echo_line),
+            Mode::Threading => ThreadingTcpServer::bind(addr, echo_line).map(Into::into),
             Mode::Pool => TcpServer::builder(addr).dispatch(Pool::new(2)).bind(echo_line),
         }
         .unwrap(),
@@ -215,9 +215,9 @@ fn run_udp_server(mode: Mode) {
     let addr = "127.0.0.1:0";
     let server = Arc::new(
         match mode {
-            Mode::Sequential => UdpServer::bind(addr, echo_datagram_line),
-            Mode::Threading => ThreadingUdpServer::bind(addr, echo_datagram_line),
-            Mode::Pool => UdpServer::builder(addr).dispatch(Pool::new(2)).bind(echo_datagram_line),
+            Mode::Sequential => UdpServer::bind_handler(addr, echo_datagram_line),
+            Mode::Threading => ThreadingUdpServer::bind_handler(addr, echo_datagram_line).map(Into::into),
+            Mode::Pool => UdpServer::builder(addr).dispatch(Pool::new(2)).bind_handler(echo_datagram_line),
         }
         .unwrap(),
     );
@@ -237,7 +237,7 @@ fn run_unix_stream_server(mode: Mode) {
     let server = Arc::new(
         match mode {
             Mode::Sequential => UnixStreamServer::bind(&path, echo_line),
-            Mode::Threading => ThreadingUnixStreamServer::bind(&path, echo_line),
+            Mode::Threading => ThreadingUnixStreamServer::bind(&path, echo_line).map(Into::into),
             Mode::Pool => UnixStreamServer::builder(&path).dispatch(Pool::new(2)).bind(echo_line),
         }
         .unwrap(),
@@ -257,9 +257,9 @@ fn run_unix_datagram_server(mode: Mode) {
     let path = temp_socket_path("pp-ud");
     let server = Arc::new(
         match mode {
-            Mode::Sequential => UnixDatagramServer::bind(&path, echo_datagram_line),
-            Mode::Threading => ThreadingUnixDatagramServer::bind(&path, echo_datagram_line),
-            Mode::Pool => UnixDatagramServer::builder(&path).dispatch(Pool::new(2)).bind(echo_datagram_line),
+            Mode::Sequential => UnixDatagramServer::bind_handler(&path, echo_datagram_line),
+            Mode::Threading => ThreadingUnixDatagramServer::bind_handler(&path, echo_datagram_line).map(Into::into),
+            Mode::Pool => UnixDatagramServer::builder(&path).dispatch(Pool::new(2)).bind_handler(echo_datagram_line),
         }
         .unwrap(),
     );
@@ -407,7 +407,7 @@ fn error_test_server(mode: Mode, failure: Failure) -> Vec<String> {
             };
             error_log.lock().unwrap().push(entry);
         })
-        .bind(move |_: &mut StreamRequest| {
+        .bind_handler(move |_: &mut StreamRequest| {
             handler_log.lock().unwrap().push("Handler called".to_string());
             match failure {
                 Failure::Error => Err(io::Error::new(io::ErrorKind::InvalidData, "Test error")),
@@ -505,7 +505,7 @@ fn exit_in_a_handler_is_not_swallowed() {
 #[test]
 fn socket_writer_basics() {
     bounded(LIMIT, || {
-        let server = TcpServer::bind("127.0.0.1:0", |req: &mut StreamRequest| {
+        let server = TcpServer::bind_handler("127.0.0.1:0", |req: &mut StreamRequest| {
             assert_eq!(req.connection().peer_addr()?.as_inet(), req.client_addr().as_inet());
             req.writer().write_all(b"writer,")?;
             let mut connection = req.connection();
@@ -687,7 +687,7 @@ fn handle_request_timeout_calls_handle_timeout_on_every_transport() {
             }
         };
         let server = UdpServer::builder("127.0.0.1:0").timeout(TIMEOUT_AFTER).handle_timeout(counter());
-        check("UDP", server.bind(echo_datagram_line).unwrap(), &timeouts);
+        check("UDP", server.bind_handler(echo_datagram_line).unwrap(), &timeouts);
         #[cfg(unix)]
         {
             let path = temp_socket_path("pp-to-us");
@@ -695,7 +695,7 @@ fn handle_request_timeout_calls_handle_timeout_on_every_transport() {
             check("Unix stream", server.bind(echo_line).unwrap(), &timeouts);
             let path = temp_socket_path("pp-to-ud");
             let server = UnixDatagramServer::builder(&path).timeout(TIMEOUT_AFTER).handle_timeout(counter());
-            check("Unix datagram", server.bind(echo_datagram_line).unwrap(), &timeouts);
+            check("Unix datagram", server.bind_handler(echo_datagram_line).unwrap(), &timeouts);
         }
     });
 }
@@ -729,7 +729,7 @@ fn service_actions_runs_while_serving_on_every_transport() {
         let calls = Arc::new(AtomicUsize::new(0));
         let server = UdpServer::builder("127.0.0.1:0")
             .service_actions(INTERVAL, counter(&calls))
-            .bind(echo_datagram_line)
+            .bind_handler(echo_datagram_line)
             .unwrap();
         let addr = server.local_addr();
         check("UDP", server, &calls, || udp_examine(addr));
@@ -738,15 +738,17 @@ fn service_actions_runs_while_serving_on_every_transport() {
         {
             let calls = Arc::new(AtomicUsize::new(0));
             let path = temp_socket_path("pp-sa-us");
-            let server =
-                UnixStreamServer::builder(&path).service_actions(INTERVAL, counter(&calls)).bind(echo_line).unwrap();
+            let server = UnixStreamServer::builder(&path)
+                .service_actions(INTERVAL, counter(&calls))
+                .bind_handler(echo_line)
+                .unwrap();
             check("Unix stream", server, &calls, || stream_examine(connect_unix(&path)));
 
             let calls = Arc::new(AtomicUsize::new(0));
             let path = temp_socket_path("pp-sa-ud");
             let server = UnixDatagramServer::builder(&path)
                 .service_actions(INTERVAL, counter(&calls))
-                .bind(echo_datagram_line)
+                .bind_handler(echo_datagram_line)
                 .unwrap();
             check("Unix datagram", server, &calls, || unix_dgram_examine(&path));
         }
@@ -761,20 +763,20 @@ fn reuse_port_lets_two_tcp_servers_share_a_port() {
     bounded(LIMIT, || {
         let named = |name: &'static str| move |req: &mut StreamRequest| req.writer().write_all(name.as_bytes());
         if cfg!(windows) {
-            let refused = TcpServer::builder("127.0.0.1:0").reuse_port(true).bind(named("first"));
+            let refused = TcpServer::builder("127.0.0.1:0").reuse_port(true).bind_handler(named("first"));
             match refused {
                 Err(e @ Error::Bind { .. }) => assert_eq!(e.kind(), io::ErrorKind::Unsupported, "{e:?}"),
                 other => panic!("reuse_port on Windows: expected Error::Bind (Unsupported), got {other:?}"),
             }
             return;
         }
-        let first = TcpServer::builder("127.0.0.1:0").reuse_port(true).bind(named("first")).unwrap();
+        let first = TcpServer::builder("127.0.0.1:0").reuse_port(true).bind_handler(named("first")).unwrap();
         let addr = first.local_addr();
         let second = TcpServer::builder(addr)
             .reuse_port(true)
-            .bind(named("second"))
+            .bind_handler(named("second"))
             .unwrap_or_else(|e| panic!("a second server with reuse_port on {addr}: {e}"));
-        let third = TcpServer::builder(addr).bind(named("third"));
+        let third = TcpServer::builder(addr).bind_handler(named("third"));
         assert!(matches!(third, Err(Error::AddrInUse { .. })), "a server without reuse_port on {addr}: {third:?}");
 
         let (first, second) = (first.serve_in_background().unwrap(), second.serve_in_background().unwrap());
@@ -802,7 +804,7 @@ fn reuse_port_lets_two_tcp_servers_share_a_port() {
 fn reuse_address_binds_over_lingering_connections() {
     bounded(LIMIT, || {
         let bye = |req: &mut StreamRequest| req.writer().write_all(b"bye");
-        let server = TcpServer::bind("127.0.0.1:0", bye).unwrap();
+        let server = TcpServer::bind_handler("127.0.0.1:0", bye).unwrap();
         let addr = server.local_addr();
         let background = server.serve_in_background().unwrap();
         let mut client = connect(addr);
@@ -813,7 +815,7 @@ fn reuse_address_binds_over_lingering_connections() {
         drop(client);
         background.stop().unwrap();
 
-        let strict = TcpServer::builder(addr).reuse_address(false).bind(bye);
+        let strict = TcpServer::builder(addr).reuse_address(false).bind_handler(bye);
         if cfg!(unix) {
             assert!(
                 matches!(strict, Err(Error::AddrInUse { .. })),
@@ -821,7 +823,8 @@ fn reuse_address_binds_over_lingering_connections() {
             );
         }
         drop(strict);
-        let again = TcpServer::bind(addr, bye).unwrap_or_else(|e| panic!("the default reuse_address on {addr}: {e}"));
+        let again =
+            TcpServer::bind_handler(addr, bye).unwrap_or_else(|e| panic!("the default reuse_address on {addr}: {e}"));
         let background = again.serve_in_background().unwrap();
         let mut reply = Vec::new();
         connect(addr).read_to_end(&mut reply).unwrap();
@@ -839,7 +842,7 @@ fn backlog_bounds_connections_waiting_to_be_accepted() {
     bounded(LIMIT, || {
         const BACKLOG: usize = 2;
         let served = |req: &mut StreamRequest| req.writer().write_all(b"served");
-        let server = TcpServer::builder("127.0.0.1:0").backlog(BACKLOG as u32).bind(served).unwrap();
+        let server = TcpServer::builder("127.0.0.1:0").backlog(BACKLOG as u32).bind_handler(served).unwrap();
         let addr = server.local_addr();
         let mut queued = Vec::new();
         let dropped = loop {
@@ -865,7 +868,7 @@ fn backlog_bounds_connections_waiting_to_be_accepted() {
             assert!(!queued.is_empty(), "backlog({BACKLOG}): no connection completed");
         }
 
-        let roomy = TcpServer::bind("127.0.0.1:0", served).unwrap();
+        let roomy = TcpServer::bind_handler("127.0.0.1:0", served).unwrap();
         let many: Vec<_> = (0..16)
             .map(|i| {
                 TcpStream::connect_timeout(&roomy.local_addr(), Duration::from_secs(2))
@@ -901,7 +904,7 @@ fn read_timeout_ends_a_silent_unix_client_in_every_mode() {
                 .read_timeout(Duration::from_millis(300))
                 .handle_error(move |error: &Error, _| {
                     let _ = errors_tx.send(match error {
-                        Error::Handler { phase, source } => (Some(*phase), Some(source.kind()), error.to_string()),
+                        Error::Handler { phase, .. } => (Some(*phase), Some(error.kind()), error.to_string()),
                         other => (None, None, other.to_string()),
                     });
                 })
@@ -939,7 +942,7 @@ fn a_client_can_send_before_serving_starts() {
         assert_eq!(reply, TEST_STR, "TCP");
         background.stop().unwrap();
 
-        let server = UdpServer::bind("127.0.0.1:0", echo_datagram_line).unwrap();
+        let server = UdpServer::bind_handler("127.0.0.1:0", echo_datagram_line).unwrap();
         let client = udp_client();
         client.send_to(TEST_STR, server.local_addr()).unwrap();
         let background = server.serve_in_background().unwrap();
@@ -961,7 +964,7 @@ fn a_client_can_send_before_serving_starts() {
             background.stop().unwrap();
 
             let path = temp_socket_path("pp-early-ud");
-            let server = UnixDatagramServer::bind(&path, echo_datagram_line).unwrap();
+            let server = UnixDatagramServer::bind_handler(&path, echo_datagram_line).unwrap();
             let (client, _client_path) = unix_dgram_client();
             client.send_to(TEST_STR, &path).unwrap();
             let background = server.serve_in_background().unwrap();
@@ -1009,7 +1012,7 @@ fn close_waits_for_and_joins_request_threads() {
             let server = Arc::new(
                 TcpServer::builder("127.0.0.1:0")
                     .dispatch(mode)
-                    .bind(move |req: &mut StreamRequest| {
+                    .bind_handler(move |req: &mut StreamRequest| {
                         EXIT_NOTICE.with(|notice| {
                             if notice.borrow().is_none() {
                                 entering.fetch_add(1, Ordering::SeqCst);

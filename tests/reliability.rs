@@ -79,7 +79,7 @@ fn panicking_requests(mode: impl Dispatch, prefix: &str, request_threads: usize)
     let server = TcpServer::builder("127.0.0.1:0")
         .dispatch(mode)
         .handle_error(reports.hook())
-        .bind(|req: &mut StreamRequest| {
+        .bind_handler(|req: &mut StreamRequest| {
             let mut line = String::new();
             req.reader().read_line(&mut line)?;
             if line == "panic\n" {
@@ -206,7 +206,7 @@ fn survives(mode: Mode, prefix: &str, scenario: impl FnOnce(SocketAddr, &Flood, 
     let server = TcpServer::builder("127.0.0.1:0")
         .dispatch(mode.named(prefix))
         .handle_error(reports.hook())
-        .bind(commands(flood.clone()))
+        .bind_handler(commands(flood.clone()))
         .unwrap();
     let addr = server.local_addr();
     let background = server.serve_in_background().unwrap();
@@ -415,7 +415,7 @@ fn shutdown_with_clients_in_flight(mode: impl Dispatch, prefix: &str, running: u
         .dispatch(mode)
         .shutdown_deadline(DEADLINE)
         .handle_error(reports.hook())
-        .bind(move |req: &mut StreamRequest| {
+        .bind_handler(move |req: &mut StreamRequest| {
             let mut id = String::new();
             req.reader().read_line(&mut id)?;
             let id = id.trim_end().to_string();
@@ -574,7 +574,7 @@ fn udp_flood(mode: impl Dispatch, prefix: &str) {
     let server = UdpServer::builder("127.0.0.1:0")
         .dispatch(mode)
         .handle_error(reports.hook())
-        .bind(|req: &mut DatagramRequest| {
+        .bind_handler(|req: &mut DatagramRequest| {
             let packet = req.packet().to_vec();
             req.reply().write_all(&packet)
         })

@@ -462,7 +462,7 @@ fn serving_again_binds_with_the_builders_reuse_address() {
             let server = Arc::new(
                 TcpServer::builder("127.0.0.1:0")
                     .reuse_address(reuse)
-                    .bind(move |req: &mut StreamRequest| {
+                    .bind_handler(move |req: &mut StreamRequest| {
                         let stream = req.connection().as_tcp().expect("a TCP connection");
                         let _ = seen_tx.lock().unwrap().send(socket2::SockRef::from(stream).reuse_address()?);
                         io::copy(req.reader(), &mut io::sink()).map(drop)
@@ -612,7 +612,7 @@ fn first_request_gated(mode: Mode, gate: &Arc<Gate>) -> Arc<TcpServer> {
     let gate = gate.clone();
     let server = TcpServer::builder("127.0.0.1:0")
         .dispatch(mode.dispatch())
-        .bind(move |req: &mut StreamRequest| {
+        .bind_handler(move |req: &mut StreamRequest| {
             if !first.swap(false, Ordering::SeqCst) {
                 return req.writer().write_all(b"late");
             }
@@ -667,7 +667,7 @@ fn running_requests_finish_before_serve_forever_returns() {
         let server = Arc::new(
             TcpServer::builder("127.0.0.1:0")
                 .dispatch(Threading::new())
-                .bind(move |req: &mut StreamRequest| {
+                .bind_handler(move |req: &mut StreamRequest| {
                     if !first.swap(false, Ordering::SeqCst) {
                         return req.writer().write_all(b"late"); // a probe connection
                     }
@@ -777,7 +777,7 @@ fn shutdown_deadline_is_enforced_in_a_pool_when_a_handler_shuts_down() {
             TcpServer::builder("127.0.0.1:0")
                 .dispatch(Pool::new(2))
                 .shutdown_deadline(DEADLINE)
-                .bind(|req: &mut StreamRequest| {
+                .bind_handler(|req: &mut StreamRequest| {
                     let mut first = [0u8; 1];
                     req.reader().read_exact(&mut first)?;
                     if first[0] == b'q' {
@@ -853,7 +853,7 @@ fn without_a_deadline_shutdown_waits_for_the_request() {
             let server = Arc::new(
                 TcpServer::builder("127.0.0.1:0")
                     .dispatch(mode.dispatch())
-                    .bind(move |req: &mut StreamRequest| {
+                    .bind_handler(move |req: &mut StreamRequest| {
                         started_tx.lock().unwrap().send(()).unwrap();
                         let mut data = Vec::new();
                         req.reader().read_to_end(&mut data)?;

@@ -159,7 +159,8 @@ fn nodelay_seen_by_handler(nodelay: Option<bool>) -> Option<bool> {
 fn tcp_nodelay_is_set_on_accepted_connections() {
     bounded(LIMIT, || {
         assert_eq!(nodelay_seen_by_handler(Some(true)), Some(true), "nodelay(true) must set TCP_NODELAY");
-        assert_eq!(nodelay_seen_by_handler(None), Some(false), "TCP_NODELAY is off by default");
+        assert_eq!(nodelay_seen_by_handler(None), Some(true), "TCP_NODELAY is on by default (issue 14)");
+        assert_eq!(nodelay_seen_by_handler(Some(false)), Some(false), "nodelay(false) leaves it off");
     });
 }
 
@@ -171,12 +172,12 @@ fn tcp_read_timeout_ends_a_silent_request_and_server_keeps_serving() {
             .read_timeout(Duration::from_millis(500))
             .handle_error(move |e, client| {
                 let (phase, kind) = match e {
-                    Error::Handler { phase, source } => (Some(*phase), Some(source.kind())),
+                    Error::Handler { phase, .. } => (Some(*phase), Some(e.kind())),
                     _ => (None, None),
                 };
                 let _ = err_tx.send((e.to_string(), phase, kind, client.and_then(Address::as_inet)));
             })
-            .bind(|req: &mut StreamRequest| {
+            .bind_handler(|req: &mut StreamRequest| {
                 let mut data = Vec::new();
                 req.reader().read_to_end(&mut data)?;
                 req.writer().write_all(&data)
@@ -250,7 +251,7 @@ fn write_then_wait_server(
         builder = builder.wbufsize(size);
     }
     let server = builder
-        .bind(move |req: &mut StreamRequest| {
+        .bind_handler(move |req: &mut StreamRequest| {
             let mut line = String::new();
             req.reader().read_line(&mut line)?;
             req.writer().write_all(b"buffered\n")?;
@@ -328,7 +329,7 @@ fn threading_tcp_server_alias_serves_two_clients_at_once() {
         let (arrived_tx, arrived) = mpsc::channel::<String>();
         let (release, release_rx) = mpsc::channel::<()>();
         let release_rx = Mutex::new(release_rx);
-        let server = ThreadingTcpServer::bind("127.0.0.1:0", move |req: &mut StreamRequest| {
+        let server = ThreadingTcpServer::bind_handler("127.0.0.1:0", move |req: &mut StreamRequest| {
             let mut line = String::new();
             req.reader().read_line(&mut line)?;
             let _ = arrived_tx.send(line.trim().to_string());
@@ -356,6 +357,73 @@ fn threading_tcp_server_alias_serves_two_clients_at_once() {
             client.read_to_string(&mut reply).unwrap();
             assert_eq!(reply, expected);
         }
+        stop_background(background);
+    });
+}
+
+/// `Connection` is `Read` and `Write` by value, as `TcpStream` is, so a clone kept for
+/// another thread (a chat room's broadcast) writes with `conn.write_all(..)`, without
+/// `(&*conn)` (issue 14).
+#[test]
+fn a_connection_reads_and_writes_by_value() {
+    fn read_write<T: Read + Write>() {}
+    read_write::<socketserver::Connection>();
+    bounded(LIMIT, || {
+        let server = TcpServer::bind_handler("127.0.0.1:0", |req: &mut StreamRequest| -> io::Result<()> {
+            let mut clone = req.connection().try_clone()?;
+            let mut word = [0; 4];
+            clone.read_exact(&mut word)?;
+            clone.write_all(&word.to_ascii_uppercase())
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        let background = server.serve_in_background().unwrap();
+        assert_eq!(tcp_echo(addr, b"ping"), b"PING");
+        stop_background(background);
+    });
+}
+
+/// A `writeln!` of several pieces is one send on the default (unbuffered) writer, so
+/// Nagle's algorithm has nothing to hold back: nothing is sent while the arguments are
+/// still being formatted. Before, each piece was a send of its own, and "250 hello "
+/// reached the client before the name was formatted (issue 14).
+#[test]
+fn a_formatted_reply_is_sent_once_whole() {
+    /// Says it is being formatted, then waits for the test.
+    struct Slow(Mutex<(mpsc::Sender<()>, mpsc::Receiver<()>)>);
+    impl std::fmt::Display for Slow {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            let channels = self.0.lock().unwrap();
+            let _ = channels.0.send(());
+            let _ = channels.1.recv_timeout(TIMEOUT);
+            f.write_str("world")
+        }
+    }
+    bounded(LIMIT, || {
+        let (formatting_tx, formatting) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel();
+        let slow = Slow(Mutex::new((formatting_tx, release_rx)));
+        let server = TcpServer::bind("127.0.0.1:0", move |req| {
+            writeln!(req.writer(), "250 hello {slow} ok")?;
+            Ok(())
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        let background = server.serve_in_background().unwrap();
+        let mut client = connect(addr);
+        recv(&formatting, "the reply to be formatted");
+        client.set_read_timeout(Some(NEGATIVE_WAIT)).unwrap();
+        let mut buf = [0; 64];
+        match client.read(&mut buf) {
+            Err(e) if is_timeout(&e) => {}
+            Ok(n) => panic!("{:?} was sent before the reply was formatted", String::from_utf8_lossy(&buf[..n])),
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+        release.send(()).unwrap();
+        client.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut reply = String::new();
+        client.read_to_string(&mut reply).unwrap();
+        assert_eq!(reply, "250 hello world ok\n");
         stop_background(background);
     });
 }

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::io;
 use std::sync::mpsc;
 use std::thread;
 
@@ -20,7 +19,9 @@ use support::{
 use support::{unix_dgram_client, unix_dgram_exchange, unix_echo, TempPath};
 
 /// A stream echo handler that also reports the name of the thread it ran on.
-fn stream_echo_reporting(names: mpsc::Sender<String>) -> impl Fn(&mut StreamRequest) -> io::Result<()> + Send + Sync {
+fn stream_echo_reporting(
+    names: mpsc::Sender<String>,
+) -> impl Fn(&mut StreamRequest) -> socketserver::HandlerResult + Send + Sync {
     move |req: &mut StreamRequest| {
         let _ = names.send(thread::current().name().unwrap_or("(unnamed)").to_string());
         echo_stream(req)
@@ -30,7 +31,7 @@ fn stream_echo_reporting(names: mpsc::Sender<String>) -> impl Fn(&mut StreamRequ
 /// A datagram echo handler that also reports the name of the thread it ran on.
 fn datagram_echo_reporting(
     names: mpsc::Sender<String>,
-) -> impl Fn(&mut DatagramRequest) -> io::Result<()> + Send + Sync {
+) -> impl Fn(&mut DatagramRequest) -> socketserver::HandlerResult + Send + Sync {
     move |req: &mut DatagramRequest| {
         let _ = names.send(thread::current().name().unwrap_or("(unnamed)").to_string());
         echo_datagram(req)
@@ -50,7 +51,7 @@ fn echo_over_tcp(mode: Mode, label: &str) {
     let (tx, names) = mpsc::channel();
     let server = TcpServer::builder("127.0.0.1:0")
         .dispatch(mode.dispatch())
-        .bind(stream_echo_reporting(tx))
+        .bind_handler(stream_echo_reporting(tx))
         .unwrap_or_else(|e| panic!("{label}: bind: {e}"));
     let addr = server.local_addr();
     let background = server.serve_in_background().unwrap();
@@ -69,7 +70,7 @@ fn echo_over_unix_stream(mode: Mode, label: &str) {
     let (tx, names) = mpsc::channel();
     let server = UnixStreamServer::builder(&*path)
         .dispatch(mode.dispatch())
-        .bind(stream_echo_reporting(tx))
+        .bind_handler(stream_echo_reporting(tx))
         .unwrap_or_else(|e| panic!("{label}: bind: {e}"));
     let background = server.serve_in_background().unwrap();
     for len in STREAM_PAYLOADS {
@@ -85,7 +86,7 @@ fn echo_over_udp(mode: Mode, label: &str) {
     let (tx, names) = mpsc::channel();
     let server = UdpServer::builder("127.0.0.1:0")
         .dispatch(mode.dispatch())
-        .bind(datagram_echo_reporting(tx))
+        .bind_handler(datagram_echo_reporting(tx))
         .unwrap_or_else(|e| panic!("{label}: bind: {e}"));
     let addr = server.local_addr();
     let background = server.serve_in_background().unwrap();
@@ -106,7 +107,7 @@ fn echo_over_unix_datagram(mode: Mode, label: &str) {
     let (tx, names) = mpsc::channel();
     let server = UnixDatagramServer::builder(&*path)
         .dispatch(mode.dispatch())
-        .bind(datagram_echo_reporting(tx))
+        .bind_handler(datagram_echo_reporting(tx))
         .unwrap_or_else(|e| panic!("{label}: bind: {e}"));
     let background = server.serve_in_background().unwrap();
     let (client, _client_path) = unix_dgram_client("edc");

@@ -118,7 +118,7 @@ fn udp_truncates_to_custom_max_packet_size() {
         let server = UdpServer::builder("127.0.0.1:0")
             .max_packet_size(100)
             .handle_error(reports.hook())
-            .bind(datagram_commands)
+            .bind_handler(datagram_commands)
             .unwrap();
         let addr = server.local_addr();
         let background = server.serve_in_background().unwrap();
@@ -150,8 +150,11 @@ fn datagram_handlers_see_whether_a_packet_was_truncated() {
             req.reply().write_all(answer.as_bytes())
         };
         let reports = Reports::default();
-        let server =
-            UdpServer::builder("127.0.0.1:0").max_packet_size(100).handle_error(reports.hook()).bind(flag).unwrap();
+        let server = UdpServer::builder("127.0.0.1:0")
+            .max_packet_size(100)
+            .handle_error(reports.hook())
+            .bind_handler(flag)
+            .unwrap();
         let addr = server.local_addr();
         let background = server.serve_in_background().unwrap();
         let client = udp_client();
@@ -171,7 +174,7 @@ fn datagram_handlers_see_whether_a_packet_was_truncated() {
         {
             let path = temp_socket_path("trunc");
             let _cleanup = TempPath::of(path.clone());
-            let server = UnixDatagramServer::builder(&path).max_packet_size(100).bind(flag).unwrap();
+            let server = UnixDatagramServer::builder(&path).max_packet_size(100).bind_handler(flag).unwrap();
             let background = server.serve_in_background().unwrap();
             let (client, _client_path) = unix_dgram_client("truncc");
             for (len, expected) in [(100, "100 false"), (101, "100 true")] {

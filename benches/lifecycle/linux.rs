@@ -135,7 +135,7 @@ fn bind_with<T: Transport>(
 where
     fn(&mut T::Request) -> io::Result<()>: socketserver::RequestHandler<T::Request>,
 {
-    builder().bind(handler).expect("bind")
+    builder().bind_handler(handler).expect("bind")
 }
 
 /// The value of the environment variable `name` parsed as a `T`, or `None` if it is not

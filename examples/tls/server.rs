@@ -127,7 +127,7 @@ struct TlsEcho {
 }
 
 impl RequestHandler<StreamRequest> for TlsEcho {
-    fn handle(&self, request: &mut StreamRequest) -> io::Result<()> {
+    fn handle(&self, request: &mut StreamRequest) -> socketserver::HandlerResult {
         let mut session = ServerConnection::new(self.config.clone()).map_err(io::Error::other)?;
         // The read timeout restarts with every byte; the deadline does not, so a client
         // that sends its ClientHello a byte at a time cannot hold the thread either.
@@ -140,7 +140,7 @@ impl RequestHandler<StreamRequest> for TlsEcho {
         // close_notify tells the client that the echo ended here and was not cut off.
         tls.conn.send_close_notify();
         let _ = tls.flush();
-        result
+        Ok(result?)
     }
 }
 
@@ -181,7 +181,7 @@ fn run(args: Args) -> Result<(), String> {
             Some(client) => eprintln!("tls: {client}: {error}"),
             None => eprintln!("tls: {error}"),
         })
-        .bind(handler)
+        .bind_handler(handler)
         .map_err(|e| e.to_string())?;
     // Ctrl-C or SIGTERM: refuse new connections at once, give running ones GRACE.
     let _signals = server.handle().shutdown_on_signals().map_err(|e| e.to_string())?;

@@ -67,7 +67,7 @@ impl fmt::Debug for Job {
 /// use std::io::{self, Read, Write};
 /// use std::sync::atomic::{AtomicUsize, Ordering};
 /// use socketserver::dispatch::{Dispatch, Job};
-/// use socketserver::{StreamRequest, TcpServer};
+/// use socketserver::TcpServer;
 ///
 /// #[derive(Default)]
 /// struct Spawn {
@@ -83,7 +83,7 @@ impl fmt::Debug for Job {
 ///
 /// let server = TcpServer::builder("127.0.0.1:0")
 ///     .dispatch(Spawn::default())
-///     .bind(|req: &mut StreamRequest| req.writer().write_all(b"hi"))?;
+///     .bind(|req| { req.writer().write_all(b"hi")?; Ok(()) })?;
 /// let addr = server.local_addr();
 /// let background = server.serve_in_background()?;
 /// let mut reply = String::new();

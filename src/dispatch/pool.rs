@@ -27,11 +27,11 @@ use super::{default_workers, Dispatch, Flavor, Job, Kind, Threading};
 ///
 /// ```
 /// use std::io::Write;
-/// use socketserver::{dispatch::Pool, StreamRequest, TcpServer};
+/// use socketserver::{dispatch::Pool, TcpServer};
 ///
 /// let server = TcpServer::builder("127.0.0.1:0")
 ///     .dispatch(Pool::new(8).thread_name("kv-worker"))
-///     .bind(|req: &mut StreamRequest| req.writer().write_all(b"ok"))?;
+///     .bind(|req| { req.writer().write_all(b"ok")?; Ok(()) })?;
 /// # drop(server);
 /// # Ok::<(), socketserver::Error>(())
 /// ```

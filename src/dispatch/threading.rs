@@ -32,11 +32,11 @@ use super::{Dispatch, Flavor, Job, Kind};
 ///
 /// ```
 /// use std::io::Write;
-/// use socketserver::{dispatch::Threading, StreamRequest, TcpServer};
+/// use socketserver::{dispatch::Threading, TcpServer};
 ///
 /// let server = TcpServer::builder("127.0.0.1:0")
 ///     .dispatch(Threading::new().max_threads(256).thread_name("echo"))
-///     .bind(|req: &mut StreamRequest| req.writer().write_all(b"ok"))?;
+///     .bind(|req| { req.writer().write_all(b"ok")?; Ok(()) })?;
 /// # drop(server);
 /// # Ok::<(), socketserver::Error>(())
 /// ```

@@ -119,6 +119,12 @@ impl Engine {
 
     /// Closes the server: see [`Server::close`](crate::Server::close).
     pub(crate) fn close(&self) {
+        self.close_within(self.config.shutdown_deadline);
+    }
+
+    /// As `close`, waiting at most `limit` for requests still running (then their
+    /// connections are closed, and threads that still do not end are not joined).
+    pub(crate) fn close_within(&self, limit: Option<std::time::Duration>) {
         if CurrentServer::is(&self.control) {
             // From a handler or hook: closing would wait for this very request. Stop
             // serving; the close itself happens when the server is dropped.
@@ -131,8 +137,7 @@ impl Engine {
             self.end_parked(&home, home.state().close());
         }
         // Requests started by handle_request in a threaded mode may still run.
-        let drained = !self.waits_for_requests()
-            || self.control.await_requests(self.config.shutdown_deadline.map(|d| Instant::now() + d));
+        let drained = !self.waits_for_requests() || self.control.await_requests(limit.map(|d| Instant::now() + d));
         if drained {
             self.dispatch.close();
         } else {
@@ -170,7 +175,7 @@ impl Engine {
     fn guarded(&self, phase: Phase, client: &Address, hook: impl FnOnce() -> io::Result<()>) {
         let error = match panic::catch_unwind(AssertUnwindSafe(hook)) {
             Ok(Ok(())) => return,
-            Ok(Err(source)) => Error::Handler { phase, source },
+            Ok(Err(source)) => Error::Handler { phase, source: source.into() },
             Err(payload) => Error::Panic { phase, message: panic_message(&*payload) },
         };
         self.report(&error, Some(client));

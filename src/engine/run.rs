@@ -15,7 +15,7 @@ use super::Engine;
 use crate::config::Hooks;
 use crate::error::{Error, Phase};
 use crate::handle::{CurrentServer, Ticket};
-use crate::handler::{AnyHandler, RequestHandler};
+use crate::handler::{AnyHandler, HandlerResult, RequestHandler};
 use crate::net::{Address, Connection, DatagramSocket};
 use crate::report::panic_message;
 use crate::request::{DatagramRequest, StreamRequest};
@@ -82,7 +82,10 @@ impl Engine {
                 #[cfg(feature = "proxy-protocol")]
                 if config.proxy_protocol {
                     if let Err(source) = request.read_proxy_header(PROXY_HEADER_TIMEOUT) {
-                        self.report(&Error::Handler { phase: Phase::Setup, source }, Some(request.client_addr()));
+                        self.report(
+                            &Error::Handler { phase: Phase::Setup, source: source.into() },
+                            Some(request.client_addr()),
+                        );
                         return;
                     }
                     if !self.verify(request.client_addr(), Some(request.connection())) {
@@ -130,7 +133,7 @@ impl Engine {
             }
             // `handle` parked the connection.
             if let Err(source) = request.prepare_to_park(self.config.idle_timeout) {
-                report(Error::Handler { phase: Phase::Respond, source }, request.client_addr());
+                report(Error::Handler { phase: Phase::Respond, source: source.into() }, request.client_addr());
                 start = Start::Finish;
                 continue;
             }
@@ -291,7 +294,7 @@ pub(crate) fn run_phases<R: Phases + 'static>(
     report: &dyn Fn(Error, &Address),
     start: Start,
 ) -> Outcome {
-    let step = |request: &mut R, phase: Phase, f: &dyn Fn(&mut R) -> io::Result<()>| -> bool {
+    let step = |request: &mut R, phase: Phase, f: &dyn Fn(&mut R) -> HandlerResult| -> bool {
         let error = match panic::catch_unwind(AssertUnwindSafe(|| f(request))) {
             Ok(Ok(())) => return true,
             Ok(Err(source)) => Error::Handler { phase, source },
@@ -313,6 +316,6 @@ pub(crate) fn run_phases<R: Phases + 'static>(
         }
     }
     step(request, Phase::Finish, &|r| handler.finish(r));
-    step(request, Phase::Respond, &|r| r.respond(hooks));
+    step(request, Phase::Respond, &|r| Ok(r.respond(hooks)?));
     Outcome::Ended
 }

@@ -27,6 +27,17 @@ impl Address {
         }
     }
 
+    /// The IP address, if this is an IP socket address: on a TCP or UDP server,
+    /// `req.client_addr().ip()` is always `Some`.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.as_inet().map(|a| a.ip())
+    }
+
+    /// The port, if this is an IP socket address.
+    pub fn port(&self) -> Option<u16> {
+        self.as_inet().map(|a| a.port())
+    }
+
     /// The filesystem path, if this is a Unix address bound to one (always `None` on
     /// Windows).
     pub fn as_pathname(&self) -> Option<&std::path::Path> {

@@ -10,7 +10,9 @@ use super::{Address, MemorySocket, MemoryStream};
 
 /// One accepted stream connection: TCP, Unix, or in memory for tests.
 ///
-/// `&Connection` implements [`Read`] and [`Write`], like `&TcpStream`. Handlers usually
+/// `Connection` and `&Connection` implement [`Read`] and [`Write`], like `TcpStream`
+/// and `&TcpStream`, so a clone kept for a broadcast writes with `conn.write_all(..)`.
+/// Handlers usually
 /// go through the request's buffered [`Reader`](crate::Reader) and
 /// [`Writer`](crate::Writer); the connection is there for socket options (timeouts,
 /// `TCP_NODELAY`) and for the peer address.
@@ -164,6 +166,24 @@ impl Write for &Connection {
             Connection::Unix(s) => (&*s).write(buf),
             Connection::Memory(s) => s.write(buf),
         }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// As `&Connection`: reading and writing need no `&mut` of the connection itself.
+impl Read for Connection {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self).read(buf)
+    }
+}
+
+/// As `&Connection`.
+impl Write for Connection {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self).write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -86,14 +86,14 @@ impl DatagramRequest {
     /// # Examples
     ///
     /// ```
-    /// use socketserver::{DatagramRequest, UdpServer};
+    /// use socketserver::UdpServer;
     ///
-    /// let echo = |req: &mut DatagramRequest| {
+    /// let server = UdpServer::bind("127.0.0.1:0", |req| {
     ///     let (packet, reply) = req.packet_and_reply();
     ///     reply.extend_from_slice(packet);
     ///     Ok(())
-    /// };
-    /// # let _ = UdpServer::bind("127.0.0.1:0", echo)?;
+    /// })?;
+    /// # drop(server);
     /// # Ok::<(), socketserver::Error>(())
     /// ```
     pub fn packet_and_reply(&mut self) -> (&[u8], &mut Vec<u8>) {

@@ -173,17 +173,17 @@ impl Reader {
     ///
     /// ```
     /// use std::io::{self, Write};
-    /// use socketserver::StreamRequest;
     ///
-    /// let handler = |req: &mut StreamRequest| -> io::Result<()> {
+    /// let server = socketserver::TcpServer::bind("127.0.0.1:0", |req| {
     ///     let mut line = Vec::new();
     ///     match req.reader().read_line_bounded(&mut line, 1024) {
-    ///         Ok(_) => req.writer().write_all(&line),
-    ///         Err(e) if e.kind() == io::ErrorKind::InvalidData => req.writer().write_all(b"line too long\n"),
-    ///         Err(e) => Err(e),
+    ///         Ok(_) => req.writer().write_all(&line)?,
+    ///         Err(e) if e.kind() == io::ErrorKind::InvalidData => req.writer().write_all(b"line too long\n")?,
+    ///         Err(e) => return Err(e.into()),
     ///     }
-    /// };
-    /// # let _ = socketserver::TcpServer::bind("127.0.0.1:0", handler)?;
+    ///     Ok(())
+    /// })?;
+    /// # drop(server);
     /// # Ok::<(), socketserver::Error>(())
     /// ```
     pub fn read_line_bounded(&mut self, line: &mut Vec<u8>, max: usize) -> io::Result<usize> {
@@ -247,12 +247,23 @@ impl BufRead for Reader {
 /// The writing side of a stream request (Python's `wfile`).
 ///
 /// Unbuffered by default: every `write` sends all its bytes before returning, so
-/// `write` always returns the full length, as Python's `wfile.write` does. With a
-/// `wbufsize` above zero it is a [`BufWriter`]; either way the server flushes it after
+/// `write` always returns the full length, as Python's `wfile.write` does, and nothing
+/// waits in a buffer when the handler reads the client's next message. A formatted
+/// write (`write!`, `writeln!`) is formatted first and sent in one call, however many
+/// pieces it has: `writeln!(w, "250 hello {name} ok")` is one segment on the wire, not
+/// three (which Nagle's algorithm and the client's delayed ACK would hold for ~40 ms).
+/// Build a reply of several `write_all` calls in a `Vec` or a `format!` and send it
+/// once, for the same reason.
+///
+/// With a `wbufsize` above zero it is a [`BufWriter`]: writes wait in the buffer until it
+/// fills or [`flush`](Write::flush) is called, so a handler that answers a message and
+/// then reads the next must flush first. Either way the server flushes it after
 /// `finish`.
 #[doc(alias = "wfile")]
 pub struct Writer {
     inner: WriterInner,
+    /// Where an unbuffered writer formats a `write!` before sending it in one call.
+    formatted: Vec<u8>,
 }
 
 enum WriterInner {
@@ -268,7 +279,7 @@ impl Writer {
         } else {
             WriterInner::Buffered(BufWriter::with_capacity(wbufsize, handle))
         };
-        Writer { inner }
+        Writer { inner, formatted: Vec::new() }
     }
 
     pub(super) fn set_deadline(&mut self, deadline: Option<Instant>) {
@@ -299,6 +310,25 @@ impl Write for Writer {
         match &mut self.inner {
             WriterInner::Direct(_) => Ok(()),
             WriterInner::Buffered(w) => w.flush(),
+        }
+    }
+
+    /// Formats the whole text, then sends it in one call (see [`Writer`]).
+    fn write_fmt(&mut self, args: fmt::Arguments<'_>) -> io::Result<()> {
+        match &mut self.inner {
+            WriterInner::Direct(c) => {
+                if let Some(text) = args.as_str() {
+                    return c.write_all(text.as_bytes());
+                }
+                self.formatted.clear();
+                self.formatted.write_fmt(args)?;
+                let sent = c.write_all(&self.formatted);
+                if self.formatted.capacity() > 64 * 1024 {
+                    self.formatted = Vec::new(); // a huge reply does not stay allocated
+                }
+                sent
+            }
+            WriterInner::Buffered(w) => w.write_fmt(args),
         }
     }
 }

@@ -79,11 +79,10 @@ impl StreamRequest {
     /// Each request line must arrive within 10 seconds of the previous reply:
     ///
     /// ```
-    /// use std::io::{self, Write};
+    /// use std::io::Write;
     /// use std::time::{Duration, Instant};
-    /// use socketserver::StreamRequest;
     ///
-    /// let handler = |req: &mut StreamRequest| -> io::Result<()> {
+    /// let server = socketserver::TcpServer::bind("127.0.0.1:0", |req| {
     ///     let mut line = Vec::new();
     ///     loop {
     ///         req.set_deadline(Some(Instant::now() + Duration::from_secs(10)));
@@ -93,8 +92,8 @@ impl StreamRequest {
     ///         }
     ///         req.writer().write_all(&line)?;
     ///     }
-    /// };
-    /// # let _ = socketserver::TcpServer::bind("127.0.0.1:0", handler)?;
+    /// })?;
+    /// # drop(server);
     /// # Ok::<(), socketserver::Error>(())
     /// ```
     pub fn set_deadline(&mut self, deadline: Option<Instant>) {
@@ -209,7 +208,7 @@ impl StreamRequest {
     /// use std::net::TcpStream;
     /// use socketserver::{dispatch::Pool, StreamRequest};
     ///
-    /// let handler = |req: &mut StreamRequest| -> io::Result<()> {
+    /// let handler = |req: &mut StreamRequest| -> socketserver::HandlerResult {
     ///     let mut line = String::new();
     ///     if req.reader().read_line(&mut line)? == 0 {
     ///         return Ok(()); // the client is gone
@@ -260,7 +259,7 @@ impl StreamRequest {
     ///     lines: u64,
     /// }
     ///
-    /// let handler = |req: &mut StreamRequest| -> io::Result<()> {
+    /// let handler = |req: &mut StreamRequest| -> socketserver::HandlerResult {
     ///     let mut line = String::new();
     ///     if req.reader().read_line(&mut line)? == 0 {
     ///         return Ok(());

@@ -6,7 +6,7 @@ use std::io::{self, BufRead, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
-use socketserver::StreamRequest;
+use socketserver::{HandlerResult, StreamRequest};
 
 use super::{waiting_for, NEGATIVE_WAIT, TIMEOUT};
 
@@ -65,22 +65,24 @@ impl Gate {
     }
 
     /// A stream handler that passes the gate (id "") and then writes `reply`.
-    pub fn replying(self: &Arc<Self>, reply: &'static [u8]) -> impl Fn(&mut StreamRequest) -> io::Result<()> {
+    pub fn replying(self: &Arc<Self>, reply: &'static [u8]) -> impl Fn(&mut StreamRequest) -> HandlerResult {
         let gate = self.clone();
         move |req: &mut StreamRequest| {
             gate.pass("")?;
-            req.writer().write_all(reply)
+            req.writer().write_all(reply)?;
+            Ok(())
         }
     }
 
     /// A stream handler that reads an id line (`a\n`), passes the gate with that id and
     /// writes `done a\n`.
-    pub fn by_id(self: &Arc<Self>) -> impl Fn(&mut StreamRequest) -> io::Result<()> {
+    pub fn by_id(self: &Arc<Self>) -> impl Fn(&mut StreamRequest) -> HandlerResult {
         let gate = self.clone();
         move |req: &mut StreamRequest| {
             let id = read_id(req)?;
             gate.pass(id.clone())?;
-            req.writer().write_all(format!("done {id}\n").as_bytes())
+            req.writer().write_all(format!("done {id}\n").as_bytes())?;
+            Ok(())
         }
     }
 }

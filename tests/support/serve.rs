@@ -8,7 +8,9 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use socketserver::transport::Transport;
-use socketserver::{Address, BackgroundServer, DatagramRequest, Error, Phase, Server, ServerHandle, StreamRequest};
+use socketserver::{
+    Address, BackgroundServer, DatagramRequest, Error, HandlerResult, Phase, Server, ServerHandle, StreamRequest,
+};
 
 use super::{is_timeout, join_within, wait_until, waiting_for, within, NEGATIVE_WAIT, TIMEOUT};
 
@@ -78,21 +80,23 @@ pub fn stop_background<T: Transport>(background: BackgroundServer<T>) {
 }
 
 /// Echoes a stream until the client's end-of-file.
-pub fn echo_stream(req: &mut StreamRequest) -> io::Result<()> {
+pub fn echo_stream(req: &mut StreamRequest) -> HandlerResult {
     let (reader, writer) = req.reader_and_writer();
-    io::copy(reader, writer).map(drop)
+    io::copy(reader, writer)?;
+    Ok(())
 }
 
 /// Reads one line and writes it back (CPython's `MyHandler`); the server then closes
 /// first, so the `TIME_WAIT` of many short connections sits on the server's port.
-pub fn echo_line(req: &mut StreamRequest) -> io::Result<()> {
+pub fn echo_line(req: &mut StreamRequest) -> HandlerResult {
     let mut line = Vec::new();
     req.reader().read_until(b'\n', &mut line)?;
-    req.writer().write_all(&line)
+    req.writer().write_all(&line)?;
+    Ok(())
 }
 
 /// Sends each datagram back to its sender.
-pub fn echo_datagram(req: &mut DatagramRequest) -> io::Result<()> {
+pub fn echo_datagram(req: &mut DatagramRequest) -> HandlerResult {
     let (packet, reply) = req.packet_and_reply();
     reply.extend_from_slice(packet);
     Ok(())
@@ -143,7 +147,7 @@ impl Reports {
         let reports = self.0.clone();
         move |error: &Error, client: Option<&Address>| {
             let reported = match error {
-                Error::Handler { phase, source } => Reported::Handler(*phase, source.kind(), source.to_string()),
+                Error::Handler { phase, source } => Reported::Handler(*phase, error.kind(), source.to_string()),
                 Error::Panic { phase, message } => Reported::Panic(*phase, message.clone()),
                 Error::Dispatch(source) => Reported::Dispatch(source.kind()),
                 Error::Accept(source) => Reported::Accept(source.kind()),
@@ -176,7 +180,7 @@ impl Reports {
 /// A datagram handler that obeys its packet: `silent` sends no reply, `touch` asks for
 /// an empty reply without writing it, `extra` sends `extra-1` and `extra-2` through the
 /// socket before its reply `reply`; anything else is echoed.
-pub fn datagram_commands(req: &mut DatagramRequest) -> io::Result<()> {
+pub fn datagram_commands(req: &mut DatagramRequest) -> HandlerResult {
     match req.packet() {
         b"silent" => Ok(()),
         b"touch" => {
@@ -187,7 +191,8 @@ pub fn datagram_commands(req: &mut DatagramRequest) -> io::Result<()> {
             let client = req.client_addr().clone();
             req.socket().send_to(b"extra-1", &client)?;
             req.socket().send_to(b"extra-2", &client)?;
-            req.reply().write_all(b"reply")
+            req.reply().write_all(b"reply")?;
+            Ok(())
         }
         _ => echo_datagram(req),
     }
