@@ -251,7 +251,7 @@ impl StreamRequest {
     /// # Examples
     ///
     /// ```
-    /// use std::io::{self, BufRead, Write};
+    /// use std::io::{BufRead, Write};
     /// use socketserver::StreamRequest;
     ///
     /// #[derive(Default)]
