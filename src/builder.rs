@@ -283,7 +283,8 @@ impl<T: Transport<Request = StreamRequest>> Builder<T> {
     /// header is closed and reported to `handle_error` as a [`Phase::Setup`](crate::Phase::Setup) error, and
     /// the handler does not run: `InvalidData` ("PROXY protocol: ...") for a malformed
     /// header, `UnexpectedEof` if the connection ends inside it, `TimedOut` if it has not
-    /// arrived within 10 seconds. `verify_request` then sees the real client; the
+    /// arrived within [`proxy_header_timeout`](Builder::proxy_header_timeout) (default 10
+    /// seconds). `verify_request` then sees the real client; the
     /// `refuse_when_full` hook and errors before the header see the proxy. Feature
     /// `proxy-protocol`; see [`proxy_protocol`](crate::proxy_protocol).
     ///
@@ -312,6 +313,24 @@ impl<T: Transport<Request = StreamRequest>> Builder<T> {
     #[cfg(feature = "proxy-protocol")]
     pub fn proxy_protocol(mut self, enabled: bool) -> Self {
         self.config.proxy_protocol = enabled;
+        self
+    }
+
+    /// How long a peer may take, from the start of its connection, to send the whole
+    /// PROXY protocol header; a peer that has not is closed and reported with
+    /// `TimedOut`. Default
+    /// [`DEFAULT_HEADER_TIMEOUT`](crate::proxy_protocol::DEFAULT_HEADER_TIMEOUT), 10
+    /// seconds. A proxy sends its header at once, so a short one (a second) costs a
+    /// real proxy nothing, and matters in sequential mode, where a peer that connects
+    /// and stays silent holds up every other client until it runs out. Feature
+    /// `proxy-protocol`.
+    ///
+    /// # Panics
+    /// Panics if `timeout` is zero.
+    #[cfg(feature = "proxy-protocol")]
+    pub fn proxy_header_timeout(mut self, timeout: Duration) -> Self {
+        assert!(!timeout.is_zero(), "a zero PROXY header timeout is not allowed");
+        self.config.proxy_header_timeout = timeout;
         self
     }
 

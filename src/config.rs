@@ -67,6 +67,9 @@ pub(crate) struct Config {
     pub(crate) max_connections: Option<usize>,
     #[cfg(feature = "proxy-protocol")]
     pub(crate) proxy_protocol: bool,
+    /// How long a peer may take to send its PROXY protocol header.
+    #[cfg(feature = "proxy-protocol")]
+    pub(crate) proxy_header_timeout: Duration,
     pub(crate) hooks: Hooks,
 }
 
@@ -84,6 +87,8 @@ impl Default for Config {
             max_connections: None,
             #[cfg(feature = "proxy-protocol")]
             proxy_protocol: false,
+            #[cfg(feature = "proxy-protocol")]
+            proxy_header_timeout: crate::proxy_protocol::DEFAULT_HEADER_TIMEOUT,
             hooks: Hooks::default(),
         }
     }

@@ -37,6 +37,12 @@
 
 use std::io::{self, BufRead, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+/// How long a server waits for a peer's PROXY protocol header unless
+/// [`Builder::proxy_header_timeout`](crate::Builder::proxy_header_timeout) says
+/// otherwise: 10 seconds, from the connection's start to the header's end.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The 12 bytes that start a v2 header.
 const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
@@ -49,7 +55,7 @@ const V1_PREFIX: &[u8] = b"PROXY ";
 #[non_exhaustive]
 pub enum ProxyHeader {
     /// The connection was relayed for a client: use these addresses instead of the
-    /// connection's own. For a v2 UDP (`DGRAM`) header they are the datagram's.
+    /// connection's own.
     Proxied {
         /// The client's address, as the proxy saw it.
         source: SocketAddr,
@@ -73,7 +79,9 @@ pub enum ProxyHeader {
 ///
 /// - [`InvalidData`](io::ErrorKind::InvalidData), with a message starting "PROXY
 ///   protocol:", if the bytes are not a valid header: the connection must then be
-///   closed, as the protocol requires.
+///   closed, as the protocol requires. A v2 `PROXY` header that declares a datagram
+///   (`DGRAM`, UDP) connection is one: this reads the header of a stream, and a proxy
+///   relaying a stream never sends it.
 /// - [`UnexpectedEof`](io::ErrorKind::UnexpectedEof) if the connection ends inside the
 ///   header.
 /// - Any error of `reader`, such as [`WouldBlock`](io::ErrorKind::WouldBlock) when a
@@ -166,9 +174,17 @@ fn read_v2<R: BufRead + ?Sized>(reader: &mut R) -> io::Result<ProxyHeader> {
     if family > 3 || protocol > 2 {
         return Err(invalid(format!("v2 family and protocol byte {:#04x} is undefined", fixed[13])));
     }
+    if protocol == 2 {
+        // A header read from a stream describes that stream: a UDP (or AF_UNIX datagram)
+        // source is a lie, or a proxy misconfigured, and either way not this connection.
+        return Err(invalid(format!(
+            "v2 header declares a datagram (DGRAM) connection ({:#04x}) on a stream",
+            fixed[13]
+        )));
+    }
     let ip_len = match (family, protocol) {
-        (1, 1 | 2) => 4,
-        (2, 1 | 2) => 16,
+        (1, 1) => 4,
+        (2, 1) => 16,
         // UNSPEC or AF_UNIX: the connection's own addresses apply.
         _ => return skip(reader, length).map(|()| ProxyHeader::Local),
     };
@@ -350,16 +366,31 @@ mod tests {
     }
 
     #[test]
-    fn v2_proxy_tcp6_and_udp6() {
+    fn v2_proxy_tcp6() {
         let mut block = Vec::new();
         block.extend("2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
         block.extend(Ipv6Addr::LOCALHOST.octets());
         block.extend([0xdb, 0xd4, 0x01, 0xbb]);
-        for family in [0x21, 0x22] {
-            let (header, rest) = read(&[v2(1, family, &block), b"after".to_vec()].concat());
-            assert_eq!(header.unwrap(), proxied("[2001:db8::1]:56276", "[::1]:443"), "{family:#x}");
-            assert_eq!(rest, b"after");
+        let (header, rest) = read(&[v2(1, 0x21, &block), b"after".to_vec()].concat());
+        assert_eq!(header.unwrap(), proxied("[2001:db8::1]:56276", "[::1]:443"));
+        assert_eq!(rest, b"after");
+    }
+
+    /// A header read from a stream that claims a UDP (or Unix datagram) source is
+    /// refused: it cannot describe the stream it arrived on (issue 15).
+    #[test]
+    fn v2_dgram_on_a_stream_is_invalid() {
+        let mut udp6 = Vec::new();
+        udp6.extend("2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
+        udp6.extend(Ipv6Addr::LOCALHOST.octets());
+        udp6.extend([0xdb, 0xd4, 0x01, 0xbb]);
+        for (family, block) in [(0x12, HAPROXY_V2_TCP4[16..].to_vec()), (0x22, udp6), (0x32, vec![0; 216])] {
+            assert_invalid(&v2(1, family, &block), "datagram (DGRAM) connection");
         }
+        // LOCAL ignores the family and protocol byte altogether, DGRAM included.
+        let (header, rest) = read(&[v2(0, 0x12, &HAPROXY_V2_TCP4[16..]), b"after".to_vec()].concat());
+        assert_eq!(header.unwrap(), ProxyHeader::Local);
+        assert_eq!(rest, b"after");
     }
 
     #[test]

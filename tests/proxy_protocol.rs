@@ -101,3 +101,77 @@ fn verify_request_sees_the_client_named_by_the_proxy_header() {
         assert_eq!(stats.denied, 1);
     });
 }
+
+/// Issue 15: a v2 header that declares a UDP (DGRAM) source, sent on a TCP connection,
+/// is refused: the handler does not run and the client address never becomes the one it
+/// names.
+#[test]
+fn a_v2_header_declaring_udp_on_a_tcp_connection_is_refused() {
+    bounded(LIMIT, || {
+        let reports = support::Reports::default();
+        let server = TcpServer::builder("127.0.0.1:0")
+            .proxy_protocol(true)
+            .handle_error(reports.hook())
+            .bind(|req: &mut StreamRequest| {
+                let client = req.client_addr().to_string();
+                req.writer().write_all(client.as_bytes())
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let background = server.serve_in_background().unwrap();
+        // PROXY, AF_INET + DGRAM (0x12): 203.0.113.7:51000 -> 192.0.2.1:443.
+        let mut header = b"\r\n\r\n\0\r\nQUIT\n\x21\x12\x00\x0c".to_vec();
+        header.extend([203, 0, 113, 7, 192, 0, 2, 1, 0xc7, 0x38, 0x01, 0xbb]);
+        let mut client = connect(addr);
+        client.write_all(&header).unwrap();
+        let mut reply = String::new();
+        let _ = client.read_to_string(&mut reply);
+        assert_eq!(reply, "", "a DGRAM header reached the handler");
+        reports.wait_for(1, "the refused header's report");
+        stop_background(background);
+        match &reports.take_reported()[..] {
+            [support::Reported::Handler(Phase::Setup, io::ErrorKind::InvalidData, text)] => {
+                assert!(text.contains("datagram (DGRAM)"), "{text}")
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+/// Issue 15: the PROXY header deadline is a setting. A sequential server waits for one
+/// silent peer only as long as `proxy_header_timeout` says (here 100 ms, against the
+/// default of 10 s that held every other client up as long), then serves the next one.
+#[test]
+fn the_proxy_header_deadline_is_configurable() {
+    bounded(LIMIT, || {
+        let reports = support::Reports::default();
+        let server = TcpServer::builder("127.0.0.1:0")
+            .proxy_protocol(true)
+            .proxy_header_timeout(std::time::Duration::from_millis(100))
+            .handle_error(reports.hook())
+            .bind(|req: &mut StreamRequest| {
+                let client = req.client_addr().to_string();
+                req.writer().write_all(client.as_bytes())
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let background = server.serve_in_background().unwrap();
+        let silent = connect(addr);
+        let mut proxy = connect(addr);
+        // Well under the default deadline: a server still waiting 10 s fails this read.
+        proxy.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        proxy.write_all(b"PROXY TCP4 203.0.113.7 192.0.2.1 51000 443\r\n").unwrap();
+        let mut reply = String::new();
+        proxy.read_to_string(&mut reply).expect("served once the silent peer timed out");
+        assert_eq!(reply, "203.0.113.7:51000");
+        reports.wait_for(1, "the silent peer's report");
+        drop(silent);
+        stop_background(background);
+        match &reports.take_reported()[..] {
+            [support::Reported::Handler(Phase::Setup, kind, text)] => {
+                assert_eq!(*kind, io::ErrorKind::TimedOut, "{text}")
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+}

@@ -5,8 +5,6 @@
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-#[cfg(feature = "proxy-protocol")]
-use std::time::Duration;
 
 use super::Engine;
 use crate::config::Hooks;
@@ -16,10 +14,6 @@ use crate::handler::{AnyHandler, RequestHandler};
 use crate::net::{Address, Connection, DatagramSocket};
 use crate::report::panic_message;
 use crate::request::{DatagramRequest, StreamRequest};
-
-/// How long a client may take to send its PROXY protocol header.
-#[cfg(feature = "proxy-protocol")]
-const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a job carries to the thread that runs it.
 pub(super) enum Work {
@@ -57,7 +51,7 @@ impl Engine {
                 );
                 #[cfg(feature = "proxy-protocol")]
                 if config.proxy_protocol {
-                    if let Err(source) = request.read_proxy_header(PROXY_HEADER_TIMEOUT) {
+                    if let Err(source) = request.read_proxy_header(config.proxy_header_timeout) {
                         self.report(&Error::Handler { phase: Phase::Setup, source }, Some(request.client_addr()));
                         return;
                     }
