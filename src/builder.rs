@@ -107,7 +107,10 @@ impl<T: Transport> Builder<T> {
     /// Called with each client's address before dispatch (Python's `verify_request`);
     /// `false` closes the connection (after `shutdown_request`, as CPython does) or drops
     /// the datagram, without running the handler. With the PROXY protocol on, it runs
-    /// once the header has named the real client, on the request's thread.
+    /// on a proxy's connection once the header has named the real client, on the
+    /// request's thread, and sees that client; on a direct client's
+    /// (`allow_direct_clients`) it sees the client's own address; a peer refused as
+    /// untrusted never reaches it.
     pub fn verify_request(mut self, hook: impl Fn(&Address) -> bool + Send + Sync + 'static) -> Self {
         self.config.hooks.verify_request = Some(Box::new(hook));
         self
@@ -278,15 +281,25 @@ impl<T: Transport<Request = StreamRequest>> Builder<T> {
     /// `setup`, and the handler's [`client_addr`](StreamRequest::client_addr) is the real
     /// client's, with [`proxy_addr`](StreamRequest::proxy_addr) the proxy's.
     ///
-    /// Only turn this on behind a proxy that always sends the header: anyone who can
-    /// connect directly could otherwise claim any address. A connection without a valid
-    /// header is closed and reported to `handle_error` as a [`Phase::Setup`](crate::Phase::Setup) error, and
-    /// the handler does not run: `InvalidData` ("PROXY protocol: ...") for a malformed
+    /// Alone, this trusts every peer: anyone who can connect may claim any address. On
+    /// TCP, name the proxies with [`trusted_proxies`](Builder::trusted_proxies), so that
+    /// only their headers are read; on a Unix socket, every peer is trusted, and who may
+    /// connect is the socket file's [`permissions`](Builder::permissions). A connection
+    /// from a trusted peer without a valid header is closed, counted in
+    /// [`Stats::bad_proxy_headers`](crate::Stats::bad_proxy_headers) and reported to
+    /// `handle_error` as a [`Phase::Setup`](crate::Phase::Setup) error, and the handler
+    /// does not run: `InvalidData` ("PROXY protocol: ...") for a malformed
     /// header, `UnexpectedEof` if the connection ends inside it, `TimedOut` if it has not
     /// arrived within [`proxy_header_timeout`](Builder::proxy_header_timeout) (default 10
-    /// seconds). `verify_request` then sees the real client; the
-    /// `refuse_when_full` hook and errors before the header see the proxy. Feature
-    /// `proxy-protocol`; see [`proxy_protocol`](crate::proxy_protocol).
+    /// seconds).
+    ///
+    /// Which address each hook sees: `verify_request`, the handler
+    /// ([`client_addr`](StreamRequest::client_addr)) and errors after the header see the
+    /// client the header names (for a `LOCAL` header, such as a health check, the
+    /// peer's own); the `refuse_when_full` hook and errors before or in the header see
+    /// the peer that connected, the proxy, which the handler also finds in
+    /// [`proxy_addr`](StreamRequest::proxy_addr). Feature `proxy-protocol`; see
+    /// [`proxy_protocol`](crate::proxy_protocol).
     ///
     /// # Examples
     ///
@@ -502,6 +515,69 @@ impl<T: Transport<Addr = PathBuf>> Builder<T> {
 }
 
 impl Builder<Tcp> {
+    /// Reads PROXY protocol headers (turning [`proxy_protocol`](Builder::proxy_protocol)
+    /// on) from these peers only: addresses or networks, IPv4 or IPv6, such as
+    /// `"10.0.0.0/8".parse::<IpNet>()?` or an `IpAddr` (an IPv4 network also matches a
+    /// dual-stack socket's IPv4-mapped peers). This is the check haproxy and nginx
+    /// document for their own servers (`set_real_ip_from`): a header is believed only
+    /// from the proxy, as anyone else could name any client.
+    ///
+    /// A connection from any other peer is closed unread, before `verify_request` and
+    /// the handler, and counted in [`Stats::denied`](crate::Stats::denied); with
+    /// [`allow_direct_clients`](Builder::allow_direct_clients) it is served instead as a
+    /// client of its own, with its own address, and whatever it sends, a header
+    /// included, is its request's data. Either way a peer that is not trusted never
+    /// changes its address. An empty list trusts no one. Calling this again replaces
+    /// the list. Feature `proxy-protocol`.
+    ///
+    /// [`IpNet`]: crate::proxy_protocol::IpNet
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use socketserver::proxy_protocol::IpNet;
+    /// use socketserver::{StreamRequest, TcpServer};
+    ///
+    /// let server = TcpServer::builder("127.0.0.1:0")
+    ///     // The proxies: 10.0.0.0/8, and this machine (which the doctest connects from).
+    ///     .trusted_proxies(["10.0.0.0/8".parse::<IpNet>()?, "127.0.0.1".parse()?])
+    ///     .bind(|req: &mut StreamRequest| {
+    ///         let client = req.client_addr().to_string();
+    ///         req.writer().write_all(client.as_bytes())
+    ///     })?;
+    /// let addr = server.local_addr();
+    /// let background = server.serve_in_background()?;
+    /// let mut proxy = std::net::TcpStream::connect(addr)?;
+    /// proxy.write_all(b"PROXY TCP4 203.0.113.7 192.0.2.1 51000 443\r\n")?;
+    /// let mut reply = String::new();
+    /// proxy.read_to_string(&mut reply)?;
+    /// assert_eq!(reply, "203.0.113.7:51000");
+    /// background.stop()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "proxy-protocol")]
+    pub fn trusted_proxies<I>(mut self, proxies: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<crate::proxy_protocol::IpNet>,
+    {
+        self.config.proxy_protocol = true;
+        self.config.trusted_proxies = Some(proxies.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// With [`trusted_proxies`](Builder::trusted_proxies): whether a connection from a
+    /// peer that is not a trusted proxy is served as a direct client (`true`: no header
+    /// is read, its address is its own, `verify_request` judges it) or closed unread
+    /// (`false`, the default). For a server reached both through its proxies and
+    /// directly, such as from inside the network. Feature `proxy-protocol`.
+    #[cfg(feature = "proxy-protocol")]
+    pub fn allow_direct_clients(mut self, allow: bool) -> Self {
+        self.config.direct_clients = allow;
+        self
+    }
+
     /// `TCP_NODELAY` on every connection (Python's `disable_nagle_algorithm`). Default: off.
     #[doc(alias = "disable_nagle_algorithm")]
     pub fn nodelay(mut self, nodelay: bool) -> Self {

@@ -41,6 +41,8 @@ impl Engine {
                     return;
                 }
                 let config = &self.config;
+                #[cfg(feature = "proxy-protocol")]
+                let from_proxy = config.peer(&client) == crate::config::Peer::Proxy;
                 let mut request = StreamRequest::new(
                     connection,
                     client,
@@ -50,8 +52,9 @@ impl Engine {
                     (config.read_timeout, config.write_timeout),
                 );
                 #[cfg(feature = "proxy-protocol")]
-                if config.proxy_protocol {
+                if from_proxy {
                     if let Err(source) = request.read_proxy_header(config.proxy_header_timeout) {
+                        self.control.counters.bad_proxy_headers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         self.report(&Error::Handler { phase: Phase::Setup, source }, Some(request.client_addr()));
                         return;
                     }
