@@ -276,6 +276,51 @@ impl<T: Transport> Builder<T> {
 }
 
 impl<T: Transport<Request = StreamRequest>> Builder<T> {
+    /// Settings for a server that strangers can reach, in one call: the defaults follow
+    /// Python's `socketserver` (no timeouts, no connection limit), which suits a
+    /// classroom and lets one hostile client hold a connection, a thread and a
+    /// descriptor forever. This sets:
+    ///
+    /// | setting | value | what it stops |
+    /// |---|---|---|
+    /// | [`read_timeout`](Builder::read_timeout) | 30 s | a client that connects and goes silent (slowloris holding each read) |
+    /// | [`write_timeout`](Builder::write_timeout) | 30 s | a client that stops reading its replies, so writes block |
+    /// | [`max_connections`](Builder::max_connections) | 512 | descriptor and thread exhaustion: past it, connections wait in the backlog (or are refused with [`refuse_when_full`](Builder::refuse_when_full)) |
+    /// | `proxy_header_timeout` (feature `proxy-protocol`) | 5 s | a peer that never sends its PROXY header |
+    ///
+    /// Each is an ordinary setting: call the setter after this one to change a value
+    /// (a setter called before is overwritten). What it cannot bound is the handler's
+    /// own reading: a client that sends a byte every 29 s passes any read timeout, so a
+    /// handler sets a deadline per message ([`StreamRequest::set_deadline`]) and bounds
+    /// each line it reads ([`Reader::read_line_bounded`](crate::Reader::read_line_bounded)).
+    /// SECURITY.md, beside the crate's README, lists what a hostile client can and cannot
+    /// do with these settings and without them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use socketserver::{dispatch::Threading, StreamRequest, TcpServer};
+    ///
+    /// let server = TcpServer::builder("127.0.0.1:0")
+    ///     .internet_facing()
+    ///     .read_timeout(Duration::from_secs(10)) // this server's clients are quick
+    ///     .dispatch(Threading::new())
+    ///     .bind(|req: &mut StreamRequest| std::io::copy(req.reader(), &mut std::io::sink()).map(drop))?;
+    /// # drop(server);
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
+    pub fn internet_facing(mut self) -> Self {
+        self.config.read_timeout = Some(Duration::from_secs(30));
+        self.config.write_timeout = Some(Duration::from_secs(30));
+        self.config.max_connections = Some(512);
+        #[cfg(feature = "proxy-protocol")]
+        {
+            self.config.proxy_header_timeout = Duration::from_secs(5);
+        }
+        self
+    }
+
     /// Every connection starts with a PROXY protocol header (v1 or v2), as haproxy's
     /// `send-proxy` and nginx's `proxy_protocol on` send: the server reads it before
     /// `setup`, and the handler's [`client_addr`](StreamRequest::client_addr) is the real

@@ -17,7 +17,8 @@
 //! fuzz crate compiles too. A connection idle for `--timeout` seconds (default 5),
 //! or a client that stops reading for as long, is closed; so is one whose request line
 //! and headers have not all arrived twice `--timeout` after their first byte.
-//! With `--max-connections N`, a client beyond the first N served at once gets `503
+//! At most 512 clients are served at once (`Builder::internet_facing`), the rest wait
+//! in the backlog; with `--max-connections N`, a client beyond the first N gets `503
 //! Service Unavailable` and is closed (in threading mode; a pool refuses only with N
 //! below `--workers`, a sequential server never does). SIGINT or SIGTERM stops accepting
 //! at once, gives running clients up to 2 s, then exits 0.
@@ -49,10 +50,10 @@ const GRACE: Duration = Duration::from_secs(2);
 const DRAIN_LIMIT: u64 = 256 * 1024;
 const USAGE: &str = "usage: http [--root DIR] [--addr ADDR] [--timeout SECS] [--mode sequential|threading|pool]
             [--workers N] [--max-connections N] [--verbose]
-  defaults: --root . --addr 127.0.0.1:8000 --timeout 5 --mode threading, no connection limit
+  defaults: --root . --addr 127.0.0.1:8000 --timeout 5 --mode threading, 512 connections at once (then the backlog)
   --timeout: a connection idle (or not reading) this long is closed, and a request's
              line and headers must arrive within twice this after their first byte
-  --max-connections: clients beyond N at once get 503 and are closed
+  --max-connections: at most N clients at once; the others get 503 and are closed
   --verbose: log each request, and the server's own messages, to stderr
   Started by systemd socket activation (LISTEN_FDS), it serves the passed socket instead of --addr.";
 const INDEX: &str = "<!DOCTYPE html>\n<html><head><title>socketserver</title></head>\n\
@@ -547,7 +548,10 @@ fn run(args: Args) -> Result<(), socketserver::Error> {
     let mut builder = match passed_listener()? {
         Some(listener) => TcpServer::from_listener(listener),
         None => TcpServer::builder(args.addr),
-    };
+    }
+    // Timeouts and a connection limit (512) for a server strangers reach; --timeout
+    // and --max-connections below replace the preset's values.
+    .internet_facing();
     if let Some(n) = args.max_connections {
         // Answering at once beats leaving clients in the backlog, where they cannot tell
         // a busy server from a dead one.

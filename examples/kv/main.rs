@@ -15,9 +15,10 @@
 //! request gets `-ERR Protocol error: ...` and the connection is closed; so does one
 //! bigger than Redis's limits (`resp.rs`: lines of 64 KiB, 1M items, bulk strings of
 //! 64 MiB, 128 MiB per command in all, as `client-query-buffer-limit`). Integers are
-//! read as Redis reads them: `INCR` of `007` is an error. A client that stops reading
-//! its replies for 10 s is closed (a write timeout), and holds up no one else meanwhile:
-//! the map is never locked during a write. The RESP parser is `resp.rs`, which the fuzz
+//! read as Redis reads them: `INCR` of `007` is an error. At most 512 clients are served
+//! at once (`Builder::internet_facing`); one idle for 5 minutes is closed, and so is one
+//! that stops reading its replies for 10 s (a write timeout), which holds up no one else
+//! meanwhile: the map is never locked during a write. The RESP parser is `resp.rs`, which the fuzz
 //! crate compiles too. SIGINT or SIGTERM stops accepting at once, gives running clients
 //! up to 2 s, then exits 0.
 
@@ -36,6 +37,8 @@ mod resp;
 use resp::{number, read_command, ReadError};
 
 const GRACE: Duration = Duration::from_secs(2);
+/// How long a client may stay idle between commands.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a write may wait for a client that does not read its replies.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const USAGE: &str = "usage: kv [--addr ADDR] [--mode sequential|threading|pool] [--workers N]
@@ -280,10 +283,11 @@ fn drain(req: &mut StreamRequest) -> io::Result<()> {
     Ok(())
 }
 
-/// The client went away: the connection just ends.
+/// The client went away, or stayed idle past the read timeout: the connection just
+/// ends.
 fn is_disconnect(error: &io::Error) -> bool {
     use io::ErrorKind::*;
-    matches!(error.kind(), ConnectionReset | BrokenPipe | UnexpectedEof)
+    matches!(error.kind(), ConnectionReset | BrokenPipe | UnexpectedEof | WouldBlock | TimedOut)
 }
 
 fn main() -> ExitCode {
@@ -306,6 +310,11 @@ fn main() -> ExitCode {
 /// Binds, prints the address, serves until a signal, and closes.
 fn run(args: Args) -> Result<(), socketserver::Error> {
     let server = TcpServer::builder(args.addr)
+        // Timeouts and a connection limit (512) for a server strangers reach, then this
+        // server's own: idle clients may stay 5 minutes (Redis's usual `timeout 300`),
+        // and one that stops reading its replies goes after 10 s.
+        .internet_facing()
+        .read_timeout(IDLE_TIMEOUT)
         .dispatch(args.dispatch)
         .nodelay(true)
         // Replies collect here and go out in one send per batch of pipelined requests.
