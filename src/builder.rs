@@ -107,7 +107,10 @@ impl<T: Transport> Builder<T> {
     /// Called with each client's address before dispatch (Python's `verify_request`);
     /// `false` closes the connection (after `shutdown_request`, as CPython does) or drops
     /// the datagram, without running the handler. With the PROXY protocol on, it runs
-    /// once the header has named the real client, on the request's thread.
+    /// on a proxy's connection once the header has named the real client, on the
+    /// request's thread, and sees that client; on a direct client's
+    /// (`allow_direct_clients`) it sees the client's own address; a peer refused as
+    /// untrusted never reaches it.
     pub fn verify_request(mut self, hook: impl Fn(&Address) -> bool + Send + Sync + 'static) -> Self {
         self.config.hooks.verify_request = Some(Box::new(hook));
         self
@@ -311,19 +314,80 @@ impl<T: Transport> Builder<T> {
 }
 
 impl<T: Transport<Request = StreamRequest>> Builder<T> {
+    /// Settings for a server that strangers can reach, in one call: the defaults follow
+    /// Python's `socketserver` (no timeouts, no connection limit), which suits a
+    /// classroom and lets one hostile client hold a connection, a thread and a
+    /// descriptor forever. This sets:
+    ///
+    /// | setting | value | what it stops |
+    /// |---|---|---|
+    /// | [`read_timeout`](Builder::read_timeout) | 30 s | a client that connects and goes silent (slowloris holding each read) |
+    /// | [`write_timeout`](Builder::write_timeout) | 30 s | a client that stops reading its replies, so writes block |
+    /// | [`max_connections`](Builder::max_connections) | 512 | descriptor and thread exhaustion: past it, connections wait in the backlog (or are refused with [`refuse_when_full`](Builder::refuse_when_full)) |
+    /// | [`idle_timeout`](Builder::idle_timeout) | 30 s | a [parked](StreamRequest::park) keep-alive client that never sends its next request holding its place under the limit |
+    /// | `proxy_header_timeout` (feature `proxy-protocol`) | 5 s | a peer that never sends its PROXY header |
+    ///
+    /// Each is an ordinary setting: call the setter after this one to change a value
+    /// (a setter called before is overwritten). What it cannot bound is the handler's
+    /// own reading: a client that sends a byte every 29 s passes any read timeout, so a
+    /// handler sets a deadline per message ([`StreamRequest::set_deadline`]) and bounds
+    /// each line it reads ([`Reader::read_line_bounded`](crate::Reader::read_line_bounded)).
+    /// SECURITY.md, beside the crate's README, lists what a hostile client can and cannot
+    /// do with these settings and without them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use socketserver::{dispatch::Threading, StreamRequest, TcpServer};
+    ///
+    /// let server = TcpServer::builder("127.0.0.1:0")
+    ///     .internet_facing()
+    ///     .read_timeout(Duration::from_secs(10)) // this server's clients are quick
+    ///     .dispatch(Threading::new())
+    ///     .bind(|req: &mut StreamRequest| {
+    ///         std::io::copy(req.reader(), &mut std::io::sink())?;
+    ///         Ok(())
+    ///     })?;
+    /// # drop(server);
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
+    pub fn internet_facing(mut self) -> Self {
+        self.config.read_timeout = Some(Duration::from_secs(30));
+        self.config.write_timeout = Some(Duration::from_secs(30));
+        self.config.max_connections = Some(512);
+        self.config.idle_timeout = Some(Duration::from_secs(30));
+        #[cfg(feature = "proxy-protocol")]
+        {
+            self.config.proxy_header_timeout = Duration::from_secs(5);
+        }
+        self
+    }
+
     /// Every connection starts with a PROXY protocol header (v1 or v2), as haproxy's
     /// `send-proxy` and nginx's `proxy_protocol on` send: the server reads it before
     /// `setup`, and the handler's [`client_addr`](StreamRequest::client_addr) is the real
     /// client's, with [`proxy_addr`](StreamRequest::proxy_addr) the proxy's.
     ///
-    /// Only turn this on behind a proxy that always sends the header: anyone who can
-    /// connect directly could otherwise claim any address. A connection without a valid
-    /// header is closed and reported to `handle_error` as a [`Phase::Setup`](crate::Phase::Setup) error, and
-    /// the handler does not run: `InvalidData` ("PROXY protocol: ...") for a malformed
+    /// Alone, this trusts every peer: anyone who can connect may claim any address. On
+    /// TCP, name the proxies with [`trusted_proxies`](Builder::trusted_proxies), so that
+    /// only their headers are read; on a Unix socket, every peer is trusted, and who may
+    /// connect is the socket file's [`permissions`](Builder::permissions). A connection
+    /// from a trusted peer without a valid header is closed, counted in
+    /// [`Stats::bad_proxy_headers`](crate::Stats::bad_proxy_headers) and reported to
+    /// `handle_error` as a [`Phase::Setup`](crate::Phase::Setup) error, and the handler
+    /// does not run: `InvalidData` ("PROXY protocol: ...") for a malformed
     /// header, `UnexpectedEof` if the connection ends inside it, `TimedOut` if it has not
-    /// arrived within 10 seconds. `verify_request` then sees the real client; the
-    /// `refuse_when_full` hook and errors before the header see the proxy. Feature
-    /// `proxy-protocol`; see [`proxy_protocol`](crate::proxy_protocol).
+    /// arrived within [`proxy_header_timeout`](Builder::proxy_header_timeout) (default 10
+    /// seconds).
+    ///
+    /// Which address each hook sees: `verify_request`, the handler
+    /// ([`client_addr`](StreamRequest::client_addr)) and errors after the header see the
+    /// client the header names (for a `LOCAL` header, such as a health check, the
+    /// peer's own); the `refuse_when_full` hook and errors before or in the header see
+    /// the peer that connected, the proxy, which the handler also finds in
+    /// [`proxy_addr`](StreamRequest::proxy_addr). Feature `proxy-protocol`; see
+    /// [`proxy_protocol`](crate::proxy_protocol).
     ///
     /// # Examples
     ///
@@ -351,6 +415,24 @@ impl<T: Transport<Request = StreamRequest>> Builder<T> {
     #[cfg(feature = "proxy-protocol")]
     pub fn proxy_protocol(mut self, enabled: bool) -> Self {
         self.config.proxy_protocol = enabled;
+        self
+    }
+
+    /// How long a peer may take, from the start of its connection, to send the whole
+    /// PROXY protocol header; a peer that has not is closed and reported with
+    /// `TimedOut`. Default
+    /// [`DEFAULT_HEADER_TIMEOUT`](crate::proxy_protocol::DEFAULT_HEADER_TIMEOUT), 10
+    /// seconds. A proxy sends its header at once, so a short one (a second) costs a
+    /// real proxy nothing, and matters in sequential mode, where a peer that connects
+    /// and stays silent holds up every other client until it runs out. Feature
+    /// `proxy-protocol`.
+    ///
+    /// # Panics
+    /// Panics if `timeout` is zero.
+    #[cfg(feature = "proxy-protocol")]
+    pub fn proxy_header_timeout(mut self, timeout: Duration) -> Self {
+        assert!(!timeout.is_zero(), "a zero PROXY header timeout is not allowed");
+        self.config.proxy_header_timeout = timeout;
         self
     }
 
@@ -541,6 +623,70 @@ impl<T: Transport<Addr = PathBuf>> Builder<T> {
 }
 
 impl Builder<Tcp> {
+    /// Reads PROXY protocol headers (turning [`proxy_protocol`](Builder::proxy_protocol)
+    /// on) from these peers only: addresses or networks, IPv4 or IPv6, such as
+    /// `"10.0.0.0/8".parse::<IpNet>()?` or an `IpAddr` (an IPv4 network also matches a
+    /// dual-stack socket's IPv4-mapped peers). This is the check haproxy and nginx
+    /// document for their own servers (`set_real_ip_from`): a header is believed only
+    /// from the proxy, as anyone else could name any client.
+    ///
+    /// A connection from any other peer is closed unread, before `verify_request` and
+    /// the handler, and counted in [`Stats::denied`](crate::Stats::denied); with
+    /// [`allow_direct_clients`](Builder::allow_direct_clients) it is served instead as a
+    /// client of its own, with its own address, and whatever it sends, a header
+    /// included, is its request's data. Either way a peer that is not trusted never
+    /// changes its address. An empty list trusts no one. Calling this again replaces
+    /// the list. Feature `proxy-protocol`.
+    ///
+    /// [`IpNet`]: crate::proxy_protocol::IpNet
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use socketserver::proxy_protocol::IpNet;
+    /// use socketserver::{StreamRequest, TcpServer};
+    ///
+    /// let server = TcpServer::builder("127.0.0.1:0")
+    ///     // The proxies: 10.0.0.0/8, and this machine (which the doctest connects from).
+    ///     .trusted_proxies(["10.0.0.0/8".parse::<IpNet>()?, "127.0.0.1".parse()?])
+    ///     .bind(|req: &mut StreamRequest| {
+    ///         let client = req.client_addr().to_string();
+    ///         req.writer().write_all(client.as_bytes())?;
+    ///         Ok(())
+    ///     })?;
+    /// let addr = server.local_addr();
+    /// let background = server.serve_in_background()?;
+    /// let mut proxy = std::net::TcpStream::connect(addr)?;
+    /// proxy.write_all(b"PROXY TCP4 203.0.113.7 192.0.2.1 51000 443\r\n")?;
+    /// let mut reply = String::new();
+    /// proxy.read_to_string(&mut reply)?;
+    /// assert_eq!(reply, "203.0.113.7:51000");
+    /// background.stop()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "proxy-protocol")]
+    pub fn trusted_proxies<I>(mut self, proxies: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<crate::proxy_protocol::IpNet>,
+    {
+        self.config.proxy_protocol = true;
+        self.config.trusted_proxies = Some(proxies.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// With [`trusted_proxies`](Builder::trusted_proxies): whether a connection from a
+    /// peer that is not a trusted proxy is served as a direct client (`true`: no header
+    /// is read, its address is its own, `verify_request` judges it) or closed unread
+    /// (`false`, the default). For a server reached both through its proxies and
+    /// directly, such as from inside the network. Feature `proxy-protocol`.
+    #[cfg(feature = "proxy-protocol")]
+    pub fn allow_direct_clients(mut self, allow: bool) -> Self {
+        self.config.direct_clients = allow;
+        self
+    }
+
     /// `TCP_NODELAY` on every connection (Python's `disable_nagle_algorithm`). Default:
     /// **on**, unlike Python: a reply written in several pieces (three `write_all`s) is
     /// otherwise held by Nagle's algorithm until the client's delayed ACK, about 40 ms

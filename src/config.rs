@@ -71,7 +71,28 @@ pub(crate) struct Config {
     pub(crate) max_connections: Option<usize>,
     #[cfg(feature = "proxy-protocol")]
     pub(crate) proxy_protocol: bool,
+    /// How long a peer may take to send its PROXY protocol header.
+    #[cfg(feature = "proxy-protocol")]
+    pub(crate) proxy_header_timeout: Duration,
+    /// The peers whose PROXY headers are read; `None`: every peer's.
+    #[cfg(feature = "proxy-protocol")]
+    pub(crate) trusted_proxies: Option<Vec<crate::proxy_protocol::IpNet>>,
+    /// Serve other peers as direct clients instead of refusing them.
+    #[cfg(feature = "proxy-protocol")]
+    pub(crate) direct_clients: bool,
     pub(crate) hooks: Hooks,
+}
+
+/// What a connection's peer is to the PROXY protocol, decided from its address alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(feature = "proxy-protocol"), allow(dead_code))] // only `Direct` without the feature
+pub(crate) enum Peer {
+    /// A client of its own: no header is read; `verify_request` judges its address.
+    Direct,
+    /// A proxy: its header names the client, whom `verify_request` then judges.
+    Proxy,
+    /// Neither: closed unread, counted as denied.
+    Untrusted,
 }
 
 impl Default for Config {
@@ -89,18 +110,36 @@ impl Default for Config {
             max_connections: None,
             #[cfg(feature = "proxy-protocol")]
             proxy_protocol: false,
+            #[cfg(feature = "proxy-protocol")]
+            proxy_header_timeout: crate::proxy_protocol::DEFAULT_HEADER_TIMEOUT,
+            #[cfg(feature = "proxy-protocol")]
+            trusted_proxies: None,
+            #[cfg(feature = "proxy-protocol")]
+            direct_clients: false,
             hooks: Hooks::default(),
         }
     }
 }
 
 impl Config {
-    /// Whether the PROXY protocol header comes first (feature `proxy-protocol`), so
-    /// that `verify_request` waits for the address it names.
-    pub(crate) fn proxy_protocol(&self) -> bool {
+    /// What the peer at `peer` is: with the PROXY protocol off, a direct client; on,
+    /// a proxy if it is trusted (every peer, without a list of trusted proxies; a Unix
+    /// socket's peers always, as the socket file's permissions decide who connects),
+    /// otherwise a direct client or refused, as the builder chose.
+    pub(crate) fn peer(&self, peer: &Address) -> Peer {
         #[cfg(feature = "proxy-protocol")]
-        return self.proxy_protocol;
-        #[cfg(not(feature = "proxy-protocol"))]
-        false
+        if self.proxy_protocol {
+            let trusted = match (&self.trusted_proxies, peer.as_inet()) {
+                (None, _) | (Some(_), None) => true,
+                (Some(nets), Some(addr)) => nets.iter().any(|net| net.contains(addr.ip())),
+            };
+            return match (trusted, self.direct_clients) {
+                (true, _) => Peer::Proxy,
+                (false, true) => Peer::Direct,
+                (false, false) => Peer::Untrusted,
+            };
+        }
+        let _ = peer;
+        Peer::Direct
     }
 }

@@ -118,8 +118,14 @@ pub struct Stats {
     /// Connections refused because the server was full
     /// ([`Builder::refuse_when_full`](crate::Builder::refuse_when_full)).
     pub refused: u64,
-    /// Requests that `verify_request` turned down.
+    /// Requests that `verify_request` turned down, and connections refused unread for
+    /// coming from a peer that is not a trusted proxy (`Builder::trusted_proxies`,
+    /// feature `proxy-protocol`).
     pub denied: u64,
+    /// Connections from a trusted proxy closed because their PROXY protocol header was
+    /// malformed, cut short or late (each also reported to `handle_error`). Always 0
+    /// without the `proxy-protocol` feature.
+    pub bad_proxy_headers: u64,
 }
 
 /// What [`ServerHandle::stats`] reads besides the running requests; relaxed atomics, a
@@ -135,6 +141,7 @@ pub(crate) struct Counters {
     pub(crate) denied: AtomicU64,
     /// Connections parked now (each is also a running request in [`Requests`]).
     pub(crate) parked: AtomicUsize,
+    pub(crate) bad_proxy_headers: AtomicU64,
 }
 
 /// How shutdown treats running requests, fixed when the server is built.
@@ -742,6 +749,7 @@ impl Control {
             errors: counters.errors.load(Ordering::Relaxed),
             refused: counters.refused.load(Ordering::Relaxed),
             denied: counters.denied.load(Ordering::Relaxed),
+            bad_proxy_headers: counters.bad_proxy_headers.load(Ordering::Relaxed),
         }
     }
 }

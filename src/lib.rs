@@ -52,6 +52,10 @@
 //!   and the pool's size stop accepting at their limit; waiting connections stay in the
 //!   kernel backlog (128 by default), not in an unbounded queue, or are refused with a
 //!   short reply ([`Builder::refuse_when_full`]).
+//! - **Ready for strangers in one call.** The defaults are Python's (no timeouts, no
+//!   connection limit); [`Builder::internet_facing`] sets read and write timeouts, a
+//!   connection limit and a PROXY header deadline for a server the internet reaches.
+//!   See [Security](#security).
 //! - **Errors stay with their request.** A handler error or panic reaches
 //!   `handle_error`; the server goes on, and `finish` still runs.
 //! - **Handlers are testable without sockets.** [`testing::TestStream`] and
@@ -115,12 +119,23 @@
 //! | new connections during a graceful drain | refused at once | refused at once in threading mode; in sequential and pool modes once the running requests end | as macOS |
 //! | how CI checks it | the whole suite, real clients, deployment | `cargo check` of the library, all features, warnings denied | the test suite under Wine, and the echo example served to real clients in every mode |
 //!
+//! # Security
+//!
+//! Everything read from the network is treated as hostile: the PROXY protocol parser,
+//! [`Reader`], the datagram path and the examples' HTTP and RESP parsers are fuzzed
+//! (`fuzz/`, run by CI), and PROXY headers are believed only from the proxies the
+//! server names (`Builder::trusted_proxies`, feature `proxy-protocol`). The threat
+//! model, `SECURITY.md` beside the README, says what a hostile client can and cannot
+//! do against the defaults and against [`Builder::internet_facing`], each claim with
+//! the test that shows it, and how to report a vulnerability.
+//!
 //! # Features
 //!
 //! - **`signals`** (on): `ServerHandle::shutdown_on_signals`, a graceful shutdown on
 //!   SIGINT and SIGTERM, on `signal-hook`.
-//! - `proxy-protocol` (off): `Builder::proxy_protocol` and the `proxy_protocol` module's
-//!   parser: the real client address behind haproxy or nginx.
+//! - `proxy-protocol` (off): `Builder::proxy_protocol`, `Builder::trusted_proxies` and
+//!   the `proxy_protocol` module's parser: the real client address behind haproxy or
+//!   nginx, believed only from the proxies named.
 //! - `threadpool` (off): `dispatch::ThreadPoolDispatch`, serving through a
 //!   `threadpool::ThreadPool` you already own.
 //!

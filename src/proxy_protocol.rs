@@ -30,13 +30,28 @@
 //!
 //! # Security
 //!
-//! Anyone who can connect may send a header naming any address: accept it only on a
-//! port that only the proxy can reach.
+//! Anyone who can connect may send a header naming any address. A server should read
+//! headers only from its proxies: [`Builder::trusted_proxies`] names them by address or
+//! network ([`IpNet`]); a connection from anywhere else is refused, or served as a
+//! direct client with its own address ([`Builder::allow_direct_clients`]), and never
+//! gets to claim another. `.proxy_protocol(true)` alone trusts every peer: right only on
+//! a port, or a Unix socket, that nothing but the proxy can reach.
+//!
+//! [`Builder::trusted_proxies`]: crate::Builder::trusted_proxies
+//! [`Builder::allow_direct_clients`]: crate::Builder::allow_direct_clients
 //!
 //! [proxy-protocol.txt]: https://www.haproxy.org/download/2.9/doc/proxy-protocol.txt
 
+use std::fmt;
 use std::io::{self, BufRead, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// How long a server waits for a peer's PROXY protocol header unless
+/// [`Builder::proxy_header_timeout`](crate::Builder::proxy_header_timeout) says
+/// otherwise: 10 seconds, from the connection's start to the header's end.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The 12 bytes that start a v2 header.
 const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
@@ -49,7 +64,7 @@ const V1_PREFIX: &[u8] = b"PROXY ";
 #[non_exhaustive]
 pub enum ProxyHeader {
     /// The connection was relayed for a client: use these addresses instead of the
-    /// connection's own. For a v2 UDP (`DGRAM`) header they are the datagram's.
+    /// connection's own.
     Proxied {
         /// The client's address, as the proxy saw it.
         source: SocketAddr,
@@ -62,6 +77,161 @@ pub enum ProxyHeader {
     Local,
 }
 
+/// An IPv4 or IPv6 network, such as `10.0.0.0/8` or `2001:db8::/32`, or one address
+/// (`192.0.2.7`, a `/32`; `::1`, a `/128`): who may send PROXY headers
+/// ([`Builder::trusted_proxies`](crate::Builder::trusted_proxies)).
+///
+/// Written as `ADDRESS/PREFIX` or `ADDRESS`, as in haproxy's and nginx's configuration.
+/// A network whose address has bits set past its prefix (`10.0.0.1/8`) is refused
+/// rather than guessed at: write `10.0.0.0/8` for the network, `10.0.0.1/32` for the
+/// host. An IPv4 network also contains the IPv4-mapped IPv6 form of its addresses
+/// (`::ffff:10.1.2.3`), which a dual-stack listener reports for IPv4 peers.
+///
+/// # Examples
+///
+/// ```
+/// use std::net::IpAddr;
+/// use socketserver::proxy_protocol::IpNet;
+///
+/// let net: IpNet = "10.0.0.0/8".parse()?;
+/// assert!(net.contains("10.1.2.3".parse::<IpAddr>()?));
+/// assert!(net.contains("::ffff:10.1.2.3".parse::<IpAddr>()?));
+/// assert!(!net.contains("11.0.0.1".parse::<IpAddr>()?));
+/// assert!("10.0.0.1/8".parse::<IpNet>().is_err());
+/// assert_eq!(IpNet::from("::1".parse::<IpAddr>()?).to_string(), "::1/128");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix_len: u8,
+}
+
+impl IpNet {
+    /// The network of `addr` with the first `prefix_len` bits fixed.
+    ///
+    /// # Errors
+    /// [`IpNetError`] if `prefix_len` is longer than the address (32 bits for IPv4, 128
+    /// for IPv6), or `addr` has bits set past it.
+    pub fn new(addr: IpAddr, prefix_len: u8) -> Result<IpNet, IpNetError> {
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        let text = || format!("{addr}/{prefix_len}");
+        if prefix_len > bits {
+            return Err(IpNetError(format!("{:?}: the prefix is longer than {bits} bits", text())));
+        }
+        let net = IpNet { addr, prefix_len };
+        if net.mask(addr) != bits_of(addr) {
+            let host = IpNet { addr, prefix_len: bits };
+            let network = IpNet::from_bits(addr.is_ipv4(), net.mask(addr), prefix_len);
+            return Err(IpNetError(format!(
+                "{:?} has bits set past its prefix: write {network} for the network, or {host} for the address",
+                text()
+            )));
+        }
+        Ok(net)
+    }
+
+    /// The network's first address.
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// How many leading bits of an address are fixed.
+    pub fn prefix_len(&self) -> u8 {
+        self.prefix_len
+    }
+
+    /// Whether `ip` is in this network (an IPv4-mapped IPv6 address counts as its IPv4
+    /// address).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        ip.is_ipv4() == self.addr.is_ipv4() && self.mask(ip) == bits_of(self.addr)
+    }
+
+    /// `ip`'s bits with those past the prefix cleared.
+    fn mask(&self, ip: IpAddr) -> u128 {
+        let bits: u32 = if ip.is_ipv4() { 32 } else { 128 };
+        let keep = u32::from(self.prefix_len).min(bits);
+        let mask = if keep == 0 { 0 } else { u128::MAX << (bits - keep) } & (u128::MAX >> (128 - bits));
+        bits_of(ip) & mask
+    }
+
+    fn from_bits(v4: bool, bits: u128, prefix_len: u8) -> IpNet {
+        let addr = if v4 { IpAddr::V4(Ipv4Addr::from(bits as u32)) } else { IpAddr::V6(Ipv6Addr::from(bits)) };
+        IpNet { addr, prefix_len }
+    }
+}
+
+fn bits_of(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+/// One address: a `/32` or a `/128`.
+impl From<IpAddr> for IpNet {
+    fn from(addr: IpAddr) -> IpNet {
+        IpNet { addr, prefix_len: if addr.is_ipv4() { 32 } else { 128 } }
+    }
+}
+
+impl From<Ipv4Addr> for IpNet {
+    fn from(addr: Ipv4Addr) -> IpNet {
+        IpNet::from(IpAddr::V4(addr))
+    }
+}
+
+impl From<Ipv6Addr> for IpNet {
+    fn from(addr: Ipv6Addr) -> IpNet {
+        IpNet::from(IpAddr::V6(addr))
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = IpNetError;
+
+    fn from_str(text: &str) -> Result<IpNet, IpNetError> {
+        let bad =
+            || IpNetError(format!("{text:?} is not a network: write an address or ADDRESS/PREFIX, like 10.0.0.0/8"));
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        match prefix {
+            None => Ok(IpNet::from(addr)),
+            // Decimal digits only: `u8::from_str` alone would take "+8".
+            Some(p) if !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()) => {
+                IpNet::new(addr, p.parse().map_err(|_| bad())?)
+            }
+            Some(_) => Err(bad()),
+        }
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+/// Why a text or an address and prefix is not an [`IpNet`]; its message says what to
+/// write instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IpNetError(String);
+
+impl fmt::Display for IpNetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for IpNetError {}
+
 /// Reads one PROXY protocol header, v1 or v2, from the start of a connection.
 ///
 /// It consumes exactly the header, TLV extensions included, and nothing after it: the
@@ -73,7 +243,9 @@ pub enum ProxyHeader {
 ///
 /// - [`InvalidData`](io::ErrorKind::InvalidData), with a message starting "PROXY
 ///   protocol:", if the bytes are not a valid header: the connection must then be
-///   closed, as the protocol requires.
+///   closed, as the protocol requires. A v2 `PROXY` header that declares a datagram
+///   (`DGRAM`, UDP) connection is one: this reads the header of a stream, and a proxy
+///   relaying a stream never sends it.
 /// - [`UnexpectedEof`](io::ErrorKind::UnexpectedEof) if the connection ends inside the
 ///   header.
 /// - Any error of `reader`, such as [`WouldBlock`](io::ErrorKind::WouldBlock) when a
@@ -166,9 +338,17 @@ fn read_v2<R: BufRead + ?Sized>(reader: &mut R) -> io::Result<ProxyHeader> {
     if family > 3 || protocol > 2 {
         return Err(invalid(format!("v2 family and protocol byte {:#04x} is undefined", fixed[13])));
     }
+    if protocol == 2 {
+        // A header read from a stream describes that stream: a UDP (or AF_UNIX datagram)
+        // source is a lie, or a proxy misconfigured, and either way not this connection.
+        return Err(invalid(format!(
+            "v2 header declares a datagram (DGRAM) connection ({:#04x}) on a stream",
+            fixed[13]
+        )));
+    }
     let ip_len = match (family, protocol) {
-        (1, 1 | 2) => 4,
-        (2, 1 | 2) => 16,
+        (1, 1) => 4,
+        (2, 1) => 16,
         // UNSPEC or AF_UNIX: the connection's own addresses apply.
         _ => return skip(reader, length).map(|()| ProxyHeader::Local),
     };
@@ -350,16 +530,31 @@ mod tests {
     }
 
     #[test]
-    fn v2_proxy_tcp6_and_udp6() {
+    fn v2_proxy_tcp6() {
         let mut block = Vec::new();
         block.extend("2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
         block.extend(Ipv6Addr::LOCALHOST.octets());
         block.extend([0xdb, 0xd4, 0x01, 0xbb]);
-        for family in [0x21, 0x22] {
-            let (header, rest) = read(&[v2(1, family, &block), b"after".to_vec()].concat());
-            assert_eq!(header.unwrap(), proxied("[2001:db8::1]:56276", "[::1]:443"), "{family:#x}");
-            assert_eq!(rest, b"after");
+        let (header, rest) = read(&[v2(1, 0x21, &block), b"after".to_vec()].concat());
+        assert_eq!(header.unwrap(), proxied("[2001:db8::1]:56276", "[::1]:443"));
+        assert_eq!(rest, b"after");
+    }
+
+    /// A header read from a stream that claims a UDP (or Unix datagram) source is
+    /// refused: it cannot describe the stream it arrived on (issue 15).
+    #[test]
+    fn v2_dgram_on_a_stream_is_invalid() {
+        let mut udp6 = Vec::new();
+        udp6.extend("2001:db8::1".parse::<Ipv6Addr>().unwrap().octets());
+        udp6.extend(Ipv6Addr::LOCALHOST.octets());
+        udp6.extend([0xdb, 0xd4, 0x01, 0xbb]);
+        for (family, block) in [(0x12, HAPROXY_V2_TCP4[16..].to_vec()), (0x22, udp6), (0x32, vec![0; 216])] {
+            assert_invalid(&v2(1, family, &block), "datagram (DGRAM) connection");
         }
+        // LOCAL ignores the family and protocol byte altogether, DGRAM included.
+        let (header, rest) = read(&[v2(0, 0x12, &HAPROXY_V2_TCP4[16..]), b"after".to_vec()].concat());
+        assert_eq!(header.unwrap(), ProxyHeader::Local);
+        assert_eq!(rest, b"after");
     }
 
     #[test]
@@ -413,6 +608,32 @@ mod tests {
         let mut bytes = v2(1, 0x11, &[HAPROXY_V2_TCP4[16..].to_vec(), vec![0x04, 0x00, 0x10]].concat());
         bytes.truncate(bytes.len() - 1);
         assert_eq!(error(&bytes).kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn networks_parse_contain_and_refuse_what_is_ambiguous() {
+        let net = |text: &str| text.parse::<IpNet>().unwrap();
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        assert!(net("10.0.0.0/8").contains(ip("10.255.0.1")));
+        assert!(!net("10.0.0.0/8").contains(ip("11.0.0.0")));
+        assert!(net("0.0.0.0/0").contains(ip("203.0.113.9")));
+        assert!(!net("0.0.0.0/0").contains(ip("2001:db8::1")), "an IPv4 network holds no IPv6 address");
+        assert!(net("192.0.2.7").contains(ip("::ffff:192.0.2.7")), "IPv4-mapped peers of a dual-stack socket");
+        assert!(!net("192.0.2.7").contains(ip("192.0.2.8")));
+        assert!(net("2001:db8::/32").contains(ip("2001:db8:ffff::1")));
+        assert!(!net("2001:db8::/32").contains(ip("2001:db9::1")));
+        assert!(net("::/0").contains(ip("::1")));
+        assert!(net("::1").contains(ip("::1")) && !net("::1").contains(ip("127.0.0.1")));
+        assert_eq!(net("::1").to_string(), "::1/128");
+        assert_eq!(net("10.0.0.0/8"), IpNet::new(ip("10.0.0.0"), 8).unwrap());
+        for bad in ["", "10.0.0.0/", "10.0.0.0/33", "::/129", "10.0.0.0/+8", "10.0.0.0/08x", "host/8", "10.0.0/8"] {
+            let e = bad.parse::<IpNet>().unwrap_err().to_string();
+            assert!(e.contains(&format!("{bad:?}")) || e.contains("prefix is longer"), "{bad:?}: {e}");
+        }
+        let e = "10.0.0.1/8".parse::<IpNet>().unwrap_err().to_string();
+        assert!(e.contains("write 10.0.0.0/8 for the network, or 10.0.0.1/32 for the address"), "{e}");
+        let e = "2001:db8::1/32".parse::<IpNet>().unwrap_err().to_string();
+        assert!(e.contains("write 2001:db8::/32"), "{e}");
     }
 
     #[test]

@@ -96,6 +96,7 @@ fn run_in_memory<R: Phases + 'static>(handler: &dyn RequestHandler<R>, request: 
 #[derive(Debug, Clone)]
 pub struct TestStream {
     input: Vec<u8>,
+    read_sizes: Vec<usize>,
     client: Address,
     server: Address,
     rbufsize: usize,
@@ -121,6 +122,7 @@ impl TestStream {
     pub fn new(input: impl Into<Vec<u8>>) -> TestStream {
         TestStream {
             input: input.into(),
+            read_sizes: Vec::new(),
             client: test_client(),
             server: unbound_server(),
             rbufsize: DEFAULT_RBUFSIZE,
@@ -137,6 +139,34 @@ impl TestStream {
     /// The address the request's `server()` handle reports. Default `127.0.0.1:0`.
     pub fn server_addr(mut self, addr: impl Into<Address>) -> TestStream {
         self.server = addr.into();
+        self
+    }
+
+    /// Makes each read of the connection return at most the next of `sizes` bytes, in
+    /// turn and then again from the first, as a network delivers a message in pieces;
+    /// a 0 makes that read fail with [`Interrupted`](std::io::ErrorKind::Interrupted), as
+    /// a signal would. A handler that assumes a message arrives in one read fails here
+    /// as it would on a slow link. Default: each read gets all it asks for.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{self, BufRead, Write};
+    /// use socketserver::testing::TestStream;
+    /// use socketserver::StreamRequest;
+    ///
+    /// let echo_line = |req: &mut StreamRequest| -> io::Result<()> {
+    ///     let mut line = Vec::new();
+    ///     req.reader().read_until(b'\n', &mut line)?;
+    ///     req.writer().write_all(&line)
+    /// };
+    /// // One byte at a time, with a signal now and then: the same line comes back.
+    /// let outcome = TestStream::new("hello\n").read_sizes([1, 0, 1]).run(&echo_line);
+    /// assert_eq!(outcome.output, b"hello\n");
+    /// assert!(outcome.errors.is_empty());
+    /// ```
+    pub fn read_sizes(mut self, sizes: impl IntoIterator<Item = usize>) -> TestStream {
+        self.read_sizes = sizes.into_iter().collect();
         self
     }
 
@@ -172,6 +202,7 @@ impl TestStream {
 
     fn request_on(&self, server: ServerHandle) -> (StreamRequest, MemoryStream) {
         let stream = MemoryStream::new(self.input.clone(), self.client.clone());
+        stream.set_read_sizes(self.read_sizes.clone());
         let connection = Arc::new(Connection::Memory(stream.clone()));
         let request =
             StreamRequest::new(connection, self.client.clone(), server, self.rbufsize, self.wbufsize, (None, None));

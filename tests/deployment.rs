@@ -269,8 +269,8 @@ mod proxy_protocol {
         });
     }
 
-    /// The server itself behind haproxy, v1 and v2: the handler sees the real client
-    /// address, and the proxy's separately.
+    /// The server itself behind haproxy, v1 and v2, trusting haproxy's address only: the
+    /// handler sees the real client address, and the proxy's separately.
     #[test]
     #[ignore = "needs haproxy: run .ci/deployment"]
     fn a_proxy_protocol_server_behind_haproxy_sees_the_client() {
@@ -280,7 +280,8 @@ mod proxy_protocol {
                 let dir = TempPath::dir("haproxy-server");
                 let server = TcpServer::builder("127.0.0.1:0")
                     .dispatch(Threading::new())
-                    .proxy_protocol(true)
+                    // haproxy connects from loopback: the one peer whose headers count.
+                    .trusted_proxies(["127.0.0.1".parse::<socketserver::proxy_protocol::IpNet>().unwrap()])
                     .bind_handler(|req: &mut StreamRequest| {
                         let mut line = String::new();
                         req.reader().read_line(&mut line)?;
@@ -304,6 +305,8 @@ mod proxy_protocol {
                 assert_eq!(client_part, client.local_addr().unwrap().to_string(), "{options}: {reply:?}");
                 assert!(rest.starts_with("127.0.0.1:") && rest.ends_with(": hello\n"), "{options}: {reply:?}");
                 drop(client);
+                let stats = background.handle().stats();
+                assert_eq!((stats.denied, stats.bad_proxy_headers), (0, 0), "{options}: {stats:?}");
                 background.stop().unwrap();
             }
         });

@@ -434,3 +434,32 @@ fn garbage_bytes_to_a_line_reader_are_a_clear_error_and_the_next_client_is_serve
         assert!(errors[0].contains("handler failed in handle") && errors[0].contains("UTF-8"), "{errors:?}");
     });
 }
+
+/// `internet_facing()` puts 30 s read and write timeouts on every connection (so a
+/// silent client, or one that stops reading, is closed instead of holding its thread
+/// forever), and a setter called after it changes its value. (Its connection limit, 512,
+/// is `max_connections`, shown above with smaller numbers.)
+#[test]
+fn internet_facing_sets_timeouts_that_later_setters_override() {
+    bounded(LIMIT, || {
+        let timeouts = |builder: socketserver::Builder<socketserver::transport::Tcp>| {
+            let server = builder
+                .bind(|req| {
+                    let socketserver::Connection::Tcp(stream) = req.connection() else { unreachable!("TCP") };
+                    let (read, write) = (stream.read_timeout()?, stream.write_timeout()?);
+                    write!(req.writer(), "{read:?} {write:?}")?;
+                    Ok(())
+                })
+                .unwrap();
+            let addr = server.local_addr();
+            let background = server.serve_in_background().unwrap();
+            let reply = read_reply(&mut connect(addr));
+            stop_background(background);
+            reply
+        };
+        assert_eq!(timeouts(TcpServer::builder("127.0.0.1:0")), "None None", "Python's defaults stay the default");
+        assert_eq!(timeouts(TcpServer::builder("127.0.0.1:0").internet_facing()), "Some(30s) Some(30s)");
+        let tuned = TcpServer::builder("127.0.0.1:0").internet_facing().read_timeout(Duration::from_secs(7));
+        assert_eq!(timeouts(tuned), "Some(7s) Some(30s)");
+    });
+}

@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::park::Home;
 use super::run::Work;
 use super::Engine;
+use crate::config::Peer;
 use crate::dispatch::Job;
 use crate::error::{Error, Phase, Result};
 use crate::handle::{Capacity, Slot};
@@ -55,8 +56,18 @@ impl Engine {
         home: Option<&Arc<Home>>,
     ) {
         // Behind a PROXY protocol proxy the address here is the proxy's: the request is
-        // verified once its header names the client (in `run`).
-        if !self.config.proxy_protocol() && !self.verify(incoming.client(), incoming.connection()) {
+        // verified once its header names the client (in `run`). A peer that is neither a
+        // trusted proxy nor allowed as a direct client is closed unread.
+        let turned_away = match self.config.peer(incoming.client()) {
+            Peer::Proxy => false,
+            Peer::Direct => !self.verify(incoming.client(), incoming.connection()),
+            Peer::Untrusted => {
+                log::debug!("{}: not a trusted proxy; connection closed", incoming.client());
+                self.control.counters.denied.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+        };
+        if turned_away {
             self.control.counters.untracked.fetch_add(1, Ordering::Relaxed);
             return; // dropping `incoming` closes the connection, once
         }

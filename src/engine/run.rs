@@ -7,8 +7,6 @@ use std::io::{self, BufRead};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-#[cfg(feature = "proxy-protocol")]
-use std::time::Duration;
 
 use super::park::{Home, Parked};
 use super::Engine;
@@ -19,10 +17,6 @@ use crate::handler::{AnyHandler, HandlerResult, RequestHandler};
 use crate::net::{Address, Connection, DatagramSocket};
 use crate::report::panic_message;
 use crate::request::{DatagramRequest, StreamRequest};
-
-/// How long a client may take to send its PROXY protocol header.
-#[cfg(feature = "proxy-protocol")]
-const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a job carries to the thread that runs it.
 pub(super) enum Work {
@@ -70,6 +64,8 @@ impl Engine {
                     return;
                 }
                 let config = &self.config;
+                #[cfg(feature = "proxy-protocol")]
+                let from_proxy = config.peer(&client) == crate::config::Peer::Proxy;
                 #[cfg_attr(not(feature = "proxy-protocol"), allow(unused_mut))]
                 let mut request = Box::new(StreamRequest::new(
                     connection,
@@ -80,8 +76,9 @@ impl Engine {
                     (config.read_timeout, config.write_timeout),
                 ));
                 #[cfg(feature = "proxy-protocol")]
-                if config.proxy_protocol {
-                    if let Err(source) = request.read_proxy_header(PROXY_HEADER_TIMEOUT) {
+                if from_proxy {
+                    if let Err(source) = request.read_proxy_header(config.proxy_header_timeout) {
+                        self.control.counters.bad_proxy_headers.fetch_add(1, Ordering::Relaxed);
                         self.report(
                             &Error::Handler { phase: Phase::Setup, source: source.into() },
                             Some(request.client_addr()),

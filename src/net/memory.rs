@@ -32,6 +32,10 @@ pub struct MemoryStream {
 struct StreamState {
     input: Vec<u8>,
     read: usize,
+    /// At most how many bytes each read returns, in turn (cycled); a 0 fails that read
+    /// with `Interrupted`. Empty: each read gets all it asks for.
+    read_sizes: Vec<usize>,
+    next_size: usize,
     output: Vec<u8>,
     read_shut: bool,
     write_shut: bool,
@@ -42,6 +46,14 @@ impl MemoryStream {
     pub fn new(input: impl Into<Vec<u8>>, peer: Address) -> MemoryStream {
         let state = StreamState { input: input.into(), ..StreamState::default() };
         MemoryStream { state: Arc::new(Mutex::new(state)), peer }
+    }
+
+    /// Makes each read return at most the next of `sizes` bytes, in turn (see
+    /// [`TestStream::read_sizes`](crate::testing::TestStream::read_sizes)).
+    pub(crate) fn set_read_sizes(&self, sizes: Vec<usize>) {
+        let mut state = self.state.lock();
+        state.read_sizes = sizes;
+        state.next_size = 0;
     }
 
     /// Everything written so far.
@@ -87,8 +99,17 @@ impl MemoryStream {
         if state.read_shut {
             return Ok(0);
         }
+        let mut limit = buf.len();
+        if !state.read_sizes.is_empty() {
+            let size = state.read_sizes[state.next_size % state.read_sizes.len()];
+            state.next_size = state.next_size.wrapping_add(1);
+            if size == 0 {
+                return Err(io::Error::new(io::ErrorKind::Interrupted, "a read interrupted, as by a signal"));
+            }
+            limit = limit.min(size);
+        }
         let start = state.read;
-        let n = buf.len().min(state.input.len() - start);
+        let n = limit.min(state.input.len() - start);
         buf[..n].copy_from_slice(&state.input[start..start + n]);
         state.read += n;
         Ok(n)
@@ -151,5 +172,22 @@ mod tests {
         assert!(stream.is_write_shut_down());
         assert_eq!(stream.write(b"more").unwrap_err().kind(), io::ErrorKind::BrokenPipe);
         assert!(stream.set_timeout(Some(Duration::ZERO)).is_err());
+    }
+
+    #[test]
+    fn reads_come_in_the_sizes_set_and_a_zero_is_interrupted() {
+        let stream = MemoryStream::new(&b"abcdefg"[..], test_client());
+        stream.set_read_sizes(vec![2, 0, 1]);
+        let mut buf = [0; 8];
+        assert_eq!(stream.read(&mut buf).unwrap(), 2);
+        assert_eq!(stream.read(&mut buf).unwrap_err().kind(), io::ErrorKind::Interrupted);
+        assert_eq!(stream.read(&mut buf).unwrap(), 1);
+        assert_eq!(&buf[..1], b"c");
+        assert_eq!(stream.read(&mut buf[..1]).unwrap(), 1, "the size is a limit, the buffer another");
+        assert_eq!(stream.read(&mut buf).unwrap_err().kind(), io::ErrorKind::Interrupted);
+        assert_eq!(stream.read(&mut buf).unwrap(), 1);
+        assert_eq!(stream.read(&mut buf).unwrap(), 2);
+        assert_eq!(&buf[..2], b"fg");
+        assert_eq!(stream.unread(), b"");
     }
 }

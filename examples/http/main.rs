@@ -9,12 +9,16 @@
 //!
 //! Prints `listening on http://IP:PORT` once bound; try `curl -i http://127.0.0.1:8000/`.
 //! Paths are resolved below `--root` (default: the current directory): `.` and `..`
-//! segments, also percent-encoded, are refused with 400, and a symbolic link leading out
-//! of the root is 404. Limits: a request line of 8 KiB (414), header lines of 8 KiB, 100
-//! headers and 32 KiB in all (431). A connection idle for `--timeout` seconds (default 5),
+//! segments, also percent-encoded, are refused with 400; symbolic links below the root
+//! are not followed (404), and only regular files are served (a directory, a FIFO or a
+//! device is 404), each path resolved once, by opening it (see `open_beneath`). Limits:
+//! a request line of 8 KiB (414), header lines of 8 KiB, 100 headers and 32 KiB in all
+//! (431); a second `Host` header is 400. The request parser is `parse.rs`, which the
+//! fuzz crate compiles too. A connection idle for `--timeout` seconds (default 5),
 //! or a client that stops reading for as long, is closed; so is one whose request line
 //! and headers have not all arrived twice `--timeout` after their first byte.
-//! With `--max-connections N`, a client beyond the first N served at once gets `503
+//! At most 512 clients are served at once (`Builder::internet_facing`), the rest wait
+//! in the backlog; with `--max-connections N`, a client beyond the first N gets `503
 //! Service Unavailable` and is closed (in threading mode; a pool refuses only with N
 //! below `--workers`, a sequential server never does). SIGINT or SIGTERM stops accepting
 //! at once, gives running clients up to 2 s, then exits 0.
@@ -33,23 +37,23 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 #[cfg(target_os = "linux")]
 use socketserver::activation::ListenFds;
 use socketserver::dispatch::{Dispatch, Pool, Sequential, Threading};
-use socketserver::{Reader, RequestHandler, StreamRequest, TcpServer, Writer};
+use socketserver::{RequestHandler, StreamRequest, TcpServer, Writer};
+
+mod parse;
+
+use parse::{read_request, Incoming, Request};
 
 const GRACE: Duration = Duration::from_secs(2);
-const MAX_REQUEST_LINE: usize = 8192;
-const MAX_HEADER_LINE: usize = 8192;
-const MAX_HEADER_BYTES: usize = 32 * 1024;
-const MAX_HEADERS: usize = 100;
 /// How much of an unread request is drained before closing after an error response:
 /// closing with unread bytes makes the kernel send a reset, which can destroy the
 /// response before the client reads it.
 const DRAIN_LIMIT: u64 = 256 * 1024;
 const USAGE: &str = "usage: http [--root DIR] [--addr ADDR] [--timeout SECS] [--mode sequential|threading|pool]
             [--workers N] [--max-connections N] [--verbose]
-  defaults: --root . --addr 127.0.0.1:8000 --timeout 5 --mode threading, no connection limit
+  defaults: --root . --addr 127.0.0.1:8000 --timeout 5 --mode threading, 512 connections at once (then the backlog)
   --timeout: a connection idle (or not reading) this long is closed, and a request's
              line and headers must arrive within twice this after their first byte
-  --max-connections: clients beyond N at once get 503 and are closed
+  --max-connections: at most N clients at once; the others get 503 and are closed
   --verbose: log each request, and the server's own messages, to stderr
   Started by systemd socket activation (LISTEN_FDS), it serves the passed socket instead of --addr.";
 const INDEX: &str = "<!DOCTYPE html>\n<html><head><title>socketserver</title></head>\n\
@@ -114,23 +118,6 @@ fn count(flag: &str, text: &str) -> Result<usize, String> {
     text.parse().ok().filter(|&n| n > 0).ok_or(format!("bad {flag} {text:?}: expected a whole number of at least 1"))
 }
 
-/// The parts of a request this server acts on.
-struct Request {
-    method: String,
-    /// The path of the target, without query or fragment, still percent-encoded.
-    path: Vec<u8>,
-    keep_alive: bool,
-}
-
-/// What reading a request gave.
-enum Incoming {
-    Request(Request),
-    /// The client closed the connection, between requests or within one.
-    Closed,
-    /// A request to refuse with this status, then close.
-    Bad(u16),
-}
-
 /// What to do with the connection after a response.
 #[derive(Clone, Copy, PartialEq)]
 enum After {
@@ -166,9 +153,9 @@ impl Response {
     }
 }
 
-/// Serves HTTP/1.1 below `root`, an absolute, canonical directory.
+/// Serves HTTP/1.1 below `root`.
 struct Http {
-    root: PathBuf,
+    root: Root,
     /// `--timeout`, from which the deadlines for a request's head and for draining
     /// after an error response follow.
     timeout: Duration,
@@ -248,7 +235,7 @@ impl Http {
         let response = match request.path.as_slice() {
             b"/" => Response::text(200, INDEX, "text/html; charset=utf-8"),
             b"/health" => Response::text(200, "ok\n", "text/plain; charset=utf-8"),
-            path => match resolve(&self.root, path).and_then(open) {
+            path => match open(&self.root, path) {
                 Ok((file, len, content_type)) => {
                     Response { status: 200, content_type, body: Body::File(file, len), allow: false }
                 }
@@ -302,126 +289,6 @@ fn send(writer: &mut impl Write, response: Response, head: bool, after: After) -
     writer.flush()
 }
 
-/// Reads one request's line and headers; the body, if any, is left unread (the
-/// connection then closes after the response).
-fn read_request(reader: &mut Reader) -> io::Result<Incoming> {
-    let mut line = Vec::new();
-    // An empty line before a request is allowed (RFC 9112, 2.2), e.g. after a body.
-    loop {
-        match read_line(reader, &mut line, MAX_REQUEST_LINE)? {
-            Line::Eof => return Ok(Incoming::Closed),
-            Line::TooLong => return Ok(Incoming::Bad(414)),
-            Line::Ok if line.is_empty() => continue,
-            Line::Ok => break,
-        }
-    }
-    let parts: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
-    let [method, target, version] = parts[..] else { return Ok(Incoming::Bad(400)) };
-    if method.is_empty()
-        || !method.iter().all(|&b| is_tchar(b))
-        || !target.starts_with(b"/")
-        || !target.iter().all(|b| b.is_ascii_graphic())
-    {
-        return Ok(Incoming::Bad(400));
-    }
-    let http10 = match version {
-        b"HTTP/1.0" => true,
-        b"HTTP/1.1" => false,
-        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor] if major.is_ascii_digit() && minor.is_ascii_digit() => {
-            if *major == b'1' {
-                false // a later 1.x speaks 1.1 at least
-            } else {
-                return Ok(Incoming::Bad(505));
-            }
-        }
-        _ => return Ok(Incoming::Bad(400)),
-    };
-    let method = String::from_utf8_lossy(method).into_owned();
-    let path = target.split(|&b| b == b'?' || b == b'#').next().unwrap_or_default().to_vec();
-
-    let (mut total, mut count) = (0, 0);
-    let (mut close, mut keep_alive, mut host, mut body) = (false, false, false, false);
-    let mut content_length: Option<&[u8]> = None;
-    let mut lengths = Vec::new();
-    loop {
-        match read_line(reader, &mut line, MAX_HEADER_LINE)? {
-            Line::Eof => return Ok(Incoming::Closed),
-            Line::TooLong => return Ok(Incoming::Bad(431)),
-            Line::Ok if line.is_empty() => break,
-            Line::Ok => {}
-        }
-        total += line.len();
-        count += 1;
-        if total > MAX_HEADER_BYTES || count > MAX_HEADERS {
-            return Ok(Incoming::Bad(431));
-        }
-        let Some(colon) = line.iter().position(|&b| b == b':') else { return Ok(Incoming::Bad(400)) };
-        let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
-        // An empty name, a space before the colon or a folded line (one starting with
-        // a space) are errors (RFC 9112, 5.1 and 5.2); so are control characters.
-        if name.is_empty()
-            || !name.iter().all(|&b| is_tchar(b))
-            || value.iter().any(|&b| b.is_ascii_control() && b != b'\t')
-        {
-            return Ok(Incoming::Bad(400));
-        }
-        let name = name.to_ascii_lowercase();
-        match name.as_slice() {
-            b"connection" => {
-                for token in value.split(|&b| b == b',').map(trim) {
-                    close |= token.eq_ignore_ascii_case(b"close");
-                    keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-                }
-            }
-            b"host" => host = true,
-            b"transfer-encoding" => body = true,
-            b"content-length" => lengths.push(value.to_vec()),
-            _ => {}
-        }
-    }
-    // Several differing lengths, or a length beside a transfer coding, are how requests
-    // are smuggled past proxies: refuse them (RFC 9112, 6.3).
-    for length in &lengths {
-        if length.is_empty()
-            || !length.iter().all(u8::is_ascii_digit)
-            || content_length.is_some_and(|l| l != length.as_slice())
-        {
-            return Ok(Incoming::Bad(400));
-        }
-        content_length = Some(length);
-    }
-    if body && content_length.is_some() || !http10 && !host {
-        return Ok(Incoming::Bad(400));
-    }
-    body |= content_length.is_some_and(|l| l.iter().any(|&b| b != b'0'));
-    let keep_alive = !body && !close && (!http10 || keep_alive);
-    Ok(Incoming::Request(Request { method, path, keep_alive }))
-}
-
-enum Line {
-    Ok,
-    Eof,
-    TooLong,
-}
-
-/// Reads a line of at most `max` bytes with its end into `line`, without the `\r\n`
-/// (or bare `\n`). The rest of a longer line is left unread, so it costs no memory.
-fn read_line(reader: &mut Reader, line: &mut Vec<u8>, max: usize) -> io::Result<Line> {
-    line.clear();
-    match reader.read_line_bounded(line, max) {
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => return Ok(Line::TooLong),
-        Err(e) => return Err(e),
-        Ok(_) => {}
-    }
-    if line.pop() != Some(b'\n') {
-        return Ok(Line::Eof); // nothing, or a partial line, before end-of-file
-    }
-    if line.last() == Some(&b'\r') {
-        line.pop();
-    }
-    Ok(Line::Ok)
-}
-
 /// A decoded segment as a file name: any bytes on Unix; on Windows valid UTF-8 without
 /// the characters that would make it a path of its own there (a backslash, a colon).
 #[cfg(unix)]
@@ -438,36 +305,121 @@ fn path_segment(segment: &[u8]) -> Result<&OsStr, u16> {
     Ok(OsStr::new(name))
 }
 
-/// The file under `root` that a percent-encoded request path names, or the status to
-/// answer instead.
-fn resolve(root: &Path, path: &[u8]) -> Result<PathBuf, u16> {
-    let mut full = root.to_path_buf();
-    for raw in path.split(|&b| b == b'/').filter(|s| !s.is_empty()) {
-        let segment = percent_decode(raw).ok_or(400u16)?;
-        // Decoded, a segment must still be one plain name: `%2e%2e` is `..`, `%2f`
-        // would smuggle a separator.
-        if segment == b"." || segment == b".." || segment.contains(&b'/') || segment.contains(&0) {
-            return Err(400);
-        }
-        full.push(path_segment(&segment)?);
-    }
-    // Symbolic links may still lead out of the root: judge where the path really ends.
-    let real = full.canonicalize().map_err(|_| 404u16)?;
-    if real.starts_with(root) {
-        Ok(real)
-    } else {
-        Err(404)
-    }
+/// The root directory, opened once at start: every request path is resolved from this
+/// handle, so renaming or replacing the root's path later changes nothing.
+#[cfg(unix)]
+type Root = File;
+/// The root directory's canonical path (see [`open_beneath`] for how it is held).
+#[cfg(not(unix))]
+type Root = PathBuf;
+
+#[cfg(unix)]
+fn open_root(path: &Path) -> io::Result<Root> {
+    File::open(path)
 }
 
-/// Opens a regular file for sending: the file, its length and its content type.
-fn open(path: PathBuf) -> Result<(File, u64, &'static str), u16> {
-    let file = File::open(&path).map_err(|e| if e.kind() == io::ErrorKind::PermissionDenied { 403u16 } else { 404 })?;
+#[cfg(not(unix))]
+fn open_root(path: &Path) -> io::Result<Root> {
+    Ok(path.to_path_buf())
+}
+
+/// Opens the regular file that a percent-encoded request path names below the root:
+/// the file, its length and its content type, or the status to answer instead.
+///
+/// The path is resolved once, by opening it (see [`open_beneath`]), and the file's type
+/// is judged from the opened handle (`fstat`), never from the name again: a name that
+/// is checked and then opened can be swapped between the two.
+fn open(root: &Root, path: &[u8]) -> Result<(File, u64, &'static str), u16> {
+    let segments = parse::segments(path)?;
+    let names = segments.iter().map(|s| path_segment(s)).collect::<Result<Vec<&OsStr>, u16>>()?;
+    let Some(last) = names.last() else { return Err(404) }; // the root itself: no listings
+    let file =
+        open_beneath(root, &names)
+            .map_err(|e| if e.kind() == io::ErrorKind::PermissionDenied { 403u16 } else { 404 })?;
     let meta = file.metadata().map_err(|_| 404u16)?;
     if !meta.is_file() {
-        return Err(404); // no directory listings
+        return Err(404); // a directory, a FIFO, a device, a socket: only regular files
     }
-    Ok((file, meta.len(), content_type(&path)))
+    Ok((file, meta.len(), content_type(Path::new(last))))
+}
+
+/// Opens `names` below `root` without following any symbolic link and without
+/// blocking.
+///
+/// Each name is opened relative to the handle of the directory before it
+/// (`openat(2)`), with `O_NOFOLLOW` (a symbolic link fails to open, `ELOOP`, as
+/// nginx's `disable_symlinks on` does) and `O_DIRECTORY` for all but the last. The
+/// kernel resolves every name exactly once, within a directory this function holds
+/// open, so no swap of a directory for a symbolic link, at any moment, can lead
+/// outside the root: there is no second lookup to race. (Checking a canonical path and
+/// then opening it by name, as this example once did, lost that race: issue 15.)
+///
+/// The last name is opened with `O_NONBLOCK` too: opening a FIFO for reading
+/// otherwise blocks until a writer comes, which no timeout covers; non-blocking, it
+/// opens at once and the caller turns it down on its type. (`O_NONBLOCK` does nothing
+/// to reads of a regular file.) `O_NOCTTY` keeps a terminal device from becoming the
+/// process's controlling terminal.
+#[cfg(unix)]
+fn open_beneath(root: &Root, names: &[&OsStr]) -> io::Result<File> {
+    use rustix::fs::{openat, Mode, OFlags};
+    use std::os::fd::{AsFd, OwnedFd};
+
+    let (last, dirs) = names.split_last().expect("open passes at least one name");
+    let mut dir: Option<OwnedFd> = None;
+    for name in dirs {
+        let parent = dir.as_ref().map_or(root.as_fd(), AsFd::as_fd);
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let next = openat(parent, *name, flags, Mode::empty())?;
+        dir = Some(next);
+    }
+    let parent = dir.as_ref().map_or(root.as_fd(), AsFd::as_fd);
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    Ok(File::from(openat(parent, *last, flags, Mode::empty())?))
+}
+
+/// Opens `names` below `root` without following any reparse point (symbolic link,
+/// junction), Windows' way: std has no `openat` there, so every directory on the way
+/// (the root included) is opened and held without `FILE_SHARE_DELETE`, which keeps
+/// anyone from renaming, deleting or replacing it until the file is open; each is
+/// opened with `FILE_FLAG_OPEN_REPARSE_POINT`, so a reparse point is opened itself, and
+/// refused. The name is looked up again for each step, but none of the directories it
+/// passes through can change meanwhile. Windows has no FIFOs in the file system (pipes
+/// live in `\\.\pipe\`), so no open can block.
+#[cfg(not(unix))]
+fn open_beneath(root: &Root, names: &[&OsStr]) -> io::Result<File> {
+    use std::os::windows::fs::{MetadataExt, OpenOptionsExt};
+
+    const FILE_SHARE_READ: u32 = 0x1;
+    const FILE_SHARE_WRITE: u32 = 0x2;
+    const FILE_FLAG_BACKUP_SEMANTICS: u32 = 0x0200_0000; // needed to open a directory
+    const FILE_FLAG_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
+    const FILE_ATTRIBUTE_REPARSE_POINT: u32 = 0x400;
+    let open = |path: &Path| {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .share_mode(FILE_SHARE_READ | FILE_SHARE_WRITE)
+            .custom_flags(FILE_FLAG_BACKUP_SEMANTICS | FILE_FLAG_OPEN_REPARSE_POINT)
+            .open(path)?;
+        let meta = file.metadata()?;
+        if meta.file_attributes() & FILE_ATTRIBUTE_REPARSE_POINT != 0 {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "a reparse point below the root"));
+        }
+        Ok((file, meta))
+    };
+    let mut path = root.clone();
+    let mut held = vec![open(&path)?.0];
+    for (i, name) in names.iter().enumerate() {
+        path.push(name);
+        let (file, meta) = open(&path)?;
+        if i + 1 == names.len() {
+            return Ok(file);
+        }
+        if !meta.is_dir() {
+            return Err(io::Error::new(io::ErrorKind::NotFound, "not a directory"));
+        }
+        held.push(file);
+    }
+    unreachable!("open passes at least one name")
 }
 
 fn content_type(path: &Path) -> &'static str {
@@ -485,32 +437,6 @@ fn content_type(path: &Path) -> &'static str {
         "wasm" => "application/wasm",
         _ => "application/octet-stream",
     }
-}
-
-/// Decodes `%XX` escapes; `None` for a malformed one.
-fn percent_decode(raw: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(raw.len());
-    let mut bytes = raw.iter();
-    while let Some(&b) = bytes.next() {
-        if b == b'%' {
-            let hex = [*bytes.next()?, *bytes.next()?];
-            out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
-        } else {
-            out.push(b);
-        }
-    }
-    Some(out)
-}
-
-/// A header token character (RFC 9110, 5.6.2).
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-fn trim(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|&b| b != b' ' && b != b'\t').map_or(start, |i| i + 1);
-    &bytes[start..end]
 }
 
 fn reason(status: u16) -> &'static str {
@@ -622,7 +548,10 @@ fn run(args: Args) -> Result<(), socketserver::Error> {
     let mut builder = match passed_listener()? {
         Some(listener) => TcpServer::from_listener(listener),
         None => TcpServer::builder(args.addr),
-    };
+    }
+    // Timeouts and a connection limit (512) for a server strangers reach; --timeout
+    // and --max-connections below replace the preset's values.
+    .internet_facing();
     if let Some(n) = args.max_connections {
         // Answering at once beats leaving clients in the backlog, where they cannot tell
         // a busy server from a dead one.
@@ -647,7 +576,7 @@ fn run(args: Args) -> Result<(), socketserver::Error> {
             Some(client) => eprintln!("http: {client}: {error}"),
             None => eprintln!("http: {error}"),
         })
-        .bind_handler(Http { root: args.root, timeout: args.timeout })?;
+        .bind_handler(Http { root: open_root(&args.root)?, timeout: args.timeout })?;
     // Ctrl-C or SIGTERM: refuse new connections at once, give running ones GRACE.
     let _signals = server.handle().shutdown_on_signals()?;
     let mut stdout = io::stdout().lock();

@@ -12,25 +12,35 @@
 //! `redis-benchmark` asks), `QUIT`. Requests come as RESP arrays
 //! or as inline lines (`PING\r\n`, as `nc` sends), and may be pipelined: replies are
 //! written in order and sent when no further request is already waiting. A malformed
-//! request gets `-ERR Protocol error: ...` and the connection is closed. SIGINT or
-//! SIGTERM stops accepting at once, gives running clients up to 2 s, then exits 0.
+//! request gets `-ERR Protocol error: ...` and the connection is closed; so does one
+//! bigger than Redis's limits (`resp.rs`: lines of 64 KiB, 1M items, bulk strings of
+//! 64 MiB, 128 MiB per command in all, as `client-query-buffer-limit`). Integers are
+//! read as Redis reads them: `INCR` of `007` is an error. At most 512 clients are served
+//! at once (`Builder::internet_facing`); one idle for 5 minutes is closed, and so is one
+//! that stops reading its replies for 10 s (a write timeout), which holds up no one else
+//! meanwhile: the map is never locked during a write. The RESP parser is `resp.rs`, which the fuzz
+//! crate compiles too. SIGINT or SIGTERM stops accepting at once, gives running clients
+//! up to 2 s, then exits 0.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::process::ExitCode;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use socketserver::dispatch::{Dispatch, Pool, Sequential, Threading};
 use socketserver::{Reader, RequestHandler, StreamRequest, TcpServer, Writer};
 
+mod resp;
+
+use resp::{number, read_command, ReadError};
+
 const GRACE: Duration = Duration::from_secs(2);
-/// Redis's own limits: an inline request or an array header of 64 KiB, 1M array items.
-const MAX_LINE: usize = 64 * 1024;
-const MAX_ITEMS: i64 = 1024 * 1024;
-/// Lower than Redis's 512 MB, as a map in one process's memory is all there is.
-const MAX_BULK: i64 = 64 * 1024 * 1024;
+/// How long a client may stay idle between commands.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a write may wait for a client that does not read its replies.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const USAGE: &str = "usage: kv [--addr ADDR] [--mode sequential|threading|pool] [--workers N]
   defaults: --addr 127.0.0.1:6380 --mode threading";
 
@@ -70,7 +80,8 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
 }
 
 struct Entry {
-    value: Vec<u8>,
+    /// Shared, so that `GET` copies a pointer out of the map, not the value.
+    value: Arc<[u8]>,
     expires: Option<Instant>,
 }
 
@@ -78,78 +89,6 @@ struct Entry {
 #[derive(Default)]
 struct Kv {
     map: Mutex<HashMap<Vec<u8>, Entry>>,
-}
-
-/// Why no command could be read.
-enum ReadError {
-    /// The client closed, also in the middle of a request.
-    Closed,
-    /// The request is malformed: reply with this and close.
-    Protocol(&'static str),
-    Io(io::Error),
-}
-
-impl From<io::Error> for ReadError {
-    fn from(error: io::Error) -> ReadError {
-        ReadError::Io(error)
-    }
-}
-
-/// Reads one command: a RESP array of bulk strings, or an inline line of words. An
-/// empty array or blank line gives no words.
-fn read_command(input: &mut Reader, line: &mut Vec<u8>) -> Result<Vec<Vec<u8>>, ReadError> {
-    read_line(input, line, "too big inline request")?;
-    let Some(count) = line.strip_prefix(b"*") else {
-        return Ok(line.split(u8::is_ascii_whitespace).filter(|w| !w.is_empty()).map(<[u8]>::to_vec).collect());
-    };
-    let count = number(count).filter(|&n| n <= MAX_ITEMS).ok_or(ReadError::Protocol("invalid multibulk length"))?;
-    let mut args = Vec::with_capacity(count.clamp(0, 16) as usize);
-    for _ in 0..count {
-        read_line(input, line, "too big bulk count string")?;
-        let Some(len) = line.strip_prefix(b"$") else {
-            return Err(ReadError::Protocol("expected '$'"));
-        };
-        let len =
-            number(len).filter(|&n| (0..=MAX_BULK).contains(&n)).ok_or(ReadError::Protocol("invalid bulk length"))?;
-        // Grown as the bytes arrive, so a large announced length costs nothing up front.
-        let mut arg = Vec::new();
-        Read::take(&mut *input, len as u64 + 2).read_to_end(&mut arg)?;
-        if arg.len() < len as usize + 2 {
-            return Err(ReadError::Closed);
-        }
-        if !arg.ends_with(b"\r\n") {
-            return Err(ReadError::Protocol("expected CRLF after a bulk string"));
-        }
-        arg.truncate(len as usize);
-        args.push(arg);
-    }
-    Ok(args)
-}
-
-/// Reads a line of at most `MAX_LINE` bytes into `line`, without its `\r\n` (or `\n`).
-/// A longer line is a protocol error; its rest is never read, so it costs no memory.
-fn read_line(input: &mut Reader, line: &mut Vec<u8>, too_long: &'static str) -> Result<(), ReadError> {
-    line.clear();
-    if let Err(e) = input.read_line_bounded(line, MAX_LINE) {
-        let too_big = e.kind() == io::ErrorKind::InvalidData;
-        return Err(if too_big { ReadError::Protocol(too_long) } else { ReadError::Io(e) });
-    }
-    if line.pop() != Some(b'\n') {
-        return Err(ReadError::Closed);
-    }
-    if line.last() == Some(&b'\r') {
-        line.pop();
-    }
-    Ok(())
-}
-
-/// A decimal integer, as Redis reads them: an optional `-`, digits, nothing else.
-fn number(text: &[u8]) -> Option<i64> {
-    let digits = text.strip_prefix(b"-").unwrap_or(text);
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(text).ok()?.parse().ok()
 }
 
 /// What the connection does after a command.
@@ -221,10 +160,17 @@ impl Kv {
             return error(out, &format!("wrong number of arguments for '{name}' command"));
         }
         let now = Instant::now();
+        // The map's lock is held only to read or change it, never across a write to the
+        // client: a client that stops reading blocks its own writes, so a write under
+        // the lock would stall every other client's command behind it (issue 15). Each
+        // `self.map()` below is dropped at the end of its statement.
         match name.as_slice() {
             b"ping" if args.len() == 1 => out.write_all(b"+PONG\r\n")?,
             b"ping" | b"echo" => bulk(out, Some(&args[1]))?,
-            b"get" => bulk(out, live(&self.map(), &args[1], now).map(|e| e.value.as_slice()))?,
+            b"get" => {
+                let value = live(&self.map(), &args[1], now).map(|e| e.value.clone());
+                bulk(out, value.as_deref())?
+            }
             b"set" => {
                 let expires = match &args[3..] {
                     [] => None,
@@ -237,33 +183,28 @@ impl Kv {
                     },
                     _ => return error(out, "syntax error"),
                 };
-                self.map().insert(args[1].clone(), Entry { value: args[2].clone(), expires });
+                let entry = Entry { value: args[2].as_slice().into(), expires };
+                self.map().insert(args[1].clone(), entry);
                 out.write_all(b"+OK\r\n")?
             }
             b"del" => {
-                let mut map = self.map();
-                let removed = args[1..].iter().filter(|k| map.remove(*k).is_some_and(|e| !expired(&e, now))).count();
+                let removed = {
+                    let mut map = self.map();
+                    args[1..].iter().filter(|k| map.remove(*k).is_some_and(|e| !expired(&e, now))).count()
+                };
                 integer(out, removed as i64)?
             }
             b"exists" => {
-                let map = self.map();
-                integer(out, args[1..].iter().filter(|k| live(&map, k, now).is_some()).count() as i64)?
-            }
-            b"incr" => {
-                let mut map = self.map();
-                let entry = live(&map, &args[1], now);
-                let current = match entry.map(|e| number(&e.value)) {
-                    None => 0,
-                    Some(Some(n)) => n,
-                    Some(None) => return error(out, "value is not an integer or out of range"),
+                let found = {
+                    let map = self.map();
+                    args[1..].iter().filter(|k| live(&map, k, now).is_some()).count()
                 };
-                let Some(next) = current.checked_add(1) else {
-                    return error(out, "increment or decrement would overflow");
-                };
-                let expires = entry.and_then(|e| e.expires); // INCR keeps the key's time to live
-                map.insert(args[1].clone(), Entry { value: next.to_string().into_bytes(), expires });
-                integer(out, next)?
+                integer(out, found as i64)?
             }
+            b"incr" => match self.incr(&args[1], now) {
+                Ok(next) => integer(out, next)?,
+                Err(message) => return error(out, message),
+            },
             b"command" => out.write_all(b"*0\r\n")?,
             b"config" if !args[1].eq_ignore_ascii_case(b"get") => return error(out, "only CONFIG GET is supported"),
             // What redis-benchmark asks before it starts; this server keeps nothing on disk.
@@ -279,6 +220,24 @@ impl Kv {
             _ => unreachable!("every name was checked above"),
         }
         Ok(Next::Continue)
+    }
+}
+
+impl Kv {
+    /// `INCR`: the new value, or the error to reply. The value must be an integer as
+    /// Redis reads one ([`number`]: `007` is not).
+    fn incr(&self, key: &[u8], now: Instant) -> Result<i64, &'static str> {
+        let mut map = self.map();
+        let entry = live(&map, key, now);
+        let current = match entry.map(|e| number(&e.value)) {
+            None => 0,
+            Some(Some(n)) => n,
+            Some(None) => return Err("value is not an integer or out of range"),
+        };
+        let next = current.checked_add(1).ok_or("increment or decrement would overflow")?;
+        let expires = entry.and_then(|e| e.expires); // INCR keeps the key's time to live
+        map.insert(key.to_vec(), Entry { value: next.to_string().as_bytes().into(), expires });
+        Ok(next)
     }
 }
 
@@ -324,10 +283,11 @@ fn drain(req: &mut StreamRequest) -> io::Result<()> {
     Ok(())
 }
 
-/// The client went away: the connection just ends.
+/// The client went away, or stayed idle past the read timeout: the connection just
+/// ends.
 fn is_disconnect(error: &io::Error) -> bool {
     use io::ErrorKind::*;
-    matches!(error.kind(), ConnectionReset | BrokenPipe | UnexpectedEof)
+    matches!(error.kind(), ConnectionReset | BrokenPipe | UnexpectedEof | WouldBlock | TimedOut)
 }
 
 fn main() -> ExitCode {
@@ -350,10 +310,16 @@ fn main() -> ExitCode {
 /// Binds, prints the address, serves until a signal, and closes.
 fn run(args: Args) -> Result<(), socketserver::Error> {
     let server = TcpServer::builder(args.addr)
+        // Timeouts and a connection limit (512) for a server strangers reach, then this
+        // server's own: idle clients may stay 5 minutes (Redis's usual `timeout 300`),
+        // and one that stops reading its replies goes after 10 s.
+        .internet_facing()
+        .read_timeout(IDLE_TIMEOUT)
         .dispatch(args.dispatch)
         .nodelay(true)
         // Replies collect here and go out in one send per batch of pipelined requests.
         .wbufsize(16 * 1024)
+        .write_timeout(WRITE_TIMEOUT)
         .shutdown_deadline(GRACE)
         .handle_error(|error, client| match client {
             Some(client) => eprintln!("kv: {client}: {error}"),
