@@ -198,11 +198,18 @@ fn main() -> ExitCode {
     let stream_handler: fn(&mut StreamRequest) -> io::Result<()> = if park { echo_parking } else { echo_stream };
     let mode = dispatch(&args);
     let result = match args.listen {
-        Listen::Tcp(addr) => run(TcpServer::builder(addr).dispatch(mode), stream_handler, |a| format!("tcp://{a}")),
+        // A parking echo waits for each client's first bytes parked too: a client that
+        // connects and says nothing holds no worker.
+        Listen::Tcp(addr) => {
+            run(TcpServer::builder(addr).dispatch(mode).client_speaks_first(park), stream_handler, |a| {
+                format!("tcp://{a}")
+            })
+        }
         Listen::Udp(addr) => run(UdpServer::builder(addr).dispatch(mode), echo_datagram, |a| format!("udp://{a}")),
         #[cfg(unix)]
         Listen::Unix(path) => {
-            run(UnixStreamServer::builder(path).dispatch(mode), stream_handler, |p| format!("unix://{}", p.display()))
+            let builder = UnixStreamServer::builder(path).dispatch(mode).client_speaks_first(park);
+            run(builder, stream_handler, |p| format!("unix://{}", p.display()))
         }
         #[cfg(not(unix))]
         Listen::Unix(path) => {

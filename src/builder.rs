@@ -529,6 +529,22 @@ impl<T: Transport<Request = StreamRequest>> Builder<T> {
         self.config.idle_timeout = timeout;
         self
     }
+
+    /// The client speaks first (HTTP, RESP, most request-reply protocols): a new
+    /// connection waits [parked](StreamRequest::park), holding no thread, until its first
+    /// bytes arrive, and only then are its PROXY header read and `verify_request`,
+    /// `setup` and `handle` run. So a client that connects and says nothing holds no
+    /// pool worker (nor the sequential loop) from the others, for up to the idle timeout;
+    /// if it leaves or times out before sending anything, none of the handler's methods
+    /// run. Default `false`: the handler runs at once, as a server that speaks first
+    /// (a greeting, a banner, a chat's welcome) needs.
+    ///
+    /// Outside the serve loop ([`Server::process_request`](crate::Server::process_request))
+    /// a connection starts at once.
+    pub fn client_speaks_first(mut self, yes: bool) -> Self {
+        self.config.client_speaks_first = yes;
+        self
+    }
 }
 
 impl<T: Transport<Request = DatagramRequest>> Builder<T> {

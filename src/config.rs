@@ -66,6 +66,8 @@ pub(crate) struct Config {
     pub(crate) write_timeout: Option<Duration>,
     /// How long a parked connection may wait; `None`: until shutdown.
     pub(crate) idle_timeout: Option<Duration>,
+    /// A new connection waits parked for its first bytes before `setup`.
+    pub(crate) client_speaks_first: bool,
     pub(crate) timeout: Option<Duration>,
     pub(crate) shutdown_deadline: Option<Duration>,
     pub(crate) max_connections: Option<usize>,
@@ -105,6 +107,7 @@ impl Default for Config {
             read_timeout: None,
             write_timeout: None,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            client_speaks_first: false,
             timeout: None,
             shutdown_deadline: None,
             max_connections: None,

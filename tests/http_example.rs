@@ -183,3 +183,19 @@ fn a_second_host_header_is_400() {
         assert_eq!(Client::new(addr).send("GET /health HTTP/1.1\r\nHost: a\r\n\r\n"), (200, "ok\n".to_string()));
     });
 }
+
+/// Kept-alive clients park between requests: a pool of one worker serves several open
+/// connections in turn (issue 13).
+#[test]
+fn one_worker_serves_many_kept_alive_connections() {
+    bounded(LIMIT, || {
+        let (_dir, root) = root_and_outside();
+        let (_http, addr) = start(&root, &["--mode", "pool", "--workers", "1"]);
+        let mut clients: Vec<Client> = (0..8).map(|_| Client::new(addr)).collect();
+        for _round in 0..3 {
+            for client in &mut clients {
+                assert_eq!(client.get("/race/passwd"), (200, INSIDE.to_string()));
+            }
+        }
+    });
+}

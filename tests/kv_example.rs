@@ -17,8 +17,13 @@ use support::{bounded, connect, LIMIT, TIMEOUT};
 
 /// The example on a free port; its address.
 fn start() -> (Spawned, SocketAddr) {
+    start_with(&[])
+}
+
+/// The example on a free port with more arguments; its address.
+fn start_with(args: &[&str]) -> (Spawned, SocketAddr) {
     let mut command = Command::new(example_binary("kv"));
-    command.args(["--addr", "127.0.0.1:0"]);
+    command.args(["--addr", "127.0.0.1:0"]).args(args);
     let mut kv = Spawned::start(command);
     let url = kv.listening();
     (kv, url.strip_prefix("tcp://").expect("a tcp:// URL").parse().expect("IP:PORT"))
@@ -151,5 +156,30 @@ fn incr_refuses_what_redis_refuses() {
         // The same rule for the protocol's own lengths: `*01` is not an array length.
         client.0.get_mut().write_all(b"*01\r\n$4\r\nPING\r\n").unwrap();
         assert_eq!(client.line(), "-ERR Protocol error: invalid multibulk length\r\n");
+    });
+}
+
+/// Clients park between commands: a pool of one worker serves several open connections
+/// in turn, pipelined commands included (issue 13).
+#[test]
+fn one_worker_serves_many_open_connections() {
+    bounded(LIMIT, || {
+        let (_kv, addr) = start_with(&["--mode", "pool", "--workers", "1"]);
+        let mut clients: Vec<Client> = (0..8).map(|_| Client::new(addr)).collect();
+        for round in 0..3 {
+            for (n, client) in clients.iter_mut().enumerate() {
+                let value = format!("{n}-{round}");
+                assert_eq!(client.ask(&[b"SET", b"k", value.as_bytes()]), "+OK\r\n");
+                assert_eq!(client.ask(&[b"ECHO", value.as_bytes()]), format!("${}\r\n", value.len()));
+                assert_eq!(client.line(), format!("{value}\r\n"));
+            }
+        }
+        // Three commands in one write: three replies, in order.
+        let client = &mut clients[0];
+        let mut batch = command(&[b"PING"]);
+        batch.extend(command(&[b"INCR", b"n"]));
+        batch.extend(command(&[b"INCR", b"n"]));
+        client.0.get_mut().write_all(&batch).unwrap();
+        assert_eq!([client.line(), client.line(), client.line()], ["+PONG\r\n", ":1\r\n", ":2\r\n"]);
     });
 }

@@ -454,3 +454,33 @@ fn a_test_stream_runs_a_parking_handler_once_per_message() {
     assert_eq!(handler.handles.load(Ordering::SeqCst), 3);
     assert_eq!(handler.finishes.load(Ordering::SeqCst), 1);
 }
+
+/// With `client_speaks_first`, a new connection waits parked for its first bytes: a
+/// silent client holds no worker of a pool of one, and one that leaves without a word
+/// runs none of the handler's methods.
+#[test]
+fn a_silent_new_client_holds_no_worker_when_the_client_speaks_first() {
+    bounded(LIMIT, || {
+        let handler = Arc::new(Lines::default());
+        let server = Arc::new(
+            TcpServer::builder("127.0.0.1:0")
+                .dispatch(Pool::new(1))
+                .client_speaks_first(true)
+                .bind_handler(handler.clone())
+                .unwrap(),
+        );
+        let serve = serve_started(&server, "park-first");
+        let addr = server.local_addr();
+        let silent = connect(addr);
+        let handle = server.handle();
+        wait_until(TIMEOUT, "the silent client to park", || handle.stats().parked == 1);
+        let mut talker = BufReader::new(connect(addr));
+        assert_eq!(ask(&mut talker, "hi\n"), "1: HI\n", "served past the silent client");
+        drop(silent);
+        drop(talker);
+        wait_until(TIMEOUT, "both to end", || handle.stats().active + handle.stats().parked == 0);
+        assert_eq!(handler.setups.load(Ordering::SeqCst), 1, "setup ran for the talker alone");
+        assert_eq!(handler.finishes.load(Ordering::SeqCst), 1, "finish ran for the talker alone");
+        stop(&server, serve);
+    });
+}

@@ -14,13 +14,14 @@
 //! device is 404), each path resolved once, by opening it (see `open_beneath`). Limits:
 //! a request line of 8 KiB (414), header lines of 8 KiB, 100 headers and 32 KiB in all
 //! (431); a second `Host` header is 400. The request parser is `parse.rs`, which the
-//! fuzz crate compiles too. A connection idle for `--timeout` seconds (default 5),
+//! fuzz crate compiles too. Between requests a kept-alive connection parks
+//! (`StreamRequest::park`): it holds no thread, so in every mode a few threads serve
+//! any number of kept-alive clients. A connection idle for `--timeout` seconds (default 5),
 //! or a client that stops reading for as long, is closed; so is one whose request line
 //! and headers have not all arrived twice `--timeout` after their first byte.
 //! At most 512 clients are served at once (`Builder::internet_facing`), the rest wait
-//! in the backlog; with `--max-connections N`, a client beyond the first N gets `503
-//! Service Unavailable` and is closed (in threading mode; a pool refuses only with N
-//! below `--workers`, a sequential server never does). SIGINT or SIGTERM stops accepting
+//! in the backlog; with `--max-connections N`, a client beyond the first N (kept-alive
+//! ones included) gets `503 Service Unavailable` and is closed. SIGINT or SIGTERM stops accepting
 //! at once, gives running clients up to 2 s, then exits 0.
 
 use std::borrow::Cow;
@@ -50,7 +51,7 @@ const GRACE: Duration = Duration::from_secs(2);
 const DRAIN_LIMIT: u64 = 256 * 1024;
 const USAGE: &str = "usage: http [--root DIR] [--addr ADDR] [--timeout SECS] [--mode sequential|threading|pool]
             [--workers N] [--max-connections N] [--verbose]
-  defaults: --root . --addr 127.0.0.1:8000 --timeout 5 --mode threading, 512 connections at once (then the backlog)
+  defaults: --root . --addr 127.0.0.1:8000 --timeout 5 --mode pool (a worker per CPU, at least 2), 512 connections at once (then the backlog)
   --timeout: a connection idle (or not reading) this long is closed, and a request's
              line and headers must arrive within twice this after their first byte
   --max-connections: at most N clients at once; the others get 503 and are closed
@@ -72,7 +73,7 @@ struct Args {
 /// Parses the command line; the error is the one line to print.
 fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     let (mut root, mut addr, mut timeout) = (PathBuf::from("."), "127.0.0.1:8000".to_string(), 5);
-    let (mut mode, mut workers, mut max_connections) = ("threading".to_string(), None, None);
+    let (mut mode, mut workers, mut max_connections) = ("pool".to_string(), None, None);
     let mut verbose = false;
     while let Some(flag) = argv.next() {
         let mut value = || argv.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -187,7 +188,14 @@ impl RequestHandler<StreamRequest> for Http {
                 }
             };
             match after {
-                After::KeepAlive => continue,
+                // A pipelined request is here already: answer it now.
+                After::KeepAlive if !req.reader().buffer().is_empty() => continue,
+                // Keep-alive: park until the next request, holding no thread, so a few
+                // workers serve any number of kept-alive clients.
+                After::KeepAlive => {
+                    req.park();
+                    return Ok(());
+                }
                 After::Close => return Ok(()),
                 After::DrainAndClose => return Ok(self.drain(req)?),
             }
@@ -569,6 +577,11 @@ fn run(args: Args) -> Result<(), socketserver::Error> {
         // no small segment waits on Nagle or on the client's delayed ACK.
         .wbufsize(16 * 1024)
         .read_timeout(args.timeout)
+        // A kept-alive connection waits parked, with no thread, as long as that too.
+        .idle_timeout(Some(args.timeout))
+        // A new client parks until its request's first bytes: one that connects and says
+        // nothing holds no worker.
+        .client_speaks_first(true)
         // A client that stops reading a response must not hold its thread forever either.
         .write_timeout(args.timeout)
         .shutdown_deadline(GRACE)

@@ -16,8 +16,10 @@
 //! bigger than Redis's limits (`resp.rs`: lines of 64 KiB, 1M items, bulk strings of
 //! 64 MiB, 128 MiB per command in all, as `client-query-buffer-limit`). Integers are
 //! read as Redis reads them: `INCR` of `007` is an error. At most 512 clients are served
-//! at once (`Builder::internet_facing`); one idle for 5 minutes is closed, and so is one
-//! that stops reading its replies for 10 s (a write timeout), which holds up no one else
+//! at once (`Builder::internet_facing`). Between commands a connection parks
+//! (`StreamRequest::park`): it holds no thread, so a pool of a few workers serves every
+//! client. One idle for 5 minutes is closed, and so is one that sends half a command and
+//! stops for 30 s, or that stops reading its replies for 10 s (a write timeout), which holds up no one else
 //! meanwhile: the map is never locked during a write. The RESP parser is `resp.rs`, which the fuzz
 //! crate compiles too. SIGINT or SIGTERM stops accepting at once, gives running clients
 //! up to 2 s, then exits 0.
@@ -37,12 +39,12 @@ mod resp;
 use resp::{number, read_command, ReadError};
 
 const GRACE: Duration = Duration::from_secs(2);
-/// How long a client may stay idle between commands.
+/// How long a client may stay idle between commands, parked.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a write may wait for a client that does not read its replies.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const USAGE: &str = "usage: kv [--addr ADDR] [--mode sequential|threading|pool] [--workers N]
-  defaults: --addr 127.0.0.1:6380 --mode threading";
+  defaults: --addr 127.0.0.1:6380 --mode pool (a worker per CPU, at least 2)";
 
 struct Args {
     addr: SocketAddr,
@@ -51,7 +53,7 @@ struct Args {
 
 /// Parses the command line; the error is the one line to print.
 fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
-    let (mut addr, mut mode, mut workers) = ("127.0.0.1:6380".to_string(), "threading".to_string(), None);
+    let (mut addr, mut mode, mut workers) = ("127.0.0.1:6380".to_string(), "pool".to_string(), None);
     while let Some(flag) = argv.next() {
         let mut value = || argv.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
@@ -97,40 +99,57 @@ enum Next {
     Quit,
 }
 
+/// How a batch of commands ended.
+enum Served {
+    /// Every command that had arrived is answered: wait for the next, parked.
+    Park,
+    /// The client left or sent `QUIT`.
+    End,
+    /// A malformed request: the protocol error to report.
+    Protocol(&'static str),
+}
+
 impl RequestHandler<StreamRequest> for Kv {
+    /// One batch of commands: those that have arrived (one, or a pipelined batch), then
+    /// the connection parks, holding no thread until the client sends more. A pool of a
+    /// few workers thus serves every client, as Redis's single loop does.
     fn handle(&self, req: &mut StreamRequest) -> socketserver::HandlerResult {
         let (reader, out) = req.reader_and_writer();
-        if let Some(message) = self.serve(reader, out)? {
-            write!(out, "-ERR Protocol error: {message}\r\n")?;
-            drain(req)?;
+        match self.serve(reader, out)? {
+            // The server flushes the replies before the connection parks.
+            Served::Park => req.park(),
+            Served::End => {}
+            Served::Protocol(message) => {
+                write!(out, "-ERR Protocol error: {message}\r\n")?;
+                drain(req)?;
+            }
         }
         Ok(())
     }
 }
 
 impl Kv {
-    /// Answers commands until the client leaves or sends `QUIT` (`None`), or sends a
-    /// malformed request (the protocol error to report).
-    fn serve(&self, reader: &mut Reader, out: &mut Writer) -> io::Result<Option<&'static str>> {
+    /// Answers the commands that have arrived: at least one (reading waits for it, or
+    /// for the rest of one that has begun, up to the read timeout), then every further
+    /// one already in the reader's buffer. Replies collect in the writer and go out in
+    /// one send when the batch ends.
+    fn serve(&self, reader: &mut Reader, out: &mut Writer) -> io::Result<Served> {
         let mut line = Vec::new();
         loop {
-            // Replies collect in the writer while pipelined requests are already here, and
-            // go out in one send just before a read that would wait for the client.
-            if reader.buffer().is_empty() {
-                out.flush()?;
-            }
             let args = match read_command(reader, &mut line) {
                 Ok(args) => args,
-                Err(ReadError::Closed) => return Ok(None),
-                Err(ReadError::Protocol(message)) => return Ok(Some(message)),
-                Err(ReadError::Io(e)) if is_disconnect(&e) => return Ok(None),
+                Err(ReadError::Closed) => return Ok(Served::End),
+                Err(ReadError::Protocol(message)) => return Ok(Served::Protocol(message)),
+                Err(ReadError::Io(e)) if is_disconnect(&e) => return Ok(Served::End),
                 Err(ReadError::Io(e)) => return Err(e),
             };
-            if args.is_empty() {
-                continue;
+            if !args.is_empty() {
+                if let Next::Quit = self.execute(&args, out)? {
+                    return Ok(Served::End);
+                }
             }
-            if let Next::Quit = self.execute(&args, out)? {
-                return Ok(None);
+            if reader.buffer().is_empty() {
+                return Ok(Served::Park);
             }
         }
     }
@@ -311,10 +330,13 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<(), socketserver::Error> {
     let server = TcpServer::builder(args.addr)
         // Timeouts and a connection limit (512) for a server strangers reach, then this
-        // server's own: idle clients may stay 5 minutes (Redis's usual `timeout 300`),
-        // and one that stops reading its replies goes after 10 s.
+        // server's own: idle clients may stay parked 5 minutes (Redis's usual `timeout
+        // 300`), while a command that has begun must arrive within the preset's 30 s read
+        // timeout; one that stops reading its replies goes after 10 s.
         .internet_facing()
-        .read_timeout(IDLE_TIMEOUT)
+        .idle_timeout(Some(IDLE_TIMEOUT))
+        // A new client parks until its first command: a silent one holds no worker.
+        .client_speaks_first(true)
         .dispatch(args.dispatch)
         .nodelay(true)
         // Replies collect here and go out in one send per batch of pipelined requests.

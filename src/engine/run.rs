@@ -64,10 +64,7 @@ impl Engine {
                     return;
                 }
                 let config = &self.config;
-                #[cfg(feature = "proxy-protocol")]
-                let from_proxy = config.peer(&client) == crate::config::Peer::Proxy;
-                #[cfg_attr(not(feature = "proxy-protocol"), allow(unused_mut))]
-                let mut request = Box::new(StreamRequest::new(
+                let request = Box::new(StreamRequest::new(
                     connection,
                     client,
                     self.handle(),
@@ -75,21 +72,21 @@ impl Engine {
                     config.wbufsize,
                     (config.read_timeout, config.write_timeout),
                 ));
-                #[cfg(feature = "proxy-protocol")]
-                if from_proxy {
-                    if let Err(source) = request.read_proxy_header(config.proxy_header_timeout) {
-                        self.control.counters.bad_proxy_headers.fetch_add(1, Ordering::Relaxed);
-                        self.report(
-                            &Error::Handler { phase: Phase::Setup, source: source.into() },
-                            Some(request.client_addr()),
-                        );
-                        return;
-                    }
-                    if !self.verify(request.client_addr(), Some(request.connection())) {
-                        return;
+                let (mut request, mut ticket) = (request, ticket);
+                if let (true, Some(home)) = (config.client_speaks_first, &home) {
+                    // Nothing to do before the client's first bytes: wait for them parked.
+                    request.mark_unstarted();
+                    match self.park(request, ticket, home) {
+                        Ok(()) => return,
+                        Err(parked) => {
+                            (request, ticket) = (parked.request, parked.ticket);
+                            let _ = request.resumed();
+                        }
                     }
                 }
-                self.exchange(handler, request, ticket, home, Start::Setup);
+                if self.open(&mut request) {
+                    self.exchange(handler, request, ticket, home, Start::Setup);
+                }
             }
             Work::Resume { request, home, end } => {
                 let start = if end { Start::Finish } else { Start::Resume };
@@ -97,6 +94,25 @@ impl Engine {
             }
             Work::Datagram(..) => unreachable!("handled above"),
         }
+    }
+
+    /// What comes before a connection's `setup`: its PROXY header, then `verify_request`
+    /// on the client it names. `false`: the connection is turned away (and reported).
+    fn open(&self, request: &mut StreamRequest) -> bool {
+        #[cfg(feature = "proxy-protocol")]
+        if self.config.peer(request.client_addr()) == crate::config::Peer::Proxy {
+            if let Err(source) = request.read_proxy_header(self.config.proxy_header_timeout) {
+                self.control.counters.bad_proxy_headers.fetch_add(1, Ordering::Relaxed);
+                self.report(
+                    &Error::Handler { phase: Phase::Setup, source: source.into() },
+                    Some(request.client_addr()),
+                );
+                return false;
+            }
+            return self.verify(request.client_addr(), Some(request.connection()));
+        }
+        let _ = request;
+        true
     }
 
     /// Runs a stream request's exchanges from `start` on this thread until it parks
@@ -112,7 +128,9 @@ impl Engine {
         let report = |error: Error, client: &Address| self.report(&error, Some(client));
         loop {
             if let Start::Resume = start {
-                request.resumed();
+                // A connection parked before its first exchange (`client_speaks_first`)
+                // has not been set up: it starts now, or, gone, ends with no `finish`.
+                let first = request.resumed();
                 // The poller reported the socket: bytes, the end of the stream, or an
                 // error. Only bytes make an exchange; a client that left while parked
                 // gets its `finish`, and its reset is no error of the server's.
@@ -124,6 +142,15 @@ impl Engine {
                         Start::Finish
                     }
                 };
+                if first {
+                    if matches!(start, Start::Finish) || !self.open(&mut request) {
+                        break;
+                    }
+                    start = Start::Setup;
+                }
+            }
+            if let (Start::Finish, true) = (start, request.exchanges() == 0) {
+                break; // closed before it started: nothing to finish
             }
             if let Outcome::Ended = run_phases(handler, &mut *request, &self.config.hooks, &report, start) {
                 break;
@@ -136,7 +163,7 @@ impl Engine {
             }
             if !request.reader().buffer().is_empty() {
                 // The next message is here already (pipelined): no need to wait for it.
-                request.resumed();
+                let _ = request.resumed();
                 start = Start::Handle;
                 continue;
             }

@@ -303,8 +303,15 @@ impl StreamRequest {
         Ok(())
     }
 
-    /// The parked request is back for another exchange.
-    pub(crate) fn resumed(&mut self) {
+    /// The parked request is back for another exchange. Returns whether it is its
+    /// first: it was parked before it started ([`StreamRequest::mark_unstarted`]).
+    pub(crate) fn resumed(&mut self) -> bool {
         self.exchanges += 1;
+        self.exchanges == 1
+    }
+
+    /// The request parks before its first exchange: `exchanges` counts from 0.
+    pub(crate) fn mark_unstarted(&mut self) {
+        self.exchanges = 0;
     }
 }
