@@ -232,7 +232,7 @@ fn scenarios_all(workers: Option<usize>) -> Vec<Scenario> {
         },
         Scenario {
             name: "rss-idle",
-            about: "server RSS with 1,000 and 10,000 idle TCP connections (threading)",
+            about: "server RSS with 1,000 and 10,000 idle TCP connections (ours: threading, and a pool of 4 parking them)",
             kind: Kind::RssIdle,
         },
         Scenario {
@@ -612,7 +612,13 @@ fn rss_idle(programs: &Programs, tmp: &Path, notes: &mut Vec<String>) -> Vec<Rss
             "rss-idle: 10,000 connections are impossible here: RLIMIT_NOFILE is {nofile} (raise the hard limit, e.g. `ulimit -Hn 20000` as root); measured up to {possible}"
         ));
     }
-    let mut specs = vec![Spec::new(Impl::Ours, "threading"), Spec::new(Impl::Std, "thread")];
+    // Ours twice: a thread per connection, and a pool of 4 that parks them (no thread each).
+    let mut specs = vec![
+        Spec::new(Impl::Ours, "threading"),
+        Spec::new(Impl::Ours, "pool").workers(Some(4)),
+        Spec::new(Impl::Std, "thread"),
+        Spec::new(Impl::Tokio, "mt"),
+    ];
     if programs.python.is_some() {
         specs.push(Spec::new(Impl::Python, "threading"));
     }
