@@ -19,8 +19,7 @@
 //! any number of kept-alive clients. A connection idle for `--timeout` seconds (default 5),
 //! or a client that stops reading for as long, is closed; so is one whose request line
 //! and headers have not all arrived twice `--timeout` after their first byte.
-//! At most 512 clients are served at once (`Builder::internet_facing`), the rest wait
-//! in the backlog; with `--max-connections N`, a client beyond the first N (kept-alive
+//! At most 10,000 clients are served at once, the rest wait in the backlog; with `--max-connections N`, a client beyond the first N (kept-alive
 //! ones included) gets `503 Service Unavailable` and is closed. SIGINT or SIGTERM stops accepting
 //! at once, gives running clients up to 2 s, then exits 0.
 
@@ -44,6 +43,8 @@ mod parse;
 
 use parse::{read_request, Incoming, Request};
 
+/// Connections served at once by default: parked ones cost a socket, not a thread.
+const MAX_CONNECTIONS: usize = 10_000;
 const GRACE: Duration = Duration::from_secs(2);
 /// How much of an unread request is drained before closing after an error response:
 /// closing with unread bytes makes the kernel send a reset, which can destroy the
@@ -51,7 +52,7 @@ const GRACE: Duration = Duration::from_secs(2);
 const DRAIN_LIMIT: u64 = 256 * 1024;
 const USAGE: &str = "usage: http [--root DIR] [--addr ADDR] [--timeout SECS] [--mode sequential|threading|pool]
             [--workers N] [--max-connections N] [--verbose]
-  defaults: --root . --addr 127.0.0.1:8000 --timeout 5 --mode pool (a worker per CPU, at least 2), 512 connections at once (then the backlog)
+  defaults: --root . --addr 127.0.0.1:8000 --timeout 5 --mode pool (a worker per CPU, at least 2), 10,000 connections at once (then the backlog)
   --timeout: a connection idle (or not reading) this long is closed, and a request's
              line and headers must arrive within twice this after their first byte
   --max-connections: at most N clients at once; the others get 503 and are closed
@@ -557,9 +558,11 @@ fn run(args: Args) -> Result<(), socketserver::Error> {
         Some(listener) => TcpServer::from_listener(listener),
         None => TcpServer::builder(args.addr),
     }
-    // Timeouts and a connection limit (512) for a server strangers reach; --timeout
-    // and --max-connections below replace the preset's values.
-    .internet_facing();
+    // Timeouts for a server strangers reach; --timeout below replaces the preset's.
+    // Kept-alive clients park, holding no thread, so the preset's 512 connections become
+    // 10,000 (or --max-connections).
+    .internet_facing()
+    .max_connections(MAX_CONNECTIONS);
     if let Some(n) = args.max_connections {
         // Answering at once beats leaving clients in the backlog, where they cannot tell
         // a busy server from a dead one.

@@ -15,8 +15,9 @@
 //! request gets `-ERR Protocol error: ...` and the connection is closed; so does one
 //! bigger than Redis's limits (`resp.rs`: lines of 64 KiB, 1M items, bulk strings of
 //! 64 MiB, 128 MiB per command in all, as `client-query-buffer-limit`). Integers are
-//! read as Redis reads them: `INCR` of `007` is an error. At most 512 clients are served
-//! at once (`Builder::internet_facing`). Between commands a connection parks
+//! read as Redis reads them: `INCR` of `007` is an error. The timeouts are
+//! `Builder::internet_facing`'s; at most 10,000 clients at once (Redis's `maxclients`).
+//! Between commands a connection parks
 //! (`StreamRequest::park`): it holds no thread, so a pool of a few workers serves every
 //! client. One idle for 5 minutes is closed, and so is one that sends half a command and
 //! stops for 30 s, or that stops reading its replies for 10 s (a write timeout), which holds up no one else
@@ -39,6 +40,9 @@ mod resp;
 use resp::{number, read_command, ReadError};
 
 const GRACE: Duration = Duration::from_secs(2);
+/// At most this many clients at once (Redis's default `maxclients`): each parked one
+/// costs a socket and its buffers, not a thread.
+const MAX_CLIENTS: usize = 10_000;
 /// How long a client may stay idle between commands, parked.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a write may wait for a client that does not read its replies.
@@ -329,11 +333,13 @@ fn main() -> ExitCode {
 /// Binds, prints the address, serves until a signal, and closes.
 fn run(args: Args) -> Result<(), socketserver::Error> {
     let server = TcpServer::builder(args.addr)
-        // Timeouts and a connection limit (512) for a server strangers reach, then this
+        // Timeouts for a server strangers reach, then this
         // server's own: idle clients may stay parked 5 minutes (Redis's usual `timeout
         // 300`), while a command that has begun must arrive within the preset's 30 s read
         // timeout; one that stops reading its replies goes after 10 s.
         .internet_facing()
+        // Parked clients cost no thread, so the limit is Redis's own `maxclients`.
+        .max_connections(MAX_CLIENTS)
         .idle_timeout(Some(IDLE_TIMEOUT))
         // A new client parks until its first command: a silent one holds no worker.
         .client_speaks_first(true)
