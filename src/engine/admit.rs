@@ -15,7 +15,7 @@ use super::Engine;
 use crate::config::Peer;
 use crate::dispatch::Job;
 use crate::error::{Error, Phase, Result};
-use crate::handle::{Capacity, Slot};
+use crate::handle::{Capacity, Slot, Ticket};
 use crate::net::{Address, Connection, DatagramSocket, Incoming};
 use crate::report::panic_message;
 
@@ -88,6 +88,12 @@ impl Engine {
             }
             return;
         };
+        self.dispatch_work(ticket, work, inline);
+    }
+
+    /// Runs `work` on this thread (`inline`) or as a job of the dispatch mode: a new
+    /// connection, a datagram, or a parked connection's next exchange alike.
+    pub(super) fn dispatch_work(self: &Arc<Self>, ticket: Ticket, work: Work, inline: bool) {
         if inline {
             self.run(ticket, work);
             return;

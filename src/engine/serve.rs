@@ -18,7 +18,7 @@ use super::park::{Home, Lot, Parked};
 use super::run::Work;
 use super::Engine;
 use crate::config::PlainHook;
-use crate::dispatch::{Job, Kind};
+use crate::dispatch::Kind;
 use crate::error::{Error, Result};
 use crate::handle::{Control, CurrentServer, ServeCall};
 use crate::net::{Endpoint, Readiness};
@@ -351,16 +351,7 @@ impl Engine {
     /// runs a new connection.
     fn resume(self: &Arc<Self>, home: &Arc<Home>, parked: Parked, end: bool, inline: bool) {
         let work = Work::Resume { request: parked.request, home: home.clone(), end };
-        let ticket = parked.ticket;
-        if inline {
-            self.run(ticket, work);
-            return;
-        }
-        let client = work.client().clone();
-        let engine = self.clone();
-        if let Err(e) = self.dispatch.execute(Job::new(move || engine.run(ticket, work))) {
-            self.report(&Error::Dispatch(e), Some(&client));
-        }
+        self.dispatch_work(parked.ticket, work, inline);
     }
 
     /// Ends connections taken out of a lot that closed, on this thread.
