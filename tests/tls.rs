@@ -194,7 +194,7 @@ fn rustls_client_trusting_the_written_certificate_gets_each_line_back() {
         drop(client);
 
         let stderr = server.terminate();
-        assert!(stderr.is_empty(), "well-behaved clients caused errors: {stderr}");
+        assert_eq!(errors_in(&stderr), 0, "well-behaved clients caused errors: {stderr}");
     });
 }
 
@@ -235,6 +235,13 @@ fn the_certificate_is_verified_and_given_files_are_used() {
     });
 }
 
+/// The lines of the example's stderr that are not the signal's own notice ("SIGTERM:
+/// shutting down; waiting up to 5 s for 1 connection(s) ..."), which comes when a
+/// client's close has not yet reached the server as it is stopped.
+fn errors_in(stderr: &str) -> usize {
+    stderr.lines().filter(|line| !line.contains("shutting down; waiting up to")).count()
+}
+
 #[test]
 fn plain_text_client_gets_no_echo_and_the_server_keeps_serving() {
     tls_test(|| {
@@ -261,7 +268,10 @@ fn plain_text_client_gets_no_echo_and_the_server_keeps_serving() {
         drop((before, after));
 
         let stderr = server.terminate();
-        assert_eq!(stderr.lines().count(), 2, "one error line per plain-text client expected: {stderr}");
+        // The signal's own line ("waiting up to 5 s for 1 connection(s)") may come too,
+        // when a client's close has not reached the server yet: the example's errors are
+        // its `tls:` lines.
+        assert_eq!(errors_in(&stderr), 2, "one error line per plain-text client expected: {stderr}");
     });
 }
 
@@ -351,7 +361,7 @@ fn python_ssl_client_verifies_and_gets_its_lines_back() {
         );
         // Python closes without close_notify; the example takes that as the end, not an error.
         let stderr = server.terminate();
-        assert!(stderr.is_empty(), "Python's clients caused errors: {stderr}");
+        assert_eq!(errors_in(&stderr), 0, "Python's clients caused errors: {stderr}");
     });
 }
 
