@@ -261,6 +261,11 @@ impl Engine {
                 // this is never reached, and a burst of datagrams is drained without it.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if readable {
+                        // A shutdown shuts the socket down for reading (Linux) after
+                        // setting the stop flag: then this is the stop, not a break.
+                        if self.control.is_stopping() {
+                            break;
+                        }
                         if sys::is_shut_down_for_reading(ready.socket()) {
                             let broken =
                                 io::Error::new(io::ErrorKind::NotConnected, "the socket was shut down for reading");
