@@ -185,7 +185,7 @@ impl RequestHandler<StreamRequest> for Http {
             let after = match incoming {
                 Incoming::Closed => return Ok(()),
                 Incoming::Bad(status) => {
-                    send(req.writer(), Response::error(status), false, After::DrainAndClose)?;
+                    send(&mut req.writer(), Response::error(status), false, After::DrainAndClose)?;
                     After::DrainAndClose
                 }
                 Incoming::Request(request) => {
@@ -221,7 +221,7 @@ impl Http {
             return Ok(Incoming::Closed);
         }
         req.set_deadline(Some(Instant::now() + 2 * self.timeout));
-        let incoming = read_request(req.reader());
+        let incoming = read_request(req.reader_and_writer().0);
         req.set_deadline(None);
         incoming
     }
@@ -238,11 +238,11 @@ impl Http {
     }
 
     /// Answers one request and says what becomes of the connection.
-    fn serve(&self, writer: &mut Writer, request: &Request) -> io::Result<After> {
+    fn serve(&self, mut writer: &Writer, request: &Request) -> io::Result<After> {
         let head = request.method == "HEAD";
         if !head && request.method != "GET" {
             let response = Response { allow: true, ..Response::error(405) };
-            send(writer, response, false, After::DrainAndClose)?;
+            send(&mut writer, response, false, After::DrainAndClose)?;
             return Ok(After::DrainAndClose);
         }
         let response = match request.path.as_slice() {
@@ -260,7 +260,7 @@ impl Http {
             (true, _) => After::KeepAlive,
             (false, _) => After::Close,
         };
-        send(writer, response, head, after)?;
+        send(&mut writer, response, head, after)?;
         Ok(after)
     }
 }

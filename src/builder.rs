@@ -44,7 +44,7 @@ use crate::transport::{UnixDatagram, UnixStream};
 ///     .dispatch(Pool::new(16))
 ///     .read_timeout(Duration::from_secs(30))
 ///     .shutdown_deadline(Duration::from_secs(2))
-///     .bind(|req| { std::io::copy(req.reader(), &mut std::io::sink())?; Ok(()) })?;
+///     .bind(|req| { std::io::copy(&mut req.reader(), &mut std::io::sink())?; Ok(()) })?;
 /// assert_ne!(server.local_addr().port(), 0);
 /// # Ok::<(), socketserver::Error>(())
 /// ```
