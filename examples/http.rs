@@ -15,8 +15,8 @@
 //! or a client that stops reading for as long, is closed; so is one whose request line
 //! and headers have not all arrived twice `--timeout` after their first byte.
 //! With `--max-connections N`, a client beyond the first N served at once gets `503
-//! Service Unavailable` and is closed (in threading mode; a pool refuses only with N
-//! below `--workers`, a sequential server never does). SIGINT or SIGTERM stops accepting
+//! Service Unavailable` and is closed (in threading and pool modes; a sequential server
+//! cannot refuse while it serves, so that combination fails to start and says so). SIGINT or SIGTERM stops accepting
 //! at once, gives running clients up to 2 s, then exits 0.
 
 use std::borrow::Cow;
