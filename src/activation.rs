@@ -22,8 +22,7 @@
 //!     None => TcpServer::builder("127.0.0.1:8000"),
 //! };
 //! let server = builder.bind(|req| {
-//!     let (reader, writer) = req.reader_and_writer();
-//!     std::io::copy(reader, writer)?;
+//!     std::io::copy(&mut req.reader(), &mut req.writer())?;
 //!     Ok(())
 //! })?;
 //! server.serve_forever()?;

@@ -27,6 +27,11 @@ use crate::transport::{InetTransport, Tcp, Transport, Udp};
 #[cfg(unix)]
 use crate::transport::{UnixDatagram, UnixStream};
 
+/// Why a sequential server cannot refuse when full, and what to use instead.
+const SEQUENTIAL_CANNOT_REFUSE: &str = "refuse_when_full needs a thread free to accept while a request runs, and a \
+sequential server has only the one running it: use .dispatch(Pool::new(1)) for one request at a time that refuses \
+the rest, or Pool::new(n) or Threading";
+
 /// Configures a server before binding it: socket options, dispatch mode, hooks.
 ///
 /// Get one from `TcpServer::builder(addr)` (and the other servers' `builder`), or from
@@ -44,7 +49,7 @@ use crate::transport::{UnixDatagram, UnixStream};
 ///     .dispatch(Pool::new(16))
 ///     .read_timeout(Duration::from_secs(30))
 ///     .shutdown_deadline(Duration::from_secs(2))
-///     .bind(|req| { std::io::copy(req.reader(), &mut std::io::sink())?; Ok(()) })?;
+///     .bind(|req| { std::io::copy(&mut req.reader(), &mut std::io::sink())?; Ok(()) })?;
 /// assert_ne!(server.local_addr().port(), 0);
 /// # Ok::<(), socketserver::Error>(())
 /// ```
@@ -292,6 +297,15 @@ impl<T: Transport> Builder<T> {
         let bound = T::open(self.target, &self.options)?;
         bound.endpoint.set_nonblocking()?;
         let local = bound.endpoint.local_address()?;
+        if self.config.hooks.refuse_when_full.is_some() && matches!(Kind::of(&*self.dispatch), Kind::Sequential) {
+            if let Some(path) = bound.owned_path {
+                path.remove();
+            }
+            return Err(Error::Bind {
+                addr: local.to_string(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, SEQUENTIAL_CANNOT_REFUSE),
+            });
+        }
         if let Some(hook) = &self.config.hooks.after_bind {
             // Dropping `bound` on error closes the socket; remove a file it created.
             if let Err(source) = hook(&local) {
@@ -441,10 +455,59 @@ impl<T: Transport<Request = StreamRequest>> Builder<T> {
     /// `"-ERR busy\r\n"` or an HTTP 503), and close it, instead of leaving it to wait in
     /// the backlog. Counted in [`Stats::refused`](crate::Stats::refused).
     ///
+    /// The server is full when `max_connections` connections are open (parked ones
+    /// included), or when the mode runs as many requests as it may at once
+    /// ([`Threading`]'s `max_threads`, a [`Pool`]'s workers).
+    ///
     /// The hook runs on the accepting thread, so it must be quick: its writes time out
-    /// after 100 ms. Refusing needs a thread free to accept, which [`Threading`] always
-    /// has; a [`Pool`] refuses only with `max_connections` below its size, and a
-    /// sequential server never does.
+    /// after 100 ms. Refusing needs a thread free to accept: [`Threading`] always has
+    /// one, and a [`Pool`] with this hook keeps one serve loop more than its workers, so
+    /// that one is free when `workers` requests run. (New connections start only while
+    /// fewer than `workers` requests run; a [parked](crate::StreamRequest::park)
+    /// connection whose client sends more may still be served on that loop, so up to
+    /// `workers + 1` requests can run at once.)
+    ///
+    /// # Errors
+    ///
+    /// A sequential server has no thread to refuse on while its request runs, so `bind`
+    /// fails with [`Error::Bind`] ([`InvalidInput`](io::ErrorKind::InvalidInput)) saying
+    /// so: use `Pool::new(1)` for one request at a time that refuses the rest.
+    ///
+    /// # Examples
+    ///
+    /// Two clients served at once; a third is told so and closed:
+    ///
+    /// ```
+    /// use std::io::{BufRead, BufReader, Read, Write};
+    /// use std::net::TcpStream;
+    /// use socketserver::{dispatch::Pool, TcpServer};
+    ///
+    /// let server = TcpServer::builder("127.0.0.1:0")
+    ///     .dispatch(Pool::new(2))
+    ///     .refuse_when_full(|mut connection, _client| connection.write_all(b"busy\n"))
+    ///     .bind(|req| {
+    ///         for line in req.reader().lines() {
+    ///             writeln!(req.writer(), "{}", line?)?;
+    ///         }
+    ///         Ok(())
+    ///     })?;
+    /// let addr = server.local_addr();
+    /// let background = server.serve_in_background()?;
+    /// let mut served = Vec::new();
+    /// for n in 0..2 {
+    ///     let mut client = BufReader::new(TcpStream::connect(addr)?);
+    ///     writeln!(client.get_mut(), "hello {n}")?; // its request runs until it leaves
+    ///     let mut reply = String::new();
+    ///     client.read_line(&mut reply)?;
+    ///     served.push(client);
+    /// }
+    /// let mut third = String::new();
+    /// TcpStream::connect(addr)?.read_to_string(&mut third)?;
+    /// assert_eq!(third, "busy\n");
+    /// drop(served);
+    /// background.stop()?;
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
     ///
     /// [`Threading`]: crate::dispatch::Threading
     /// [`Pool`]: crate::dispatch::Pool

@@ -689,15 +689,33 @@ impl Control {
     /// Counts a request as running, in the place `slot` reserved for it if any. Without
     /// a slot, returns `None` when `refuse_at` requests already run (the server refuses
     /// beyond its limit instead of waiting).
+    #[cfg(test)]
     pub(crate) fn track(
         self: &Arc<Self>,
         connection: Option<Arc<Connection>>,
         slot: Option<Slot<'_>>,
         refuse_at: Option<usize>,
     ) -> Option<Ticket> {
+        self.track_within(connection, slot, refuse_at, None)
+    }
+
+    /// [`Control::track`], also returning `None` without a slot when
+    /// `refuse_at_exchanges` requests run, parked connections not counted.
+    pub(crate) fn track_within(
+        self: &Arc<Self>,
+        connection: Option<Arc<Connection>>,
+        slot: Option<Slot<'_>>,
+        refuse_at: Option<usize>,
+        refuse_at_exchanges: Option<usize>,
+    ) -> Option<Ticket> {
         let mut requests = self.requests.lock();
-        if slot.is_none() && refuse_at.is_some_and(|max| requests.running >= max) {
-            return None;
+        if slot.is_none() {
+            let exchanges = || requests.running.saturating_sub(self.counters.parked.load(Ordering::SeqCst));
+            if refuse_at.is_some_and(|max| requests.running >= max)
+                || refuse_at_exchanges.is_some_and(|max| exchanges() >= max)
+            {
+                return None;
+            }
         }
         if let Some(slot) = slot {
             // The place passes to the request: the ticket gives it back.

@@ -19,8 +19,7 @@
 //! let server = TcpServer::builder("127.0.0.1:0")
 //!     .dispatch(Threading::new())
 //!     .bind(|req| {
-//!         let (reader, writer) = req.reader_and_writer();
-//!         std::io::copy(reader, writer)?;
+//!         std::io::copy(&mut req.reader(), &mut req.writer())?;
 //!         Ok(())
 //!     })?;
 //! let addr = server.local_addr();
@@ -212,7 +211,7 @@ pub use net::{Address, Connection, DatagramSocket};
 pub use python::{ThreadingTcpServer, ThreadingUdpServer};
 #[cfg(unix)]
 pub use python::{ThreadingUnixDatagramServer, ThreadingUnixStreamServer};
-pub use request::{DatagramRequest, Reader, StreamRequest, Writer};
+pub use request::{DatagramRequest, Reader, ReaderRef, Reply, StreamRequest, Writer};
 pub use server::{BackgroundServer, Server, TcpServer, UdpServer, DEFAULT_STOP_TIMEOUT};
 #[cfg(unix)]
 pub use server::{UnixDatagramServer, UnixStreamServer};

@@ -42,13 +42,12 @@
 //! A datagram handler:
 //!
 //! ```
+//! use std::io::Write;
 //! use socketserver::testing::TestDatagram;
-//!
 //! use socketserver::DatagramRequest;
 //!
 //! let echo = |req: &mut DatagramRequest| -> socketserver::HandlerResult {
-//!     let (packet, reply) = req.packet_and_reply();
-//!     reply.extend_from_slice(packet);
+//!     req.reply().write_all(req.packet())?;
 //!     Ok(())
 //! };
 //! let outcome = TestDatagram::new("ping").run(&echo);
@@ -191,7 +190,7 @@ impl TestStream {
     /// use std::io::Write;
     /// use socketserver::testing::TestStream;
     ///
-    /// let (mut request, connection) = TestStream::new("").request();
+    /// let (request, connection) = TestStream::new("").request();
     /// request.writer().write_all(b"220 ready\r\n")?;
     /// assert_eq!(connection.output(), b"220 ready\r\n");
     /// # Ok::<(), std::io::Error>(())
@@ -218,7 +217,7 @@ impl TestStream {
         let (mut request, stream) = self.request_on(ServerHandle::new(control.clone()));
         let errors = run_in_memory(handler, &mut request);
         // What the reader buffered and the handler did not consume was not read either.
-        let mut unread = request.reader().buffer().to_vec();
+        let mut unread = request.reader_mut().buffer().to_vec();
         unread.extend(stream.unread());
         StreamOutcome { output: stream.output(), errors, shutdown: control.stop_pending(), unread }
     }

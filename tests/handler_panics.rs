@@ -277,7 +277,7 @@ struct PanickingFinish;
 
 impl RequestHandler<StreamRequest> for PanickingFinish {
     fn handle(&self, req: &mut StreamRequest) -> socketserver::HandlerResult {
-        io::copy(req.reader(), &mut io::sink())?;
+        io::copy(&mut req.reader(), &mut io::sink())?;
         req.writer().write_all(b"handled")?;
         Ok(())
     }

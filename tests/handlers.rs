@@ -134,3 +134,44 @@ fn python_named_servers_are_types_and_inet_clients_have_an_ip() {
         stop_background(background);
     });
 }
+
+/// The first loop everyone writes compiles and works: `req.reader().lines()` with
+/// `writeln!(req.writer(), ..)` and `req.client_addr()` inside, and a look at the
+/// reader's buffer in the loop (pipelined lines). For datagrams, `req.reply()` is
+/// written from `req.packet()` and `req.client_addr()` in one statement. (Before, these
+/// were E0499 and E0502: `reader()`, `writer()` and `reply()` borrowed the request
+/// mutably.)
+#[test]
+fn reading_and_writing_go_together_in_one_loop() {
+    bounded(LIMIT, || {
+        let server = TcpServer::bind("127.0.0.1:0", |req| {
+            for line in req.reader().lines() {
+                let line = line?;
+                let _pipelined = req.reader().buffer().len();
+                writeln!(req.writer(), "{} {line}", req.client_addr().ip().expect("TCP"))?;
+            }
+            writeln!(req.writer(), "bye {}", req.client_addr())?;
+            Ok(())
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        let background = server.serve_in_background().unwrap();
+        let mut client = connect(addr);
+        client.write_all(b"one\ntwo\n").unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        let local = client.local_addr().unwrap();
+        assert_eq!(read_text(&client), format!("127.0.0.1 one\n127.0.0.1 two\nbye {local}\n"));
+        stop_background(background);
+
+        let server = UdpServer::bind("127.0.0.1:0", |req| {
+            req.reply().write_all(req.packet())?;
+            write!(req.reply(), " from {}", req.client_addr().ip().expect("UDP"))?;
+            Ok(())
+        })
+        .unwrap();
+        let addr = server.local_addr();
+        let background = server.serve_in_background().unwrap();
+        assert_eq!(udp_echo_once(addr, b"ping"), b"ping from 127.0.0.1");
+        stop_background(background);
+    });
+}

@@ -23,7 +23,7 @@ use support::{
 /// Reads the request to its end, so that closing the connection sends a FIN, not a
 /// reset that could overtake the reply.
 fn drain(req: &mut StreamRequest) -> io::Result<()> {
-    io::copy(req.reader(), &mut io::sink()).map(drop)
+    io::copy(&mut req.reader(), &mut io::sink()).map(drop)
 }
 
 /// Drains the request and replies `reply`.

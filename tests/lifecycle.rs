@@ -535,7 +535,7 @@ fn fixture(mode: support::Mode) -> Fixture {
         .dispatch(mode.dispatch())
         .bind(|req| {
             let mut line = String::new();
-            while std::io::BufRead::read_line(req.reader(), &mut line)? > 0 {
+            while std::io::BufRead::read_line(&mut req.reader(), &mut line)? > 0 {
                 req.writer().write_all(line.as_bytes())?;
                 line.clear();
             }

@@ -463,3 +463,73 @@ fn internet_facing_sets_timeouts_that_later_setters_override() {
         assert_eq!(timeouts(tuned), "Some(7s) Some(30s)");
     });
 }
+
+/// Was: with every worker of a pool busy nobody accepted, so `refuse_when_full` did
+/// nothing and a third client waited in the backlog until it timed out. A pool that
+/// refuses keeps one serve loop more than its workers, which refuses while they run.
+#[test]
+fn a_pool_refuses_when_every_worker_is_busy() {
+    bounded(LIMIT, || {
+        let gate = Gate::new();
+        let server = TcpServer::builder("127.0.0.1:0")
+            .dispatch(Pool::new(2))
+            .max_connections(2)
+            .refuse_when_full(|mut connection, _| connection.write_all(b"busy\n"))
+            .bind(gate.replying(b"done"))
+            .unwrap();
+        let control = gate.control();
+        let addr = server.local_addr();
+        let background = server.serve_in_background().unwrap();
+        let mut served: Vec<TcpStream> = (0..2).map(|_| connect(addr)).collect();
+        control.expect_arrival("the first request");
+        control.expect_arrival("the second request");
+        for n in 0..3 {
+            assert_eq!(read_reply(&mut connect(addr)), "busy\n", "client {n} beyond the two workers");
+        }
+        control.assert_no_arrival("a refused client reached the handler");
+        control.release(2);
+        for client in &mut served {
+            assert_eq!(read_reply(client), "done");
+        }
+        let handle = background.handle();
+        wait_until(TIMEOUT, "the requests to end", || handle.stats().active == 0);
+        // Free again: the next client is served, by a worker or by the spare loop.
+        let mut later = connect(addr);
+        control.expect_arrival("a client once the workers are free");
+        control.release(1);
+        assert_eq!(read_reply(&mut later), "done");
+        let stats = handle.stats();
+        stop_background(background);
+        assert_eq!((stats.received, stats.refused), (6, 3), "{stats:?}");
+        assert!(control.high_water() <= 2, "at most two requests at once: {}", control.high_water());
+    });
+}
+
+/// A sequential server has no thread to refuse on while its one request runs: `bind`
+/// says so and what to use, and `Pool::new(1)`, one request at a time, refuses.
+/// (Was: the bind succeeded and the hook never ran.)
+#[test]
+fn a_sequential_server_that_would_refuse_fails_to_bind_and_pool_of_one_refuses() {
+    bounded(LIMIT, || {
+        let refusing = |builder: socketserver::Builder<socketserver::transport::Tcp>| {
+            builder.refuse_when_full(|mut connection, _| connection.write_all(b"busy\n"))
+        };
+        let error = refusing(TcpServer::builder("127.0.0.1:0")).bind(|_req| Ok(())).map(drop).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{error}");
+        let message = error.to_string();
+        assert!(message.contains("sequential") && message.contains("Pool::new(1)"), "{message}");
+
+        let gate = Gate::new();
+        let server =
+            refusing(TcpServer::builder("127.0.0.1:0").dispatch(Pool::new(1))).bind(gate.replying(b"done")).unwrap();
+        let control = gate.control();
+        let addr = server.local_addr();
+        let background = server.serve_in_background().unwrap();
+        let mut first = connect(addr);
+        control.expect_arrival("the first request");
+        assert_eq!(read_reply(&mut connect(addr)), "busy\n");
+        control.release(1);
+        assert_eq!(read_reply(&mut first), "done");
+        stop_background(background);
+    });
+}

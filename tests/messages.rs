@@ -141,7 +141,7 @@ fn ctrl_c_says_what_it_waits_for_and_ends_within_its_deadline() {
     bounded(LIMIT, || {
         if std::env::var_os("MESSAGES_CTRL_C_CHILD").is_some() {
             let server = socketserver::ThreadingTcpServer::bind("127.0.0.1:0", |req| {
-                std::io::copy(req.reader(), &mut std::io::sink())?; // until the client goes
+                std::io::copy(&mut req.reader(), &mut std::io::sink())?; // until the client goes
                 Ok(())
             })
             .unwrap();

@@ -465,7 +465,7 @@ fn serving_again_binds_with_the_builders_reuse_address() {
                     .bind_handler(move |req: &mut StreamRequest| {
                         let stream = req.connection().as_tcp().expect("a TCP connection");
                         let _ = seen_tx.lock().unwrap().send(socket2::SockRef::from(stream).reuse_address()?);
-                        io::copy(req.reader(), &mut io::sink()).map(drop)
+                        io::copy(&mut req.reader(), &mut io::sink()).map(drop)
                     })
                     .unwrap(),
             );

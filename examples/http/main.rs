@@ -19,8 +19,10 @@
 //! any number of kept-alive clients. A connection idle for `--timeout` seconds (default 5),
 //! or a client that stops reading for as long, is closed; so is one whose request line
 //! and headers have not all arrived twice `--timeout` after their first byte.
-//! At most 10,000 clients are served at once, the rest wait in the backlog; with `--max-connections N`, a client beyond the first N (kept-alive
-//! ones included) gets `503 Service Unavailable` and is closed. SIGINT or SIGTERM stops accepting
+//! At most 10,000 clients are served at once, the rest wait in the backlog; with
+//! `--max-connections N`, a client beyond the first N (kept-alive ones included) gets `503
+//! Service Unavailable` and is closed (a sequential server cannot refuse while it
+//! serves, so that combination fails to start and says so). SIGINT or SIGTERM stops accepting
 //! at once, gives running clients up to 2 s, then exits 0.
 
 use std::borrow::Cow;
@@ -174,7 +176,7 @@ impl RequestHandler<StreamRequest> for Http {
             let after = match incoming {
                 Incoming::Closed => return Ok(()),
                 Incoming::Bad(status) => {
-                    send(req.writer(), Response::error(status), false, After::DrainAndClose)?;
+                    send(&mut req.writer(), Response::error(status), false, After::DrainAndClose)?;
                     After::DrainAndClose
                 }
                 Incoming::Request(request) => {
@@ -217,7 +219,7 @@ impl Http {
             return Ok(Incoming::Closed);
         }
         req.set_deadline(Some(Instant::now() + 2 * self.timeout));
-        let incoming = read_request(req.reader());
+        let incoming = read_request(req.reader_and_writer().0);
         req.set_deadline(None);
         incoming
     }
@@ -234,11 +236,11 @@ impl Http {
     }
 
     /// Answers one request and says what becomes of the connection.
-    fn serve(&self, writer: &mut Writer, request: &Request) -> io::Result<After> {
+    fn serve(&self, mut writer: &Writer, request: &Request) -> io::Result<After> {
         let head = request.method == "HEAD";
         if !head && request.method != "GET" {
             let response = Response { allow: true, ..Response::error(405) };
-            send(writer, response, false, After::DrainAndClose)?;
+            send(&mut writer, response, false, After::DrainAndClose)?;
             return Ok(After::DrainAndClose);
         }
         let response = match request.path.as_slice() {
@@ -256,7 +258,7 @@ impl Http {
             (true, _) => After::KeepAlive,
             (false, _) => After::Close,
         };
-        send(writer, response, head, after)?;
+        send(&mut writer, response, head, after)?;
         Ok(after)
     }
 }

@@ -13,6 +13,8 @@ use super::{default_workers, Dispatch, Flavor, Job, Kind, Threading};
 /// handoff between threads, which is what a hand-written pool does and what makes this
 /// mode as fast as one. At most `workers` requests run at once; with every worker busy
 /// nobody accepts, so further connections wait in the kernel backlog, not in memory.
+/// With [`refuse_when_full`](crate::Builder::refuse_when_full) the pool keeps one serve
+/// loop more, which refuses them instead.
 /// A request that panics does not cost a worker. If some workers cannot be started
 /// (thread limits), the pool serves with those that did, and if none did, on the thread
 /// that called `serve_forever`; either way a warning is logged.
@@ -91,13 +93,14 @@ impl Pool {
         self
     }
 
-    /// Runs `serve_loop` on every worker and `supervise` on this thread until they all
-    /// return (they return on shutdown). If no worker can be started, serves on this
-    /// thread instead, without `supervise`; if some cannot, serves with the others.
-    pub(crate) fn run_workers(&self, serve_loop: &(dyn Fn() + Sync), supervise: &dyn Fn()) {
+    /// Runs `serve_loop` on `loops` threads (the workers, and one more when the server
+    /// refuses when full) and `supervise` on this thread until they all return (they
+    /// return on shutdown). If no thread can be started, serves on this thread instead,
+    /// without `supervise`; if some cannot, serves with the others.
+    pub(crate) fn run_workers(&self, loops: usize, serve_loop: &(dyn Fn() + Sync), supervise: &dyn Fn()) {
         thread::scope(|scope| {
             let mut started = 0;
-            for n in 0..self.workers {
+            for n in 0..loops {
                 let mut builder = thread::Builder::new().name(format!("{}-{n}", self.name));
                 if let Some(size) = self.stack_size {
                     builder = builder.stack_size(size);
@@ -105,7 +108,7 @@ impl Pool {
                 match builder.spawn_scoped(scope, serve_loop) {
                     Ok(_) => started += 1,
                     Err(e) => {
-                        log::warn!("pool started {started} of {} workers: {e}", self.workers);
+                        log::warn!("pool started {started} of {loops} workers: {e}");
                         break;
                     }
                 }

@@ -81,8 +81,12 @@ impl Engine {
             }
             (Incoming::Datagram(..), None) => unreachable!("a datagram from a stream socket"),
         };
-        let refuse_at = self.config.hooks.refuse_when_full.as_ref().and(self.limit(inline));
-        let Some(ticket) = self.control.track(connection, slot, refuse_at) else {
+        let refusing = self.config.hooks.refuse_when_full.is_some();
+        let refuse_at = self.limit(inline).filter(|_| refusing);
+        // A pool's loops run what they accept: one is spare, to refuse on, and must not
+        // start a request while every worker runs one.
+        let refuse_at_exchanges = self.refuse_at_exchanges.filter(|_| inline && refusing);
+        let Some(ticket) = self.control.track_within(connection, slot, refuse_at, refuse_at_exchanges) else {
             if let Work::Stream(connection, client, _) = work {
                 self.refuse(&connection, &client);
             }

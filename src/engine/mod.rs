@@ -48,6 +48,13 @@ pub(crate) struct Engine {
     inline: bool,
     /// The smaller of the mode's limit and `max_connections`.
     max_concurrent: Option<usize>,
+    /// How many serve loops run at once: one, or a pool's workers, plus one when the
+    /// pool refuses when full (a loop free to accept and refuse while every worker runs
+    /// a request).
+    loops: usize,
+    /// A pool that refuses when full: its loops refuse a connection while this many
+    /// requests run (parked connections not counted), so the spare loop never starts one.
+    refuse_at_exchanges: Option<usize>,
     config: Config,
     rebind: Rebind,
     /// One poller per serve loop that runs at once, made when the server is built, so
@@ -69,12 +76,25 @@ impl Engine {
             (mode, limit) => mode.or(limit),
         };
         let inline = matches!(kind, Kind::Sequential);
-        let loops = match kind {
-            Kind::Pool(pool) => pool.workers(),
-            _ => 1,
+        let refuses = config.hooks.refuse_when_full.is_some();
+        let (loops, refuse_at_exchanges) = match kind {
+            Kind::Pool(pool) if refuses => (pool.workers() + 1, Some(pool.workers())),
+            Kind::Pool(pool) => (pool.workers(), None),
+            _ => (1, None),
         };
         let pollers = Pollers::new(loops)?;
-        Ok(Engine { control, handler, dispatch, inline, max_concurrent, config, rebind, pollers })
+        Ok(Engine {
+            control,
+            handler,
+            dispatch,
+            inline,
+            max_concurrent,
+            loops,
+            refuse_at_exchanges,
+            config,
+            rebind,
+            pollers,
+        })
     }
 
     pub(crate) fn control(&self) -> &Arc<Control> {

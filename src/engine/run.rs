@@ -134,7 +134,7 @@ impl Engine {
                 // The poller reported the socket: bytes, the end of the stream, or an
                 // error. Only bytes make an exchange; a client that left while parked
                 // gets its `finish`, and its reset is no error of the server's.
-                start = match request.reader().fill_buf() {
+                start = match request.reader_mut().fill_buf() {
                     Ok(bytes) if !bytes.is_empty() => Start::Handle,
                     Ok(_) => Start::Finish,
                     Err(e) => {
@@ -161,7 +161,7 @@ impl Engine {
                 start = Start::Finish;
                 continue;
             }
-            if !request.reader().buffer().is_empty() {
+            if !request.reader_mut().buffer().is_empty() {
                 // The next message is here already (pipelined): no need to wait for it.
                 let _ = request.resumed();
                 start = Start::Handle;
@@ -267,7 +267,7 @@ impl Phases for StreamRequest {
     }
 
     fn next_exchange(&mut self) -> bool {
-        let more = matches!(self.reader().fill_buf(), Ok(bytes) if !bytes.is_empty());
+        let more = matches!(self.reader_mut().fill_buf(), Ok(bytes) if !bytes.is_empty());
         if more {
             self.resumed();
         }

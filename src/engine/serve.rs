@@ -106,7 +106,7 @@ impl Engine {
         match Kind::of(&*self.dispatch) {
             // Each worker runs what it receives, on its own thread: the kernel hands a
             // connection straight to an idle worker, with no handoff between threads.
-            Kind::Pool(pool) => pool.run_workers(&|| serve_loop(true), &|| self.supervise(service)),
+            Kind::Pool(pool) => pool.run_workers(self.loops, &|| serve_loop(true), &|| self.supervise(service)),
             _ => serve_loop(self.inline),
         }
         // Let go of the socket before waiting for the requests: one that a shutdown let go

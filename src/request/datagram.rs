@@ -1,5 +1,6 @@
+use std::cell::{Cell, RefCell};
 use std::fmt;
-use std::io;
+use std::io::{self, Write};
 use std::sync::Arc;
 
 use crate::handle::ServerHandle;
@@ -23,8 +24,7 @@ use crate::net::{Address, DatagramSocket};
 pub struct DatagramRequest {
     packet: Vec<u8>,
     truncated: bool,
-    reply: Vec<u8>,
-    reply_wanted: bool,
+    reply: Reply,
     client: Address,
     socket: Arc<DatagramSocket>,
     server: ServerHandle,
@@ -50,7 +50,7 @@ impl DatagramRequest {
     ) -> Self {
         let truncated = packet.len() > max_packet_size;
         packet.truncate(max_packet_size);
-        DatagramRequest { packet, truncated, reply: Vec::new(), reply_wanted: false, client, socket, server }
+        DatagramRequest { packet, truncated, reply: Reply::default(), client, socket, server }
     }
 
     /// Whether the datagram was longer than the server's `max_packet_size`, so that
@@ -70,18 +70,43 @@ impl DatagramRequest {
         &self.packet
     }
 
-    /// The reply buffer (Python's `wfile`). Calling this marks the reply to be sent to
-    /// the sender when the request finishes, even if nothing is written (an empty
-    /// datagram is then sent).
+    /// The reply (Python's `wfile`): `&Reply` is [`Write`], so
+    /// `req.reply().write_all(req.packet())` and
+    /// `writeln!(req.reply(), "{}", req.client_addr())` answer from the request in one
+    /// statement. Calling this marks the reply to be sent to the sender when the request
+    /// finishes, even if nothing is written (an empty datagram is then sent).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    /// use std::net::UdpSocket;
+    ///
+    /// let server = socketserver::UdpServer::bind("127.0.0.1:0", |req| {
+    ///     req.reply().write_all(&req.packet().to_ascii_uppercase())?;
+    ///     write!(req.reply(), " from port {}", req.client_addr().port().unwrap())?;
+    ///     Ok(())
+    /// })?;
+    /// let addr = server.local_addr();
+    /// let background = server.serve_in_background()?;
+    /// let client = UdpSocket::bind("127.0.0.1:0")?;
+    /// client.send_to(b"ping", addr)?;
+    /// let mut reply = [0; 64];
+    /// let n = client.recv(&mut reply)?;
+    /// let port = client.local_addr()?.port();
+    /// assert_eq!(&reply[..n], format!("PING from port {port}").as_bytes());
+    /// background.stop()?;
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
     #[doc(alias = "wfile")]
-    pub fn reply(&mut self) -> &mut Vec<u8> {
-        self.reply_wanted = true;
-        &mut self.reply
+    pub fn reply(&self) -> &Reply {
+        self.reply.wanted.set(true);
+        &self.reply
     }
 
-    /// The packet and the reply buffer at once, to answer from the packet without
-    /// copying it first (the borrow checker will not lend `packet()` and `reply()`
-    /// together). Marks the reply to be sent, as [`reply`](DatagramRequest::reply) does.
+    /// The packet and the reply buffer at once, as a `Vec` to edit in place. Marks the
+    /// reply to be sent, as [`reply`](DatagramRequest::reply) does, which lends the
+    /// reply together with [`packet`](DatagramRequest::packet) too.
     ///
     /// # Examples
     ///
@@ -97,8 +122,8 @@ impl DatagramRequest {
     /// # Ok::<(), socketserver::Error>(())
     /// ```
     pub fn packet_and_reply(&mut self) -> (&[u8], &mut Vec<u8>) {
-        self.reply_wanted = true;
-        (&self.packet, &mut self.reply)
+        self.reply.wanted.set(true);
+        (&self.packet, self.reply.bytes.get_mut())
     }
 
     /// The server's socket (Python's `self.request[1]`), for sends beyond the reply.
@@ -119,9 +144,89 @@ impl DatagramRequest {
 
     /// The server's last step: send the reply, if the handler asked for one.
     pub(crate) fn respond(&mut self) -> io::Result<()> {
-        if self.reply_wanted {
-            self.socket.send_to(&self.reply, &self.client)?;
+        if self.reply.wanted.get() {
+            self.socket.send_to(self.reply.bytes.get_mut(), &self.client)?;
         }
+        Ok(())
+    }
+}
+
+/// The reply to a datagram (Python's `wfile`), from [`DatagramRequest::reply`]: bytes
+/// that the server sends back to the sender in one datagram when the handler is done.
+///
+/// `&Reply` is [`Write`] (each write appends), so a handler writes its reply while it
+/// reads the packet and the sender's address; every method takes `&self`.
+///
+/// # Errors
+///
+/// A write from inside another write on the same reply (a `Display` impl that writes
+/// to the reply it is being formatted into) fails with
+/// [`ErrorKind::Other`](io::ErrorKind::Other).
+#[derive(Default)]
+pub struct Reply {
+    bytes: RefCell<Vec<u8>>,
+    /// The handler asked for the reply, so it is sent, even empty.
+    wanted: Cell<bool>,
+}
+
+impl Reply {
+    /// Appends `bytes` to the reply.
+    pub fn extend_from_slice(&self, bytes: &[u8]) {
+        if let Ok(mut reply) = self.bytes.try_borrow_mut() {
+            reply.extend_from_slice(bytes);
+        }
+    }
+
+    /// The reply's length so far, in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.try_borrow().map_or(0, |reply| reply.len())
+    }
+
+    /// Whether nothing has been written to the reply.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Empties the reply (it is still sent, empty, unless more is written).
+    pub fn clear(&self) {
+        if let Ok(mut reply) = self.bytes.try_borrow_mut() {
+            reply.clear();
+        }
+    }
+
+    /// A copy of the reply so far.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.bytes.try_borrow().map(|reply| reply.clone()).unwrap_or_default()
+    }
+}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reply").field("len", &self.len()).finish()
+    }
+}
+
+impl Write for &Reply {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut reply = self.bytes.try_borrow_mut().map_err(|_| {
+            io::Error::other("the reply was written to while it was writing (from a `Display` impl being written?)")
+        })?;
+        reply.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Write for Reply {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.bytes.get_mut().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
 }

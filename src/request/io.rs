@@ -1,5 +1,6 @@
 //! The reading and writing sides of a stream request (Python's `rfile` and `wfile`).
 
+use std::cell::{RefCell, RefMut};
 use std::fmt;
 use std::io::{self, BufRead, BufWriter, Read, Write};
 use std::sync::Arc;
@@ -246,6 +247,12 @@ impl BufRead for Reader {
 
 /// The writing side of a stream request (Python's `wfile`).
 ///
+/// [`StreamRequest::writer`](crate::StreamRequest::writer) lends it through `&self`,
+/// and `&Writer` is [`Write`] (as `&TcpStream` is), so a handler writes while it reads
+/// or looks at the request:
+/// `for line in req.reader().lines() { writeln!(req.writer(), "{}: {}", req.client_addr(), line?)?; }`.
+/// Each write borrows the writer for that call only.
+///
 /// Unbuffered by default: every `write` sends all its bytes before returning, so
 /// `write` always returns the full length, as Python's `wfile.write` does, and nothing
 /// waits in a buffer when the handler reads the client's next message. A formatted
@@ -259,8 +266,18 @@ impl BufRead for Reader {
 /// fills or [`flush`](Write::flush) is called, so a handler that answers a message and
 /// then reads the next must flush first. Either way the server flushes it after
 /// `finish`.
+///
+/// # Errors
+///
+/// A write made from inside another write on the same writer (a `Display` impl that
+/// writes to the writer it is being formatted into) fails with
+/// [`ErrorKind::Other`](io::ErrorKind::Other) instead of interleaving the bytes.
 #[doc(alias = "wfile")]
 pub struct Writer {
+    state: RefCell<WriterState>,
+}
+
+struct WriterState {
     inner: WriterInner,
     /// Where an unbuffered writer formats a `write!` before sending it in one call.
     formatted: Vec<u8>,
@@ -279,26 +296,37 @@ impl Writer {
         } else {
             WriterInner::Buffered(BufWriter::with_capacity(wbufsize, handle))
         };
-        Writer { inner, formatted: Vec::new() }
+        Writer { state: RefCell::new(WriterState { inner, formatted: Vec::new() }) }
     }
 
     pub(super) fn set_deadline(&mut self, deadline: Option<Instant>) {
-        let handle = match &mut self.inner {
+        let handle = match &mut self.state.get_mut().inner {
             WriterInner::Direct(handle) => handle,
             WriterInner::Buffered(writer) => writer.get_mut(),
         };
         handle.set_deadline(deadline, Connection::set_write_timeout);
     }
+
+    /// The state, for one write through `&Writer`.
+    fn state(&self) -> io::Result<RefMut<'_, WriterState>> {
+        self.state.try_borrow_mut().map_err(|_| {
+            io::Error::other("the writer was written to while it was writing (from a `Display` impl being written?)")
+        })
+    }
 }
 
 impl fmt::Debug for Writer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let buffered = matches!(self.inner, WriterInner::Buffered(_));
-        f.debug_struct("Writer").field("buffered", &buffered).finish()
+        let buffered = self.state.try_borrow().map(|s| matches!(s.inner, WriterInner::Buffered(_)));
+        let mut f = f.debug_struct("Writer");
+        match buffered {
+            Ok(buffered) => f.field("buffered", &buffered).finish(),
+            Err(_) => f.finish_non_exhaustive(),
+        }
     }
 }
 
-impl Write for Writer {
+impl WriterState {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &mut self.inner {
             WriterInner::Direct(c) => c.write_all(buf).map(|()| buf.len()),
@@ -313,7 +341,6 @@ impl Write for Writer {
         }
     }
 
-    /// Formats the whole text, then sends it in one call (see [`Writer`]).
     fn write_fmt(&mut self, args: fmt::Arguments<'_>) -> io::Result<()> {
         match &mut self.inner {
             WriterInner::Direct(c) => {
@@ -330,5 +357,155 @@ impl Write for Writer {
             }
             WriterInner::Buffered(w) => w.write_fmt(args),
         }
+    }
+}
+
+impl Write for &Writer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.state()?.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.state()?.flush()
+    }
+
+    /// Formats the whole text, then sends it in one call (see [`Writer`]).
+    fn write_fmt(&mut self, args: fmt::Arguments<'_>) -> io::Result<()> {
+        self.state()?.write_fmt(args)
+    }
+}
+
+impl Write for Writer {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.state.get_mut().write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.state.get_mut().flush()
+    }
+
+    /// Formats the whole text, then sends it in one call (see [`Writer`]).
+    fn write_fmt(&mut self, args: fmt::Arguments<'_>) -> io::Result<()> {
+        self.state.get_mut().write_fmt(args)
+    }
+}
+
+/// The reader of a stream request, lent by
+/// [`StreamRequest::reader`](crate::StreamRequest::reader) through `&self`: it
+/// implements [`Read`] and [`BufRead`] over the request's [`Reader`], so that reading
+/// and writing go together,
+/// `for line in req.reader().lines() { writeln!(req.writer(), "{}", line?)?; }`, and
+/// the loop can still look at the request (`req.client_addr()`, `req.reader().buffer()`).
+///
+/// Each read borrows the reader for that call only; [`fill_buf`](BufRead::fill_buf)
+/// (and [`buffer`](ReaderRef::buffer)) borrows it until the next
+/// [`consume`](BufRead::consume) or until this `ReaderRef` is dropped, since the bytes
+/// it returns live in the reader's buffer.
+///
+/// # Errors
+///
+/// A read through one `ReaderRef` while another holds the buffer (between its
+/// `fill_buf` and `consume`) fails with [`ErrorKind::Other`](io::ErrorKind::Other)
+/// saying so, instead of reading bytes out of order.
+///
+/// # Panics
+///
+/// `consume` and `buffer` panic in that same case, having no error to return.
+pub struct ReaderRef<'a> {
+    reader: &'a RefCell<Reader>,
+    /// The reader, borrowed by `fill_buf` until `consume`.
+    held: Option<RefMut<'a, Reader>>,
+}
+
+const READER_IN_USE: &str = "the request's reader is in use: another ReaderRef called fill_buf or buffer and \
+                             has neither consumed nor been dropped";
+
+impl<'a> ReaderRef<'a> {
+    pub(crate) fn new(reader: &'a RefCell<Reader>) -> ReaderRef<'a> {
+        ReaderRef { reader, held: None }
+    }
+
+    /// Runs `op` on the reader: the one this handle holds, or one borrowed for the call.
+    fn with<T>(&mut self, op: impl FnOnce(&mut Reader) -> io::Result<T>) -> io::Result<T> {
+        match &mut self.held {
+            Some(reader) => op(reader),
+            None => op(&mut *self.reader.try_borrow_mut().map_err(|_| io::Error::other(READER_IN_USE))?),
+        }
+    }
+
+    /// Borrows the reader until `consume` or drop.
+    fn hold(&mut self) -> io::Result<&mut Reader> {
+        if self.held.is_none() {
+            self.held = Some(self.reader.try_borrow_mut().map_err(|_| io::Error::other(READER_IN_USE))?);
+        }
+        Ok(self.held.as_mut().expect("held just now"))
+    }
+
+    /// The bytes received and not yet consumed, without reading more (see
+    /// [`Reader::buffer`]). Holds the reader until `consume` or drop, as `fill_buf` does.
+    ///
+    /// # Panics
+    ///
+    /// If another `ReaderRef` holds the reader (see [`ReaderRef`]).
+    pub fn buffer(&mut self) -> &[u8] {
+        self.hold().expect(READER_IN_USE).buffer()
+    }
+
+    /// Reads one line of at most `max` bytes: see [`Reader::read_line_bounded`].
+    pub fn read_line_bounded(&mut self, line: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        self.with(|reader| reader.read_line_bounded(line, max))
+    }
+}
+
+impl fmt::Debug for ReaderRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.held, self.reader.try_borrow()) {
+            (Some(reader), _) => reader.fmt(f),
+            (None, Ok(reader)) => reader.fmt(f),
+            (None, Err(_)) => f.debug_struct("ReaderRef").finish_non_exhaustive(),
+        }
+    }
+}
+
+impl Read for ReaderRef<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.with(|reader| reader.read(buf))
+    }
+
+    fn read_to_end(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        self.with(|reader| reader.read_to_end(buf))
+    }
+
+    fn read_to_string(&mut self, buf: &mut String) -> io::Result<usize> {
+        self.with(|reader| reader.read_to_string(buf))
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.with(|reader| reader.read_exact(buf))
+    }
+}
+
+impl BufRead for ReaderRef<'_> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if let Err(e) = self.hold()?.fill_buf() {
+            self.held = None;
+            return Err(e);
+        }
+        Ok(self.held.as_ref().expect("held by fill_buf").buffer())
+    }
+
+    fn consume(&mut self, amt: usize) {
+        match self.held.take() {
+            Some(mut reader) => reader.consume(amt),
+            None => self.reader.try_borrow_mut().expect(READER_IN_USE).consume(amt),
+        }
+    }
+
+    fn read_until(&mut self, byte: u8, buf: &mut Vec<u8>) -> io::Result<usize> {
+        self.with(|reader| reader.read_until(byte, buf))
+    }
+
+    fn read_line(&mut self, buf: &mut String) -> io::Result<usize> {
+        self.with(|reader| reader.read_line(buf))
     }
 }

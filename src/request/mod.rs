@@ -10,6 +10,6 @@ mod datagram;
 mod io;
 mod stream;
 
-pub use datagram::DatagramRequest;
-pub use io::{Reader, Writer};
+pub use datagram::{DatagramRequest, Reply};
+pub use io::{Reader, ReaderRef, Writer};
 pub use stream::StreamRequest;

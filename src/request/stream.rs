@@ -1,10 +1,11 @@
 use std::any::{Any, TypeId};
+use std::cell::RefCell;
 use std::fmt;
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::io::{ConnHandle, Reader, Writer};
+use super::io::{ConnHandle, Reader, ReaderRef, Writer};
 use crate::handle::ServerHandle;
 use crate::net::{Address, Connection, Registration};
 
@@ -25,7 +26,8 @@ pub struct StreamRequest {
     exchanges: u64,
     /// What the handler keeps for this connection across exchanges, one value per type.
     state: Vec<(TypeId, Box<dyn Any + Send>)>,
-    reader: Reader,
+    /// In a cell, so that [`StreamRequest::reader`] lends it through `&self`.
+    reader: RefCell<Reader>,
     writer: Writer,
     connection: Arc<Connection>,
     client: Address,
@@ -57,7 +59,7 @@ impl StreamRequest {
             park: false,
             exchanges: 1,
             state: Vec::new(),
-            reader,
+            reader: RefCell::new(reader),
             writer,
             connection,
             client,
@@ -97,25 +99,79 @@ impl StreamRequest {
     /// # Ok::<(), socketserver::Error>(())
     /// ```
     pub fn set_deadline(&mut self, deadline: Option<Instant>) {
-        self.reader.set_deadline(deadline);
+        self.reader.get_mut().set_deadline(deadline);
         self.writer.set_deadline(deadline);
     }
 
-    /// The buffered reader over the connection (Python's `rfile`).
+    /// The buffered reader over the connection (Python's `rfile`), as a [`ReaderRef`]
+    /// that is [`Read`](std::io::Read) and [`BufRead`](std::io::BufRead).
+    ///
+    /// It borrows the request only as `&self` does, so the reader, the
+    /// [`writer`](StreamRequest::writer) and the client's address go together in one
+    /// loop; each read borrows the reader for that call (see [`ReaderRef`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{BufRead, BufReader, Write};
+    /// use std::net::{Shutdown, TcpStream};
+    ///
+    /// let server = socketserver::TcpServer::bind("127.0.0.1:0", |req| {
+    ///     for line in req.reader().lines() {
+    ///         let line = line?;
+    ///         writeln!(req.writer(), "{} said {line}", req.client_addr().ip().unwrap())?;
+    ///     }
+    ///     Ok(())
+    /// })?;
+    /// let addr = server.local_addr();
+    /// let background = server.serve_in_background()?;
+    /// let mut client = TcpStream::connect(addr)?;
+    /// client.write_all(b"hi\n")?;
+    /// client.shutdown(Shutdown::Write)?;
+    /// let mut reply = String::new();
+    /// BufReader::new(&client).read_line(&mut reply)?;
+    /// assert_eq!(reply, "127.0.0.1 said hi\n");
+    /// background.stop()?;
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
     #[doc(alias = "rfile")]
-    pub fn reader(&mut self) -> &mut Reader {
-        &mut self.reader
+    pub fn reader(&self) -> ReaderRef<'_> {
+        ReaderRef::new(&self.reader)
     }
 
-    /// The writer over the connection (Python's `wfile`).
+    /// The writer over the connection (Python's `wfile`). `&Writer` is
+    /// [`Write`](std::io::Write), as `&TcpStream` is, so `writeln!(req.writer(), ..)`
+    /// goes with reading and with `req.client_addr()` in the same statement.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::Write;
+    ///
+    /// let server = socketserver::TcpServer::bind("127.0.0.1:0", |req| {
+    ///     writeln!(req.writer(), "hello {}", req.client_addr())?;
+    ///     Ok(())
+    /// })?;
+    /// # drop(server);
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
     #[doc(alias = "wfile")]
-    pub fn writer(&mut self) -> &mut Writer {
-        &mut self.writer
+    pub fn writer(&self) -> &Writer {
+        &self.writer
     }
 
-    /// The reader and the writer at once, for `io::copy(reader, writer)`.
+    /// The reader and the writer themselves, mutably, for code that takes a
+    /// `&mut Reader` (or a `&mut impl BufRead` and a `&mut impl Write` that must not
+    /// borrow at run time). [`reader`](StreamRequest::reader) and
+    /// [`writer`](StreamRequest::writer) go together too:
+    /// `io::copy(&mut req.reader(), &mut req.writer())`.
     pub fn reader_and_writer(&mut self) -> (&mut Reader, &mut Writer) {
-        (&mut self.reader, &mut self.writer)
+        (self.reader.get_mut(), &mut self.writer)
+    }
+
+    /// The reader itself, for the server's own steps.
+    pub(crate) fn reader_mut(&mut self) -> &mut Reader {
+        self.reader.get_mut()
     }
 
     /// The client's address (Python's `client_address`).
@@ -139,7 +195,7 @@ impl StreamRequest {
         use crate::proxy_protocol::{read_header, ProxyHeader};
         // A client that connects directly and sends nothing must not hold the thread.
         self.set_deadline(Some(Instant::now() + within));
-        let header = read_header(&mut self.reader);
+        let header = read_header(self.reader.get_mut());
         self.set_deadline(None);
         if let ProxyHeader::Proxied { source, .. } = header? {
             self.proxy = Some(std::mem::replace(&mut self.client, Address::Inet(source)));
@@ -296,9 +352,10 @@ impl StreamRequest {
     /// server sets none (the idle timeout).
     pub(crate) fn prepare_to_park(&mut self, fallback: Option<Duration>) -> io::Result<()> {
         self.writer.flush()?;
-        self.reader.release_buffer();
-        if self.exchanges == 1 && self.reader.timeout().is_none() && fallback.is_some() {
-            self.reader.set_timeout(fallback)?;
+        let reader = self.reader.get_mut();
+        reader.release_buffer();
+        if self.exchanges == 1 && reader.timeout().is_none() && fallback.is_some() {
+            reader.set_timeout(fallback)?;
         }
         Ok(())
     }
