@@ -360,7 +360,7 @@ impl<T: Transport<Request = StreamRequest>> Builder<T> {
     ///     .read_timeout(Duration::from_secs(10)) // this server's clients are quick
     ///     .dispatch(Threading::new())
     ///     .bind(|req: &mut StreamRequest| {
-    ///         std::io::copy(req.reader(), &mut std::io::sink())?;
+    ///         std::io::copy(&mut req.reader(), &mut std::io::sink())?;
     ///         Ok(())
     ///     })?;
     /// # drop(server);
