@@ -484,3 +484,97 @@ fn a_silent_new_client_holds_no_worker_when_the_client_speaks_first() {
         stop(&server, serve);
     });
 }
+
+/// A client that, with `client_speaks_first`, sends one byte and stops holds a pool's
+/// only worker no longer than the idle timeout (was: its first exchange read with no
+/// timeout at all, found in review).
+#[test]
+fn one_byte_then_silence_holds_no_worker_when_the_client_speaks_first() {
+    bounded(LIMIT, || {
+        let server = Arc::new(
+            TcpServer::builder("127.0.0.1:0")
+                .dispatch(Pool::new(1))
+                .client_speaks_first(true)
+                .idle_timeout(Some(Duration::from_millis(300)))
+                .handle_error(|_, _| {})
+                .bind_handler(Arc::new(Lines::default()))
+                .unwrap(),
+        );
+        let serve = serve_started(&server, "park-byte");
+        let addr = server.local_addr();
+        let mut slow = connect(addr);
+        slow.write_all(b"x").unwrap();
+        let handle = server.handle();
+        wait_until(TIMEOUT, "the one byte's exchange", || handle.stats().active == 1);
+        let mut other = BufReader::new(connect(addr));
+        assert_eq!(ask(&mut other, "b\n"), "1: B\n", "served once the silent one times out");
+        stop(&server, serve);
+    });
+}
+
+/// A deadline a handler set for one message does not fail the next message of the
+/// connection, which arrives after it (was: the parked connection was closed, found in
+/// review).
+#[test]
+fn a_deadline_set_for_one_message_is_cleared_when_the_connection_parks() {
+    bounded(LIMIT, || {
+        let server = Arc::new(
+            TcpServer::builder("127.0.0.1:0")
+                .dispatch(Pool::new(1))
+                .bind(|req| {
+                    req.set_deadline(Some(std::time::Instant::now() + Duration::from_millis(100)));
+                    let mut line = String::new();
+                    if req.reader().read_line(&mut line)? == 0 {
+                        return Ok(());
+                    }
+                    write!(req.writer(), "{}", line.to_uppercase())?;
+                    req.park();
+                    Ok(())
+                })
+                .unwrap(),
+        );
+        let serve = serve_started(&server, "park-dl");
+        let mut client = BufReader::new(connect(server.local_addr()));
+        assert_eq!(ask(&mut client, "a\n"), "A\n");
+        thread::sleep(NEGATIVE_WAIT); // past the first message's deadline
+        assert_eq!(ask(&mut client, "b\n"), "B\n");
+        stop(&server, serve);
+    });
+}
+
+/// A mode that cannot run a parked connection's next exchange (its second job fails)
+/// still ends the connection properly: `finish` runs (was: skipped, and its place in
+/// the poller's lot leaked; found in review).
+#[test]
+fn a_resumed_exchange_the_mode_cannot_run_still_gets_its_finish() {
+    use socketserver::dispatch::{Dispatch, Job};
+    struct FailsSecond(AtomicUsize);
+    impl Dispatch for FailsSecond {
+        fn execute(&self, job: Job) -> std::io::Result<()> {
+            if self.0.fetch_add(1, Ordering::SeqCst) == 1 {
+                return Err(std::io::Error::other("no thread for this one"));
+            }
+            thread::spawn(move || job.run());
+            Ok(())
+        }
+    }
+    bounded(LIMIT, || {
+        let handler = Arc::new(Lines::default());
+        let server = Arc::new(
+            TcpServer::builder("127.0.0.1:0")
+                .dispatch(FailsSecond(AtomicUsize::new(0)))
+                .handle_error(|_, _| {})
+                .bind_handler(handler.clone())
+                .unwrap(),
+        );
+        let serve = serve_started(&server, "park-fail");
+        let mut client = BufReader::new(connect(server.local_addr()));
+        assert_eq!(ask(&mut client, "a\n"), "1: A\n");
+        client.get_mut().write_all(b"b\n").unwrap(); // its job fails
+        wait_until(TIMEOUT, "finish", || handler.finishes.load(Ordering::SeqCst) == 1);
+        assert_eq!(handler.setups.load(Ordering::SeqCst), 1);
+        let handle = server.handle();
+        wait_until(TIMEOUT, "the place to be free", || handle.stats().active + handle.stats().parked == 0);
+        stop(&server, serve);
+    });
+}

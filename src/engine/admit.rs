@@ -103,12 +103,35 @@ impl Engine {
             return;
         }
         let client = work.client().clone();
-        let engine = self.clone();
-        if let Err(e) = self.dispatch.execute(Job::new(move || engine.run(ticket, work))) {
+        let mut pending = Pending { engine: self.clone(), parts: Some((ticket, work)) };
+        let job = Job::new(move || {
+            if let Some((ticket, work)) = pending.parts.take() {
+                pending.engine.run(ticket, work);
+            }
+        });
+        if let Err(e) = self.dispatch.execute(job) {
             self.report(&Error::Dispatch(e), Some(&client));
         }
     }
+}
 
+/// A job's work until it runs. Dropped unrun (the mode could not run it), a parked
+/// connection's next exchange still ends properly: `finish`, and its place in the lot
+/// given back. (A new connection or a datagram just closes, as it never began.)
+struct Pending {
+    engine: Arc<Engine>,
+    parts: Option<(Ticket, Work)>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some((ticket, Work::Resume { request, home, .. })) = self.parts.take() {
+            self.engine.run(ticket, Work::Resume { request, home, end: true });
+        }
+    }
+}
+
+impl Engine {
     /// Runs `verify_request`: `false` turns the request down, after `shutdown_request`
     /// for a connection (as CPython does, bpo-26309); a panic in the hook counts as
     /// `false` and is reported.

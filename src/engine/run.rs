@@ -75,6 +75,12 @@ impl Engine {
                 let (mut request, mut ticket) = (request, ticket);
                 if let (true, Some(home)) = (config.client_speaks_first, &home) {
                     // Nothing to do before the client's first bytes: wait for them parked.
+                    // Its first exchange, when it comes, reads under the fallback
+                    // timeout too: a client that sends one byte holds no thread for ever.
+                    if let Err(e) = request.prepare_to_park(config.idle_timeout) {
+                        self.report(&Error::Io(e), Some(request.client_addr()));
+                        return;
+                    }
                     request.mark_unstarted();
                     match self.park(request, ticket, home) {
                         Ok(()) => return,

@@ -243,7 +243,8 @@ impl StreamRequest {
     /// - the server shuts down, which closes parked connections at once;
     /// - `handle` returns without calling `park`, or fails, or panics.
     ///
-    /// A parked connection counts against `max_connections` and in
+    /// A deadline set with [`set_deadline`](StreamRequest::set_deadline) is cleared when
+    /// the request parks. A parked connection counts against `max_connections` and in
     /// [`Stats::parked`](crate::Stats::parked). Once a parked client's next message has
     /// begun, the rest of it must arrive within the read timeout; without one, the idle
     /// timeout bounds each read of an exchange after the first, so a client that sends
@@ -351,10 +352,13 @@ impl StreamRequest {
     /// buffer held. `fallback` is the read timeout for the exchanges to come when the
     /// server sets none (the idle timeout).
     pub(crate) fn prepare_to_park(&mut self, fallback: Option<Duration>) -> io::Result<()> {
+        // A deadline set for this exchange's message must not fail the next one, which
+        // may come any time within the idle timeout.
+        self.set_deadline(None);
         self.writer.flush()?;
         let reader = self.reader.get_mut();
         reader.release_buffer();
-        if self.exchanges == 1 && reader.timeout().is_none() && fallback.is_some() {
+        if self.exchanges <= 1 && reader.timeout().is_none() && fallback.is_some() {
             reader.set_timeout(fallback)?;
         }
         Ok(())
