@@ -261,12 +261,16 @@ impl Engine {
                 // this is never reached, and a burst of datagrams is drained without it.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if readable {
-                        // A shutdown shuts the socket down for reading (Linux) after
-                        // setting the stop flag: then this is the stop, not a break.
-                        if self.control.is_stopping() {
-                            break;
-                        }
                         if sys::is_shut_down_for_reading(ready.socket()) {
+                            // A shutdown lets go of the socket the server bound, shutting
+                            // it down for reading (Linux): then this is the stop, not a
+                            // break, whether or not the loop has seen the stop flag yet.
+                            // Looked at after the socket, so that a shutdown in between
+                            // is seen.
+                            let ours = self.control.endpoint().is_some_and(|e| Arc::ptr_eq(&e, endpoint));
+                            if self.control.is_stopping() || !ours || self.control.stop_pending() {
+                                break;
+                            }
                             let broken =
                                 io::Error::new(io::ErrorKind::NotConnected, "the socket was shut down for reading");
                             return Err(Error::Accept(broken));
