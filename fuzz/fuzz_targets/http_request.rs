@@ -20,7 +20,7 @@ fn requests(input: &[u8], sizes: &[usize]) -> Vec<String> {
     let (mut request, _connection) = TestStream::new(input).read_sizes(sizes.iter().copied()).request();
     let mut seen = Vec::new();
     for _ in 0..64 {
-        match read_request(request.reader()) {
+        match read_request(request.reader_and_writer().0) {
             Ok(Incoming::Request(r)) => {
                 assert!(!r.method.is_empty() && r.method.bytes().all(|b| b.is_ascii_graphic()), "{r:?}");
                 assert!(r.path.starts_with(b"/"), "{r:?}");

@@ -20,7 +20,7 @@ fn commands(input: &[u8], sizes: &[usize]) -> Vec<String> {
     let mut line = Vec::new();
     let mut seen = Vec::new();
     for _ in 0..256 {
-        match read_command(request.reader(), &mut line) {
+        match read_command(request.reader_and_writer().0, &mut line) {
             Ok(args) => {
                 assert!(args.len() as i64 <= MAX_ITEMS);
                 let total: u64 = args.iter().map(|a| a.len() as u64 + ITEM_OVERHEAD).sum();

@@ -40,8 +40,8 @@ fuzz_target!(|input: Input| {
     // All zeros would interrupt every read forever.
     let sizes: Vec<usize> = read_sizes.iter().map(|&s| usize::from(s)).collect();
     let sizes = if sizes.iter().all(|&s| s == 0) { Vec::new() } else { sizes };
-    let (mut request, _connection) = TestStream::new(data.clone()).rbufsize(rbufsize).read_sizes(sizes).request();
-    let reader = request.reader();
+    let (request, _connection) = TestStream::new(data.clone()).rbufsize(rbufsize).read_sizes(sizes).request();
+    let mut reader = request.reader();
     // The model: everything before `pos` has been consumed, in order.
     let mut pos = 0;
     for op in ops.into_iter().take(64) {
