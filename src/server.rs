@@ -364,6 +364,13 @@ impl<T: Transport> BackgroundServer<T> {
     /// [`Builder::shutdown_deadline`](crate::Builder::shutdown_deadline) still counts.
     /// Request threads that do not end within a second after that are not joined (an
     /// error is logged) rather than waited for forever.
+    ///
+    /// # Platform-specific behavior
+    ///
+    /// On Windows, closing a connection does not wake a read blocked on it in another
+    /// thread (as for [`Builder::shutdown_deadline`](crate::Builder::shutdown_deadline)):
+    /// a handler blocked reading from a client that sends nothing holds the stop until
+    /// its read timeout, so set one ([`Builder::read_timeout`](crate::Builder::read_timeout)).
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
         self.stop_timeout = timeout;
         self

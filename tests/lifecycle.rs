@@ -558,6 +558,11 @@ fn fixture(mode: support::Mode) -> Fixture {
 /// when the test fails: a panic with the fixture alive unwinds through its drop at once.
 /// (Before, both hung forever; issue 14.)
 #[test]
+#[cfg_attr(
+    windows,
+    ignore = "Windows: shutdown() of a socket does not wake a read blocked on it in another thread \
+              (rust-lang/rust#121594), and the stop timeout closes connections that way"
+)]
 fn a_fixture_holding_a_background_server_and_its_client_drops_within_seconds() {
     support::quiet_panics_containing("an assertion of the test failed");
     support::bounded(support::LIMIT, || {
