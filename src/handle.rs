@@ -139,7 +139,9 @@ pub(crate) struct Counters {
     pub(crate) errors: AtomicU64,
     pub(crate) refused: AtomicU64,
     pub(crate) denied: AtomicU64,
-    /// Connections parked now (each is also a running request in [`Requests`]).
+    /// Connections parked now, in the poller or queued for a free loop (each is also a
+    /// running request in [`Requests`]): changed only through [`Control::parked`] and
+    /// [`Control::unparked`].
     pub(crate) parked: AtomicUsize,
     pub(crate) bad_proxy_headers: AtomicU64,
 }
@@ -627,13 +629,36 @@ impl Control {
         requests.running == 0
     }
 
-    /// Waits for a free place under `limit`, if there is one, until shutdown or `timer`
-    /// (the handle_request timeout, or the next service_actions call).
-    pub(crate) fn wait_for_capacity(&self, limit: Option<usize>, timer: Option<Instant>) -> Capacity<'_> {
+    /// Whether a place is taken under the limits: `connections` counts every request
+    /// running (parked connections included) and the places reserved; `exchanges` the
+    /// requests running that are not parked, and the places reserved.
+    fn full(&self, requests: &Requests, connections: Option<usize>, exchanges: Option<usize>) -> bool {
+        let taken = requests.running + requests.reserved;
+        let parked = self.counters.parked.load(Ordering::SeqCst);
+        connections.is_some_and(|max| taken >= max) || exchanges.is_some_and(|max| taken.saturating_sub(parked) >= max)
+    }
+
+    /// Whether one more exchange may start under `limit` (a parked connection's, which
+    /// already holds its place among the connections).
+    pub(crate) fn exchange_room(&self, limit: Option<usize>) -> bool {
+        let Some(max) = limit else { return true };
+        let requests = self.requests.lock();
+        let running = requests.running + requests.reserved;
+        running.saturating_sub(self.counters.parked.load(Ordering::SeqCst)) < max
+    }
+
+    /// Waits for a free place under the limits, if there are any, until shutdown or
+    /// `timer` (the handle_request timeout, or the next service_actions call).
+    pub(crate) fn wait_for_capacity(
+        &self,
+        connections: Option<usize>,
+        exchanges: Option<usize>,
+        timer: Option<Instant>,
+    ) -> Capacity<'_> {
         let mut slot = None;
-        if let Some(max) = limit {
+        if connections.is_some() || exchanges.is_some() {
             let mut requests = self.requests.lock();
-            while requests.running + requests.reserved >= max && !self.is_stopping() {
+            while self.full(&requests, connections, exchanges) && !self.is_stopping() {
                 match timer {
                     None => self.requests_changed.wait(&mut requests),
                     Some(timer) => {
@@ -655,21 +680,41 @@ impl Control {
         }
     }
 
-    /// Reserves a place under `limit` without waiting, as [`Control::wait_for_capacity`]
-    /// does when there is one. When there is none, the caller waits in its poller (for
-    /// its parked connections, which a condition variable would leave unserved) and
-    /// must call [`Control::stop_waiting_for_capacity`] after: until then, a request
-    /// that ends wakes the serve loops.
-    pub(crate) fn try_reserve(&self, limit: Option<usize>) -> Option<Option<Slot<'_>>> {
-        let Some(max) = limit else { return Some(None) };
+    /// Reserves a place under the limits without waiting, as
+    /// [`Control::wait_for_capacity`] does when there is one. When there is none, the
+    /// caller waits in the poller (for the parked connections, which a condition
+    /// variable would leave unserved) and must call
+    /// [`Control::stop_waiting_for_capacity`] after: until then, a request that ends
+    /// wakes the serve loops.
+    pub(crate) fn try_reserve(&self, connections: Option<usize>, exchanges: Option<usize>) -> Option<Option<Slot<'_>>> {
+        if connections.is_none() && exchanges.is_none() {
+            return Some(None);
+        }
         let mut requests = self.requests.lock();
-        if requests.running + requests.reserved >= max {
+        if self.full(&requests, connections, exchanges) {
             // Under the lock a request ending takes too, so its check cannot miss this.
             self.capacity_waiters.fetch_add(1, Ordering::SeqCst);
             return None;
         }
         requests.reserved += 1;
         Some(Some(Slot(self)))
+    }
+
+    /// A running request parks: it holds no thread until [`Control::unparked`], so
+    /// its exchange's place under the mode's limit is free, and a loop or a
+    /// `process_request` waiting for one may go on.
+    pub(crate) fn parked(&self) {
+        {
+            let _requests = self.requests.lock();
+            self.counters.parked.fetch_add(1, Ordering::SeqCst);
+        }
+        self.requests_changed.notify_all();
+        self.capacity_freed();
+    }
+
+    /// A parked request runs again, or ends.
+    pub(crate) fn unparked(&self) {
+        self.counters.parked.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Ends a wait that [`Control::try_reserve`] began by finding no place.
@@ -735,21 +780,6 @@ impl Control {
             }
         });
         Some(Ticket { control: self.clone(), slot })
-    }
-
-    /// Sleeps `delay` or until a request ends (which frees descriptors) or shutdown.
-    /// Other changes of the count, such as a pool worker giving back the place it had
-    /// reserved for an accept that failed, do not end the sleep: they free nothing, and
-    /// would make the workers cut each other's back-off short.
-    pub(crate) fn back_off(&self, delay: Duration) {
-        let until = Instant::now() + delay;
-        let mut requests = self.requests.lock();
-        let finished = requests.finished;
-        while !self.is_stopping() && requests.finished == finished {
-            if self.requests_changed.wait_until(&mut requests, until).timed_out() {
-                break;
-            }
-        }
     }
 
     fn stats(&self) -> Stats {
@@ -971,12 +1001,12 @@ mod tests {
     fn shutdown_fires_the_wakers_of_the_running_loops_only() {
         let (control, _) = over_a_socket(false);
         let endpoint = control.endpoint().unwrap();
-        let pollers = crate::net::Pollers::<()>::new(2).unwrap();
-        let mut first = pollers.readiness(&endpoint).unwrap();
-        let mut second = pollers.readiness(&endpoint).unwrap();
+        let (one, two) = (crate::net::Station::<()>::new().unwrap(), crate::net::Station::<()>::new().unwrap());
+        let mut first = one.readiness(&endpoint).unwrap();
+        let mut second = two.readiness(&endpoint).unwrap();
         let call = serve(&control, true).unwrap();
-        let _first = control.register_waker(first.waker());
-        drop(control.register_waker(second.waker())); // a loop that has returned
+        let _first = control.register_waker(one.waker(|| {}));
+        drop(control.register_waker(two.waker(|| {}))); // a serve call that has returned
         let _inside = CurrentServer::enter(&control);
         control.shutdown();
         // The registered loop's wait returns at once; the other would wait for ever, so it
@@ -991,15 +1021,21 @@ mod tests {
     #[test]
     fn capacity_is_reserved_before_accepting_and_passes_to_the_request() {
         let control = control();
-        let Capacity::Free(Some(slot)) = control.wait_for_capacity(Some(1), None) else { panic!("a free place") };
+        let Capacity::Free(Some(slot)) = control.wait_for_capacity(Some(1), None, None) else { panic!("a free place") };
         let soon = Instant::now() + Duration::from_millis(10);
-        assert!(matches!(control.wait_for_capacity(Some(1), Some(soon)), Capacity::Timer), "the one place is taken");
+        assert!(
+            matches!(control.wait_for_capacity(Some(1), None, Some(soon)), Capacity::Timer),
+            "the one place is taken"
+        );
         let ticket = control.track(None, Some(slot), None).expect("tracked");
         assert_eq!(control.stats().active, 1);
         let soon = Instant::now() + Duration::from_millis(10);
-        assert!(matches!(control.wait_for_capacity(Some(1), Some(soon)), Capacity::Timer), "the request holds it");
+        assert!(
+            matches!(control.wait_for_capacity(Some(1), None, Some(soon)), Capacity::Timer),
+            "the request holds it"
+        );
         drop(ticket);
-        assert!(matches!(control.wait_for_capacity(Some(1), None), Capacity::Free(Some(_))));
+        assert!(matches!(control.wait_for_capacity(Some(1), None, None), Capacity::Free(Some(_))));
         let stats = control.stats();
         assert_eq!((stats.active, stats.received, stats.finished), (0, 1, 1));
     }
@@ -1021,7 +1057,7 @@ mod tests {
         let waiting = control.clone();
         let (done, woke) = mpsc::channel();
         thread::spawn(move || {
-            let stopping = matches!(waiting.wait_for_capacity(Some(1), None), Capacity::Stopping);
+            let stopping = matches!(waiting.wait_for_capacity(Some(1), None, None), Capacity::Stopping);
             let _ = done.send(stopping);
         });
         let _inside = CurrentServer::enter(&control);

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::park::Home;
+use super::hub::Home;
 use super::run::Work;
 use super::Engine;
 use crate::config::Peer;
@@ -23,24 +23,27 @@ use crate::report::panic_message;
 const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
 
 impl Engine {
-    /// The limit the serve loop waits at before accepting, if any. A server that
-    /// refuses when full must keep accepting in order to refuse, so it waits at none.
-    ///
-    /// A loop that runs its requests itself (`runs_inline`: sequential, a pool worker)
-    /// accepts only when it is free, so the mode bounds the requests served at once by
-    /// itself: the limit is then on connections alone, those parked in the loops'
-    /// pollers included. (Elsewhere, as in `handle_request` on a pool, the mode's own
-    /// limit counts too.)
-    pub(super) fn waits_at_limit(&self, runs_inline: bool) -> Option<usize> {
-        self.limit(runs_inline).filter(|_| self.config.hooks.refuse_when_full.is_none())
+    /// The limits the serve loop waits at before accepting, if any: on connections
+    /// (parked ones included) and on exchanges running at once (parked connections not
+    /// included: they hold no thread). A server that refuses when full must keep
+    /// accepting in order to refuse, so it waits at none.
+    pub(super) fn waits_at_limit(&self, runs_inline: bool) -> (Option<usize>, Option<usize>) {
+        if self.config.hooks.refuse_when_full.is_some() {
+            return (None, None);
+        }
+        (self.config.max_connections, self.exchange_limit(runs_inline))
     }
 
-    /// How many requests may run at once, parked connections included.
-    fn limit(&self, runs_inline: bool) -> Option<usize> {
-        if runs_inline {
-            self.config.max_connections
+    /// How many exchanges may run at once. A pool's workers run one each, so they bound
+    /// the exchanges by themselves, but for the spare loop of a pool that refuses when
+    /// full; everywhere else, the mode's own limit: one for a sequential server (also
+    /// for a connection `process_request` runs beside its serve loop), `max_threads` for
+    /// a thread per request, the pool's size for `handle_request` on a pool.
+    pub(super) fn exchange_limit(&self, runs_inline: bool) -> Option<usize> {
+        if runs_inline && !self.inline {
+            self.refuse_at_exchanges
         } else {
-            self.max_concurrent
+            self.dispatch.max_concurrent()
         }
     }
 
@@ -82,10 +85,10 @@ impl Engine {
             (Incoming::Datagram(..), None) => unreachable!("a datagram from a stream socket"),
         };
         let refusing = self.config.hooks.refuse_when_full.is_some();
-        let refuse_at = self.limit(inline).filter(|_| refusing);
+        let refuse_at = self.config.max_connections.filter(|_| refusing);
         // A pool's loops run what they accept: one is spare, to refuse on, and must not
         // start a request while every worker runs one.
-        let refuse_at_exchanges = self.refuse_at_exchanges.filter(|_| inline && refusing);
+        let refuse_at_exchanges = self.exchange_limit(inline).filter(|_| refusing);
         let Some(ticket) = self.control.track_within(connection, slot, refuse_at, refuse_at_exchanges) else {
             if let Work::Stream(connection, client, _) = work {
                 self.refuse(&connection, &client);
@@ -183,7 +186,8 @@ impl Engine {
         if self.control.is_closed() {
             return Err(Error::Closed);
         }
-        let slot = match self.control.wait_for_capacity(self.waits_at_limit(self.inline), None) {
+        let (connections, exchanges) = self.waits_at_limit(self.inline);
+        let slot = match self.control.wait_for_capacity(connections, exchanges, None) {
             Capacity::Free(slot) => slot,
             Capacity::Stopping | Capacity::Timer => None,
         };

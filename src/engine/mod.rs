@@ -12,6 +12,7 @@
 //! handles never reach the handler.
 
 mod admit;
+mod hub;
 mod park;
 mod run;
 mod serve;
@@ -27,7 +28,7 @@ use crate::dispatch::{Dispatch, Kind};
 use crate::error::{Error, Phase, Result};
 use crate::handle::{Control, CurrentServer, ServeCall, ServerHandle};
 use crate::handler::AnyHandler;
-use crate::net::{Address, Bound, Connection, Pollers, SocketOptions};
+use crate::net::{Address, Bound, Connection, SocketOptions};
 use crate::report::{log_or_stderr, panic_message};
 
 pub(crate) use run::{run_phases, Outcome, Phases, Start};
@@ -46,8 +47,6 @@ pub(crate) struct Engine {
     dispatch: Box<dyn Dispatch>,
     /// The serve loop runs each request itself (sequential mode): no job to box.
     inline: bool,
-    /// The smaller of the mode's limit and `max_connections`.
-    max_concurrent: Option<usize>,
     /// How many serve loops run at once: one, or a pool's workers, plus one when the
     /// pool refuses when full (a loop free to accept and refuse while every worker runs
     /// a request).
@@ -57,9 +56,9 @@ pub(crate) struct Engine {
     refuse_at_exchanges: Option<usize>,
     config: Config,
     rebind: Rebind,
-    /// One poller per serve loop that runs at once, made when the server is built, so
-    /// that serving needs no new descriptor; each with the connections parked on its loop.
-    pollers: Pollers<park::Lot>,
+    /// The server's one poller, made when the server is built so that serving needs no
+    /// new descriptor, and the parked connections and ready queue its loops share.
+    home: Arc<hub::Home>,
 }
 
 impl Engine {
@@ -71,10 +70,6 @@ impl Engine {
         rebind: Rebind,
     ) -> io::Result<Engine> {
         let kind = Kind::of(&*dispatch);
-        let max_concurrent = match (dispatch.max_concurrent(), config.max_connections) {
-            (Some(mode), Some(limit)) => Some(mode.min(limit)),
-            (mode, limit) => mode.or(limit),
-        };
         let inline = matches!(kind, Kind::Sequential);
         let refuses = config.hooks.refuse_when_full.is_some();
         let (loops, refuse_at_exchanges) = match kind {
@@ -82,19 +77,8 @@ impl Engine {
             Kind::Pool(pool) => (pool.workers(), None),
             _ => (1, None),
         };
-        let pollers = Pollers::new(loops)?;
-        Ok(Engine {
-            control,
-            handler,
-            dispatch,
-            inline,
-            max_concurrent,
-            loops,
-            refuse_at_exchanges,
-            config,
-            rebind,
-            pollers,
-        })
+        let home = hub::Home::new()?;
+        Ok(Engine { control, handler, dispatch, inline, loops, refuse_at_exchanges, config, rebind, home })
     }
 
     pub(crate) fn control(&self) -> &Arc<Control> {
@@ -153,9 +137,7 @@ impl Engine {
         }
         let Some(owned_path) = self.control.close() else { return };
         // No serve call runs now: the connections parked between calls end here.
-        for home in self.pollers.all() {
-            self.end_parked(&home, home.state().close());
-        }
+        self.end_parked();
         // Requests started by handle_request in a threaded mode may still run.
         let drained = !self.waits_for_requests() || self.control.await_requests(limit.map(|d| Instant::now() + d));
         if drained {

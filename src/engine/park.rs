@@ -1,19 +1,17 @@
-//! Parking: a connection between two exchanges waits in its serve loop's poller, with
-//! no thread.
+//! Parking: a connection between two exchanges waits in the server's poller, with no
+//! thread.
 //!
 //! A handler that calls [`StreamRequest::park`] ends its exchange; the engine then puts
 //! the whole request (reader buffer, addresses, state) and its ticket (its place under
-//! `max_connections`) in the [`Lot`] of the loop that admitted the connection, and arms
-//! the socket in that loop's poller. When the poller reports the socket, the loop takes
-//! the request out and runs the next exchange through the dispatch mode, as it runs a
-//! new connection: itself (sequential, or the pool worker that owns the loop), or on a
-//! new thread. A pool worker thus serves the connections it accepted, as an nginx worker
-//! does: no handoff between threads, no lock shared by the workers.
+//! `max_connections`) in the server's [`Lot`], and arms the socket in the poller. When
+//! the poller reports the socket, the loop waiting in it takes the request out and
+//! queues it, and whichever serve loop is free runs the next exchange through the
+//! dispatch mode, as it runs a new connection ([`super::hub`]).
 //!
 //! The lot also keeps the parked connections in the order of their idle deadlines, so
-//! that the loop's wait ends at the first one; and it closes for good when its loop
-//! stops, so that a request which finishes its exchange during a shutdown ends instead
-//! of parking where nobody would serve it.
+//! that the poller's wait ends at the first one; and it closes when the server stops
+//! serving, so that a request which finishes its exchange during a shutdown ends
+//! instead of parking where nobody would serve it.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -21,11 +19,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use crate::handle::Ticket;
-use crate::net::Station;
 use crate::request::StreamRequest;
-
-/// A serve loop's poller and the connections parked in it.
-pub(crate) type Home = Station<Lot>;
 
 /// The bits of a key that number the place; the rest count its reuses, so that an
 /// event of a connection that has ended cannot be taken for its successor's.
@@ -58,7 +52,7 @@ struct Entry {
     place: Place,
 }
 
-/// The connections parked on one serve loop.
+/// The server's parked connections.
 #[derive(Default)]
 pub(crate) struct Lot(Mutex<Places>);
 
@@ -178,6 +172,11 @@ impl Lot {
             }
         }
         out
+    }
+
+    /// Whether the server has stopped serving: nothing parks.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.0.lock().closed
     }
 
     /// Lets connections park again: the loop serves.

@@ -5,10 +5,10 @@
 
 use std::io::{self, BufRead};
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::park::{Home, Parked};
+use super::hub::{Home, Ready};
+use super::park::Parked;
 use super::Engine;
 use crate::config::Hooks;
 use crate::error::{Error, Phase};
@@ -17,6 +17,10 @@ use crate::handler::{AnyHandler, HandlerResult, RequestHandler};
 use crate::net::{Address, Connection, DatagramSocket};
 use crate::report::panic_message;
 use crate::request::{DatagramRequest, StreamRequest};
+
+/// How many pipelined messages of one connection run in a row before it yields to the
+/// other connections that are ready (Redis and nginx bound a client's turn the same way).
+const EXCHANGES_PER_TURN: u32 = 16;
 
 /// What a job carries to the thread that runs it.
 pub(super) enum Work {
@@ -108,7 +112,7 @@ impl Engine {
         #[cfg(feature = "proxy-protocol")]
         if self.config.peer(request.client_addr()) == crate::config::Peer::Proxy {
             if let Err(source) = request.read_proxy_header(self.config.proxy_header_timeout) {
-                self.control.counters.bad_proxy_headers.fetch_add(1, Ordering::Relaxed);
+                self.control.counters.bad_proxy_headers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.report(
                     &Error::Handler { phase: Phase::Setup, source: source.into() },
                     Some(request.client_addr()),
@@ -132,6 +136,8 @@ impl Engine {
         mut start: Start,
     ) {
         let report = |error: Error, client: &Address| self.report(&error, Some(client));
+        // Exchanges run in a row in this turn.
+        let mut turn = 0;
         loop {
             if let Start::Resume = start {
                 // A connection parked before its first exchange (`client_speaks_first`)
@@ -167,16 +173,32 @@ impl Engine {
                 start = Start::Finish;
                 continue;
             }
-            if !request.reader_mut().buffer().is_empty() {
-                // The next message is here already (pipelined): no need to wait for it.
-                let _ = request.resumed();
-                start = Start::Handle;
-                continue;
-            }
             let Some(home) = &home else {
                 start = Start::Finish;
                 continue;
             };
+            if !request.reader_mut().buffer().is_empty() {
+                // The next message is here already (pipelined): no need to wait for it,
+                // but after a few in a row the connection yields its turn to the others
+                // that are ready, and comes back after them.
+                turn += 1;
+                if turn < EXCHANGES_PER_TURN {
+                    let _ = request.resumed();
+                    start = Start::Handle;
+                    continue;
+                }
+                self.control.parked();
+                match home.state().requeue(Ready::Exchange(Parked::new(request, ticket, None))) {
+                    Ok(()) => return,
+                    Err(ready) => {
+                        self.control.unparked();
+                        let parked = ready.into_parked();
+                        (request, ticket) = (parked.request, parked.ticket);
+                        start = Start::Finish;
+                        continue;
+                    }
+                }
+            }
             match self.park(request, ticket, home) {
                 Ok(()) => return,
                 Err(parked) => {
@@ -189,16 +211,16 @@ impl Engine {
         if let (Some(registration), Some(home)) = (request.registration.take(), &home) {
             let key = registration.key();
             drop(registration);
-            home.state().release(key);
+            home.state().lot().release(key);
         }
         drop(request);
         drop(ticket);
     }
 
-    /// Parks a request in its loop's poller. Gives it back when it cannot park: the
-    /// loop has stopped, or the socket could not be put in the poller.
+    /// Parks a request in the server's poller. Gives it back when it cannot park: the
+    /// server has stopped serving, or the socket could not be put in the poller.
     fn park(&self, mut request: Box<StreamRequest>, ticket: Ticket, home: &Arc<Home>) -> Result<(), Parked> {
-        let lot = home.state();
+        let lot = home.state().lot();
         let key = match &request.registration {
             Some(registration) => registration.key(),
             None => {
@@ -219,8 +241,8 @@ impl Engine {
             }
         };
         let deadline = self.config.idle_timeout.map(|timeout| std::time::Instant::now() + timeout);
-        let parked_count = &self.control.counters.parked;
-        parked_count.fetch_add(1, Ordering::Relaxed);
+        // Counted before it is armed: once armed, a loop may take it out at once.
+        self.control.parked();
         let arm = |parked: &Parked| parked.request.registration.as_ref().expect("registered above").arm();
         match lot.park(key, Parked::new(request, ticket, deadline), arm) {
             Ok(first_deadline) => {
@@ -231,7 +253,7 @@ impl Engine {
                 Ok(())
             }
             Err((parked, error)) => {
-                parked_count.fetch_sub(1, Ordering::Relaxed);
+                self.control.unparked();
                 if let Some(e) = error {
                     self.report(&Error::Io(e), Some(parked.request.client_addr()));
                 }

@@ -2,26 +2,28 @@
 //!
 //! One loop for every transport, mode and platform. It takes what the non-blocking
 //! socket has and, when it has nothing, waits for readiness with no timeout (unless
-//! `handle_request`'s timeout or a `service_actions` interval asks for one); `shutdown`
-//! fires the loop's waker ([`crate::net::Readiness`]). A pool runs one copy per worker
-//! on the shared socket, and the thread that called `serve_forever` supervises them.
+//! `handle_request`'s timeout, a `service_actions` interval or a parked connection's
+//! idle deadline asks for one); `shutdown` fires the server's waker. A pool runs one
+//! copy per worker, and the thread that called `serve_forever` supervises them. The
+//! copies take turns to wait in the server's one poller and share what it reports
+//! ([`super::hub`]).
 
 use std::io;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::park::{Home, Lot, Parked};
+use super::hub::{Ready, Turn};
+use super::park::Parked;
 use super::run::Work;
 use super::Engine;
 use crate::config::PlainHook;
 use crate::dispatch::Kind;
 use crate::error::{Error, Result};
-use crate::handle::{Control, CurrentServer, ServeCall};
-use crate::net::{Endpoint, Readiness};
+use crate::handle::{Control, CurrentServer, ServeCall, Slot};
+use crate::net::{Endpoint, Incoming, Readiness};
 use crate::report::{log_or_stderr, LOG_TARGET};
 use crate::sys::{self, AcceptError};
 
@@ -30,8 +32,9 @@ use crate::sys::{self, AcceptError};
 const BACKOFF_START: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How many times in a row the poller may call the socket readable when it has nothing
-/// before the loop backs off: pool workers that lose the race for a connection see it
-/// now and then, a socket broken in a way the platform cannot name sees it for ever.
+/// before the loop backs off: a connection another process took first (`SO_REUSEPORT`,
+/// an inherited socket) is seen now and then, a socket broken in a way the platform
+/// cannot name for ever.
 const EMPTY_WAKES_BEFORE_BACK_OFF: u32 = 16;
 
 /// Shuts the server down if the thread unwinds through it: a copy of the serve loop or
@@ -45,6 +48,50 @@ impl Drop for StopOnUnwind<'_> {
             self.0.shutdown();
         }
     }
+}
+
+/// What the loop that leads keeps between two leads, whichever loop it is: the poller's
+/// view of the server socket, and the state of the back-offs.
+struct Lead<'a> {
+    readiness: Readiness<'a>,
+    /// Accepting failed for lack of resources this many times in a row: the last delay.
+    backoff: Option<Duration>,
+    /// The poller said readable, and the socket then had nothing.
+    readable: bool,
+    empty_wakes: u32,
+    empty_backoff: Option<Duration>,
+    reported: Vec<usize>,
+}
+
+/// Gives up the lead when dropped (on every path out of a lead, a panic included), with
+/// the connections the poller reported; ends them if the server stopped serving
+/// meanwhile.
+struct Leading<'a> {
+    engine: &'a Engine,
+    ready: Vec<Ready>,
+}
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        let ready = std::mem::take(&mut self.ready);
+        for late in self.engine.home.state().unlead(ready) {
+            self.engine.end(late.into_parked());
+        }
+    }
+}
+
+/// How a lead ended.
+// Returned once per accept and never stored: boxing the connection would cost an
+// allocation per request.
+#[allow(clippy::large_enum_variant)]
+enum Led<'a> {
+    /// A connection or datagram was received, to admit into this place once the lead
+    /// is given up.
+    Received(Incoming, Option<Slot<'a>>),
+    /// Nothing received: the loop waited, backed off, or was woken.
+    Waited,
+    /// The server socket was shut down by a shutdown in progress: the serve call ends.
+    Stopped,
 }
 
 impl Engine {
@@ -65,8 +112,22 @@ impl Engine {
         // Taken from the call, so that it can be let go of before the call ends.
         let Some(socket) = call.take_endpoint() else { return Err(Error::Closed) };
         let endpoint = &socket;
+        let readiness = self.home.readiness(endpoint)?;
+        let lead = Mutex::new(Lead {
+            readiness,
+            backoff: None,
+            readable: false,
+            empty_wakes: 0,
+            empty_backoff: None,
+            reported: Vec::new(),
+        });
+        // Registered before the first look at the stop flag: a shutdown from then on
+        // either is seen at the top of a loop or makes the next wait return at once.
+        let home = self.home.clone();
+        let _waker = self.control.register_waker(self.home.waker(move || home.state().wake_followers()));
+        self.home.state().lot().open();
         if once {
-            let result = self.receive_loop(endpoint, true, None, self.inline);
+            let result = self.receive_loop(endpoint, &lead, true, None, self.inline);
             if let Err(Error::Accept(_)) = &result {
                 // The socket is broken: bind anew on the next call, as serve_forever does.
                 self.control.release_broken();
@@ -83,7 +144,7 @@ impl Engine {
             let service = service.filter(|_| thread::current().id() == caller);
             // The loop on the calling thread wakes for service_actions; copies on other
             // threads never do.
-            let result = self.receive_loop(endpoint, false, service, inline);
+            let result = self.receive_loop(endpoint, &lead, false, service, inline);
             let mut outcome = outcome.lock();
             match result {
                 Ok(processed) => {
@@ -104,14 +165,15 @@ impl Engine {
             }
         };
         match Kind::of(&*self.dispatch) {
-            // Each worker runs what it receives, on its own thread: the kernel hands a
-            // connection straight to an idle worker, with no handoff between threads.
+            // Each worker runs what it receives, on its own thread: no handoff between
+            // threads for a new connection.
             Kind::Pool(pool) => pool.run_workers(self.loops, &|| serve_loop(true), &|| self.supervise(service)),
             _ => serve_loop(self.inline),
         }
         // Let go of the socket before waiting for the requests: one that a shutdown let go
         // of closes now, so new connections are refused (or, with SO_REUSEPORT, go to the
         // other processes) while running requests finish.
+        drop(lead);
         drop(socket);
         // serve_forever waits for what it started, unless the mode says not to.
         if self.waits_for_requests() {
@@ -132,11 +194,8 @@ impl Engine {
                 next = Some(Instant::now() + *interval);
             }
         }
-        // Parked connections are idle: they close now, also on a worker that is busy
-        // with another exchange and would close its own only after it.
-        for home in self.pollers.all() {
-            self.end_parked(&home, home.state().close());
-        }
+        // Parked connections are idle: they close now, whatever the workers are doing.
+        self.end_parked();
         // The workers run the requests themselves and cannot return before they end, so
         // the deadline is enforced from here, also when the shutdown came from inside
         // (a handler, a hook, a broken socket), where nobody else waits for it.
@@ -146,17 +205,23 @@ impl Engine {
         }
     }
 
-    /// Receives and admits requests until shutdown (or, with `once`, one request or
-    /// the `handle_request` timeout). `inline`: run each request on this thread.
+    /// Serves until shutdown (or, with `once`, one request or the `handle_request`
+    /// timeout): runs the work the poller found, or leads (waits in the poller and
+    /// accepts), or waits for either. `inline`: run each request on this thread.
     /// Returns whether a request was processed.
     fn receive_loop(
         self: &Arc<Self>,
         endpoint: &Arc<Endpoint>,
+        lead: &Mutex<Lead<'_>>,
         once: bool,
         service: Option<&(Duration, PlainHook)>,
         inline: bool,
     ) -> Result<bool> {
         let _current = CurrentServer::enter(&self.control);
+        let socket = match &**endpoint {
+            Endpoint::Datagram(socket) => Some(socket.clone()),
+            _ => None,
+        };
         let mut buffer = match &**endpoint {
             // One byte more than the limit: a datagram that fills it was longer, which the
             // request then reports (`DatagramRequest::truncated`) instead of hiding.
@@ -165,58 +230,18 @@ impl Engine {
         };
         // When the loop must act without a request: the handle_request timeout, or the
         // next service_actions call.
-        let timer = match service {
+        let mut timer = match service {
             Some((interval, _)) => Some(Instant::now() + *interval),
             None if once => self.config.timeout.map(|t| Instant::now() + t),
             None => None,
         };
-        // Registered before the first look at the stop flag: a shutdown from then on
-        // either is seen at the top of the loop or makes the next wait return at once.
-        let mut ready = self.pollers.readiness(endpoint)?;
-        let _waker = self.control.register_waker(ready.waker());
-        let home = ready.station().clone();
-        home.state().open();
-        let result = self.receive_on(endpoint, &mut ready, &mut buffer, timer, once, service, inline);
-        // A loop that stops closes the connections parked on it: they are idle, and the
-        // shutdown waits for every connection. (`handle_request` leaves them for the next
-        // call.)
-        if self.control.is_stopping() || (result.is_err() && !once) {
-            self.end_parked(&home, home.state().close());
-        }
-        result
-    }
-
-    /// The loop of [`Engine::receive_loop`], on its poller.
-    #[allow(clippy::too_many_arguments)]
-    fn receive_on(
-        self: &Arc<Self>,
-        endpoint: &Arc<Endpoint>,
-        ready: &mut Readiness<'_, Lot>,
-        buffer: &mut [u8],
-        mut timer: Option<Instant>,
-        once: bool,
-        service: Option<&(Duration, PlainHook)>,
-        inline: bool,
-    ) -> Result<bool> {
-        let home = ready.station().clone();
-        let socket = match &**endpoint {
-            Endpoint::Datagram(socket) => Some(socket.clone()),
-            _ => None,
-        };
-        let mut backoff: Option<Duration> = None;
-        // The poller said readable, and the socket then had nothing: a pool worker that
-        // lost the race for a connection, or a socket that will never have anything.
-        let mut readable = false;
-        let mut empty_wakes = 0u32;
-        let mut empty_backoff: Option<Duration> = None;
+        let hub = self.home.state();
         let mut processed = false;
-        let mut reported = Vec::new();
-        loop {
+        let result = loop {
             if self.control.is_stopping() {
-                break;
+                break Ok(processed);
             }
-            let now = Instant::now();
-            if timer.is_some_and(|due| due <= now) {
+            if timer.is_some_and(|due| due <= Instant::now()) {
                 match service {
                     Some((interval, hook)) => {
                         hook();
@@ -228,147 +253,203 @@ impl Engine {
                         if let Some(hook) = &self.config.hooks.handle_timeout {
                             hook();
                         }
-                        break;
+                        break Ok(processed);
                     }
                 }
             }
-            let Some(slot) = self.control.try_reserve(self.waits_at_limit(inline)) else {
-                // At the limit: wait for the parked connections alone, until a request
-                // ends (which fires the waker), a shutdown, or the timer.
-                let waited = self.wait(ready, timer, false, &mut reported, inline);
-                self.control.stop_waiting_for_capacity();
-                if waited?.1 {
-                    processed = true;
-                    if once {
-                        break;
+            let may_run = self.control.exchange_room(self.exchange_limit(inline));
+            let served = match hub.turn(may_run, timer) {
+                Turn::Woken => false,
+                Turn::Run(ready) => {
+                    self.run_ready(ready, inline);
+                    true
+                }
+                Turn::Lead => {
+                    let led = self.lead(endpoint, &mut lead.lock(), &mut buffer, timer, inline);
+                    match led {
+                        Ok(Led::Received(incoming, slot)) => {
+                            // The lead is given up: another free loop waits in the poller
+                            // while this one serves.
+                            self.admit(incoming, socket.as_ref(), slot, inline, Some(&self.home));
+                            true
+                        }
+                        Ok(Led::Waited) => false,
+                        Ok(Led::Stopped) => break Ok(processed),
+                        Err(e) => break Err(e),
                     }
                 }
-                continue;
             };
-            match endpoint.receive(buffer) {
-                Ok(incoming) => {
-                    (empty_wakes, empty_backoff) = (0, None);
-                    if backoff.take().is_some() {
-                        log::info!(target: LOG_TARGET, "accepting again");
-                    }
-                    self.admit(incoming, socket.as_ref(), slot, inline, Some(&home));
-                    processed = true;
-                    if once {
-                        break;
-                    }
+            if served {
+                processed = true;
+                if once {
+                    break Ok(processed);
                 }
-                // Nothing there: sleep until there is, a shutdown, or the timer. Under load
-                // this is never reached, and a burst of datagrams is drained without it.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if readable {
-                        if sys::is_shut_down_for_reading(ready.socket()) {
-                            // A shutdown lets go of the socket the server bound, shutting
-                            // it down for reading (Linux): then this is the stop, not a
-                            // break, whether or not the loop has seen the stop flag yet.
-                            // Looked at after the socket, so that a shutdown in between
-                            // is seen.
-                            let ours = self.control.endpoint().is_some_and(|e| Arc::ptr_eq(&e, endpoint));
-                            if self.control.is_stopping() || !ours || self.control.stop_pending() {
-                                break;
-                            }
-                            let broken =
-                                io::Error::new(io::ErrorKind::NotConnected, "the socket was shut down for reading");
-                            return Err(Error::Accept(broken));
-                        }
-                        empty_wakes += 1;
-                        if empty_wakes >= EMPTY_WAKES_BEFORE_BACK_OFF {
-                            // Readable for ever and never anything to take: do not spin.
-                            let delay = empty_backoff.map_or(BACKOFF_START, |d| (d * 2).min(BACKOFF_MAX));
-                            empty_backoff = Some(delay);
-                            self.control.back_off(delay);
-                        }
-                    }
-                    drop(slot);
-                    let resumed;
-                    (readable, resumed) = self.wait(ready, timer, true, &mut reported, inline)?;
-                    if resumed {
-                        processed = true;
-                        if once {
-                            break;
-                        }
-                    }
-                    continue;
-                }
-                Err(_) if self.control.is_stopping() => break,
-                Err(e) => match sys::classify_accept_error(&e) {
-                    AcceptError::Retry => {}
-                    AcceptError::Exhausted => {
-                        let delay = backoff.map_or(BACKOFF_START, |d| (d * 2).min(BACKOFF_MAX));
-                        if backoff.is_none() {
-                            log_or_stderr(
-                                log::Level::Warn,
-                                &format!("accept failed: {e}; backing off until resources free up"),
-                            );
-                        }
-                        backoff = Some(delay);
-                        self.control.back_off(delay);
-                    }
-                    AcceptError::Fatal => return Err(Error::Accept(e)),
-                    AcceptError::Other => self.report(&Error::Accept(e), None),
-                },
             }
+        };
+        // A loop that stops closes the parked connections: they are idle, and the
+        // shutdown waits for every connection. (`handle_request` leaves them for the next
+        // call.)
+        if self.control.is_stopping() || (result.is_err() && !once) {
+            self.end_parked();
         }
-        Ok(processed)
+        result
     }
 
-    /// Waits in the loop's poller (for the server socket too, with `listen`), then runs
-    /// the parked connections it reported and ends those idle too long. Returns whether
-    /// the server socket was reported, and whether a parked connection was resumed.
-    fn wait(
+    /// One lead: receive what the socket has and admit it (after giving up the lead),
+    /// or wait in the poller for it and for the parked connections.
+    fn lead(
         self: &Arc<Self>,
-        ready: &mut Readiness<'_, Lot>,
+        endpoint: &Arc<Endpoint>,
+        lead: &mut Lead<'_>,
+        buffer: &mut [u8],
         timer: Option<Instant>,
-        listen: bool,
-        reported: &mut Vec<usize>,
         inline: bool,
-    ) -> Result<(bool, bool)> {
-        let home = ready.station().clone();
-        let lot = home.state();
-        let deadline = match (timer, lot.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+    ) -> Result<Led<'_>> {
+        let mut leading = Leading { engine: self, ready: Vec::new() };
+        let (connections, exchanges) = self.waits_at_limit(inline);
+        let Some(slot) = self.control.try_reserve(connections, exchanges) else {
+            // At the limit: wait for the parked connections alone, until a request ends
+            // (which fires the waker), a shutdown, or the timer.
+            let polled = self.poll(lead, timer, false, &mut leading.ready);
+            self.control.stop_waiting_for_capacity();
+            polled?;
+            return Ok(Led::Waited);
         };
-        reported.clear();
-        let readable = ready.wait(deadline, listen, reported).map_err(Error::Io)?;
-        let mut resumed = false;
-        for key in reported.drain(..) {
+        match endpoint.receive(buffer) {
+            Ok(incoming) => {
+                (lead.readable, lead.empty_wakes, lead.empty_backoff) = (false, 0, None);
+                if lead.backoff.take().is_some() {
+                    log::info!(target: LOG_TARGET, "accepting again");
+                }
+                Ok(Led::Received(incoming, slot))
+            }
+            // Nothing there: sleep until there is, a shutdown, or the timer. Under load
+            // this is never reached, and a burst of datagrams is drained without it.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                drop(slot);
+                let mut until = timer;
+                let mut listen = true;
+                if lead.readable {
+                    if sys::is_shut_down_for_reading(lead.readiness.socket()) {
+                        // A shutdown lets go of the socket the server bound, shutting it
+                        // down for reading (Linux): then this is the stop, not a break,
+                        // whether or not the loop has seen the stop flag yet. Looked at
+                        // after the socket, so that a shutdown in between is seen.
+                        let ours = self.control.endpoint().is_some_and(|e| Arc::ptr_eq(&e, endpoint));
+                        if self.control.is_stopping() || !ours || self.control.stop_pending() {
+                            return Ok(Led::Stopped);
+                        }
+                        let broken =
+                            io::Error::new(io::ErrorKind::NotConnected, "the socket was shut down for reading");
+                        return Err(Error::Accept(broken));
+                    }
+                    lead.empty_wakes += 1;
+                    if lead.empty_wakes >= EMPTY_WAKES_BEFORE_BACK_OFF {
+                        // Readable for ever and never anything to take: do not spin.
+                        let delay = lead.empty_backoff.map_or(BACKOFF_START, |d| (d * 2).min(BACKOFF_MAX));
+                        lead.empty_backoff = Some(delay);
+                        until = earliest(until, Some(Instant::now() + delay));
+                        listen = false;
+                    }
+                }
+                let readable = self.poll(lead, until, listen, &mut leading.ready)?;
+                lead.readable = listen && readable;
+                Ok(Led::Waited)
+            }
+            Err(_) if self.control.is_stopping() => Ok(Led::Waited),
+            Err(e) => match sys::classify_accept_error(&e) {
+                AcceptError::Retry => Ok(Led::Waited),
+                AcceptError::Exhausted => {
+                    let delay = lead.backoff.map_or(BACKOFF_START, |d| (d * 2).min(BACKOFF_MAX));
+                    if lead.backoff.is_none() {
+                        log_or_stderr(
+                            log::Level::Warn,
+                            &format!("accept failed: {e}; backing off until resources free up"),
+                        );
+                    }
+                    lead.backoff = Some(delay);
+                    drop(slot);
+                    // The back-off waits in the poller, not on the socket: the parked
+                    // connections' next bytes and closes are still served meanwhile, and
+                    // their closes are what gives descriptors back.
+                    self.poll(lead, earliest(timer, Some(Instant::now() + delay)), false, &mut leading.ready)?;
+                    Ok(Led::Waited)
+                }
+                AcceptError::Fatal => Err(Error::Accept(e)),
+                AcceptError::Other => {
+                    self.report(&Error::Accept(e), None);
+                    Ok(Led::Waited)
+                }
+            },
+        }
+    }
+
+    /// Waits in the poller as the leader (for the server socket too, with `listen`),
+    /// and puts in `ready` the parked connections it reported and those idle too long.
+    /// Returns whether the server socket was reported.
+    ///
+    /// A connection whose idle deadline has passed is ended only if it has nothing to
+    /// read: bytes that arrived while every loop was busy are a request, served late
+    /// rather than dropped.
+    fn poll(&self, lead: &mut Lead<'_>, until: Option<Instant>, listen: bool, ready: &mut Vec<Ready>) -> Result<bool> {
+        let lot = self.home.state().lot();
+        let deadline = earliest(until, lot.next_deadline());
+        lead.reported.clear();
+        let readable = lead.readiness.wait(deadline, listen, &mut lead.reported).map_err(Error::Io)?;
+        for key in lead.reported.drain(..) {
             if let Some(parked) = lot.take(key) {
-                self.control.counters.parked.fetch_sub(1, Ordering::Relaxed);
-                self.resume(&home, parked, false, inline);
-                resumed = true;
+                ready.push(Ready::Exchange(parked));
             }
         }
         if deadline.is_some() {
             let expired = lot.expired(Instant::now());
             if !expired.is_empty() {
-                log::debug!(target: LOG_TARGET, "closing {} connection(s) idle too long", expired.len());
-                for parked in expired {
-                    self.control.counters.parked.fetch_sub(1, Ordering::Relaxed);
-                    self.resume(&home, parked, true, inline);
+                log::debug!(target: LOG_TARGET, "{} parked connection(s) past their idle timeout", expired.len());
+            }
+            for parked in expired {
+                if parked.request.connection().has_input() {
+                    ready.push(Ready::Exchange(parked));
+                } else {
+                    ready.push(Ready::End(parked));
                 }
             }
         }
-        Ok((readable, resumed))
+        Ok(readable)
     }
 
-    /// Runs a parked connection's next exchange (or, with `end`, its end) as the mode
-    /// runs a new connection.
-    fn resume(self: &Arc<Self>, home: &Arc<Home>, parked: Parked, end: bool, inline: bool) {
-        let work = Work::Resume { request: parked.request, home: home.clone(), end };
+    /// Runs a connection taken from the ready queue as the mode runs a new connection.
+    fn run_ready(self: &Arc<Self>, ready: Ready, inline: bool) {
+        let (parked, end) = match ready {
+            Ready::Exchange(parked) => (parked, false),
+            Ready::End(parked) => (parked, true),
+        };
+        self.control.unparked();
+        let work = Work::Resume { request: parked.request, home: self.home.clone(), end };
         self.dispatch_work(parked.ticket, work, inline);
     }
 
-    /// Ends connections taken out of a lot that closed, on this thread.
-    pub(super) fn end_parked(&self, home: &Arc<Home>, parked: Vec<Parked>) {
-        for parked in parked {
-            self.control.counters.parked.fetch_sub(1, Ordering::Relaxed);
-            let work = Work::Resume { request: parked.request, home: home.clone(), end: true };
-            self.run(parked.ticket, work);
+    /// Ends the parked connections, those in the ready queue included, on this thread,
+    /// and makes those that try to park from now on end instead (until the next serve
+    /// call opens the lot again).
+    pub(super) fn end_parked(&self) {
+        let (queued, parked) = self.home.state().close();
+        for parked in queued.into_iter().chain(parked) {
+            self.end(parked);
         }
+    }
+
+    /// Ends one parked connection on this thread: `finish`, then close.
+    pub(super) fn end(&self, parked: Parked) {
+        self.control.unparked();
+        let work = Work::Resume { request: parked.request, home: self.home.clone(), end: true };
+        self.run(parked.ticket, work);
+    }
+}
+
+/// The earlier of two optional instants.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }

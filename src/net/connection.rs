@@ -145,6 +145,20 @@ impl Connection {
             Connection::Memory(_) => None,
         }
     }
+
+    /// Whether bytes, the end of the stream or an error wait to be read, looked at
+    /// without blocking and without reading them (a peek). For the rare look at a
+    /// parked connection whose idle time ran out: it costs three system calls.
+    pub(crate) fn has_input(&self) -> bool {
+        let Some(socket) = self.sock() else { return false };
+        if socket.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let mut byte = [std::mem::MaybeUninit::uninit(); 1];
+        let peeked = socket.peek(&mut byte);
+        let _ = socket.set_nonblocking(false);
+        !matches!(peeked, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
 }
 
 impl Read for &Connection {

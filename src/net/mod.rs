@@ -18,6 +18,6 @@ pub use connection::{Connection, DatagramSocket};
 pub(crate) use endpoint::{Endpoint, Incoming};
 pub(crate) use memory::test_client;
 pub use memory::{MemorySocket, MemoryStream};
-pub(crate) use ready::{Pollers, Readiness, Registration, Station, Waker};
+pub(crate) use ready::{Readiness, Registration, Station, Waker};
 #[cfg(unix)]
 pub(crate) use unix_path::bind_path;

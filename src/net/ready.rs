@@ -1,30 +1,24 @@
-//! Waiting for a server socket: the one wake-up mechanism on every platform.
+//! Waiting for sockets: the one wake-up mechanism on every platform.
 //!
-//! Each serve loop (one per pool worker) has a [`Readiness`]: a `polling::Poller`
-//! (epoll, kqueue or IOCP) with the server socket in it. The loop receives without
-//! blocking and, when nothing is there, waits until the socket is readable or the
-//! server's [`Waker`] fires; a shutdown fires every loop's waker. An idle loop sleeps in
-//! the kernel with no timeout, so an idle server makes no wakeups; under load the loop
-//! finds work on every try and never waits at all.
+//! A server has one [`Station`]: a `polling::Poller` (epoll, kqueue or IOCP) made when
+//! the server is built, so that serving never needs a new descriptor (a server started
+//! in a process out of descriptors still serves, and backs off until some are free).
+//! A serve call puts its server socket in it ([`Station::readiness`]); a connection
+//! that parks between two exchanges is put in it too ([`Station::register`]). Every
+//! socket is watched in oneshot mode: one event, then nothing until it is armed again,
+//! so an event goes to one thread.
 //!
-//! A poller per loop, not one shared: `polling` lets one thread wait on a poller at a
-//! time (a second one returns at once, which would spin), and every worker must wake on
-//! shutdown. The socket is watched in oneshot mode, re-armed before each wait.
-//!
-//! The pollers are made when the server is built ([`Pollers`]) and lent to each serve
-//! loop, so that serving never needs a new descriptor: a server started in a process
-//! out of descriptors still serves, and backs off until some are free.
-//!
-//! A poller also holds the connections parked on its loop ([`Registration`]): the loop
-//! waits for the server socket and for them at once, and what else a [`Station`] keeps
-//! for its loop (the parked requests themselves) is the engine's.
+//! `polling` lets one thread wait on a poller at a time (a second wait returns at once),
+//! so the engine lets one serve loop at a time hold the [`Readiness`] and wait, while
+//! the other free loops wait for the work it finds (`crate::engine`'s hub). An idle
+//! server sleeps in the kernel with no timeout, so it makes no wakeups; a [`Waker`]
+//! (shutdown, a freed place) makes the wait return from any thread.
 
 use std::fmt;
 use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
-use parking_lot::Mutex;
 use polling::{Event, Events, Poller};
 use socket2::SockRef;
 
@@ -103,75 +97,49 @@ impl Drop for Registration {
     }
 }
 
-/// The server's pollers, one per serve loop it runs at once.
-pub(crate) struct Pollers<P> {
-    idle: Mutex<Vec<Arc<Station<P>>>>,
-    /// Every station made, lent or idle.
-    all: Mutex<Vec<Arc<Station<P>>>>,
-}
-
-impl<P> fmt::Debug for Pollers<P> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pollers").field("made", &self.all.lock().len()).finish()
-    }
-}
-
-impl<P: Default> Pollers<P> {
-    /// `n` pollers, made now.
-    pub(crate) fn new(n: usize) -> io::Result<Pollers<P>> {
-        let stations: Vec<_> = (0..n).map(|_| Station::new()).collect::<io::Result<_>>()?;
-        Ok(Pollers { idle: Mutex::new(stations.clone()), all: Mutex::new(stations) })
-    }
-
-    /// A poller with `endpoint`'s socket in it, for one serve loop: an idle one, or a new
-    /// one if every one is lent (a pool that had to serve on fewer threads, say).
-    pub(crate) fn readiness<'a>(&'a self, endpoint: &'a Endpoint) -> io::Result<Readiness<'a, P>> {
-        let socket = endpoint
-            .sock()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "an in-memory socket cannot serve"))?;
-        let idle = self.idle.lock().pop();
-        let station = match idle {
-            Some(station) => station,
-            None => {
-                let station = Station::new()?;
-                self.all.lock().push(station.clone());
-                station
-            }
-        };
-        if let Err(e) = add(&station.poller, &socket, SOCKET) {
-            self.idle.lock().push(station);
-            return Err(e);
-        }
-        Ok(Readiness { pollers: self, station, events: Events::new(), socket })
-    }
-}
-
-impl<P> Pollers<P> {
-    /// Every station, lent or idle.
-    pub(crate) fn all(&self) -> Vec<Arc<Station<P>>> {
-        self.all.lock().clone()
-    }
-}
-
 impl<P: Default> Station<P> {
-    fn new() -> io::Result<Arc<Station<P>>> {
+    /// A station with a new poller, and `P`'s default beside it.
+    pub(crate) fn new() -> io::Result<Arc<Station<P>>> {
         Ok(Arc::new(Station { poller: Arc::new(Poller::new()?), state: P::default() }))
     }
 }
 
-/// A serve loop's view of its poller: the server socket and the connections parked on
-/// the loop.
-pub(crate) struct Readiness<'a, P> {
-    pollers: &'a Pollers<P>,
-    station: Arc<Station<P>>,
+impl<P> Station<P> {
+    /// Puts `endpoint`'s socket in the poller, for one serve call: the [`Readiness`]
+    /// that the serve call's loops take turns to wait on.
+    pub(crate) fn readiness<'a>(&'a self, endpoint: &'a Endpoint) -> io::Result<Readiness<'a>> {
+        let socket = endpoint
+            .sock()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "an in-memory socket cannot serve"))?;
+        add(&self.poller, &socket, SOCKET)?;
+        Ok(Readiness { poller: &self.poller, events: Events::new(), socket })
+    }
+
+    /// A waker that makes the poller's wait (running now or next) return, then calls
+    /// `also` (which wakes the loops that wait for work rather than in the poller).
+    pub(crate) fn waker(&self, also: impl Fn() + Send + Sync + 'static) -> Waker {
+        let poller = self.poller.clone();
+        Waker(Arc::new(move || {
+            // Fails only if the poller's own wake-up descriptor is broken; the loop then
+            // finds the change at its next request.
+            let _ = poller.notify();
+            also();
+        }))
+    }
+}
+
+/// The server socket of one serve call in the station's poller, and the buffer its
+/// events arrive in: held by one serve loop at a time, the one that waits.
+pub(crate) struct Readiness<'a> {
+    poller: &'a Poller,
     events: Events,
     socket: SockRef<'a>,
 }
 
-/// Wakes the [`Readiness::wait`] of one serve loop, from any thread; a wake before the
-/// wait makes the next wait return at once.
+/// Wakes whoever waits for the server, from any thread; a wake before the wait makes
+/// the next wait return at once.
 #[derive(Clone)]
-pub(crate) struct Waker(Arc<Poller>);
+pub(crate) struct Waker(Arc<dyn Fn() + Send + Sync>);
 
 impl fmt::Debug for Waker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -181,30 +149,21 @@ impl fmt::Debug for Waker {
 
 impl Waker {
     pub(crate) fn wake(&self) {
-        // As `Station::wake`.
-        let _ = self.0.notify();
+        (self.0)()
     }
 }
 
-impl<P> Readiness<'_, P> {
-    pub(crate) fn waker(&self) -> Waker {
-        Waker(self.station.poller.clone())
-    }
-
-    /// The loop's station, which parked connections return to.
-    pub(crate) fn station(&self) -> &Arc<Station<P>> {
-        &self.station
-    }
-
+impl Readiness<'_> {
     /// The socket waited for.
     pub(crate) fn socket(&self) -> &SockRef<'_> {
         &self.socket
     }
 
     /// Waits until the server socket is readable (when `listen`; a loop at its
-    /// connection limit waits for its parked connections alone), a registered connection
-    /// is, the waker fires, or `deadline` passes. Returns whether the socket was reported
-    /// readable, and puts the keys of the connections reported in `connections`.
+    /// connection limit, or backing off, waits for its parked connections alone), a
+    /// registered connection is, the waker fires, or `deadline` passes. Returns whether
+    /// the socket was reported readable, and puts the keys of the connections reported
+    /// in `connections`.
     pub(crate) fn wait(
         &mut self,
         deadline: Option<Instant>,
@@ -212,11 +171,11 @@ impl<P> Readiness<'_, P> {
         connections: &mut Vec<usize>,
     ) -> io::Result<bool> {
         let interest = if listen { Event::readable(SOCKET) } else { Event::none(SOCKET) };
-        self.station.poller.modify(&*self.socket, interest)?;
+        self.poller.modify(&*self.socket, interest)?;
         self.events.clear();
         match deadline {
-            Some(deadline) => self.station.poller.wait_deadline(&mut self.events, deadline)?,
-            None => self.station.poller.wait(&mut self.events, None)?,
+            Some(deadline) => self.poller.wait_deadline(&mut self.events, deadline)?,
+            None => self.poller.wait(&mut self.events, None)?,
         };
         let mut socket = false;
         for event in self.events.iter() {
@@ -229,10 +188,9 @@ impl<P> Readiness<'_, P> {
     }
 }
 
-impl<P> Drop for Readiness<'_, P> {
+impl Drop for Readiness<'_> {
     fn drop(&mut self) {
-        let _ = self.station.poller.delete(&*self.socket);
-        self.pollers.idle.lock().push(self.station.clone());
+        let _ = self.poller.delete(&*self.socket);
     }
 }
 
@@ -244,8 +202,8 @@ impl<P> Drop for Readiness<'_, P> {
 #[allow(unsafe_code)]
 fn add(poller: &Poller, socket: &SockRef<'_>, key: usize) -> io::Result<()> {
     // SAFETY: two kinds of socket are added. The server socket is borrowed from the
-    // endpoint for the lifetime of the `Readiness` that holds this poller, and
-    // `Readiness::drop` deletes it before that borrow ends. A connection is added only
+    // endpoint for the lifetime of the `Readiness` that `Station::readiness` returns,
+    // and `Readiness::drop` deletes it before that borrow ends. A connection is added only
     // by `Station::register`, whose `Registration` owns an `Arc` of the connection and
     // deletes the socket in its `drop`, before that `Arc` (and so the socket) can go.
     // A `Waker` may outlive both, but it only notifies the poller.

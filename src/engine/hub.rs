@@ -1,0 +1,152 @@
+//! Shared readiness: the server's free serve loops take turns to wait in its one
+//! poller, and share the work it reports.
+//!
+//! The design is the leader/followers pattern of event-driven servers (Schmidt's, as in
+//! ACE, and how `polling` expects to be used: one waiter per poller). At most one free
+//! loop, the *leader*, waits in the poller; the other free loops, the *followers*, wait
+//! on a condition variable for work. When the poller reports parked connections that
+//! became readable (or whose idle time ran out), the leader puts them in the ready
+//! queue, gives up the lead and wakes as many followers as there are connections; each
+//! loop then takes one from the queue and runs its exchange, and the first loop that
+//! finds the queue empty and nobody leading becomes the next leader. A new connection
+//! the leader accepts it runs itself, after giving up the lead, so that another free
+//! loop waits in the poller meanwhile.
+//!
+//! Why this and not a poller per loop (what parking did first): a loop busy with one
+//! exchange then held every connection parked on its poller, so one slow client stalled
+//! them all, and their idle deadlines passed while their requests waited. Here a busy
+//! loop holds only its own exchange: whatever is ready goes to whichever loop is free.
+//! Why not work stealing: with a handful of threads and one poller a single queue under
+//! one lock is as fast (it is taken once per event) and far simpler; the kernel's
+//! oneshot events already spread connections over the loops.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
+
+use super::park::{Lot, Parked};
+
+/// The server's poller and what its loops share beside it.
+pub(crate) type Home = crate::net::Station<Hub>;
+
+/// What a parked connection taken out of the lot comes back for.
+pub(crate) enum Ready {
+    /// The poller reported it (its next bytes, its end, or an error), or it yields its
+    /// turn with a message already buffered: run its next exchange.
+    Exchange(Parked),
+    /// Its idle time ran out with nothing to read: end it (`finish`).
+    End(Parked),
+}
+
+impl Ready {
+    pub(crate) fn into_parked(self) -> Parked {
+        match self {
+            Ready::Exchange(parked) | Ready::End(parked) => parked,
+        }
+    }
+}
+
+/// The parked connections, and the turns of the loops that serve them.
+#[derive(Default)]
+pub(crate) struct Hub {
+    lot: Lot,
+    turns: Mutex<Turns>,
+    /// Followers wait here for work, or for the lead.
+    work: Condvar,
+}
+
+#[derive(Default)]
+struct Turns {
+    ready: VecDeque<Ready>,
+    /// A loop waits in the poller, or is about to.
+    leading: bool,
+    /// Loops waiting on `work`.
+    followers: usize,
+}
+
+/// What a free serve loop does next.
+pub(crate) enum Turn {
+    /// Run this connection's exchange (or end).
+    Run(Ready),
+    /// Wait in the poller, and accept: this loop leads until it calls [`Hub::unlead`].
+    Lead,
+    /// Woken with nothing to do (a shutdown, the timer): look at the server's state.
+    Woken,
+}
+
+impl Hub {
+    pub(crate) fn lot(&self) -> &Lot {
+        &self.lot
+    }
+
+    /// The next turn of a free loop: work from the queue if it `may_run` some, else the
+    /// lead if nobody has it, else a wait on the followers' condition variable (until
+    /// work, the lead, a wake, or `until`).
+    pub(crate) fn turn(&self, may_run: bool, until: Option<Instant>) -> Turn {
+        let mut turns = self.turns.lock();
+        if may_run {
+            if let Some(ready) = turns.ready.pop_front() {
+                return Turn::Run(ready);
+            }
+        }
+        if !turns.leading {
+            turns.leading = true;
+            return Turn::Lead;
+        }
+        turns.followers += 1;
+        match until {
+            Some(until) => drop(self.work.wait_until(&mut turns, until)),
+            None => self.work.wait(&mut turns),
+        }
+        turns.followers -= 1;
+        Turn::Woken
+    }
+
+    /// Gives up the lead, queueing what the poller reported, and wakes a follower for
+    /// each (or one to lead, when there is nothing). Gives the connections back when the
+    /// server has stopped serving: the caller ends them.
+    pub(crate) fn unlead(&self, ready: Vec<Ready>) -> Vec<Ready> {
+        let mut turns = self.turns.lock();
+        turns.leading = false;
+        if self.lot.is_closed() {
+            return ready;
+        }
+        let before = turns.ready.len();
+        turns.ready.extend(ready);
+        let wake = (turns.ready.len() - before).max(1).min(turns.followers);
+        drop(turns);
+        for _ in 0..wake {
+            self.work.notify_one();
+        }
+        Vec::new()
+    }
+
+    /// Queues a connection that yields its turn with its next message buffered. Gives
+    /// it back when the server has stopped serving.
+    pub(crate) fn requeue(&self, ready: Ready) -> Result<(), Ready> {
+        let mut turns = self.turns.lock();
+        if self.lot.is_closed() {
+            return Err(ready);
+        }
+        turns.ready.push_back(ready);
+        drop(turns);
+        self.work.notify_one();
+        Ok(())
+    }
+
+    /// Wakes every follower (a shutdown; the lead's holder is woken through the poller).
+    pub(crate) fn wake_followers(&self) {
+        let _turns = self.turns.lock();
+        self.work.notify_all();
+    }
+
+    /// Takes every connection out of the queue (first) and the lot (second), and makes
+    /// those that try to park from now on end instead: the server stops serving.
+    pub(crate) fn close(&self) -> (Vec<Parked>, Vec<Parked>) {
+        // Under the queue's lock, so that nothing is queued once the lot is closed.
+        let mut turns = self.turns.lock();
+        let queued = std::mem::take(&mut turns.ready).into_iter().map(Ready::into_parked).collect();
+        (queued, self.lot.close())
+    }
+}
