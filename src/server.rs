@@ -261,9 +261,9 @@ impl<T: Transport<Request = StreamRequest>> Server<T> {
     /// refuses when full refuses it here (counted in [`Stats::refused`](crate::Stats::refused)). Errors of the
     /// request go to `handle_error`, as always.
     ///
-    /// Use it instead of `serve_forever`, not beside it: under a limit, a running serve
-    /// loop holds a place while it waits in `accept`, so in a sequential server (a limit
-    /// of one) this call would wait for that loop to serve a client first.
+    /// Beside a running `serve_forever` it takes its turn under the same limits as the
+    /// connections the serve loop accepts: in a sequential server it waits until no
+    /// exchange runs, so that one request runs at a time whichever way it came in.
     ///
     /// # Errors
     /// [`Error::Closed`] after [`close`](Server::close); the connection is then closed.

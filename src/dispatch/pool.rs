@@ -7,12 +7,15 @@ use super::{default_workers, Dispatch, Flavor, Job, Kind, Threading};
 /// Runs requests on a fixed set of worker threads, each of which receives requests
 /// itself.
 ///
-/// Every worker runs the serve loop: it waits in `accept` (or `recvfrom`) on the shared
-/// socket and runs the request it got, then waits again. The kernel hands each
-/// connection or datagram straight to an idle worker, so there is no queue and no
-/// handoff between threads, which is what a hand-written pool does and what makes this
-/// mode as fast as one. At most `workers` requests run at once; with every worker busy
-/// nobody accepts, so further connections wait in the kernel backlog, not in memory.
+/// Every worker runs the serve loop: the free workers take turns to wait in the
+/// server's poller, and the one that receives a connection (or a datagram, or a parked
+/// connection's next message) runs it itself, while another free worker waits in the
+/// poller meanwhile. There is no queue of new connections and no handoff of one between
+/// threads, which is what makes this mode as fast as a hand-written pool. At most
+/// `workers` requests run at once; with every worker busy nobody accepts, so further
+/// connections wait in the kernel backlog, not in memory. A worker busy with one
+/// exchange holds only that one: the connections [parked](crate::StreamRequest::park)
+/// between messages are served by whichever worker is free.
 /// With [`refuse_when_full`](crate::Builder::refuse_when_full) the pool keeps one serve
 /// loop more, which refuses them instead.
 /// A request that panics does not cost a worker. If some workers cannot be started

@@ -16,7 +16,7 @@ use super::{Dispatch, Flavor, Job, Kind};
 ///
 /// | option | default | meaning |
 /// |---|---|---|
-/// | [`max_threads`](Threading::max_threads) | none | at most this many requests at once; at the limit the server stops accepting until one ends |
+/// | [`max_threads`](Threading::max_threads) | none | at most this many exchanges at once (connections [parked](crate::StreamRequest::park) between messages hold no thread and do not count); at the limit the server stops accepting until one ends |
 /// | [`block_on_close`](Threading::block_on_close) | `true` | `serve_forever` waits for running requests and closing joins their threads |
 /// | [`daemon_threads`](Threading::daemon_threads) | `false` | `true` implies not blocking on close |
 /// | [`thread_name`](Threading::thread_name) | `socketserver-request` | threads are named `NAME-ID` |
@@ -113,7 +113,10 @@ impl Threading {
     }
 
     /// Runs at most `n` requests at once. At the limit the server stops accepting until
-    /// one ends; connections wait in the kernel backlog and none is dropped.
+    /// one ends; connections wait in the kernel backlog and none is dropped. A connection
+    /// [parked](crate::StreamRequest::park) between two messages has no thread and does
+    /// not count; its next message waits for a free thread as a new connection does.
+    /// (`Builder::max_connections` bounds connections, parked ones included.)
     ///
     /// # Panics
     /// Panics if `n` is zero.

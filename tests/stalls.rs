@@ -1,0 +1,236 @@
+//! No client can stall a worker: whatever holds one exchange holds only that exchange.
+//! Each test reproduces one defect found by attacking parking (issue 19) and fails on
+//! the engine that had it; all over real sockets.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use socketserver::dispatch::{Dispatch, Pool, Sequential, Threading};
+use socketserver::{Connection, HandlerResult, StreamRequest, TcpServer};
+use support::serve::{serve_started, stop};
+use support::{bounded, connect, wait_until, Gate, LIMIT, NEGATIVE_WAIT, TIMEOUT};
+
+/// How long a parked connection may stay idle in these tests.
+const IDLE: Duration = Duration::from_millis(300);
+
+/// A line protocol that parks between lines and answers `n: LINE` (n counting the
+/// connection's lines); a line `slow` first passes `gate`, so that the test holds the
+/// exchange as long as it likes.
+fn gated_lines(gate: &Arc<Gate>) -> impl Fn(&mut StreamRequest) -> HandlerResult + Send + Sync + 'static {
+    let gate = gate.clone();
+    move |req: &mut StreamRequest| {
+        let mut line = String::new();
+        if req.reader().read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        if line.trim() == "slow" {
+            gate.pass("slow")?;
+        }
+        let seen = req.state::<u64>();
+        *seen += 1;
+        let n = *seen;
+        write!(req.writer(), "{n}: {}", line.to_uppercase())?;
+        req.park();
+        Ok(())
+    }
+}
+
+fn ask(client: &mut BufReader<TcpStream>, line: &str) -> String {
+    client.get_mut().write_all(line.as_bytes()).unwrap();
+    read_reply(client)
+}
+
+fn read_reply(client: &mut BufReader<TcpStream>) -> String {
+    client.get_ref().set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut reply = String::new();
+    client.read_line(&mut reply).unwrap();
+    reply
+}
+
+/// Requests that arrive on parked connections while every loop is busy with a long
+/// exchange, and wait past their idle timeout, are served late, not dropped: the
+/// engine used to expire them by the clock after the exchange, without asking whether
+/// they had become readable (5 of 5 got end-of-file, and `handle` never ran).
+#[test]
+fn requests_that_arrive_while_every_loop_is_busy_are_served_late_not_dropped() {
+    bounded(LIMIT, || {
+        let modes: [(&str, Box<dyn Dispatch>, usize); 2] =
+            [("sequential", Box::new(Sequential), 1), ("pool of 2", Box::new(Pool::new(2)), 2)];
+        for (mode, dispatch, loops) in modes {
+            let gate = Gate::new();
+            let server = Arc::new(
+                TcpServer::builder("127.0.0.1:0")
+                    .dispatch(dispatch)
+                    .idle_timeout(Some(IDLE))
+                    .bind(gated_lines(&gate))
+                    .unwrap(),
+            );
+            let control = gate.control();
+            let serve = serve_started(&server, "stall-late");
+            let addr = server.local_addr();
+            let handle = server.handle();
+            let mut parked: Vec<_> = (0..5).map(|_| BufReader::new(connect(addr))).collect();
+            let mut slow: Vec<_> = (0..loops).map(|_| BufReader::new(connect(addr))).collect();
+            for (n, client) in parked.iter_mut().chain(&mut slow).enumerate() {
+                assert_eq!(ask(client, &format!("c{n}\n")), format!("1: C{n}\n"), "{mode}");
+            }
+            wait_until(TIMEOUT, "the clients to park", || handle.stats().parked == 5 + loops);
+            // Every loop is held by a long exchange of a connection that was parked (the
+            // poller reported it, as it reports those that follow)...
+            for client in &mut slow {
+                client.get_mut().write_all(b"slow\n").unwrap();
+                control.expect_arrival("a long exchange");
+            }
+            // ...while the parked clients send their next request, and wait past their
+            // idle timeout for it.
+            for (n, client) in parked.iter_mut().enumerate() {
+                client.get_mut().write_all(format!("again {n}\n").as_bytes()).unwrap();
+            }
+            thread::sleep(IDLE * 3);
+            control.release(loops);
+            for client in &mut slow {
+                assert_eq!(read_reply(client), "2: SLOW\n", "{mode}");
+            }
+            for (n, client) in parked.iter_mut().enumerate() {
+                assert_eq!(read_reply(client), format!("2: AGAIN {n}\n"), "{mode}: a request that arrived was dropped");
+            }
+            stop(&server, serve);
+        }
+    });
+}
+
+/// A pool worker busy with one long exchange holds only that exchange: connections
+/// that parked after it accepted them are served at once by the other worker (they
+/// used to wait for the worker that parked them).
+#[test]
+fn a_worker_busy_with_one_exchange_holds_no_other_connection() {
+    bounded(LIMIT, || {
+        let gate = Gate::new();
+        let server =
+            Arc::new(TcpServer::builder("127.0.0.1:0").dispatch(Pool::new(2)).bind(gated_lines(&gate)).unwrap());
+        let control = gate.control();
+        let serve = serve_started(&server, "stall-busy");
+        let addr = server.local_addr();
+        let handle = server.handle();
+        // Clients that park, accepted by either worker.
+        let mut parked: Vec<_> = (0..8).map(|_| BufReader::new(connect(addr))).collect();
+        for (n, client) in parked.iter_mut().enumerate() {
+            assert_eq!(ask(client, &format!("c{n}\n")), format!("1: C{n}\n"));
+        }
+        wait_until(TIMEOUT, "the clients to park", || handle.stats().parked == 8);
+        // Each parked client in turn holds a worker; all the others are still served.
+        for held in 0..parked.len() {
+            parked[held].get_mut().write_all(b"slow\n").unwrap();
+            control.expect_arrival("a long exchange");
+            for (n, client) in parked.iter_mut().enumerate().filter(|(n, _)| *n != held) {
+                let reply = ask(client, &format!("hi {n}\n"));
+                assert!(reply.ends_with(&format!("HI {n}\n")), "client {n} while {held} holds a worker: {reply:?}");
+            }
+            control.release(1);
+            assert!(read_reply(&mut parked[held]).ends_with("SLOW\n"));
+        }
+        stop(&server, serve);
+    });
+}
+
+/// `Threading::max_threads` bounds the threads running exchanges, not the connections:
+/// clients parked idle hold no thread, and a new client is answered (it used to get no
+/// answer while two idle clients were parked under `max_threads(2)`).
+#[test]
+fn max_threads_counts_no_parked_connection() {
+    bounded(LIMIT, || {
+        let gate = Gate::new();
+        let server = Arc::new(
+            TcpServer::builder("127.0.0.1:0")
+                .dispatch(Threading::new().max_threads(2))
+                .bind(gated_lines(&gate))
+                .unwrap(),
+        );
+        let control = gate.control();
+        let serve = serve_started(&server, "stall-maxthr");
+        let addr = server.local_addr();
+        let handle = server.handle();
+        let mut idle: Vec<_> = (0..4).map(|_| BufReader::new(connect(addr))).collect();
+        for (n, client) in idle.iter_mut().enumerate() {
+            assert_eq!(ask(client, &format!("c{n}\n")), format!("1: C{n}\n"));
+        }
+        wait_until(TIMEOUT, "the clients to park", || handle.stats().parked == 4);
+        let mut fresh = BufReader::new(connect(addr));
+        assert_eq!(ask(&mut fresh, "new\n"), "1: NEW\n", "a new client beside idle parked ones");
+        // The limit still holds for exchanges: two at the gate, a third waits.
+        for client in idle.iter_mut().take(2) {
+            client.get_mut().write_all(b"slow\n").unwrap();
+            control.expect_arrival("an exchange under the limit");
+        }
+        idle[2].get_mut().write_all(b"slow\n").unwrap();
+        control.assert_no_arrival("a third exchange under max_threads(2)");
+        control.release(3);
+        for client in idle.iter_mut().take(3) {
+            assert_eq!(read_reply(client), "2: SLOW\n");
+        }
+        assert_eq!(control.high_water(), 2, "max_threads(2) ran more exchanges at once");
+        stop(&server, serve);
+    });
+}
+
+/// A sequential server runs one exchange at a time, also for a connection that
+/// `process_request` runs beside its serve loop (it used to run both at once).
+#[test]
+fn process_request_beside_a_sequential_serve_loop_waits_its_turn() {
+    bounded(LIMIT, || {
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let gate = Gate::new();
+        let (r, m, g) = (running.clone(), most.clone(), gate.clone());
+        let server = Arc::new(
+            TcpServer::builder("127.0.0.1:0")
+                .dispatch(Sequential)
+                .bind(move |req: &mut StreamRequest| -> HandlerResult {
+                    let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                    m.fetch_max(now, Ordering::SeqCst);
+                    let mut line = String::new();
+                    req.reader().read_line(&mut line)?;
+                    if line.trim() == "slow" {
+                        g.pass("slow")?;
+                    }
+                    r.fetch_sub(1, Ordering::SeqCst);
+                    write!(req.writer(), "done {line}")?;
+                    Ok(())
+                })
+                .unwrap(),
+        );
+        let control = gate.control();
+        let serve = serve_started(&server, "stall-procreq");
+        let mut served = BufReader::new(connect(server.local_addr()));
+        served.get_mut().write_all(b"slow\n").unwrap();
+        control.expect_arrival("the serve loop's exchange");
+
+        // A connection of our own, run through process_request on another thread.
+        let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let outward = TcpStream::connect(peer.local_addr().unwrap()).unwrap();
+        let client_addr = outward.peer_addr().unwrap().into();
+        let (mut theirs, _) = peer.accept().unwrap();
+        theirs.write_all(b"outside\n").unwrap();
+        let outside = {
+            let server = server.clone();
+            thread::spawn(move || server.process_request(Connection::Tcp(outward), client_addr))
+        };
+        thread::sleep(NEGATIVE_WAIT);
+        assert_eq!(most.load(Ordering::SeqCst), 1, "process_request ran beside the serve loop's exchange");
+        control.release(1);
+        assert_eq!(read_reply(&mut served), "done slow\n");
+        outside.join().unwrap().unwrap();
+        let mut reply = String::new();
+        theirs.set_read_timeout(Some(TIMEOUT)).unwrap();
+        BufReader::new(theirs).read_line(&mut reply).unwrap();
+        assert_eq!(reply, "done outside\n");
+        assert_eq!(most.load(Ordering::SeqCst), 1, "two exchanges at once in a sequential server");
+        stop(&server, serve);
+    });
+}
