@@ -608,6 +608,22 @@ impl<T: Transport<Request = StreamRequest>> Builder<T> {
         self.config.client_speaks_first = yes;
         self
     }
+
+    /// Declares how the protocol's messages are delimited, so that the server reads a
+    /// whole message, without blocking and holding no thread, before it runs `handle`:
+    /// a client that sends half a message, or trickles it, holds no worker from the
+    /// others, and a message longer than the frame's maximum closes its connection with
+    /// [`Error::Message`](crate::Error::Message). See [`Frame`](crate::Frame). Default:
+    /// none (`handle` runs once the first bytes are in, and reads the rest itself).
+    ///
+    /// Implies [`client_speaks_first`](Builder::client_speaks_first). Outside the serve
+    /// loop ([`Server::process_request`](crate::Server::process_request)) a connection
+    /// is not framed: it starts at once and its handler reads as without a frame.
+    #[doc(alias = "decoder")]
+    pub fn frame(mut self, frame: crate::frame::Frame) -> Self {
+        self.config.frame = Some(frame);
+        self
+    }
 }
 
 impl<T: Transport<Request = DatagramRequest>> Builder<T> {

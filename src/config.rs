@@ -6,6 +6,7 @@ use std::net::Shutdown;
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::frame::Frame;
 use crate::net::{Address, Connection};
 
 /// The default listen backlog. Python's `request_queue_size` is 5, which drops
@@ -68,6 +69,8 @@ pub(crate) struct Config {
     pub(crate) idle_timeout: Option<Duration>,
     /// A new connection waits parked for its first bytes before `setup`.
     pub(crate) client_speaks_first: bool,
+    /// How messages are delimited: the engine reads a whole one before `handle`.
+    pub(crate) frame: Option<Frame>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) shutdown_deadline: Option<Duration>,
     pub(crate) max_connections: Option<usize>,
@@ -108,6 +111,7 @@ impl Default for Config {
             write_timeout: None,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             client_speaks_first: false,
+            frame: None,
             timeout: None,
             shutdown_deadline: None,
             max_connections: None,

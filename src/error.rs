@@ -102,6 +102,11 @@ pub enum Error {
     /// Accepting a connection or receiving a datagram failed. The serve loop goes on
     /// unless the listening socket itself is broken.
     Accept(io::Error),
+    /// A client's message broke the server's declared [`Frame`](crate::Frame): longer
+    /// than its maximum, or malformed (an [`InvalidData`](io::ErrorKind::InvalidData)
+    /// error that says which). The connection was closed after `finish`; `handle` never
+    /// saw the message.
+    Message(io::Error),
     /// `serve_forever` or `handle_request` was called while another call on the same
     /// server was still running.
     AlreadyServing,
@@ -125,6 +130,7 @@ impl Error {
             | Error::Bind { source, .. }
             | Error::Dispatch(source)
             | Error::Accept(source)
+            | Error::Message(source)
             | Error::Io(source) => source,
             other => io::Error::other(other),
         }
@@ -138,9 +144,11 @@ impl Error {
             Error::Handler { source, .. } => {
                 source.downcast_ref::<io::Error>().map_or(io::ErrorKind::Other, io::Error::kind)
             }
-            Error::Bind { source, .. } | Error::Dispatch(source) | Error::Accept(source) | Error::Io(source) => {
-                source.kind()
-            }
+            Error::Bind { source, .. }
+            | Error::Dispatch(source)
+            | Error::Accept(source)
+            | Error::Message(source)
+            | Error::Io(source) => source.kind(),
             _ => io::ErrorKind::Other,
         }
     }
@@ -157,6 +165,7 @@ impl fmt::Display for Error {
             Error::Panic { phase, message } => write!(f, "handler panicked in {phase}: {message}"),
             Error::Dispatch(e) => write!(f, "cannot dispatch request: {e}"),
             Error::Accept(e) => write!(f, "accept failed: {e}"),
+            Error::Message(e) => write!(f, "bad message, connection closed: {e}"),
             Error::AlreadyServing => f.write_str(
                 "the server is already serving (serve_forever or handle_request is running on another thread)",
             ),
@@ -199,6 +208,7 @@ impl std::error::Error for Error {
             | Error::Bind { source, .. }
             | Error::Dispatch(source)
             | Error::Accept(source)
+            | Error::Message(source)
             | Error::Io(source) => Some(source),
             _ => None,
         }

@@ -176,6 +176,7 @@
 // Errors and reports, used everywhere.
 mod error;
 mod report;
+mod frame;
 // The platform seam, then sockets: addresses, connections, binding.
 mod sys;
 mod net;
@@ -205,6 +206,7 @@ pub mod migration;
 pub use builder::Builder;
 pub use config::{DEFAULT_BACKLOG, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_PACKET_SIZE, DEFAULT_RBUFSIZE};
 pub use error::{Error, Phase, Result};
+pub use frame::{ByteOrder, Frame};
 pub use handle::{ServerHandle, Stats};
 pub use handler::{HandlerError, HandlerResult, RequestHandler};
 pub use net::{Address, Connection, DatagramSocket};

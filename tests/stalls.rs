@@ -12,7 +12,7 @@ use std::thread;
 use std::time::Duration;
 
 use socketserver::dispatch::{Dispatch, Pool, Sequential, Threading};
-use socketserver::{Connection, HandlerResult, StreamRequest, TcpServer};
+use socketserver::{ByteOrder, Connection, Frame, HandlerResult, StreamRequest, TcpServer};
 use support::serve::{serve_started, stop};
 use support::{bounded, connect, wait_until, Gate, LIMIT, NEGATIVE_WAIT, TIMEOUT};
 
@@ -231,6 +231,166 @@ fn process_request_beside_a_sequential_serve_loop_waits_its_turn() {
         BufReader::new(theirs).read_line(&mut reply).unwrap();
         assert_eq!(reply, "done outside\n");
         assert_eq!(most.load(Ordering::SeqCst), 1, "two exchanges at once in a sequential server");
+        stop(&server, serve);
+    });
+}
+
+/// An upper-casing line server with a declared frame, parking between lines.
+fn framed_lines(
+    mode: Box<dyn Dispatch>,
+    max: usize,
+    idle: Option<Duration>,
+) -> Arc<socketserver::Server<socketserver::transport::Tcp>> {
+    Arc::new(
+        TcpServer::builder("127.0.0.1:0")
+            .dispatch(mode)
+            .frame(Frame::lines(max))
+            .idle_timeout(idle)
+            .handle_error(|_, _| {})
+            .bind(|req: &mut StreamRequest| -> HandlerResult {
+                let mut line = String::new();
+                req.reader().read_line(&mut line)?;
+                write!(req.writer(), "{}", line.to_uppercase())?;
+                req.park();
+                Ok(())
+            })
+            .unwrap(),
+    )
+}
+
+/// With a frame declared, a client whose every send completes one message and starts
+/// the next holds no worker while its next message is incomplete: a pool of two with
+/// two such clients, and a sequential server with one, answer a new client at once
+/// (they used to answer nobody until the slow clients' lines were complete).
+#[test]
+fn a_half_sent_message_holds_no_worker_with_a_frame() {
+    bounded(LIMIT, || {
+        let modes: [(&str, Box<dyn Dispatch>, usize); 2] =
+            [("sequential", Box::new(Sequential), 1), ("pool of 2", Box::new(Pool::new(2)), 2)];
+        for (mode, dispatch, loops) in modes {
+            let server = framed_lines(dispatch, 64, None);
+            let serve = serve_started(&server, "stall-frame");
+            let addr = server.local_addr();
+            // As many slow clients as loops: each sends a whole line and the start of
+            // the next, and stops there.
+            let mut slow: Vec<_> = (0..loops).map(|_| BufReader::new(connect(addr))).collect();
+            for (n, client) in slow.iter_mut().enumerate() {
+                assert_eq!(ask(client, &format!("first {n}\nsecond ha")), format!("FIRST {n}\n"), "{mode}");
+            }
+            let mut fresh = BufReader::new(connect(addr));
+            assert_eq!(ask(&mut fresh, "fresh\n"), "FRESH\n", "{mode}: a new client behind half-sent messages");
+            for (n, client) in slow.iter_mut().enumerate() {
+                assert_eq!(ask(client, &format!("lf {n}\n")), format!("SECOND HALF {n}\n"), "{mode}");
+            }
+            stop(&server, serve);
+        }
+    });
+}
+
+/// A message longer than the frame's maximum is reported as `Error::Message` and its
+/// connection closed, unread beyond the maximum; the server goes on serving others.
+#[test]
+fn a_message_longer_than_the_frame_closes_its_connection() {
+    bounded(LIMIT, || {
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = errors.clone();
+        let server = Arc::new(
+            TcpServer::builder("127.0.0.1:0")
+                .dispatch(Pool::new(2))
+                .frame(Frame::lines(64))
+                .handle_error(move |e, _| seen.lock().unwrap().push(e.to_string()))
+                .bind(|req: &mut StreamRequest| -> HandlerResult {
+                    let mut line = String::new();
+                    req.reader().read_line(&mut line)?;
+                    write!(req.writer(), "{}", line.to_uppercase())?;
+                    req.park();
+                    Ok(())
+                })
+                .unwrap(),
+        );
+        let serve = serve_started(&server, "stall-long");
+        let addr = server.local_addr();
+        let mut liar = BufReader::new(connect(addr));
+        assert_eq!(ask(&mut liar, "short\n"), "SHORT\n");
+        // Longer than 64 bytes with no newline: the server must not wait for one.
+        liar.get_mut().write_all(&[b'x'; 100]).unwrap();
+        liar.get_ref().set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut liar, &mut rest); // the end, or a reset
+        assert!(rest.is_empty(), "no reply to an oversized message: {rest:?}");
+        wait_until(TIMEOUT, "the error to be reported", || !errors.lock().unwrap().is_empty());
+        let reported = errors.lock().unwrap().join("; ");
+        assert!(reported.contains("line longer than 64 bytes"), "{reported}");
+        let mut other = BufReader::new(connect(addr));
+        assert_eq!(ask(&mut other, "next\n"), "NEXT\n");
+        stop(&server, serve);
+    });
+}
+
+/// A length-prefixed frame: messages split at any byte, or two in one segment, each
+/// reach `handle` whole.
+#[test]
+fn a_length_prefix_frame_gathers_split_and_joined_messages() {
+    bounded(LIMIT, || {
+        let server = Arc::new(
+            TcpServer::builder("127.0.0.1:0")
+                .frame(Frame::length_prefix(2, ByteOrder::BigEndian, 1000))
+                .bind(|req: &mut StreamRequest| -> HandlerResult {
+                    let message = req.reader().fill_buf()?.to_vec();
+                    let len = usize::from(u16::from_be_bytes([message[0], message[1]]));
+                    let body = message[2..2 + len].to_vec();
+                    req.reader().consume(2 + len);
+                    req.writer().write_all(&body.to_ascii_uppercase())?;
+                    req.writer().write_all(b"\n")?;
+                    req.park();
+                    Ok(())
+                })
+                .unwrap(),
+        );
+        let serve = serve_started(&server, "stall-lenpfx");
+        let mut client = BufReader::new(connect(server.local_addr()));
+        let framed = |body: &[u8]| [&(body.len() as u16).to_be_bytes()[..], body].concat();
+        let one = framed(b"split anywhere");
+        for piece in one.chunks(3) {
+            client.get_mut().write_all(piece).unwrap();
+            client.get_mut().flush().unwrap();
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(read_reply(&mut client), "SPLIT ANYWHERE\n");
+        client.get_mut().write_all(&[framed(b"two"), framed(b"in one")].concat()).unwrap();
+        assert_eq!(read_reply(&mut client), "TWO\n");
+        assert_eq!(read_reply(&mut client), "IN ONE\n");
+        stop(&server, serve);
+    });
+}
+
+/// A client that drips a byte now and then never completes its message: with a frame,
+/// the idle timeout counts from the message's first byte, so it is closed, holding no
+/// thread meanwhile (each byte would otherwise start its idle time again).
+#[test]
+fn a_slow_drip_is_closed_after_the_idle_timeout_from_its_first_byte() {
+    bounded(LIMIT, || {
+        // A maximum the drip never reaches before the test's own limit.
+        let server = framed_lines(Box::new(Pool::new(1)), 1 << 20, Some(IDLE));
+        let serve = serve_started(&server, "stall-drip");
+        let addr = server.local_addr();
+        let mut drip = connect(addr);
+        drip.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        let start = std::time::Instant::now();
+        let closed = loop {
+            // The server's end shows as end-of-file, or as a failed write once it reset.
+            let mut byte = [0u8; 1];
+            if drip.write_all(b"z").is_err() || matches!(std::io::Read::read(&mut drip, &mut byte), Ok(0)) {
+                break true;
+            }
+            if start.elapsed() > TIMEOUT {
+                break false;
+            }
+            // Meanwhile the only worker serves others.
+            let mut other = BufReader::new(connect(addr));
+            assert_eq!(ask(&mut other, "hi\n"), "HI\n");
+        };
+        assert!(closed, "a dripping client was kept {:?}", start.elapsed());
         stop(&server, serve);
     });
 }

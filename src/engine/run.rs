@@ -77,8 +77,10 @@ impl Engine {
                     (config.read_timeout, config.write_timeout),
                 ));
                 let (mut request, mut ticket) = (request, ticket);
-                if let (true, Some(home)) = (config.client_speaks_first, &home) {
-                    // Nothing to do before the client's first bytes: wait for them parked.
+                let waits = config.client_speaks_first || config.frame.is_some();
+                if let (true, Some(home)) = (waits, &home) {
+                    // Nothing to do before the client's first bytes (or, with a frame, its
+                    // first whole message): wait for them parked.
                     // Its first exchange, when it comes, reads under the fallback
                     // timeout too: a client that sends one byte holds no thread for ever.
                     if let Err(e) = request.prepare_to_park(config.idle_timeout) {
@@ -140,26 +142,53 @@ impl Engine {
         let mut turn = 0;
         loop {
             if let Start::Resume = start {
-                // A connection parked before its first exchange (`client_speaks_first`)
-                // has not been set up: it starts now, or, gone, ends with no `finish`.
-                let first = request.resumed();
                 // The poller reported the socket: bytes, the end of the stream, or an
-                // error. Only bytes make an exchange; a client that left while parked
-                // gets its `finish`, and its reset is no error of the server's.
-                start = match request.reader_mut().fill_buf() {
-                    Ok(bytes) if !bytes.is_empty() => Start::Handle,
-                    Ok(_) => Start::Finish,
-                    Err(e) => {
-                        log::debug!(target: crate::report::LOG_TARGET, "parked connection from {}: {e}", request.client_addr());
+                // error. Only a message makes an exchange; a client that left while
+                // parked gets its `finish`, and its reset is no error of the server's.
+                // A connection parked before its first exchange (`client_speaks_first`,
+                // a frame) has not been set up: it starts now, or, gone, ends with no
+                // `finish`.
+                let unstarted = request.exchanges() == 0;
+                if unstarted && !request.opened {
+                    match self.first_bytes(&mut request) {
+                        Gathered::Message => {}
+                        Gathered::Partial => {
+                            // Woken with nothing after all: wait again.
+                            match self.park_again(request, ticket, &home) {
+                                Ok(()) => return,
+                                Err(parked) => (request, ticket) = (parked.request, parked.ticket),
+                            }
+                            break;
+                        }
+                        Gathered::End | Gathered::Bad(_) => break,
+                    }
+                    if !self.open(&mut request) {
+                        break;
+                    }
+                    request.opened = true;
+                }
+                start = match self.gather(&mut request) {
+                    Gathered::Message => {
+                        request.partial_since = None;
+                        if request.resumed() {
+                            Start::Setup
+                        } else {
+                            Start::Handle
+                        }
+                    }
+                    Gathered::Partial => match self.park_again(request, ticket, &home) {
+                        Ok(()) => return,
+                        Err(parked) => {
+                            (request, ticket) = (parked.request, parked.ticket);
+                            Start::Finish
+                        }
+                    },
+                    Gathered::End => Start::Finish,
+                    Gathered::Bad(e) => {
+                        report(Error::Message(e), request.client_addr());
                         Start::Finish
                     }
                 };
-                if first {
-                    if matches!(start, Start::Finish) || !self.open(&mut request) {
-                        break;
-                    }
-                    start = Start::Setup;
-                }
             }
             if let (Start::Finish, true) = (start, request.exchanges() == 0) {
                 break; // closed before it started: nothing to finish
@@ -177,27 +206,42 @@ impl Engine {
                 start = Start::Finish;
                 continue;
             };
-            if !request.reader_mut().buffer().is_empty() {
+            let buffered = request.reader_mut().buffer();
+            let whole = match &self.config.frame {
+                _ if buffered.is_empty() => Ok(false),
+                None => Ok(true),
+                Some(frame) => frame.complete(buffered).map(|whole| whole.is_some()),
+            };
+            match whole {
+                Err(e) => {
+                    report(Error::Message(e), request.client_addr());
+                    start = Start::Finish;
+                    continue;
+                }
                 // The next message is here already (pipelined): no need to wait for it,
                 // but after a few in a row the connection yields its turn to the others
                 // that are ready, and comes back after them.
-                turn += 1;
-                if turn < EXCHANGES_PER_TURN {
-                    let _ = request.resumed();
-                    start = Start::Handle;
-                    continue;
-                }
-                self.control.parked();
-                match home.state().requeue(Ready::Exchange(Parked::new(request, ticket, None))) {
-                    Ok(()) => return,
-                    Err(ready) => {
-                        self.control.unparked();
-                        let parked = ready.into_parked();
-                        (request, ticket) = (parked.request, parked.ticket);
-                        start = Start::Finish;
+                Ok(true) => {
+                    turn += 1;
+                    if turn < EXCHANGES_PER_TURN {
+                        let _ = request.resumed();
+                        start = Start::Handle;
                         continue;
                     }
+                    self.control.parked();
+                    match home.state().requeue(Ready::Exchange(Parked::new(request, ticket, None))) {
+                        Ok(()) => return,
+                        Err(ready) => {
+                            self.control.unparked();
+                            let parked = ready.into_parked();
+                            (request, ticket) = (parked.request, parked.ticket);
+                            start = Start::Finish;
+                            continue;
+                        }
+                    }
                 }
+                // Nothing, or the start of the next message: wait for it in the poller.
+                Ok(false) => {}
             }
             match self.park(request, ticket, home) {
                 Ok(()) => return,
@@ -215,6 +259,68 @@ impl Engine {
         }
         drop(request);
         drop(ticket);
+    }
+
+    /// Reads a parked connection's first bytes, before its PROXY header is read and
+    /// `verify_request` runs: whether the client sent something or left. (With a
+    /// frame, without waiting; without, as the handler would.)
+    fn first_bytes(&self, request: &mut StreamRequest) -> Gathered {
+        let reader = request.reader_mut();
+        let read = match &self.config.frame {
+            Some(frame) => reader.read_available(frame.max_len().saturating_add(1)),
+            None => reader.fill_buf().map(<[u8]>::len),
+        };
+        match read {
+            Ok(0) => Gathered::End,
+            Ok(_) => Gathered::Message,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Gathered::Partial,
+            Err(e) => {
+                log::debug!(target: crate::report::LOG_TARGET, "parked connection from {}: {e}", request.client_addr());
+                Gathered::End
+            }
+        }
+    }
+
+    /// Whether a parked connection the poller reported has a message for `handle`:
+    /// without a frame, any bytes (the handler reads the rest itself); with one, a whole
+    /// message, read without waiting.
+    fn gather(&self, request: &mut StreamRequest) -> Gathered {
+        let client = request.client_addr().clone();
+        let gone = |e: io::Error| {
+            log::debug!(target: crate::report::LOG_TARGET, "parked connection from {client}: {e}");
+            Gathered::End
+        };
+        let reader = request.reader_mut();
+        let Some(frame) = &self.config.frame else {
+            return match reader.fill_buf() {
+                Ok(bytes) if !bytes.is_empty() => Gathered::Message,
+                Ok(_) => Gathered::End,
+                Err(e) => gone(e),
+            };
+        };
+        // One byte past the maximum: a message that long has shown it is too long.
+        let limit = frame.max_len().saturating_add(1);
+        loop {
+            match frame.complete(reader.buffer()) {
+                Ok(Some(_)) => return Gathered::Message,
+                Ok(None) => {}
+                Err(e) => return Gathered::Bad(e),
+            }
+            match reader.read_available(limit) {
+                Ok(0) => return Gathered::End,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Gathered::Partial,
+                Err(e) => return gone(e),
+            }
+        }
+    }
+
+    /// Parks a request whose message is not whole yet, or whose wake had nothing.
+    fn park_again(&self, request: Box<StreamRequest>, ticket: Ticket, home: &Option<Arc<Home>>) -> Result<(), Parked> {
+        match home {
+            Some(home) => self.park(request, ticket, home),
+            None => Err(Parked::new(request, ticket, None)),
+        }
     }
 
     /// Parks a request in the server's poller. Gives it back when it cannot park: the
@@ -240,7 +346,16 @@ impl Engine {
                 key
             }
         };
-        let deadline = self.config.idle_timeout.map(|timeout| std::time::Instant::now() + timeout);
+        // A message begun and not whole: its idle time counts from its first byte, so
+        // that a client that drips a byte now and then is not waited for for ever.
+        let now = std::time::Instant::now();
+        let since = if request.reader_mut().buffer().is_empty() {
+            request.partial_since = None;
+            now
+        } else {
+            *request.partial_since.get_or_insert(now)
+        };
+        let deadline = self.config.idle_timeout.map(|timeout| since + timeout);
         // Counted before it is armed: once armed, a loop may take it out at once.
         self.control.parked();
         let arm = |parked: &Parked| parked.request.registration.as_ref().expect("registered above").arm();
@@ -311,6 +426,18 @@ impl Phases for DatagramRequest {
     fn respond(&mut self, _: &Hooks) -> io::Result<()> {
         DatagramRequest::respond(self)
     }
+}
+
+/// What a parked connection that the poller reported has for its next exchange.
+enum Gathered {
+    /// A message (with a frame, whole).
+    Message,
+    /// The start of a message, or nothing after all: park again.
+    Partial,
+    /// The end of the stream, or an error.
+    End,
+    /// A message that breaks the frame.
+    Bad(io::Error),
 }
 
 /// Where [`run_phases`] begins.

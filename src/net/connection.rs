@@ -146,6 +146,15 @@ impl Connection {
         }
     }
 
+    /// Reads what has arrived without waiting for more: `WouldBlock` when nothing has.
+    /// The connection stays blocking for the handler. (In memory, a plain read.)
+    pub(crate) fn read_available(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.sock() {
+            Some(socket) => crate::sys::recv_nonblocking(&socket, buf),
+            None => (&*self).read(buf),
+        }
+    }
+
     /// Whether bytes, the end of the stream or an error wait to be read, looked at
     /// without blocking and without reading them (a peek). For the rare look at a
     /// parked connection whose idle time ran out: it costs three system calls.

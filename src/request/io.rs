@@ -132,6 +132,29 @@ impl Reader {
         Ok(())
     }
 
+    /// Reads what the connection has, without waiting, after the bytes buffered (moved
+    /// to the front first), growing the buffer as needed up to `limit` bytes in all:
+    /// how the engine gathers a whole message in the poller. Returns the bytes read, 0
+    /// at the end of the stream or when the buffer holds `limit` bytes already;
+    /// `WouldBlock` when nothing has arrived.
+    pub(crate) fn read_available(&mut self, limit: usize) -> io::Result<usize> {
+        if self.pos > 0 {
+            self.buf.copy_within(self.pos..self.filled, 0);
+            self.filled -= self.pos;
+            self.pos = 0;
+        }
+        if self.filled >= limit {
+            return Ok(0);
+        }
+        if self.filled == self.buf.len() {
+            let grown = (self.buf.len() * 2).max(FIRST_READ_WINDOW).min(limit);
+            self.buf.resize(grown, 0);
+        }
+        let n = self.source.connection.read_available(&mut self.buf[self.filled..])?;
+        self.filled += n;
+        Ok(n)
+    }
+
     /// The read timeout in force without a deadline.
     pub(super) fn timeout(&self) -> Option<Duration> {
         self.source.timeout

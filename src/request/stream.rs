@@ -22,6 +22,12 @@ pub struct StreamRequest {
     pub(crate) registration: Option<Registration>,
     /// `park` was called during this exchange.
     park: bool,
+    /// The PROXY header was read and `verify_request` passed (or neither applies): set
+    /// by the engine before a parked connection's first exchange.
+    pub(crate) opened: bool,
+    /// When the first bytes of a message still incomplete arrived: the engine gathers
+    /// a framed message in the poller, and its idle time counts from here.
+    pub(crate) partial_since: Option<Instant>,
     /// Exchanges run so far, this one included.
     exchanges: u64,
     /// What the handler keeps for this connection across exchanges, one value per type.
@@ -57,6 +63,8 @@ impl StreamRequest {
         StreamRequest {
             registration: None,
             park: false,
+            opened: false,
+            partial_since: None,
             exchanges: 1,
             state: Vec::new(),
             reader: RefCell::new(reader),

@@ -13,6 +13,7 @@
 //! | `set_reuse_port(socket)` | `SO_REUSEPORT` on Unix; on Windows, which has no such option, an `Unsupported` error |
 //! | `is_shut_down_for_reading(socket)` | whether a socket the poller calls readable, and that has nothing to receive, was shut down for reading by someone else (Linux can tell, through `POLLRDHUP`; elsewhere `false`, and the serve loop backs off instead of spinning) |
 //! | `recv_from_udp(socket, buf)` | receives one UDP datagram and its sender |
+//! | `recv_nonblocking(socket, buf)` | reads what a blocking stream socket has, without waiting (`WouldBlock` when nothing): one `recv(MSG_DONTWAIT)` on Unix; on Windows, which has no such flag, the socket is made non-blocking for the read |
 //! | `refuse_new_connections(socket)` | at a shutdown, makes a socket the server bound refuse new connections at once, before the serve loops let go of it: Linux does (`shutdown(SHUT_RD)` on a listener resets new connections); elsewhere nothing, and the socket refuses when it closes, once the loops return |
 //! | `is_wrong_socket_type(e)` | (Unix) a connect failed because the socket at a path is of the other type (`EPROTOTYPE`) |
 //! | `MAX_UNIX_PATH` | (Unix) the longest socket path, in bytes, without the terminating NUL: 107 on Linux, 103 on macOS and the BSDs |
@@ -26,8 +27,8 @@ mod imp;
 compile_error!("socketserver supports Unix (Linux, macOS, the BSDs) and Windows");
 
 pub(crate) use imp::{
-    accepted, as_raw_socket, classify_accept_error, is_shut_down_for_reading, recv_from_udp, refuse_new_connections,
-    set_reuse_address, set_reuse_port, BorrowedSocket, RawSocket,
+    accepted, as_raw_socket, classify_accept_error, is_shut_down_for_reading, recv_from_udp, recv_nonblocking,
+    refuse_new_connections, set_reuse_address, set_reuse_port, BorrowedSocket, RawSocket,
 };
 #[cfg(unix)]
 pub(crate) use imp::{is_wrong_socket_type, MAX_UNIX_PATH};

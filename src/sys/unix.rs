@@ -51,6 +51,18 @@ pub(crate) fn is_shut_down_for_reading(_: &SockRef<'_>) -> bool {
     false
 }
 
+/// Reads without waiting, leaving the socket blocking: `recv(2)` with `MSG_DONTWAIT`.
+pub(crate) fn recv_nonblocking(socket: &SockRef<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    use rustix::net::{recv, RecvFlags};
+    loop {
+        match recv(&**socket, &mut *buf, RecvFlags::DONTWAIT) {
+            Ok((read, _)) => return Ok(read),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// `SO_REUSEADDR`: a restarted server binds while old connections sit in `TIME_WAIT`.
 pub(crate) fn set_reuse_address(socket: &socket2::Socket, on: bool) -> io::Result<()> {
     socket.set_reuse_address(on)

@@ -67,6 +67,15 @@ pub(crate) fn recv_from_udp(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(u
     }
 }
 
+/// Windows has no `MSG_DONTWAIT`: the socket is non-blocking for the one read.
+pub(crate) fn recv_nonblocking(socket: &SockRef<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    use std::io::Read;
+    socket.set_nonblocking(true)?;
+    let read = (&**socket).read(buf);
+    socket.set_nonblocking(false)?;
+    read
+}
+
 pub(crate) fn classify_accept_error(e: &io::Error) -> AcceptError {
     if let Some(class) = classify_kind(e) {
         return class;
