@@ -22,14 +22,17 @@ use socketserver::transport::Transport;
 #[cfg(unix)]
 use socketserver::UnixStreamServer;
 use socketserver::{
-    Builder, DatagramRequest, Reader, RequestHandler, Server, StreamRequest, TcpServer, UdpServer, Writer,
+    Builder, DatagramRequest, Frame, Reader, RequestHandler, Server, StreamRequest, TcpServer, UdpServer, Writer,
+    DEFAULT_RBUFSIZE,
 };
 
 const GRACE: Duration = Duration::from_secs(2);
 const USAGE: &str =
-    "usage: echo [--proto tcp|udp|unix] [--mode sequential|threading|pool] [--workers N] [--no-park] [--addr ADDR]
+    "usage: echo [--proto tcp|udp|unix] [--mode sequential|threading|pool] [--workers N] [--park|--no-park] [--addr ADDR]
   defaults: --proto tcp --mode threading --addr 127.0.0.1:9999 (unix: --addr PATH is required)
-  streams park between messages (a thread per active exchange, not per client) unless --no-park";
+  --park: streams wait in the poller between reads, holding no thread (a thread per active
+          exchange, not per client); the default in sequential and pool modes
+  --no-park: a thread per client from connect to close; the default in threading mode";
 
 /// Where to listen, checked against the protocol.
 enum Listen {
@@ -125,7 +128,8 @@ fn echo_stream(request: &mut StreamRequest) -> io::Result<()> {
 
 /// Echoes what has arrived, then parks the connection until more does:
 /// a few threads serve every client, however many keep their connection open, and none
-/// waits in the backlog for a worker.
+/// waits in the backlog for a worker. The server's frame ([`Frame::bytes`]) runs it only
+/// once bytes have arrived, read without waiting, so its read never blocks.
 fn echo_parking(request: &mut StreamRequest) -> io::Result<()> {
     if request.exchanges() == 1 {
         let _ = request.connection().set_nodelay(true);
@@ -154,6 +158,14 @@ fn echo_datagram(request: &mut DatagramRequest) -> io::Result<()> {
     let (packet, reply) = request.packet_and_reply();
     reply.extend_from_slice(packet);
     Ok(())
+}
+
+/// The builder with the frame, if any.
+fn framed<T: Transport<Request = StreamRequest>>(builder: Builder<T>, frame: &Option<Frame>) -> Builder<T> {
+    match frame {
+        Some(frame) => builder.frame(frame.clone()),
+        None => builder,
+    }
 }
 
 /// Binds, prints the address, serves until a signal, and closes.
@@ -197,18 +209,18 @@ fn main() -> ExitCode {
     let park = args.park.unwrap_or(!matches!(args.mode, Mode::Threading));
     let stream_handler: fn(&mut StreamRequest) -> io::Result<()> = if park { echo_parking } else { echo_stream };
     let mode = dispatch(&args);
+    // An echo has no messages: whatever has arrived is one (`Frame::bytes`). Declared,
+    // the server reads it without waiting, in the poller, and a client that connects and
+    // says nothing holds no worker.
+    let frame = park.then(|| Frame::bytes(DEFAULT_RBUFSIZE));
     let result = match args.listen {
-        // A parking echo waits for each client's first bytes parked too: a client that
-        // connects and says nothing holds no worker.
         Listen::Tcp(addr) => {
-            run(TcpServer::builder(addr).dispatch(mode).client_speaks_first(park), stream_handler, |a| {
-                format!("tcp://{a}")
-            })
+            run(framed(TcpServer::builder(addr).dispatch(mode), &frame), stream_handler, |a| format!("tcp://{a}"))
         }
         Listen::Udp(addr) => run(UdpServer::builder(addr).dispatch(mode), echo_datagram, |a| format!("udp://{a}")),
         #[cfg(unix)]
         Listen::Unix(path) => {
-            let builder = UnixStreamServer::builder(path).dispatch(mode).client_speaks_first(park);
+            let builder = framed(UnixStreamServer::builder(path).dispatch(mode), &frame);
             run(builder, stream_handler, |p| format!("unix://{}", p.display()))
         }
         #[cfg(not(unix))]

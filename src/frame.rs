@@ -73,6 +73,7 @@ type Measure = Arc<dyn Fn(&[u8]) -> io::Result<Option<usize>> + Send + Sync>;
 
 #[derive(Clone)]
 enum Kind {
+    Bytes,
     Lines,
     Length { width: usize, order: ByteOrder },
     With(Measure),
@@ -90,6 +91,7 @@ pub enum ByteOrder {
 impl fmt::Debug for Frame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
+            Kind::Bytes => write!(f, "Frame::bytes({})", self.max),
             Kind::Lines => write!(f, "Frame::lines({})", self.max),
             Kind::Length { width, order } => write!(f, "Frame::length_prefix({width}, {order:?}, {})", self.max),
             Kind::With(_) => write!(f, "Frame::with({}, ..)", self.max),
@@ -98,6 +100,17 @@ impl fmt::Debug for Frame {
 }
 
 impl Frame {
+    /// No messages: whatever has arrived (at most `max` bytes) is handed to `handle`,
+    /// for byte streams such as an echo or a relay, whose handler takes what is there.
+    /// The reads happen without waiting, so `handle` runs only with bytes to take.
+    ///
+    /// # Panics
+    /// Panics if `max` is zero.
+    pub fn bytes(max: usize) -> Frame {
+        assert!(max > 0, "a message holds at least one byte");
+        Frame { kind: Kind::Bytes, max }
+    }
+
     /// Lines ending in `\n` (so `\r\n` too), each at most `max` bytes, the newline
     /// included.
     ///
@@ -175,6 +188,7 @@ impl Frame {
     pub fn complete(&self, bytes: &[u8]) -> io::Result<Option<usize>> {
         let too_long = || io::Error::new(io::ErrorKind::InvalidData, format!("message longer than {} bytes", self.max));
         match &self.kind {
+            Kind::Bytes => Ok((!bytes.is_empty()).then_some(bytes.len().min(self.max))),
             Kind::Lines => {
                 let window = &bytes[..bytes.len().min(self.max)];
                 match window.iter().position(|&b| b == b'\n') {
@@ -214,6 +228,14 @@ impl Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_are_whatever_arrived_up_to_the_maximum() {
+        let frame = Frame::bytes(4);
+        assert_eq!(frame.complete(b"").unwrap(), None);
+        assert_eq!(frame.complete(b"ab").unwrap(), Some(2));
+        assert_eq!(frame.complete(b"abcdef").unwrap(), Some(4));
+    }
 
     #[test]
     fn lines_end_at_the_first_newline_and_no_later_than_the_maximum() {

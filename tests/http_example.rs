@@ -199,3 +199,22 @@ fn one_worker_serves_many_kept_alive_connections() {
         }
     });
 }
+
+/// Issue 19: request heads are framed, so a client that sends half a head (or trickles
+/// one) holds no worker: a pool of one answers a fresh client meanwhile, and the slow
+/// request once its head is whole.
+#[test]
+fn a_half_sent_request_head_holds_no_worker() {
+    bounded(LIMIT, || {
+        let (_dir, root) = root_and_outside();
+        let (_http, addr) = start(&root, &["--mode", "pool", "--workers", "1", "--timeout", "30"]);
+        let mut slow = Client::new(addr);
+        slow.stream.get_mut().write_all(b"GET /race/passwd HTTP/1.1\r\nHo").unwrap();
+        let mut fresh = Client::new(addr);
+        for piece in ["s", "t: x", "\r", "\n"] {
+            assert_eq!(fresh.get("/race/passwd"), (200, INSIDE.to_string()), "a fresh client beside a half head");
+            slow.stream.get_mut().write_all(piece.as_bytes()).unwrap();
+        }
+        assert_eq!(slow.send("\r\n"), (200, INSIDE.to_string()));
+    });
+}

@@ -183,3 +183,27 @@ fn one_worker_serves_many_open_connections() {
         assert_eq!([client.line(), client.line(), client.line()], ["+PONG\r\n", ":1\r\n", ":2\r\n"]);
     });
 }
+
+/// Issue 19: a bulk string trickled a byte at a time held its worker for as long as it
+/// took (90 s at a byte every 10 s). Commands are framed now: the server gathers a
+/// command in the poller, so a pool of one worker answers a fresh client at once while
+/// a command is half sent, and the half-sent command is answered once whole.
+#[test]
+fn a_half_sent_command_holds_no_worker() {
+    let _ = example_binary("kv");
+    bounded(LIMIT, || {
+        let (_kv, addr) = start_with(&["--mode", "pool", "--workers", "1"]);
+        let mut slow = Client::new(addr);
+        let whole = command(&[b"SET", b"trickled", b"0123456789"]);
+        let (first, rest) = whole.split_at(whole.len() - 6);
+        slow.0.get_mut().write_all(first).unwrap();
+        let mut fresh = Client::new(addr);
+        assert_eq!(fresh.ask(&[b"PING"]), "+PONG\r\n", "a fresh client behind a half-sent command");
+        for byte in rest {
+            slow.0.get_mut().write_all(&[*byte]).unwrap();
+            assert_eq!(fresh.ask(&[b"PING"]), "+PONG\r\n", "while the command trickles in");
+        }
+        assert_eq!(slow.line(), "+OK\r\n");
+        assert_eq!(fresh.ask(&[b"GET", b"trickled"]), "$10\r\n");
+    });
+}

@@ -16,9 +16,12 @@
 //! (431); a second `Host` header is 400. The request parser is `parse.rs`, which the
 //! fuzz crate compiles too. Between requests a kept-alive connection parks
 //! (`StreamRequest::park`): it holds no thread, so in every mode a few threads serve
-//! any number of kept-alive clients. A connection idle for `--timeout` seconds (default 5),
-//! or a client that stops reading for as long, is closed; so is one whose request line
-//! and headers have not all arrived twice `--timeout` after their first byte.
+//! any number of kept-alive clients. Request heads are framed (`Builder::frame` with
+//! `parse::head_len`): the server gathers a whole head without blocking before answering
+//! it, so a client that sends half a head, or trickles one, holds no thread either. A
+//! connection idle for `--timeout` seconds (default 5), or a client that stops reading
+//! for as long, is closed; so is one whose request line and headers have not all arrived
+//! `--timeout` after their first byte.
 //! At most 10,000 clients are served at once, the rest wait in the backlog; with
 //! `--max-connections N`, a client beyond the first N (kept-alive ones included) gets `503
 //! Service Unavailable` and is closed (a sequential server cannot refuse while it
@@ -39,11 +42,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 #[cfg(target_os = "linux")]
 use socketserver::activation::ListenFds;
 use socketserver::dispatch::{Dispatch, Pool, Sequential, Threading};
-use socketserver::{RequestHandler, StreamRequest, TcpServer, Writer};
+use socketserver::{Frame, RequestHandler, StreamRequest, TcpServer, Writer};
 
 mod parse;
 
-use parse::{read_request, Incoming, Request};
+use parse::{head_len, read_request, Incoming, Request, MAX_HEAD};
 
 /// Connections served at once by default: parked ones cost a socket, not a thread.
 const MAX_CONNECTIONS: usize = 10_000;
@@ -56,7 +59,7 @@ const USAGE: &str = "usage: http [--root DIR] [--addr ADDR] [--timeout SECS] [--
             [--workers N] [--max-connections N] [--verbose]
   defaults: --root . --addr 127.0.0.1:8000 --timeout 5 --mode pool (a worker per CPU, at least 2), 10,000 connections at once (then the backlog)
   --timeout: a connection idle (or not reading) this long is closed, and a request's
-             line and headers must arrive within twice this after their first byte
+             line and headers must arrive within this after their first byte
   --max-connections: at most N clients at once; the others get 503 and are closed
   --verbose: log each request, and the server's own messages, to stderr
   Started by systemd socket activation (LISTEN_FDS), it serves the passed socket instead of --addr.";
@@ -191,8 +194,8 @@ impl RequestHandler<StreamRequest> for Http {
                 }
             };
             match after {
-                // A pipelined request is here already: answer it now.
-                After::KeepAlive if !req.reader().buffer().is_empty() => continue,
+                // A pipelined request is here already, whole: answer it now.
+                After::KeepAlive if head_len(req.reader().buffer()).is_some() => continue,
                 // Keep-alive: park until the next request, holding no thread, so a few
                 // workers serve any number of kept-alive clients.
                 After::KeepAlive => {
@@ -207,13 +210,10 @@ impl RequestHandler<StreamRequest> for Http {
 }
 
 impl Http {
-    /// Waits for the next request, then reads its line and headers.
-    ///
-    /// The read timeout (`--timeout`) bounds each wait, which is right for an idle
-    /// connection but lets a client sending a byte now and then hold its thread
-    /// forever. So once a request begins, its head must arrive whole by a deadline.
-    /// The response is written without one: a large file may take long, and the write
-    /// timeout already catches a client that stops reading.
+    /// Reads the next request's line and headers, which the server's frame has
+    /// gathered whole (so no read here waits), or, for a pipelined request taken after
+    /// another, which are whole in the buffer. The deadline is for a request that
+    /// `process_request` brought in, which no frame gathers.
     fn next_request(&self, req: &mut StreamRequest) -> io::Result<Incoming> {
         if req.reader().fill_buf()?.is_empty() {
             return Ok(Incoming::Closed);
@@ -584,9 +584,11 @@ fn run(args: Args) -> Result<(), socketserver::Error> {
         .read_timeout(args.timeout)
         // A kept-alive connection waits parked, with no thread, as long as that too.
         .idle_timeout(Some(args.timeout))
-        // A new client parks until its request's first bytes: one that connects and says
-        // nothing holds no worker.
-        .client_speaks_first(true)
+        // Request heads are framed: the server gathers each whole head in the poller
+        // before `handle` runs, so a client that connects and says nothing, or sends
+        // half a head, or trickles one, holds no worker (a new client parks until then
+        // too).
+        .frame(Frame::with(2 * MAX_HEAD, |bytes| Ok(head_len(bytes))))
         // A client that stops reading a response must not hold its thread forever either.
         .write_timeout(args.timeout)
         .shutdown_deadline(GRACE)

@@ -20,6 +20,32 @@ pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// The most header lines: more is answered 431.
 pub const MAX_HEADERS: usize = 100;
 
+/// The most bytes of a head the server gathers before handing it to [`read_request`]:
+/// past this, the longest request line and header lines the limits allow have ended,
+/// so the parser finds its 414 or 431 in what has arrived.
+pub const MAX_HEAD: usize = MAX_REQUEST_LINE + MAX_HEADER_BYTES + MAX_HEADER_LINE + 2 * MAX_HEADERS + 16;
+
+/// How long the request head at the start of `bytes` is once it has all arrived (empty
+/// lines before it, its line and headers, and the empty line that ends them):
+/// `Some(n)`; `None` while more bytes are needed. The server's frame
+/// (`socketserver::Frame::with`): the engine gathers a whole head, holding no thread,
+/// before `read_request` reads it, so reading never waits. A head that has not ended by
+/// [`MAX_HEAD`] bytes is whole at once (`Some(bytes.len())`): the parser then answers it
+/// 414 or 431.
+pub fn head_len(bytes: &[u8]) -> Option<usize> {
+    let (mut at, mut started) = (0, false);
+    while let Some(newline) = bytes[at..].iter().position(|&b| b == b'\n') {
+        let line = &bytes[at..at + newline];
+        let empty = line.is_empty() || line == b"\r";
+        at += newline + 1;
+        if empty && started {
+            return Some(at);
+        }
+        started |= !empty;
+    }
+    (bytes.len() >= MAX_HEAD).then_some(bytes.len())
+}
+
 /// The parts of a request the server acts on.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Request {

@@ -19,8 +19,11 @@
 //! `Builder::internet_facing`'s; at most 10,000 clients at once (Redis's `maxclients`).
 //! Between commands a connection parks
 //! (`StreamRequest::park`): it holds no thread, so a pool of a few workers serves every
-//! client. One idle for 5 minutes is closed, and so is one that sends half a command and
-//! stops for 30 s, or that stops reading its replies for 10 s (a write timeout), which holds up no one else
+//! client. Commands are framed (`Builder::frame` with `resp::command_len`): the server
+//! gathers each whole command without blocking before running it, so a client that sends
+//! half a command, or trickles one, holds no worker. One idle for 5 minutes is closed, and
+//! so is one whose command has not all arrived 5 minutes after its first byte, or that
+//! stops reading its replies for 10 s (a write timeout), which holds up no one else
 //! meanwhile: the map is never locked during a write. The RESP parser is `resp.rs`, which the fuzz
 //! crate compiles too. SIGINT or SIGTERM stops accepting at once, gives running clients
 //! up to 2 s, then exits 0.
@@ -33,16 +36,18 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use socketserver::dispatch::{Dispatch, Pool, Sequential, Threading};
-use socketserver::{Reader, RequestHandler, StreamRequest, TcpServer, Writer};
+use socketserver::{Frame, Reader, RequestHandler, StreamRequest, TcpServer, Writer};
 
 mod resp;
 
-use resp::{number, read_command, ReadError};
+use resp::{command_len, number, read_command, ReadError};
 
 const GRACE: Duration = Duration::from_secs(2);
 /// At most this many clients at once (Redis's default `maxclients`): each parked one
 /// costs a socket and its buffers, not a thread.
 const MAX_CLIENTS: usize = 10_000;
+/// The longest command the frame lets gather: the limits of `resp.rs` end one first.
+const MAX_FRAME: usize = resp::MAX_COMMAND_BYTES as usize + 32 * 1024 * 1024;
 /// How long a client may stay idle between commands, parked.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a write may wait for a client that does not read its replies.
@@ -133,10 +138,9 @@ impl RequestHandler<StreamRequest> for Kv {
 }
 
 impl Kv {
-    /// Answers the commands that have arrived: at least one (reading waits for it, or
-    /// for the rest of one that has begun, up to the read timeout), then every further
-    /// one already in the reader's buffer. Replies collect in the writer and go out in
-    /// one send when the batch ends.
+    /// Answers the commands that have arrived whole: at least one (the frame has
+    /// gathered it), then every further one already whole in the reader's buffer.
+    /// Replies collect in the writer and go out in one send when the batch ends.
     fn serve(&self, reader: &mut Reader, out: &mut Writer) -> io::Result<Served> {
         let mut line = Vec::new();
         loop {
@@ -152,7 +156,9 @@ impl Kv {
                     return Ok(Served::End);
                 }
             }
-            if reader.buffer().is_empty() {
+            // Nothing more, or the start of a command still arriving: the server
+            // gathers the rest in the poller, holding no thread.
+            if command_len(reader.buffer()).is_none() {
                 return Ok(Served::Park);
             }
         }
@@ -333,16 +339,17 @@ fn main() -> ExitCode {
 /// Binds, prints the address, serves until a signal, and closes.
 fn run(args: Args) -> Result<(), socketserver::Error> {
     let server = TcpServer::builder(args.addr)
-        // Timeouts for a server strangers reach, then this
-        // server's own: idle clients may stay parked 5 minutes (Redis's usual `timeout
-        // 300`), while a command that has begun must arrive within the preset's 30 s read
-        // timeout; one that stops reading its replies goes after 10 s.
+        // Timeouts for a server strangers reach, then this server's own: idle clients,
+        // and commands still arriving, may stay parked 5 minutes (Redis's usual `timeout
+        // 300`); one that stops reading its replies goes after 10 s.
         .internet_facing()
         // Parked clients cost no thread, so the limit is Redis's own `maxclients`.
         .max_connections(MAX_CLIENTS)
         .idle_timeout(Some(IDLE_TIMEOUT))
-        // A new client parks until its first command: a silent one holds no worker.
-        .client_speaks_first(true)
+        // Commands are framed: the server gathers each whole command in the poller
+        // before `handle` runs, so a silent client, or one that sends half a command and
+        // stops, holds no worker.
+        .frame(Frame::with(MAX_FRAME, |bytes| Ok(command_len(bytes))))
         .dispatch(args.dispatch)
         .nodelay(true)
         // Replies collect here and go out in one send per batch of pipelined requests.

@@ -44,6 +44,50 @@ impl From<io::Error> for ReadError {
     }
 }
 
+/// How long the first command in `bytes` is, once all of it has arrived: `Some(n)`;
+/// `None` while more bytes are needed. This is the server's frame
+/// (`socketserver::Frame::with`): the engine gathers a whole command, holding no
+/// thread, before [`read_command`] reads it, so reading never waits. It checks the
+/// same limits as [`read_command`], without allocating: a request that is malformed or
+/// over a limit is whole at once (`Some(bytes.len())`), so that `read_command` finds the
+/// error in what has arrived and the client gets its `-ERR Protocol error` without the
+/// server waiting for (or holding) more.
+pub fn command_len(bytes: &[u8]) -> Option<usize> {
+    let malformed = Some(bytes.len());
+    // The end of the line that starts at `at`: `Err(())` when it is too long.
+    let line_end = |at: usize| -> Result<Option<usize>, ()> {
+        let rest = &bytes[at..];
+        match rest.iter().take(MAX_LINE).position(|&b| b == b'\n') {
+            Some(newline) => Ok(Some(at + newline + 1)),
+            None if rest.len() >= MAX_LINE => Err(()),
+            None => Ok(None),
+        }
+    };
+    let text = |from: usize, to: usize| {
+        let line = &bytes[from..to - 1];
+        line.strip_suffix(b"\r").unwrap_or(line)
+    };
+    let Ok(first) = line_end(0) else { return malformed };
+    let end = first?;
+    let Some(count) = text(0, end).strip_prefix(b"*") else { return Some(end) };
+    let Some(count) = number(count).filter(|&n| n <= MAX_ITEMS) else { return malformed };
+    let mut budget = MAX_COMMAND_BYTES;
+    let mut at = end;
+    for _ in 0..count {
+        let Ok(header) = line_end(at) else { return malformed };
+        let end = header?;
+        let Some(len) = text(at, end).strip_prefix(b"$") else { return malformed };
+        let Some(len) = number(len).filter(|&n| (0..=MAX_BULK).contains(&n)) else { return malformed };
+        let Some(left) = budget.checked_sub(len as u64 + ITEM_OVERHEAD) else { return malformed };
+        budget = left;
+        at = end + len as usize + 2;
+        if at > bytes.len() {
+            return None;
+        }
+    }
+    Some(at)
+}
+
 /// Reads one command: a RESP array of bulk strings, or an inline line of words. An
 /// empty array or blank line gives no words. `line` is scratch space, kept between
 /// calls to save allocations.
