@@ -520,7 +520,7 @@ impl<T: Transport<Request = StreamRequest>> Builder<T> {
     }
 
     /// The listen backlog (Python's `request_queue_size`). Default
-    /// [`DEFAULT_BACKLOG`] (128); Python's 5 drops connections under bursts.
+    /// [`DEFAULT_BACKLOG`] (4096, or the system's lower limit); Python's 5 drops connections under bursts.
     #[doc(alias = "request_queue_size")]
     pub fn backlog(mut self, backlog: u32) -> Self {
         self.options.backlog = backlog.min(i32::MAX as u32) as i32;
@@ -807,7 +807,7 @@ fn inet_target<A: ToSocketAddrs + fmt::Debug>(addr: A) -> BindTarget {
 }
 
 impl Server<Tcp> {
-    /// Binds and listens on `addr` with the defaults: sequential dispatch, backlog 128,
+    /// Binds and listens on `addr` with the defaults: sequential dispatch, backlog 4096,
     /// `SO_REUSEADDR` on. Port 0 picks a free port; read it with `local_addr`.
     ///
     /// # Errors

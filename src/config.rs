@@ -9,9 +9,12 @@ use crate::error::Error;
 use crate::frame::Frame;
 use crate::net::{Address, Connection};
 
-/// The default listen backlog. Python's `request_queue_size` is 5, which drops
-/// connections under any burst; 128 is the usual `SOMAXCONN`.
-pub const DEFAULT_BACKLOG: i32 = 128;
+/// The default listen backlog: Linux's `SOMAXCONN` since 5.4 (kernels clamp it to
+/// their own limit). The accept loop pauses now and then: Linux grows a threaded
+/// process's descriptor table at 256, 512, 1024... descriptors and waits out an RCU
+/// grace period (5-25 ms) inside that `accept`. A burst fills a backlog of 128 in
+/// 2-3 ms, and each connection dropped then waits 1 s for the SYN to be sent again.
+pub const DEFAULT_BACKLOG: i32 = 4096;
 /// The default size of a stream request's read buffer (Python's `rbufsize` is 8192 too).
 pub const DEFAULT_RBUFSIZE: usize = 8192;
 /// The default datagram size limit; longer datagrams are truncated, as in Python.

@@ -30,7 +30,7 @@ use crate::report::{log_or_stderr, LOG_TARGET};
 
 /// After the shutdown deadline the server closes the connections still open; handlers
 /// then see end-of-file or errors. This is how long it waits for them after that.
-const FORCED_CLOSE_GRACE: Duration = Duration::from_secs(1);
+pub(crate) const FORCED_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// A cloneable handle to a server, for other threads and for handlers: read its address,
 /// ask it to shut down, read its counters.
@@ -66,6 +66,13 @@ impl ServerHandle {
     #[cfg(feature = "signals")]
     pub(crate) fn shutdown_within(&self, limit: Duration) {
         self.control.shutdown_within(Some(limit), true);
+    }
+
+    /// How long a shutdown with at most `limit` lets running requests take: the sooner
+    /// of `limit` and the server's own shutdown deadline.
+    #[cfg(feature = "signals")]
+    pub(crate) fn deadline_within(&self, limit: Duration) -> Duration {
+        self.control.policy.shutdown_deadline.map_or(limit, |own| own.min(limit))
     }
 
     /// Whether `serve_forever` or `handle_request` is running.
@@ -518,8 +525,12 @@ impl Control {
         }
         if deadline.is_some() && self.policy.waits_for_requests {
             // The serve loop may be running the request itself (sequential mode), so
-            // the deadline is enforced from here too.
-            self.await_requests(deadline);
+            // the deadline is enforced from here too. Requests that outlive their closed
+            // connections (a handler that ignores its socket) are reported and not waited
+            // for: the serve call may end later, on its own.
+            if !self.await_requests(deadline) {
+                return;
+            }
         }
         let mut life = self.life.lock();
         while life.phase == Phase::Serving && life.generation == generation {
@@ -569,6 +580,15 @@ impl Control {
             let mut life = self.life.lock();
             match life.phase {
                 Phase::Closed => return None,
+                // The shutdown gave up on requests that outlived their closed connections
+                // (reported): the serve call ends when they do. Wait for that, asleep.
+                Phase::Serving if self.is_stopping() => {
+                    let generation = life.generation;
+                    while life.phase == Phase::Serving && life.generation == generation {
+                        self.life_changed.wait(&mut life);
+                    }
+                    continue;
+                }
                 // A serve call started on another thread since `shutdown` returned.
                 Phase::Serving => continue,
                 Phase::Idle => {}
@@ -623,7 +643,11 @@ impl Control {
         let grace = deadline + FORCED_CLOSE_GRACE;
         while requests.running > 0 && !self.requests_changed.wait_until(&mut requests, grace).timed_out() {}
         if requests.running > 0 {
-            let message = format!("{} request(s) still running after their connections were closed", requests.running);
+            let message = format!(
+                "{} request(s) still running {FORCED_CLOSE_GRACE:?} after their connections were closed (a handler that \
+                 ignores its connection): left running, not waited for",
+                requests.running
+            );
             log_or_stderr(log::Level::Error, &message);
         }
         requests.running == 0
@@ -782,7 +806,7 @@ impl Control {
         Some(Ticket { control: self.clone(), slot })
     }
 
-    fn stats(&self) -> Stats {
+    pub(crate) fn stats(&self) -> Stats {
         let counters = &self.counters;
         let (active, started, finished) = {
             let requests = self.requests.lock();

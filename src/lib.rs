@@ -49,7 +49,7 @@
 //!   address anew, and a socket you passed in serves again (see [`Server`]).
 //! - **Bounded.** [`Builder::max_connections`] (in every mode), Threading's `max_threads`
 //!   and the pool's size stop accepting at their limit; waiting connections stay in the
-//!   kernel backlog (128 by default), not in an unbounded queue, or are refused with a
+//!   kernel backlog (4096 by default), not in an unbounded queue, or are refused with a
 //!   short reply ([`Builder::refuse_when_full`]).
 //! - **Ready for strangers in one call.** The defaults are Python's (no timeouts, no
 //!   connection limit); [`Builder::internet_facing`] sets read and write timeouts, a
@@ -91,7 +91,7 @@
 //! | `verify_request`, `handle_error`, `service_actions` | [`Builder::verify_request`], [`Builder::handle_error`], [`Builder::service_actions`] |
 //! | `shutdown_request`, `close_request` | [`Builder::shutdown_request`] (default: shut down the write half); the server always closes afterwards |
 //! | `server_close()`, `with server:` | [`Server::close`], drop |
-//! | `request_queue_size` (5) | [`Builder::backlog`] (128) |
+//! | `request_queue_size` (5) | [`Builder::backlog`] (4096) |
 //! | `allow_reuse_address`, `allow_reuse_port` | [`Builder::reuse_address`], [`Builder::reuse_port`] |
 //! | `max_packet_size` | [`Builder::max_packet_size`] |
 //! | `rbufsize`, `wbufsize`, `timeout` (stream handler), `disable_nagle_algorithm` | [`Builder::rbufsize`], [`Builder::wbufsize`], [`Builder::read_timeout`], [`Builder::nodelay`] |

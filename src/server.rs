@@ -4,15 +4,18 @@
 //! the constructors and settings are on [`Builder`](crate::Builder).
 
 use std::fmt;
+use std::io;
 use std::marker::PhantomData;
 use std::panic;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::RecvTimeoutError;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::handle::ServerHandle;
+use crate::handle::{ServerHandle, FORCED_CLOSE_GRACE};
 use crate::net::{Address, Connection};
 use crate::report::log_or_stderr;
 use crate::request::StreamRequest;
@@ -238,12 +241,21 @@ impl<T: Transport> Server<T> {
         let engine = server.engine.clone();
         // If the thread cannot start, the closure is dropped with the call in it, which
         // ends the serve call no thread runs.
-        let spawned = thread::Builder::new().name("socketserver-serve".to_string()).spawn(move || match call {
-            Some(call) => engine.serve_call(call, false).map(drop),
-            None => Ok(()),
+        // Says when the serve call has returned (or the thread unwound), so that a stop
+        // waits for it within a bound and never joins a thread still serving.
+        let (ended, done) = crossbeam_channel::bounded::<()>(1);
+        let spawned = thread::Builder::new().name("socketserver-serve".to_string()).spawn(move || {
+            let result = match call {
+                Some(call) => engine.serve_call(call, false).map(drop),
+                None => Ok(()),
+            };
+            let _ = ended.send(());
+            result
         });
         match spawned {
-            Ok(thread) => Ok(BackgroundServer { server, thread: Some(thread), stop_timeout: DEFAULT_STOP_TIMEOUT }),
+            Ok(thread) => {
+                Ok(BackgroundServer { server, thread: Some((thread, done)), stop_timeout: DEFAULT_STOP_TIMEOUT })
+            }
             Err(e) => Err(Error::Io(e)),
         }
     }
@@ -333,7 +345,8 @@ impl<T: Transport> Drop for Server<T> {
 /// [`Server::serve_in_background`]. Dropping it stops the server and joins the thread.
 pub struct BackgroundServer<T: Transport> {
     server: Arc<Server<T>>,
-    thread: Option<JoinHandle<Result<()>>>,
+    /// The serve thread, and what says it has ended.
+    thread: Option<(JoinHandle<Result<()>>, crossbeam_channel::Receiver<()>)>,
     stop_timeout: Duration,
 }
 
@@ -362,42 +375,107 @@ impl<T: Transport> BackgroundServer<T> {
     /// closed under them (handlers then read end-of-file); default
     /// [`DEFAULT_STOP_TIMEOUT`] (1 s). A shorter
     /// [`Builder::shutdown_deadline`](crate::Builder::shutdown_deadline) still counts.
-    /// Request threads that do not end within a second after that are not joined (an
-    /// error is logged) rather than waited for forever.
+    /// A request that does not end within a second after that (a handler that ignores
+    /// its connection: it sleeps, or computes) is not waited for: `stop` returns an
+    /// error saying so, and its thread is left to end on its own.
     ///
     /// # Platform-specific behavior
     ///
     /// On Windows, closing a connection does not wake a read blocked on it in another
     /// thread (as for [`Builder::shutdown_deadline`](crate::Builder::shutdown_deadline)):
-    /// a handler blocked reading from a client that sends nothing holds the stop until
-    /// its read timeout, so set one ([`Builder::read_timeout`](crate::Builder::read_timeout)).
+    /// a handler blocked reading from a client that sends nothing is then left running
+    /// until its read timeout, so set one ([`Builder::read_timeout`](crate::Builder::read_timeout)).
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
         self.stop_timeout = timeout;
         self
     }
 
     /// Shuts the server down, joins its thread, closes it, and returns what
-    /// `serve_forever` returned. Never waits forever: requests still running after
-    /// [`stop_timeout`](BackgroundServer::stop_timeout) (1 s by default) have their
-    /// connections closed, so a client the test still holds cannot keep it waiting.
+    /// `serve_forever` returned. Never waits longer than
+    /// [`stop_timeout`](BackgroundServer::stop_timeout) (1 s by default) and one second
+    /// more: requests still running after `stop_timeout` have their connections closed,
+    /// so a client the test still holds cannot keep it waiting, and a request that still
+    /// runs a second later is left behind on its thread, reported, not waited for.
     ///
     /// # Errors
-    /// The error `serve_forever` returned, if any.
+    /// The error `serve_forever` returned, if any; [`Error::Io`] of kind
+    /// [`TimedOut`](std::io::ErrorKind::TimedOut) when requests were left running (the
+    /// server is then closed when they end).
     ///
     /// # Panics
     /// Panics with the same payload if the serve thread panicked (a hook panicked).
+    ///
+    /// # Examples
+    ///
+    /// A handler that ignores its connection does not hold the stop:
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use socketserver::TcpServer;
+    ///
+    /// let server = TcpServer::bind("127.0.0.1:0", |_req| {
+    ///     std::thread::sleep(Duration::from_secs(5)); // deaf to its socket
+    ///     Ok(())
+    /// })?;
+    /// let addr = server.local_addr();
+    /// let background = server.serve_in_background()?.stop_timeout(Duration::from_millis(100));
+    /// let _client = std::net::TcpStream::connect(addr)?;
+    /// std::thread::sleep(Duration::from_millis(100)); // the handler has begun
+    /// let start = Instant::now();
+    /// let stopped = background.stop();
+    /// assert!(start.elapsed() < Duration::from_secs(3));
+    /// assert_eq!(stopped.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
     pub fn stop(mut self) -> Result<()> {
         self.finish()
     }
 
     fn finish(&mut self) -> Result<()> {
-        let Some(thread) = self.thread.take() else {
+        let Some((thread, done)) = self.thread.take() else {
             return Ok(());
         };
-        self.server.engine.control().shutdown_within(Some(self.stop_timeout), true);
-        let result = thread.join().unwrap_or_else(|payload| panic::resume_unwind(payload));
-        self.server.engine.close_within(Some(self.stop_timeout));
-        result
+        // One instant for every wait below, so that the bound is not spent twice.
+        let deadline = Instant::now() + self.stop_timeout;
+        let engine = &self.server.engine;
+        engine.control().shutdown_within(Some(self.stop_timeout), true);
+        match done.recv_deadline(deadline + FORCED_CLOSE_GRACE) {
+            // Ended (or unwound, which drops the sender): the join is at once.
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                let result = thread.join().unwrap_or_else(|payload| panic::resume_unwind(payload));
+                engine.close_by(Some(deadline));
+                // A thread per request: the serve call has ended, a request may not have.
+                let running = engine.control().stats().active;
+                if running > 0 && result.is_ok() {
+                    let message = format!(
+                        "the server stopped with {running} request(s) still running on threads left behind \
+                         (a handler that ignores its connection)"
+                    );
+                    return Err(Error::Io(io::Error::new(io::ErrorKind::TimedOut, message)));
+                }
+                result
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let running = engine.control().stats().active;
+                let message = format!(
+                    "the server did not stop within {:?}: {running} request(s) still running on threads left \
+                     behind (a handler that ignores its connection); the server closes when they end",
+                    self.stop_timeout + FORCED_CLOSE_GRACE
+                );
+                log_or_stderr(log::Level::Error, &message);
+                // A thread of its own waits for the serve thread and then lets go of the
+                // server, which closes it; nobody here waits.
+                let server = self.server.clone();
+                let reaper = move || {
+                    let _ = thread.join();
+                    drop(server);
+                };
+                if thread::Builder::new().name("socketserver-stop".to_string()).spawn(reaper).is_err() {
+                    std::mem::forget(self.server.clone()); // no thread to close it on: leak it
+                }
+                Err(Error::Io(io::Error::new(io::ErrorKind::TimedOut, message)))
+            }
+        }
     }
 }
 
@@ -411,10 +489,10 @@ impl<T: Transport> Drop for BackgroundServer<T> {
             self.server.engine.control().shutdown_within(Some(Duration::ZERO), false);
             let (server, thread, limit) = (self.server.clone(), self.thread.take(), self.stop_timeout);
             let cleanup = move || {
-                if let Some(thread) = thread {
+                if let Some((thread, _)) = thread {
                     let _ = thread.join();
                 }
-                server.engine.close_within(Some(limit));
+                server.engine.close_by(Some(Instant::now() + limit));
             };
             if thread::Builder::new().name("socketserver-stop".to_string()).spawn(cleanup).is_err() {
                 // No thread to close it on: leak the server rather than wait here.

@@ -72,6 +72,12 @@ impl fmt::Debug for SignalShutdown {
 /// is shorter: 5 seconds.
 pub const SIGNAL_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
 
+/// A duration as a person reads it: `5 s`, `0.5 s`.
+fn seconds(duration: Duration) -> String {
+    let text = format!("{:.3}", duration.as_secs_f64());
+    format!("{} s", text.trim_end_matches('0').trim_end_matches('.'))
+}
+
 /// Says what the shutdown waits for, then shuts `server` down on a thread of its own,
 /// so that the caller goes on hearing signals while shutdown waits for running requests.
 fn shut_down_in_the_background(server: ServerHandle, signal: &str) -> std::thread::JoinHandle<()> {
@@ -80,8 +86,8 @@ fn shut_down_in_the_background(server: ServerHandle, signal: &str) -> std::threa
         log::info!("{signal}: shutting down"); // nothing to wait for: quiet, as before
     } else {
         let message = format!(
-            "{signal}: shutting down; waiting up to {} s for {active} connection(s); press Ctrl-C again to stop now",
-            SIGNAL_SHUTDOWN_DEADLINE.as_secs()
+            "{signal}: shutting down; waiting up to {} for {active} connection(s); press Ctrl-C again to stop now",
+            seconds(server.deadline_within(SIGNAL_SHUTDOWN_DEADLINE))
         );
         log_or_stderr(log::Level::Warn, &message);
     }

@@ -247,13 +247,32 @@ pub struct DatagramOutcome {
     pub errors: Vec<Error>,
     /// Whether the handler asked the server to shut down.
     pub shutdown: bool,
+    /// The reply the server sent to the client, if the handler asked for one.
+    reply: Option<Vec<u8>>,
 }
 
 impl DatagramOutcome {
-    /// The reply: the last datagram sent, if it went to the client. `None` when the
-    /// handler sent nothing (it never called `reply()`).
+    /// The reply to the client: what the handler wrote to
+    /// [`DatagramRequest::reply`], sent by the server when the handler was done. `None`
+    /// when the handler did not ask for one, whatever else it sent (a datagram it sent
+    /// itself, to the client or to anyone else, is in [`sent`](DatagramOutcome::sent)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use socketserver::testing::TestDatagram;
+    /// use socketserver::DatagramRequest;
+    ///
+    /// let forward = |req: &mut DatagramRequest| -> socketserver::HandlerResult {
+    ///     req.socket().send_to(b"log: ping", &"192.0.2.1:514".parse::<std::net::SocketAddr>()?.into())?;
+    ///     Ok(())
+    /// };
+    /// let outcome = TestDatagram::new("ping").run(&forward);
+    /// assert_eq!(outcome.reply(), None, "a datagram to someone else is no reply");
+    /// assert_eq!(outcome.sent.len(), 1);
+    /// ```
     pub fn reply(&self) -> Option<&[u8]> {
-        self.sent.last().map(|(datagram, _)| &datagram[..])
+        self.reply.as_deref()
     }
 }
 
@@ -314,12 +333,32 @@ impl TestDatagram {
         let control = Arc::new(Control::detached(self.server.clone()));
         let (mut request, socket) = self.request_on(ServerHandle::new(control.clone()));
         let errors = run_in_memory(handler, &mut request);
-        DatagramOutcome { sent: socket.sent(), errors, shutdown: control.stop_pending() }
+        let reply = request.wanted_reply();
+        DatagramOutcome { sent: socket.sent(), errors, shutdown: control.stop_pending(), reply }
     }
 }
 
 #[cfg(test)]
 mod tests {
+
+    /// A parked connection keeps no empty buffers: the write buffer of a `wbufsize`
+    /// is freed as the request parks, and comes back for the next exchange's writes.
+    #[test]
+    fn parking_frees_the_write_buffer_and_the_next_write_gets_it_back() {
+        use std::io::Write;
+        let (mut request, stream) = TestStream::new("").wbufsize(16 * 1024).request();
+        request.writer().write_all(b"one").unwrap();
+        assert!(request.writer().holds_buffer());
+        request.prepare_to_park(None).unwrap();
+        assert_eq!(stream.output(), b"one", "flushed before parking");
+        assert!(!request.writer().holds_buffer(), "the buffer is freed");
+        request.writer().write_all(b" two").unwrap();
+        assert!(request.writer().holds_buffer());
+        assert_eq!(stream.output(), b"one", "buffered again, not sent at once");
+        request.writer().flush().unwrap();
+        assert_eq!(stream.output(), b"one two");
+    }
+
     use std::io::{self, Read, Write};
 
     use super::*;

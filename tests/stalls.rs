@@ -394,3 +394,54 @@ fn a_slow_drip_is_closed_after_the_idle_timeout_from_its_first_byte() {
         stop(&server, serve);
     });
 }
+
+/// Every stop is bounded in every mode, also with a handler that ignores its socket (it
+/// sleeps): `BackgroundServer::stop` returns within its `stop_timeout` and a second more
+/// and says requests were left running, and `shutdown` within the shutdown deadline and
+/// a second more. They used to wait for the handler (20 s here) in sequential and pool
+/// modes, and spend the bound twice with a thread per request.
+#[test]
+fn every_stop_is_bounded_with_a_handler_that_ignores_its_socket() {
+    const DEAF: Duration = Duration::from_secs(20);
+    const BOUND: Duration = Duration::from_secs(8);
+    bounded(LIMIT, || {
+        for mode in support::MODES {
+            let started = Gate::new();
+            let gate = started.clone();
+            let deaf = move |_: &mut StreamRequest| -> HandlerResult {
+                let _ = gate.pass("deaf"); // says it began; nobody releases it
+                thread::sleep(DEAF);
+                Ok(())
+            };
+            let control = started.control();
+            // BackgroundServer::stop.
+            let server = TcpServer::builder("127.0.0.1:0").dispatch(mode.dispatch()).bind(deaf.clone()).unwrap();
+            let addr = server.local_addr();
+            let background = server.serve_in_background().unwrap().stop_timeout(Duration::from_millis(200));
+            let _client = connect(addr);
+            control.expect_arrival("the deaf handler");
+            let start = std::time::Instant::now();
+            let stopped = background.stop();
+            let took = start.elapsed();
+            assert!(took < BOUND, "{mode}: stop took {took:?}");
+            let error = stopped.expect_err("requests were left running");
+            assert_eq!(error.kind(), std::io::ErrorKind::TimedOut, "{mode}: {error}");
+
+            // shutdown, with a shutdown deadline.
+            let server = Arc::new(
+                TcpServer::builder("127.0.0.1:0")
+                    .dispatch(mode.dispatch())
+                    .shutdown_deadline(Duration::from_millis(200))
+                    .bind(deaf)
+                    .unwrap(),
+            );
+            let _serve = support::serve::spawn_serve(&server, "stall-deaf");
+            let _client = connect(server.local_addr());
+            control.expect_arrival("the deaf handler");
+            let start = std::time::Instant::now();
+            server.shutdown();
+            let took = start.elapsed();
+            assert!(took < BOUND, "{mode}: shutdown took {took:?}");
+        }
+    });
+}

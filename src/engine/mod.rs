@@ -123,12 +123,14 @@ impl Engine {
 
     /// Closes the server: see [`Server::close`](crate::Server::close).
     pub(crate) fn close(&self) {
-        self.close_within(self.config.shutdown_deadline);
+        self.close_by(self.config.shutdown_deadline.map(|d| Instant::now() + d));
     }
 
-    /// As `close`, waiting at most `limit` for requests still running (then their
-    /// connections are closed, and threads that still do not end are not joined).
-    pub(crate) fn close_within(&self, limit: Option<std::time::Duration>) {
+    /// As `close`, waiting at most until `deadline` for requests still running (then
+    /// their connections are closed, and threads that still do not end are not joined).
+    /// An instant, not a duration, so that a stop that already waited for the same
+    /// deadline does not wait again.
+    pub(crate) fn close_by(&self, deadline: Option<Instant>) {
         if CurrentServer::is(&self.control) {
             // From a handler or hook: closing would wait for this very request. Stop
             // serving; the close itself happens when the server is dropped.
@@ -139,7 +141,7 @@ impl Engine {
         // No serve call runs now: the connections parked between calls end here.
         self.end_parked();
         // Requests started by handle_request in a threaded mode may still run.
-        let drained = !self.waits_for_requests() || self.control.await_requests(limit.map(|d| Instant::now() + d));
+        let drained = !self.waits_for_requests() || self.control.await_requests(deadline);
         if drained {
             self.dispatch.close();
         } else {

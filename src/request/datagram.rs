@@ -142,6 +142,12 @@ impl DatagramRequest {
         &self.server
     }
 
+    /// The reply the server's last step sends to the client: `None` when the handler
+    /// did not ask for one.
+    pub(crate) fn wanted_reply(&self) -> Option<Vec<u8>> {
+        self.reply.wanted.get().then(|| self.reply.bytes.borrow().clone())
+    }
+
     /// The server's last step: send the reply, if the handler asked for one.
     pub(crate) fn respond(&mut self) -> io::Result<()> {
         if self.reply.wanted.get() {

@@ -309,6 +309,11 @@ struct WriterState {
 enum WriterInner {
     Direct(ConnHandle),
     Buffered(BufWriter<ConnHandle>),
+    /// A buffered writer whose buffer was freed while its connection is parked; the
+    /// next write allocates one of this capacity again.
+    Idle(ConnHandle, usize),
+    /// Only while switching between the other states.
+    Taken,
 }
 
 impl Writer {
@@ -324,10 +329,35 @@ impl Writer {
 
     pub(super) fn set_deadline(&mut self, deadline: Option<Instant>) {
         let handle = match &mut self.state.get_mut().inner {
-            WriterInner::Direct(handle) => handle,
+            WriterInner::Direct(handle) | WriterInner::Idle(handle, _) => handle,
             WriterInner::Buffered(writer) => writer.get_mut(),
+            WriterInner::Taken => return,
         };
         handle.set_deadline(deadline, Connection::set_write_timeout);
+    }
+
+    /// Whether the writer holds a buffer now (for the tests of parking).
+    #[cfg(test)]
+    pub(crate) fn holds_buffer(&self) -> bool {
+        matches!(self.state.borrow().inner, WriterInner::Buffered(_))
+    }
+
+    /// Frees the buffers while nothing waits in them, as a connection parks: a parked
+    /// connection holds no write buffer (a `wbufsize` of 16 KiB would otherwise stay
+    /// allocated for every idle client). The next write allocates it again.
+    pub(super) fn release_buffer(&mut self) {
+        let state = self.state.get_mut();
+        state.formatted = Vec::new();
+        if let WriterInner::Buffered(writer) = &state.inner {
+            if !writer.buffer().is_empty() {
+                return;
+            }
+            let capacity = writer.capacity();
+            if let WriterInner::Buffered(writer) = std::mem::replace(&mut state.inner, WriterInner::Taken) {
+                let (handle, _) = writer.into_parts();
+                state.inner = WriterInner::Idle(handle, capacity);
+            }
+        }
     }
 
     /// The state, for one write through `&Writer`.
@@ -340,7 +370,8 @@ impl Writer {
 
 impl fmt::Debug for Writer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let buffered = self.state.try_borrow().map(|s| matches!(s.inner, WriterInner::Buffered(_)));
+        let buffered =
+            self.state.try_borrow().map(|s| matches!(s.inner, WriterInner::Buffered(_) | WriterInner::Idle(..)));
         let mut f = f.debug_struct("Writer");
         match buffered {
             Ok(buffered) => f.field("buffered", &buffered).finish(),
@@ -350,21 +381,33 @@ impl fmt::Debug for Writer {
 }
 
 impl WriterState {
+    /// A writer whose buffer was freed gets it back for a write.
+    fn wake(&mut self) {
+        if let WriterInner::Idle(..) = self.inner {
+            if let WriterInner::Idle(handle, capacity) = std::mem::replace(&mut self.inner, WriterInner::Taken) {
+                self.inner = WriterInner::Buffered(BufWriter::with_capacity(capacity, handle));
+            }
+        }
+    }
+
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.wake();
         match &mut self.inner {
             WriterInner::Direct(c) => c.write_all(buf).map(|()| buf.len()),
             WriterInner::Buffered(w) => w.write(buf),
+            WriterInner::Idle(..) | WriterInner::Taken => unreachable!("woken above"),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         match &mut self.inner {
-            WriterInner::Direct(_) => Ok(()),
+            WriterInner::Direct(_) | WriterInner::Idle(..) | WriterInner::Taken => Ok(()),
             WriterInner::Buffered(w) => w.flush(),
         }
     }
 
     fn write_fmt(&mut self, args: fmt::Arguments<'_>) -> io::Result<()> {
+        self.wake();
         match &mut self.inner {
             WriterInner::Direct(c) => {
                 if let Some(text) = args.as_str() {
@@ -379,6 +422,7 @@ impl WriterState {
                 sent
             }
             WriterInner::Buffered(w) => w.write_fmt(args),
+            WriterInner::Idle(..) | WriterInner::Taken => unreachable!("woken above"),
         }
     }
 }

@@ -356,14 +356,15 @@ impl StreamRequest {
         std::mem::take(&mut self.park)
     }
 
-    /// The request is about to wait in the poller: nothing buffered to write, no read
-    /// buffer held. `fallback` is the read timeout for the exchanges to come when the
+    /// The request is about to wait in the poller: nothing buffered to write, no write
+    /// buffer held, and no read buffer held unless it holds the start of a message. `fallback` is the read timeout for the exchanges to come when the
     /// server sets none (the idle timeout).
     pub(crate) fn prepare_to_park(&mut self, fallback: Option<Duration>) -> io::Result<()> {
         // A deadline set for this exchange's message must not fail the next one, which
         // may come any time within the idle timeout.
         self.set_deadline(None);
         self.writer.flush()?;
+        self.writer.release_buffer();
         let reader = self.reader.get_mut();
         reader.release_buffer();
         if self.exchanges <= 1 && reader.timeout().is_none() && fallback.is_some() {
