@@ -1,5 +1,11 @@
-//! The load generator: blocking clients, one thread per connection, every echoed byte
-//! checked, a fixed warmup and then a measured window.
+//! The load generator: every echoed byte checked, a fixed warmup and then a measured
+//! window. Two ways to drive the clients ([`Client`]): a blocking thread per connection
+//! (or client socket), and, for persistent TCP connections by the hundred, a few threads
+//! driving them by readiness (`events`).
+
+mod events;
+
+pub use events::REPLY_TIMEOUT;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
@@ -93,10 +99,51 @@ pub enum Workload {
     Datagram { msg: usize },
 }
 
+/// How the clients of a load scenario are driven.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Client {
+    /// A blocking thread per connection (or per client socket).
+    Threads,
+    /// Event-driven: `LoadConfig::client_threads` threads, each driving its share of the
+    /// connections by readiness, one request in flight per connection. Persistent TCP only.
+    Events,
+}
+
+impl Client {
+    pub fn name(self) -> &'static str {
+        match self {
+            Client::Threads => "threads",
+            Client::Events => "events",
+        }
+    }
+
+    /// Whether this client can drive `workload` (over TCP if `tcp`).
+    pub fn fits(self, workload: Workload, tcp: bool) -> bool {
+        match self {
+            Client::Threads => true,
+            Client::Events => tcp && matches!(workload, Workload::Persistent { .. }),
+        }
+    }
+
+    /// How a table describes it, for `conns` connections.
+    pub fn describe(self, conns: usize, threads: usize) -> String {
+        match self {
+            Client::Threads => format!("a blocking thread per connection ({conns} client threads)"),
+            Client::Events => format!(
+                "event-driven: {} client thread(s) driving the {conns} connections by readiness (`polling`), one request in flight on each",
+                threads.clamp(1, conns.max(1))
+            ),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 pub struct LoadConfig {
     pub conns: usize,
     pub workload: Workload,
+    pub client: Client,
+    /// Threads of the event-driven client.
+    pub client_threads: usize,
     pub warmup: Duration,
     pub window: Duration,
 }
@@ -110,8 +157,14 @@ pub struct Measurement {
     pub errors: u64,
     /// Datagrams with no reply within the client's timeout.
     pub lost: u64,
-    /// Connections (client threads) that completed no request in the window.
+    /// Connections that completed no request in the window.
     pub starved: usize,
+    /// Event-driven client: connections given up in the window after no connect or no
+    /// echo for `events::REPLY_TIMEOUT` (they are starved too unless served before).
+    pub timed_out: usize,
+    /// Event-driven client: connections not opened yet when the window ended, because the
+    /// server answered new ones too slowly for the ramp (they are starved too).
+    pub unopened: usize,
     pub cpu_us_per_req: Option<f64>,
     pub first_error: Option<String>,
     /// Client threads still blocked 3 s after the window (released by killing the server).
@@ -179,11 +232,15 @@ impl Shared {
 
 struct ThreadResult {
     hist: Histogram,
+    /// Connections of this thread that completed no request in the window.
+    starved: usize,
+    timed_out: usize,
+    unopened: usize,
 }
 
 impl ThreadResult {
     fn new() -> ThreadResult {
-        ThreadResult { hist: Histogram::new() }
+        ThreadResult { hist: Histogram::new(), starved: 0, timed_out: 0, unopened: 0 }
     }
 
     fn done(&mut self, shared: &Shared, start: Instant, end: Instant) {
@@ -365,12 +422,51 @@ fn sleep_until(at: Instant) {
     }
 }
 
-fn spawn_clients(
+/// A client thread and the number of connections it drives.
+type Handle = (thread::JoinHandle<ThreadResult>, usize);
+
+fn spawn_clients(server: &ServerProcess, config: &LoadConfig, begin: Instant, shared: &Arc<Shared>) -> Vec<Handle> {
+    match (config.client, config.workload, &server.target) {
+        (Client::Events, Workload::Persistent { msg }, Target::Tcp(addr)) => {
+            spawn_event_clients(*addr, msg, config.conns, config.client_threads, begin, shared)
+        }
+        _ => spawn_thread_clients(server, config, begin, shared),
+    }
+}
+
+/// `threads` threads (at most one per connection), connection `id` on thread `id % threads`.
+fn spawn_event_clients(
+    addr: SocketAddr,
+    msg: usize,
+    conns: usize,
+    threads: usize,
+    begin: Instant,
+    shared: &Arc<Shared>,
+) -> Vec<Handle> {
+    let threads = threads.clamp(1, conns.max(1));
+    let mut handles = Vec::with_capacity(threads);
+    for t in 0..threads {
+        let ids: Vec<usize> = (t..conns).step_by(threads).collect();
+        let owned = ids.len();
+        let thread_shared = Arc::clone(shared);
+        let spawned = thread::Builder::new().name(format!("client-events-{t}")).spawn(move || {
+            sleep_until(begin);
+            events::persistent_tcp(addr, &ids, msg, threads, &thread_shared)
+        });
+        match spawned {
+            Ok(handle) => handles.push((handle, owned)),
+            Err(e) => shared.error(Instant::now(), || format!("spawning a client thread: {e}")),
+        }
+    }
+    handles
+}
+
+fn spawn_thread_clients(
     server: &ServerProcess,
     config: &LoadConfig,
     begin: Instant,
     shared: &Arc<Shared>,
-) -> Vec<thread::JoinHandle<ThreadResult>> {
+) -> Vec<Handle> {
     let mut handles = Vec::with_capacity(config.conns);
     for id in 0..config.conns {
         let thread_shared = Arc::clone(shared);
@@ -379,7 +475,7 @@ fn spawn_clients(
         let spawned = thread::Builder::new().name(format!("client-{id}")).stack_size(256 * 1024).spawn(move || {
             let shared = thread_shared;
             sleep_until(begin);
-            match (workload, &target) {
+            let mut result = match (workload, &target) {
                 (Workload::Persistent { msg }, Target::Tcp(addr)) => persistent_tcp(*addr, id, msg, &shared),
                 (Workload::Persistent { msg }, Target::Unix(path)) => persistent_unix(path, id, msg, &shared),
                 (Workload::ConnectPerRequest { msg }, Target::Tcp(addr)) => {
@@ -390,10 +486,12 @@ fn spawn_clients(
                     shared.error(Instant::now(), || format!("workload {workload:?} does not fit {target:?}"));
                     ThreadResult::new()
                 }
-            }
+            };
+            result.starved = usize::from(result.hist.count() == 0);
+            result
         });
         match spawned {
-            Ok(handle) => handles.push(handle),
+            Ok(handle) => handles.push((handle, 1)),
             Err(e) => shared.error(Instant::now(), || format!("spawning a client thread: {e}")),
         }
     }
@@ -430,10 +528,10 @@ pub fn run(server: &mut ServerProcess, config: &LoadConfig) -> Measurement {
         };
     }
     let deadline = Instant::now() + Duration::from_secs(3);
-    while handles.iter().any(|h| !h.is_finished()) && Instant::now() < deadline {
+    while handles.iter().any(|(h, _)| !h.is_finished()) && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(5));
     }
-    let hung = handles.iter().filter(|h| !h.is_finished()).count();
+    let hung = handles.iter().filter(|(h, _)| !h.is_finished()).count();
     if hung > 0 {
         // A client blocked in connect or read on a server that will never answer: killing
         // the server releases it.
@@ -441,17 +539,18 @@ pub fn run(server: &mut ServerProcess, config: &LoadConfig) -> Measurement {
     }
 
     let mut hist = Histogram::new();
-    // A client thread that could not even be spawned never got served either.
-    let mut starved = config.conns - handles.len();
-    for handle in handles {
+    // The connections of a client thread that could not even be spawned never got served.
+    let mut starved = config.conns - handles.iter().map(|(_, owned)| owned).sum::<usize>();
+    let (mut timed_out, mut unopened) = (0, 0);
+    for (handle, owned) in handles {
         match handle.join() {
             Ok(result) => {
-                if result.hist.count() == 0 {
-                    starved += 1;
-                }
+                starved += result.starved;
+                timed_out += result.timed_out;
+                unopened += result.unopened;
                 hist.merge(&result.hist);
             }
-            Err(_) => starved += 1,
+            Err(_) => starved += owned,
         }
     }
     let requests = hist.count();
@@ -466,6 +565,8 @@ pub fn run(server: &mut ServerProcess, config: &LoadConfig) -> Measurement {
         errors: shared.errors.load(Ordering::Relaxed),
         lost: shared.lost.load(Ordering::Relaxed),
         starved,
+        timed_out,
+        unopened,
         cpu_us_per_req,
         first_error,
         hung,

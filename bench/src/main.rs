@@ -1,10 +1,13 @@
 //! The socketserver benchmark: the crate's `echo` example in each mode, side by side with a
 //! hand-written `std::net` echo (`std_echo`, the floor) and Python's `socketserver`
-//! (`bench/python_echo.py`), all driven by one Rust load generator.
+//! (`bench/python_echo.py`), all driven by one Rust load generator: a blocking thread per
+//! connection for the scenarios with few connections, an event-driven client (a few
+//! threads, `polling`) for `tcp-c1000`.
 //!
 //! ```text
 //! cargo run --release -p bench -- [--quick] [--runs N] [--scenario NAME...] [--out DIR]
 //!                                 [--workers N] [--warmup SECS] [--window SECS] [--list]
+//!                                 [--client threads|events] [--client-threads N]
 //! ```
 //!
 //! Prints Markdown tables and writes them to `bench/results/latest.md` with a chart,
@@ -26,12 +29,13 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use load::{LoadConfig, Measurement, Workload};
+use load::{Client, LoadConfig, Measurement, Workload};
 use report::{ratio, thousands, us};
 use server::{Impl, Programs, Proto, ServerProcess, Spec, Target, TempDir};
 
 const USAGE: &str = "usage: cargo run --release -p bench -- [--quick] [--runs N] [--scenario NAME...] [--out DIR]
                                      [--workers N] [--warmup SECS] [--window SECS] [--pin] [--list]
+                                     [--client threads|events] [--client-threads N]
   --quick          0.3 s warmup + 1 s window, one run (default: 1 s + 5 s, 3 runs)
   --runs N         runs per server and scenario; the tables show the median and the spread
   --scenario NAME  only these scenarios (repeat it, or give several names; see --list)
@@ -41,7 +45,15 @@ const USAGE: &str = "usage: cargo run --release -p bench -- [--quick] [--runs N]
   --warmup/--window SECS  override the durations
   --pin            server process on the upper half of the CPUs, load generator on the lower
                    half (default: the scheduler places both; on the 2-core VM this was
-                   developed on, pinning made runs noisier, not steadier)";
+                   developed on, pinning made runs noisier, not steadier)
+  --client threads|events
+                   how the load generator drives the connections, for every scenario it fits
+                   (default: per scenario, see --list): `threads` is a blocking thread per
+                   connection (tcp-c1, tcp-c16, tcp-c128, tcp-64k-c16, connect-c16, udp-c16,
+                   unix-c16); `events` is a few threads driving persistent TCP connections by
+                   readiness, one request in flight each (tcp-c1000: a thread per client
+                   connection starves a thread-per-connection server by itself there)
+  --client-threads N  threads of the event-driven client (default: CPUs, at most 4)";
 
 struct Options {
     quick: bool,
@@ -52,12 +64,16 @@ struct Options {
     warmup: Duration,
     window: Duration,
     pin: bool,
+    /// `--client`: overrides each scenario's own choice where it fits.
+    client: Option<Client>,
+    client_threads: usize,
 }
 
 fn parse_args() -> Result<Options, String> {
     let mut args = std::env::args().skip(1).peekable();
     let (mut quick, mut runs, mut scenarios, mut out, mut workers) = (false, None, Vec::new(), None, None);
     let (mut warmup, mut window, mut pin) = (None, None, false);
+    let (mut client, mut client_threads) = (None, None);
     let secs = |text: String| -> Result<Duration, String> {
         text.parse::<f64>()
             .ok()
@@ -85,6 +101,22 @@ fn parse_args() -> Result<Options, String> {
                 workers = Some(text.parse::<usize>().ok().filter(|n| *n > 0).ok_or(format!("bad --workers {text:?}"))?);
             }
             "--out" => out = Some(PathBuf::from(value("--out")?)),
+            "--client" => {
+                client = Some(match value("--client")?.as_str() {
+                    "threads" => Client::Threads,
+                    "events" => Client::Events,
+                    other => return Err(format!("bad --client {other:?}: expected threads or events")),
+                });
+            }
+            "--client-threads" => {
+                let text = value("--client-threads")?;
+                client_threads = Some(
+                    text.parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=64).contains(n))
+                        .ok_or(format!("bad --client-threads {text:?}"))?,
+                );
+            }
             "--warmup" => warmup = Some(secs(value("--warmup")?)?),
             "--window" => window = Some(secs(value("--window")?)?.max(Duration::from_millis(100))),
             "--scenario" => {
@@ -96,7 +128,11 @@ fn parse_args() -> Result<Options, String> {
             }
             "--list" => {
                 for s in scenarios_all(None) {
-                    println!("{:<13} {}", s.name, s.about);
+                    let client = match s.kind {
+                        Kind::Load { client, .. } => format!("[client: {}] ", client.name()),
+                        _ => String::new(),
+                    };
+                    println!("{:<13} {client}{}", s.name, s.about);
                 }
                 std::process::exit(0);
             }
@@ -122,6 +158,8 @@ fn parse_args() -> Result<Options, String> {
         warmup: warmup.unwrap_or(Duration::from_millis(if quick { 300 } else { 1000 })),
         window: window.unwrap_or(Duration::from_millis(if quick { 1000 } else { 5000 })),
         pin,
+        client,
+        client_threads: client_threads.unwrap_or_else(|| default_workers().min(4)),
     })
 }
 
@@ -129,7 +167,14 @@ fn parse_args() -> Result<Options, String> {
 // Scenarios
 
 enum Kind {
-    Load { proto: Proto, workload: Workload, conns: usize, specs: Vec<Spec> },
+    /// `client`: the load generator this scenario uses unless `--client` says otherwise.
+    Load {
+        proto: Proto,
+        workload: Workload,
+        conns: usize,
+        client: Client,
+        specs: Vec<Spec>,
+    },
     RssIdle,
     Shutdown,
 }
@@ -147,7 +192,12 @@ fn scenarios_all(workers: Option<usize>) -> Vec<Scenario> {
     let std_seq = || Spec::new(Impl::Std, "pool").workers(Some(1));
     let py = |mode| Spec::new(Impl::Python, mode);
     let stream = || vec![ours("threading"), ours("pool"), std("thread"), std("pool"), py("threading")];
-    let load = |proto, workload, conns, specs| Kind::Load { proto, workload, conns, specs };
+    // A blocking thread per client connection where connections are few: at 16 it measured
+    // higher and steadier than the event-driven client, at 128 mixed (higher for the
+    // servers that serve all 128, lower for a pool that serves 2), see bench/README.md.
+    let load = |proto, workload, conns, specs| Kind::Load { proto, workload, conns, client: Client::Threads, specs };
+    let load_events =
+        |proto, workload, conns, specs| Kind::Load { proto, workload, conns, client: Client::Events, specs };
     vec![
         Scenario {
             name: "tcp-c1",
@@ -181,7 +231,7 @@ fn scenarios_all(workers: Option<usize>) -> Vec<Scenario> {
         Scenario {
             name: "tcp-c1000",
             about: "64-byte echo, 1,000 persistent TCP connections (ours: sequential and pool park connections between messages)",
-            kind: load(
+            kind: load_events(
                 Proto::Tcp,
                 Workload::Persistent { msg: 64 },
                 1000,
@@ -344,6 +394,8 @@ struct Summary {
     errors: u64,
     lost: u64,
     starved: usize,
+    timed_out: usize,
+    unopened: usize,
     hung: usize,
 }
 
@@ -376,6 +428,8 @@ impl Row {
             errors: self.runs.iter().map(|m| m.errors).sum(),
             lost: self.runs.iter().map(|m| m.lost).sum(),
             starved: self.runs.iter().map(|m| m.starved).max().unwrap_or(0),
+            timed_out: self.runs.iter().map(|m| m.timed_out).max().unwrap_or(0),
+            unopened: self.runs.iter().map(|m| m.unopened).max().unwrap_or(0),
             hung: self.runs.iter().map(|m| m.hung).max().unwrap_or(0),
         })
     }
@@ -446,6 +500,8 @@ fn measure_row(
 struct LoadResult {
     name: &'static str,
     about: &'static str,
+    /// The load generator that drove it, as the table says.
+    client: String,
     rows: Vec<Row>,
 }
 
@@ -456,8 +512,30 @@ fn run_load(
     options: &Options,
     notes: &mut Vec<String>,
 ) -> Option<LoadResult> {
-    let Kind::Load { proto, workload, conns, specs } = &scenario.kind else { return None };
-    let config = LoadConfig { conns: *conns, workload: *workload, warmup: options.warmup, window: options.window };
+    let Kind::Load { proto, workload, conns, client, specs } = &scenario.kind else { return None };
+    let client = match options.client {
+        Some(wanted) if wanted.fits(*workload, *proto == Proto::Tcp) => wanted,
+        Some(wanted) => {
+            if wanted != *client {
+                notes.push(format!(
+                    "{}: `--client {}` drives persistent TCP connections only; a {} client drove this one",
+                    scenario.name,
+                    wanted.name(),
+                    client.name()
+                ));
+            }
+            *client
+        }
+        None => *client,
+    };
+    let config = LoadConfig {
+        conns: *conns,
+        workload: *workload,
+        client,
+        client_threads: options.client_threads,
+        warmup: options.warmup,
+        window: options.window,
+    };
     let mut rows: Vec<Row> = specs
         .iter()
         .filter(|s| s.imp != Impl::Python || programs.python.is_some())
@@ -469,7 +547,8 @@ fn run_load(
             server_log: None,
         })
         .collect();
-    eprintln!("\n== {}: {}", scenario.name, scenario.about);
+    let client = client.describe(*conns, options.client_threads);
+    eprintln!("\n== {}: {}\n   client: {client}", scenario.name, scenario.about);
     for run in 0..options.runs {
         // Interleaved: run 1 of every server, then run 2, ..., so drift hits all alike.
         for row in rows.iter_mut() {
@@ -489,11 +568,12 @@ fn run_load(
             ));
         }
     }
-    Some(LoadResult { name: scenario.name, about: scenario.about, rows })
+    Some(LoadResult { name: scenario.name, about: scenario.about, client, rows })
 }
 
 fn load_table(result: &LoadResult, out: &mut String) {
     let _ = writeln!(out, "### `{}`: {}\n", result.name, result.about);
+    let _ = writeln!(out, "Load generator: {}.\n", result.client);
     let _ = writeln!(
         out,
         "| server | mode | req/s | spread | p50 µs | p99 µs | p99.9 µs | CPU µs/req | errors | starved | ours/std req/s | ours/std CPU | ours/Python req/s | ours/tokio req/s | ours/tokio p99 |"
@@ -541,6 +621,23 @@ fn load_table(result: &LoadResult, out: &mut String) {
             ratio(vs_tokio),
             ratio(p99_vs_tokio),
         );
+        if s.timed_out > 0 {
+            row_notes.push(format!(
+                "{} {}: {} connection(s) given up after no connect or no echo for {} s (counted as starved unless served before)",
+                row.spec.imp.name(),
+                row.label,
+                s.timed_out,
+                load::REPLY_TIMEOUT.as_secs()
+            ));
+        }
+        if s.unopened > 0 {
+            row_notes.push(format!(
+                "{} {}: {} connection(s) not opened by the end of the window: the server answered new connections too slowly for the client's ramp (counted as starved)",
+                row.spec.imp.name(),
+                row.label,
+                s.unopened
+            ));
+        }
         if s.hung > 0 {
             row_notes.push(format!(
                 "{} {}: {} client(s) still blocked 3 s after the window (released by killing the server)",
@@ -1041,7 +1138,22 @@ fn main() -> ExitCode {
     );
     let _ = writeln!(
         out,
-        "- latency is per request as the client sees it (write to last byte read); CPU is the server process's utime+stime over the window / requests in the window; starved = connections with no request completed in the window\n"
+        "- latency is per request as the client sees it (write to last byte read); CPU is the server process's utime+stime over the window / requests in the window; starved = connections with no request completed in the window"
+    );
+    let _ = writeln!(
+        out,
+        "- load generator: {}; each scenario's table names its own\n",
+        match options.client {
+            Some(Client::Threads) => "a blocking thread per connection everywhere (`--client threads`)".to_string(),
+            Some(Client::Events) => format!(
+                "event-driven ({} thread(s), `polling`) wherever connections are persistent TCP (`--client events`), else a thread per connection",
+                options.client_threads
+            ),
+            None => format!(
+                "a blocking thread per connection, except tcp-c1000: event-driven, {} client thread(s) (`polling`), one request in flight per connection",
+                options.client_threads
+            ),
+        }
     );
     if !loads.is_empty() {
         summary_table(&loads, &mut out);
