@@ -10,7 +10,7 @@
 //!
 //! Connections are opened at the pace the server takes them, not all at once: each thread
 //! keeps at most its share of [`RAMP`] connections opened but not yet answered (a full
-//! accept queue, 128 connections for ours and std_echo, drops the SYNs of a burst of 1,000
+//! accept queue, 128 connections for std_echo, drops the SYNs of a burst of 1,000
 //! connects, which then wait a whole second for the kernel to send them again, and with a
 //! short warmup are starved for the window); a connection unanswered for
 //! [`RAMP_PATIENCE`] no longer holds the ramp back, so a server that never serves some
@@ -43,7 +43,7 @@ const TICK: Duration = Duration::from_millis(20);
 /// How often a thread looks for connections past [`REPLY_TIMEOUT`].
 const SCAN: Duration = Duration::from_millis(100);
 /// Connections opened and not yet answered, at most, over all the client's threads: half
-/// the listen backlog of ours and std_echo (128).
+/// std_echo's listen backlog (128, std's; ours now defaults to 4,096).
 pub const RAMP: usize = 64;
 /// How long an unanswered new connection holds the ramp back: as long as a dropped SYN
 /// waits to be sent again, so the ramp never loses more time than a burst would.
