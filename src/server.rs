@@ -444,9 +444,10 @@ impl<T: Transport> BackgroundServer<T> {
             Ok(()) | Err(RecvTimeoutError::Disconnected) => {
                 let result = thread.join().unwrap_or_else(|payload| panic::resume_unwind(payload));
                 engine.close_by(Some(deadline));
-                // A thread per request: the serve call has ended, a request may not have.
+                // A thread per request: the serve call has ended, a request may not have
+                // (unless the mode does not wait for them: daemon threads, as Python's).
                 let running = engine.control().stats().active;
-                if running > 0 && result.is_ok() {
+                if running > 0 && result.is_ok() && engine.waits_for_requests() {
                     let message = format!(
                         "the server stopped with {running} request(s) still running on threads left behind \
                          (a handler that ignores its connection)"

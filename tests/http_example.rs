@@ -218,3 +218,34 @@ fn a_half_sent_request_head_holds_no_worker() {
         assert_eq!(slow.send("\r\n"), (200, INSIDE.to_string()));
     });
 }
+
+/// Issue 19: a client reading a large file slowly held its worker for the whole file.
+/// Files are sent from the poller now (`StreamRequest::send_from`): a pool of one worker
+/// answers a fresh client while the slow one's window is full, and the slow one still
+/// gets every byte, then its next answer on the same connection.
+#[test]
+fn a_slow_reader_of_a_large_file_holds_no_worker() {
+    const BIG: usize = 16 << 20;
+    bounded(LIMIT, || {
+        let (_dir, root) = root_and_outside();
+        std::fs::write(root.join("big"), vec![b'b'; BIG]).unwrap();
+        let (_http, addr) = start(&root, &["--mode", "pool", "--workers", "1", "--timeout", "30"]);
+        let mut slow = connect(addr);
+        slow.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        // It reads nothing for now: the file fills its window and the server's.
+        let mut fresh = Client::new(addr);
+        for _ in 0..3 {
+            assert_eq!(fresh.get("/race/passwd"), (200, INSIDE.to_string()), "beside a slow reader");
+        }
+        let mut slow = Client { stream: BufReader::new(slow) };
+        let mut head = String::new();
+        while head != "\r\n" {
+            head.clear();
+            slow.stream.read_line(&mut head).unwrap();
+        }
+        let mut body = vec![0u8; BIG];
+        slow.stream.read_exact(&mut body).unwrap();
+        assert!(body.iter().all(|&b| b == b'b'));
+        assert_eq!(slow.get("/race/passwd"), (200, INSIDE.to_string()), "kept alive after the file");
+    });
+}

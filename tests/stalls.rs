@@ -470,3 +470,48 @@ fn a_burst_of_connections_waits_in_the_backlog() {
         drop(server);
     });
 }
+
+/// A large reply to a client that reads it slowly holds no worker: sent with
+/// `send_from`, it waits in the poller while the client's window is full, and a pool of
+/// one answers another client meanwhile (a file sent with a plain write held its worker
+/// for the whole file). The slow client gets every byte, then its next answer.
+#[test]
+fn a_slow_reader_of_a_large_reply_holds_no_worker() {
+    const BIG: usize = 16 << 20;
+    bounded(LIMIT, || {
+        let server = Arc::new(
+            TcpServer::builder("127.0.0.1:0")
+                .dispatch(Pool::new(1))
+                .bind(|req: &mut StreamRequest| -> HandlerResult {
+                    let mut line = String::new();
+                    if req.reader().read_line(&mut line)? == 0 {
+                        return Ok(());
+                    }
+                    if line == "big\n" {
+                        writeln!(req.writer(), "{BIG}")?;
+                        req.send_from(std::io::Read::take(std::io::repeat(b'x'), BIG as u64));
+                    } else {
+                        write!(req.writer(), "{}", line.to_uppercase())?;
+                    }
+                    req.park();
+                    Ok(())
+                })
+                .unwrap(),
+        );
+        let serve = serve_started(&server, "stall-slowread");
+        let addr = server.local_addr();
+        let mut slow = BufReader::new(connect(addr));
+        slow.get_mut().write_all(b"big\n").unwrap();
+        assert_eq!(read_reply(&mut slow), format!("{BIG}\n"));
+        // The slow client reads nothing more for now: its window fills.
+        let mut other = BufReader::new(connect(addr));
+        for n in 0..3 {
+            assert_eq!(ask(&mut other, &format!("hi {n}\n")), format!("HI {n}\n"), "beside a slow reader");
+        }
+        let mut body = vec![0u8; BIG];
+        std::io::Read::read_exact(&mut slow, &mut body).unwrap();
+        assert!(body.iter().all(|&b| b == b'x'));
+        assert_eq!(ask(&mut slow, "after\n"), "AFTER\n");
+        stop(&server, serve);
+    });
+}

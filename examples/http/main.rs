@@ -190,7 +190,18 @@ impl RequestHandler<StreamRequest> for Http {
                         request.method,
                         String::from_utf8_lossy(&request.path)
                     );
-                    self.serve(req.writer(), &request)?
+                    let (after, body) = self.serve(req.writer(), &request)?;
+                    if let Some(body) = body {
+                        // A file goes out from the poller: a client that reads it slowly
+                        // holds no worker. The connection then parks (or closes) as below,
+                        // and a pipelined request waits until the file is sent.
+                        req.send_from(body);
+                        if after == After::KeepAlive {
+                            req.park();
+                        }
+                        return Ok(());
+                    }
+                    after
                 }
             };
             match after {
@@ -235,13 +246,14 @@ impl Http {
         Ok(())
     }
 
-    /// Answers one request and says what becomes of the connection.
-    fn serve(&self, mut writer: &Writer, request: &Request) -> io::Result<After> {
+    /// Answers one request and says what becomes of the connection; a file's bytes are
+    /// left to send, after the head the writer has.
+    fn serve(&self, mut writer: &Writer, request: &Request) -> io::Result<(After, Option<FileBody>)> {
         let head = request.method == "HEAD";
         if !head && request.method != "GET" {
             let response = Response { allow: true, ..Response::error(405) };
             send(&mut writer, response, false, After::DrainAndClose)?;
-            return Ok(After::DrainAndClose);
+            return Ok((After::DrainAndClose, None));
         }
         let response = match request.path.as_slice() {
             b"/" => Response::text(200, INDEX, "text/html; charset=utf-8"),
@@ -258,13 +270,33 @@ impl Http {
             (true, _) => After::KeepAlive,
             (false, _) => After::Close,
         };
-        send(&mut writer, response, head, after)?;
-        Ok(after)
+        let body = send(&mut writer, response, head, after)?;
+        Ok((after, body))
     }
 }
 
-/// Writes the response, only its head for `HEAD`, and flushes it.
-fn send(writer: &mut impl Write, response: Response, head: bool, after: After) -> io::Result<()> {
+/// A file's bytes, exactly as many as the `Content-Length` sent: a file that shrinks
+/// while it is sent is an error, which ends the connection, so that the client does not
+/// wait for the bytes missing.
+struct FileBody {
+    file: io::Take<File>,
+    left: u64,
+}
+
+impl Read for FileBody {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        if n == 0 && self.left > 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being sent"));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Writes the response, only its head for `HEAD`, and flushes it; a file's bytes are
+/// given back, to send after it from the poller.
+fn send(writer: &mut impl Write, response: Response, head: bool, after: After) -> io::Result<Option<FileBody>> {
     let len = match &response.body {
         Body::Bytes(bytes) => bytes.len() as u64,
         Body::File(_, len) => *len,
@@ -285,19 +317,15 @@ fn send(writer: &mut impl Write, response: Response, head: bool, after: After) -
     writer.write_all(b"Connection: ")?;
     writer.write_all(connection)?;
     writer.write_all(b"\r\n\r\n")?;
+    let mut rest = None;
     if !head {
         match response.body {
             Body::Bytes(bytes) => writer.write_all(&bytes)?,
-            Body::File(file, len) => {
-                if io::copy(&mut file.take(len), writer)? < len {
-                    // The Content-Length sent can no longer be kept: the client must not
-                    // wait for the missing bytes, so the connection ends here.
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being sent"));
-                }
-            }
+            Body::File(file, len) => rest = Some(FileBody { file: file.take(len), left: len }),
         }
     }
-    writer.flush()
+    writer.flush()?;
+    Ok(rest)
 }
 
 /// A decoded segment as a file name: any bytes on Unix; on Windows valid UTF-8 without

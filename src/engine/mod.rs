@@ -90,7 +90,7 @@ impl Engine {
     }
 
     /// Whether serve calls and `close` wait for the requests they started.
-    fn waits_for_requests(&self) -> bool {
+    pub(crate) fn waits_for_requests(&self) -> bool {
         Kind::of(&*self.dispatch).waits_for_requests()
     }
 

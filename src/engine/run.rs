@@ -16,11 +16,15 @@ use crate::handle::{CurrentServer, Ticket};
 use crate::handler::{AnyHandler, HandlerResult, RequestHandler};
 use crate::net::{Address, Connection, DatagramSocket};
 use crate::report::panic_message;
-use crate::request::{DatagramRequest, StreamRequest};
+use crate::request::{DatagramRequest, Pumped, StreamRequest};
 
 /// How many pipelined messages of one connection run in a row before it yields to the
 /// other connections that are ready (Redis and nginx bound a client's turn the same way).
 const EXCHANGES_PER_TURN: u32 = 16;
+
+/// How much of a body one connection sends in a row before it yields to the others
+/// that are ready (a fast client of a large file must not hold a worker for all of it).
+const SEND_PER_TURN: usize = 1 << 20;
 
 /// What a job carries to the thread that runs it.
 pub(super) enum Work {
@@ -100,7 +104,12 @@ impl Engine {
                     self.exchange(handler, request, ticket, home, Start::Setup);
                 }
             }
-            Work::Resume { request, home, end } => {
+            Work::Resume { mut request, home, end } => {
+                if end {
+                    // Idle past its timeout, or a shutdown: a body still on its way is
+                    // given up, not sent on this thread.
+                    request.abandon_send();
+                }
                 let start = if end { Start::Finish } else { Start::Resume };
                 self.exchange(handler, request, ticket, Some(home), start);
             }
@@ -141,6 +150,10 @@ impl Engine {
         // Exchanges run in a row in this turn.
         let mut turn = 0;
         loop {
+            if let (Start::Resume, true) = (start, request.sending()) {
+                // Parked for room to send: the body goes on.
+                start = Start::Send;
+            }
             if let Start::Resume = start {
                 // The poller reported the socket: bytes, the end of the stream, or an
                 // error. Only a message makes an exchange; a client that left while
@@ -193,8 +206,51 @@ impl Engine {
             if let (Start::Finish, true) = (start, request.exchanges() == 0) {
                 break; // closed before it started: nothing to finish
             }
-            if let Outcome::Ended = run_phases(handler, &mut *request, &self.config.hooks, &report, start) {
-                break;
+            let outcome = match start {
+                Start::Send => match self.send(&mut request, &home) {
+                    // All sent: on as `handle` said, to its next message or its end.
+                    Ok(Pumped::Done) if request.take_park() => Outcome::Parked,
+                    Ok(Pumped::Done) => {
+                        start = Start::Finish;
+                        continue;
+                    }
+                    // The client's window is full: wait for room, parked; or, the turn
+                    // spent, let the others that are ready run first.
+                    Ok(pumped) => {
+                        let Some(home) = &home else { unreachable!("sent at once without a poller") };
+                        let parked = match pumped {
+                            Pumped::Blocked => self.park(request, ticket, home),
+                            _ => self.requeue(request, ticket, home),
+                        };
+                        match parked {
+                            Ok(()) => return,
+                            Err(parked) => (request, ticket) = (parked.request, parked.ticket),
+                        }
+                        request.abandon_send();
+                        start = Start::Finish;
+                        continue;
+                    }
+                    Err(source) => {
+                        if !is_disconnect(&source) {
+                            report(
+                                Error::Handler { phase: Phase::Respond, source: source.into() },
+                                request.client_addr(),
+                            );
+                        }
+                        request.abandon_send();
+                        start = Start::Finish;
+                        continue;
+                    }
+                },
+                _ => run_phases(handler, &mut *request, &self.config.hooks, &report, start),
+            };
+            match outcome {
+                Outcome::Ended => break,
+                Outcome::Sending => {
+                    start = Start::Send;
+                    continue;
+                }
+                Outcome::Parked => {}
             }
             // `handle` parked the connection.
             if let Err(source) = request.prepare_to_park(self.config.idle_timeout) {
@@ -228,12 +284,9 @@ impl Engine {
                         start = Start::Handle;
                         continue;
                     }
-                    self.control.parked();
-                    match home.state().requeue(Ready::Exchange(Parked::new(request, ticket, None))) {
+                    match self.requeue(request, ticket, home) {
                         Ok(()) => return,
-                        Err(ready) => {
-                            self.control.unparked();
-                            let parked = ready.into_parked();
+                        Err(parked) => {
                             (request, ticket) = (parked.request, parked.ticket);
                             start = Start::Finish;
                             continue;
@@ -259,6 +312,28 @@ impl Engine {
         }
         drop(request);
         drop(ticket);
+    }
+
+    /// Sends what the connection takes of a body from `send_from`, the writer's bytes
+    /// first; without a poller to wait in, all of it, blocking.
+    fn send(&self, request: &mut StreamRequest, home: &Option<Arc<Home>>) -> io::Result<Pumped> {
+        request.flush_writer()?;
+        if home.is_none() {
+            request.send_rest()?;
+            return Ok(Pumped::Done);
+        }
+        request.pump(SEND_PER_TURN)
+    }
+
+    /// Queues a connection that yields its turn with work left (a buffered message, a
+    /// body to send): it comes back after the others that are ready. Gives it back when
+    /// the server has stopped serving.
+    fn requeue(&self, request: Box<StreamRequest>, ticket: Ticket, home: &Arc<Home>) -> Result<(), Parked> {
+        self.control.parked();
+        home.state().requeue(Ready::Exchange(Parked::new(request, ticket, None))).map_err(|ready| {
+            self.control.unparked();
+            ready.into_parked()
+        })
     }
 
     /// Reads a parked connection's first bytes, before its PROXY header is read and
@@ -349,16 +424,21 @@ impl Engine {
         // A message begun and not whole: its idle time counts from its first byte, so
         // that a client that drips a byte now and then is not waited for for ever.
         let now = std::time::Instant::now();
-        let since = if request.reader_mut().buffer().is_empty() {
+        let writing = request.sending();
+        let since = if writing || request.reader_mut().buffer().is_empty() {
             request.partial_since = None;
             now
         } else {
             *request.partial_since.get_or_insert(now)
         };
-        let deadline = self.config.idle_timeout.map(|timeout| since + timeout);
+        // A client that takes nothing of a body for the write timeout (else the idle
+        // timeout) is closed.
+        let timeout =
+            if writing { self.config.write_timeout.or(self.config.idle_timeout) } else { self.config.idle_timeout };
+        let deadline = timeout.map(|timeout| since + timeout);
         // Counted before it is armed: once armed, a loop may take it out at once.
         self.control.parked();
-        let arm = |parked: &Parked| parked.request.registration.as_ref().expect("registered above").arm();
+        let arm = |parked: &Parked| parked.request.registration.as_ref().expect("registered above").arm(writing);
         match lot.park(key, Parked::new(request, ticket, deadline), arm) {
             Ok(first_deadline) => {
                 if first_deadline {
@@ -383,6 +463,10 @@ pub(crate) trait Phases {
     fn client(&self) -> &Address;
     /// The server's last step for the request, after `finish`.
     fn respond(&mut self, hooks: &Hooks) -> io::Result<()>;
+    /// Whether a body waits to be sent from the poller before `finish` (or a park).
+    fn sending(&self) -> bool {
+        false
+    }
     /// Whether the handler parked the request in the exchange that just ran (and
     /// forgets it, for the next).
     fn take_park(&mut self) -> bool {
@@ -402,11 +486,17 @@ impl Phases for StreamRequest {
 
     fn respond(&mut self, hooks: &Hooks) -> io::Result<()> {
         self.flush_writer()?;
+        // A body from `send_from` that no poller sent (in memory): sent now.
+        self.send_rest()?;
         hooks.shutdown_request(self.connection())
     }
 
     fn take_park(&mut self) -> bool {
         StreamRequest::take_park(self)
+    }
+
+    fn sending(&self) -> bool {
+        StreamRequest::sending(self)
     }
 
     fn next_exchange(&mut self) -> bool {
@@ -426,6 +516,12 @@ impl Phases for DatagramRequest {
     fn respond(&mut self, _: &Hooks) -> io::Result<()> {
         DatagramRequest::respond(self)
     }
+}
+
+/// The client went away: its connection just ends, no error of the server's.
+fn is_disconnect(error: &io::Error) -> bool {
+    use io::ErrorKind::*;
+    matches!(error.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | NotConnected)
 }
 
 /// What a parked connection that the poller reported has for its next exchange.
@@ -452,6 +548,8 @@ pub(crate) enum Start {
     Resume,
     /// A parked request whose connection ends: `finish` and `respond`.
     Finish,
+    /// A body from `send_from` to send (on), before the connection parks or ends.
+    Send,
 }
 
 /// How [`run_phases`] left the request.
@@ -460,6 +558,9 @@ pub(crate) enum Outcome {
     Ended,
     /// `handle` parked it: `finish` has not run.
     Parked,
+    /// `handle` left a body to send (`send_from`): the engine sends it, then goes on as
+    /// `handle` said (park or finish).
+    Sending,
 }
 
 /// setup, handle, finish, respond, from `start`: each caught and reported on its own,
@@ -489,6 +590,9 @@ pub(crate) fn run_phases<R: Phases + 'static>(
     }
     if !matches!(start, Start::Finish) {
         let handled = step(request, Phase::Handle, &|r| handler.handle(r));
+        if handled && request.sending() {
+            return Outcome::Sending;
+        }
         // Parking after a failed `handle` would hide the failure: the connection ends.
         if request.take_park() && handled {
             return Outcome::Parked;

@@ -407,7 +407,8 @@ impl Engine {
                 log::debug!(target: LOG_TARGET, "{} parked connection(s) past their idle timeout", expired.len());
             }
             for parked in expired {
-                if parked.request.connection().has_input() {
+                // (Not one waiting to send: what a slow reader sends is no progress.)
+                if !parked.request.sending() && parked.request.connection().has_input() {
                     ready.push(Ready::Exchange(parked));
                 } else {
                     ready.push(Ready::End(parked));

@@ -155,6 +155,15 @@ impl Connection {
         }
     }
 
+    /// Writes what the connection takes now, without waiting: `WouldBlock` when the
+    /// client's window is full. (In memory, a plain write.)
+    pub(crate) fn write_available(&self, buf: &[u8]) -> io::Result<usize> {
+        match self.sock() {
+            Some(socket) => crate::sys::send_nonblocking(&socket, buf),
+            None => (&*self).write(buf),
+        }
+    }
+
     /// Whether bytes, the end of the stream or an error wait to be read, looked at
     /// without blocking and without reading them (a peek). For the rare look at a
     /// parked connection whose idle time ran out: it costs three system calls.

@@ -82,10 +82,11 @@ impl Registration {
     }
 
     /// Asks the poller for one readiness event: the next bytes, the end of the stream,
-    /// or an error. Oneshot: armed again for each wait.
-    pub(crate) fn arm(&self) -> io::Result<()> {
+    /// or an error (or, `writable`, room to send). Oneshot: armed again for each wait.
+    pub(crate) fn arm(&self, writable: bool) -> io::Result<()> {
         let socket = self.connection.sock().expect("a registered connection has a socket");
-        self.poller.modify(&*socket, Event::readable(self.key + 1))
+        let event = if writable { Event::writable(self.key + 1) } else { Event::readable(self.key + 1) };
+        self.poller.modify(&*socket, event)
     }
 }
 

@@ -12,4 +12,5 @@ mod stream;
 
 pub use datagram::{DatagramRequest, Reply};
 pub use io::{Reader, ReaderRef, Writer};
+pub(crate) use stream::Pumped;
 pub use stream::StreamRequest;

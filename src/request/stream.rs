@@ -1,13 +1,36 @@
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::fmt;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::io::{ConnHandle, Reader, ReaderRef, Writer};
 use crate::handle::ServerHandle;
 use crate::net::{Address, Connection, Registration};
+
+/// How much of a body [`StreamRequest::send_from`] reads at a time.
+const SEND_CHUNK: usize = 64 * 1024;
+
+/// A body on its way ([`StreamRequest::send_from`]).
+struct Outgoing {
+    source: Box<dyn Read + Send>,
+    chunk: Vec<u8>,
+    /// `chunk[at..len]` is read and not yet sent.
+    at: usize,
+    len: usize,
+}
+
+/// How far [`StreamRequest::pump`] got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pumped {
+    /// All sent.
+    Done,
+    /// The client's window is full: wait until the connection is writable.
+    Blocked,
+    /// The turn's budget is spent and the client still takes more: let others run.
+    Yield,
+}
 
 /// One stream connection, as a handler sees it (Python's `StreamRequestHandler`).
 ///
@@ -28,6 +51,8 @@ pub struct StreamRequest {
     /// When the first bytes of a message still incomplete arrived: the engine gathers
     /// a framed message in the poller, and its idle time counts from here.
     pub(crate) partial_since: Option<Instant>,
+    /// What [`StreamRequest::send_from`] left to send, and the chunk on its way.
+    outgoing: Option<Outgoing>,
     /// Exchanges run so far, this one included.
     exchanges: u64,
     /// What the handler keeps for this connection across exchanges, one value per type.
@@ -65,6 +90,7 @@ impl StreamRequest {
             park: false,
             opened: false,
             partial_since: None,
+            outgoing: None,
             exchanges: 1,
             state: Vec::new(),
             reader: RefCell::new(reader),
@@ -226,6 +252,109 @@ impl StreamRequest {
     /// A handle to the server (Python's `self.server`): its address, and `shutdown`.
     pub fn server(&self) -> &ServerHandle {
         &self.server
+    }
+
+    /// Sends everything `source` reads, after `handle` returns, without holding a thread
+    /// while the client is slow to take it: the server writes what the connection
+    /// accepts and, when the client's window is full, waits for it in the poller, the
+    /// connection [parked](StreamRequest::park) for writing, so that a client reading a
+    /// large reply slowly holds no worker from the others. What the handler wrote to the
+    /// [`writer`](StreamRequest::writer) (a header) goes first. Then the connection goes
+    /// on as the handler said: it parks for the next message if `handle` called
+    /// [`park`](StreamRequest::park), else `finish` runs and it closes.
+    ///
+    /// A client that takes nothing for the write timeout
+    /// ([`Builder::write_timeout`](crate::Builder::write_timeout), else the idle
+    /// timeout) is closed, and so is every connection still sending at a shutdown.
+    /// `source` is read on a worker, a chunk (64 KiB) at a time, so it should not block
+    /// for long: a file is right, a socket to another server is not. Outside the serve
+    /// loop ([`Server::process_request`](crate::Server::process_request)) and in memory
+    /// ([`testing`](crate::testing)) it is sent at once, blocking, as a write would be.
+    ///
+    /// Why a body to send rather than a minimum transfer rate or a deadline per reply:
+    /// either of those still holds a thread for the whole reply (minutes for a large file
+    /// at a slow but honest rate) and cuts off clients that are merely slow; waiting in
+    /// the poller costs the slow client nothing and the others no thread.
+    ///
+    /// # Examples
+    ///
+    /// A file after its header:
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    ///
+    /// let server = socketserver::TcpServer::bind("127.0.0.1:0", |req| {
+    ///     let body = vec![b'x'; 1 << 20]; // a file, in a real server
+    ///     write!(req.writer(), "{} bytes follow\n", body.len())?;
+    ///     req.send_from(std::io::Cursor::new(body));
+    ///     Ok(())
+    /// })?;
+    /// let addr = server.local_addr();
+    /// let background = server.serve_in_background()?;
+    /// let mut reply = Vec::new();
+    /// std::net::TcpStream::connect(addr)?.read_to_end(&mut reply)?;
+    /// assert!(reply.starts_with(b"1048576 bytes follow\n"));
+    /// assert_eq!(reply.len(), 21 + (1 << 20));
+    /// background.stop()?;
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
+    pub fn send_from(&mut self, source: impl Read + Send + 'static) {
+        self.outgoing = Some(Outgoing { source: Box::new(source), chunk: Vec::new(), at: 0, len: 0 });
+    }
+
+    /// Whether a body from [`StreamRequest::send_from`] waits to be sent from the
+    /// poller (a real socket; in memory it is sent at the end, blocking).
+    pub(crate) fn sending(&self) -> bool {
+        self.outgoing.is_some() && self.connection.sock().is_some()
+    }
+
+    /// Sends what the connection takes now of the body, at most `budget` bytes:
+    /// [`Pumped::Blocked`] when the client's window is full.
+    pub(crate) fn pump(&mut self, budget: usize) -> io::Result<Pumped> {
+        let Some(out) = &mut self.outgoing else { return Ok(Pumped::Done) };
+        let mut sent = 0;
+        loop {
+            if out.at == out.len {
+                if sent >= budget {
+                    return Ok(Pumped::Yield);
+                }
+                out.chunk.resize(SEND_CHUNK, 0);
+                let n = loop {
+                    match out.source.read(&mut out.chunk) {
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        read => break read?,
+                    }
+                };
+                if n == 0 {
+                    self.outgoing = None;
+                    return Ok(Pumped::Done);
+                }
+                (out.at, out.len) = (0, n);
+            }
+            match self.connection.write_available(&out.chunk[out.at..out.len]) {
+                Ok(n) => {
+                    out.at += n;
+                    sent += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Pumped::Blocked),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends the rest of the body, blocking: in memory, or outside the serve loop.
+    pub(crate) fn send_rest(&mut self) -> io::Result<()> {
+        let Some(mut out) = self.outgoing.take() else { return Ok(()) };
+        self.writer.write_all(&out.chunk[out.at..out.len])?;
+        io::copy(&mut out.source, &mut self.writer)?;
+        self.writer.flush()
+    }
+
+    /// Gives up the rest of the body: the connection ends (too slow a client, or a
+    /// shutdown).
+    pub(crate) fn abandon_send(&mut self) {
+        self.outgoing = None;
     }
 
     /// Flushes the writer, after `finish`.

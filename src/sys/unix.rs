@@ -63,6 +63,23 @@ pub(crate) fn recv_nonblocking(socket: &SockRef<'_>, buf: &mut [u8]) -> io::Resu
     }
 }
 
+/// Writes without waiting, leaving the socket blocking: `send(2)` with `MSG_DONTWAIT`,
+/// and `MSG_NOSIGNAL` where there is one (elsewhere Rust programs ignore `SIGPIPE`).
+pub(crate) fn send_nonblocking(socket: &SockRef<'_>, buf: &[u8]) -> io::Result<usize> {
+    use rustix::net::{send, SendFlags};
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    let flags = SendFlags::DONTWAIT;
+    loop {
+        match send(&**socket, buf, flags) {
+            Ok(sent) => return Ok(sent),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// `SO_REUSEADDR`: a restarted server binds while old connections sit in `TIME_WAIT`.
 pub(crate) fn set_reuse_address(socket: &socket2::Socket, on: bool) -> io::Result<()> {
     socket.set_reuse_address(on)

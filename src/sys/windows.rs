@@ -76,6 +76,15 @@ pub(crate) fn recv_nonblocking(socket: &SockRef<'_>, buf: &mut [u8]) -> io::Resu
     read
 }
 
+/// Windows has no `MSG_DONTWAIT`: the socket is non-blocking for the one write.
+pub(crate) fn send_nonblocking(socket: &SockRef<'_>, buf: &[u8]) -> io::Result<usize> {
+    use std::io::Write;
+    socket.set_nonblocking(true)?;
+    let sent = (&**socket).write(buf);
+    socket.set_nonblocking(false)?;
+    sent
+}
+
 pub(crate) fn classify_accept_error(e: &io::Error) -> AcceptError {
     if let Some(class) = classify_kind(e) {
         return class;
