@@ -64,8 +64,9 @@ use socket2::{Domain, SockRef, Type};
 
 /// Takes ownership of a descriptor the service manager passed.
 ///
-/// `OwnedFd::from_raw_fd` is the one `unsafe` call in the crate: no safe API can take
-/// ownership of an inherited descriptor.
+/// `OwnedFd::from_raw_fd` is one of the crate's two `unsafe` calls (the other puts a
+/// socket in a poller, `net/ready.rs`): no safe API can take ownership of an inherited
+/// descriptor.
 #[allow(unsafe_code)]
 fn own_inherited(fd: RawFd) -> OwnedFd {
     // SAFETY: LISTEN_PID names this process, so the service manager that started it

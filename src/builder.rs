@@ -36,7 +36,9 @@ the rest, or Pool::new(n) or Threading";
 ///
 /// Get one from `TcpServer::builder(addr)` (and the other servers' `builder`), or from
 /// `from_listener` / `from_socket` to serve a socket you bound yourself. Every setting
-/// has a safe default, given in its doc.
+/// has a default, given in its doc: Python's where it has one (no timeouts, no limit on
+/// connections), which suits a classroom or a test; a server that strangers reach
+/// starts from [`internet_facing`](Builder::internet_facing).
 ///
 /// # Examples
 ///
@@ -227,9 +229,11 @@ impl<T: Transport> Builder<T> {
         self
     }
 
-    /// At most `n` requests run at once, in any dispatch mode (with [`Threading`]'s
-    /// `max_threads` or a [`Pool`], the smaller limit counts). At the limit the server
-    /// stops accepting until a request ends: further connections wait in the kernel's
+    /// At most `n` connections (or datagrams being served) at once, in any dispatch
+    /// mode, those [parked](StreamRequest::park) between messages included. How many
+    /// exchanges run at once is the mode's to bound ([`Threading`]'s `max_threads`, a
+    /// [`Pool`]'s workers), parked connections not counted. At the limit the server
+    /// stops accepting until a connection ends: further connections wait in the kernel's
     /// backlog and datagrams in the socket's buffer, never in a queue in memory. For
     /// streams, [`refuse_when_full`](Builder::refuse_when_full) turns them away instead.
     ///
@@ -343,9 +347,12 @@ impl<T: Transport<Request = StreamRequest>> Builder<T> {
     ///
     /// Each is an ordinary setting: call the setter after this one to change a value
     /// (a setter called before is overwritten). What it cannot bound is the handler's
-    /// own reading: a client that sends a byte every 29 s passes any read timeout, so a
-    /// handler sets a deadline per message ([`StreamRequest::set_deadline`]) and bounds
-    /// each line it reads ([`Reader::read_line_bounded`](crate::Reader::read_line_bounded)).
+    /// own reading: a client that sends a byte every 29 s passes any read timeout. A
+    /// server that declares its [`frame`](Builder::frame) is safe from that (it reads a
+    /// whole message in the poller, holding no thread, and the idle timeout counts from
+    /// the message's first byte); without one, a handler sets a deadline per message
+    /// ([`StreamRequest::set_deadline`]) and bounds each line it reads
+    /// ([`Reader::read_line_bounded`](crate::Reader::read_line_bounded)).
     /// SECURITY.md, beside the crate's README, lists what a hostile client can and cannot
     /// do with these settings and without them.
     ///

@@ -150,9 +150,12 @@ impl<T: Transport> Server<T> {
 impl<T: Transport> Server<T> {
     /// Serves requests until [`shutdown`](Server::shutdown) (Python's `serve_forever`).
     ///
-    /// Blocks in `accept`/`recvfrom` with no timeout and no polling: an idle server makes
-    /// no wakeups. When shutdown is asked for, it stops accepting at once, waits for the
-    /// running requests (see [`Builder::shutdown_deadline`](crate::Builder::shutdown_deadline)) and returns `Ok(())`.
+    /// Waits in the server's readiness poller (epoll, kqueue, IOCP) for connections or
+    /// datagrams, and for the next messages of [parked](crate::StreamRequest::park)
+    /// connections, with no timeout and no polling: an idle server makes no wakeups.
+    /// When shutdown is asked for, the poller's waker ends the wait at once: it stops
+    /// accepting, closes the parked connections, waits for the running requests (see
+    /// [`Builder::shutdown_deadline`](crate::Builder::shutdown_deadline)) and returns `Ok(())`.
     ///
     /// A `shutdown` that arrived before the first call (for example right after
     /// spawning the thread that calls this) makes this call return at once. It may be

@@ -45,7 +45,11 @@ impl Job {
         Job(Box::new(f))
     }
 
-    /// Runs the request to completion: setup, handle, finish, respond, close.
+    /// Runs the job on this thread: a new request's `setup` and first exchange, a parked
+    /// connection's next exchange, or a connection's end (`finish`, then close). It
+    /// returns when the exchange is over: the connection has ended, or it has
+    /// [parked](crate::StreamRequest::park) again and waits in the server's poller with
+    /// no thread.
     pub fn run(self) {
         (self.0)()
     }

@@ -1,11 +1,17 @@
 //! The engine: one serve loop for every transport and dispatch mode, admission of each
 //! request, and running a request's phases.
 //!
-//! - [`serve`]: a serve call, its receive loop (one per pool worker), the supervisor,
-//!   the back-off when descriptors run out.
+//! - [`serve`]: a serve call, its loop (one per pool worker), the supervisor, the lead
+//!   (waiting in the poller and accepting), the back-off when descriptors run out.
+//! - [`hub`]: shared readiness: the server's one poller, the ready queue and the turns
+//!   of the free loops (leader/followers), so that a busy loop holds only its own
+//!   exchange.
+//! - [`park`]: the parked connections (the lot), with their idle deadlines.
 //! - [`admit`]: what happens to a connection or datagram between `accept` and the
-//!   handler: `verify_request`, the connection limit, refusing when full, dispatch.
-//! - [`run`]: one request on the thread the mode chose: setup, handle, finish, respond.
+//!   handler: `verify_request`, the limits on connections and exchanges, refusing when
+//!   full, dispatch.
+//! - [`run`]: one request on the thread the mode chose: gathering a framed message,
+//!   setup, handle, a body sent from the poller, finish, respond, parking.
 //!
 //! The lifecycle and the counts it waits on live in the control block
 //! ([`crate::handle`]), which the engine owns beside the handler, so that requests and
