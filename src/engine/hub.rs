@@ -150,3 +150,123 @@ impl Hub {
         (queued, self.lot.close())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{mpsc, Arc};
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::handle::{Control, ServerHandle};
+    use crate::net::{test_client, Connection, MemoryStream};
+    use crate::request::StreamRequest;
+
+    const LIMIT: Duration = Duration::from_secs(10);
+
+    /// A parked connection in memory, named by what its client sent.
+    fn parked(control: &Arc<Control>, name: &str) -> Parked {
+        let connection = Arc::new(Connection::Memory(MemoryStream::new(name, test_client())));
+        let request =
+            StreamRequest::new(connection, test_client(), ServerHandle::new(control.clone()), 64, 0, (None, None));
+        let ticket = control.track(None, None, None).expect("no limit");
+        Parked::new(Box::new(request), ticket, None)
+    }
+
+    fn name(ready: Ready) -> String {
+        let mut parked = ready.into_parked();
+        String::from_utf8(std::io::BufRead::fill_buf(parked.request.reader_mut()).unwrap().to_vec()).unwrap()
+    }
+
+    /// Runs a follower on a thread until it gets work; what it got.
+    fn follower(hub: &Arc<Hub>) -> mpsc::Receiver<String> {
+        let (tx, rx) = mpsc::channel();
+        let hub = hub.clone();
+        thread::spawn(move || {
+            let until = Instant::now() + LIMIT;
+            loop {
+                match hub.turn(true, Some(until)) {
+                    Turn::Run(ready) => return tx.send(name(ready)).unwrap(),
+                    Turn::Woken if Instant::now() < until => continue,
+                    Turn::Woken => return,
+                    // Nobody else leads: give it back, as a loop that found nothing would.
+                    Turn::Lead => drop(hub.unlead(Vec::new())),
+                }
+            }
+        });
+        rx
+    }
+
+    #[test]
+    fn one_loop_leads_and_the_work_it_finds_goes_to_the_free_followers() {
+        let control = Arc::new(Control::detached(test_client()));
+        let hub = Arc::new(Hub::default());
+        assert!(matches!(hub.turn(true, None), Turn::Lead), "the first free loop leads");
+        let (a, b) = (follower(&hub), follower(&hub));
+        let late = hub.unlead(vec![Ready::Exchange(parked(&control, "one")), Ready::Exchange(parked(&control, "two"))]);
+        assert!(late.is_empty());
+        let mut got = vec![a.recv_timeout(LIMIT).unwrap(), b.recv_timeout(LIMIT).unwrap()];
+        got.sort();
+        assert_eq!(got, ["one", "two"], "each follower takes one connection");
+    }
+
+    #[test]
+    fn a_loop_that_may_not_run_work_leads_instead_of_taking_it() {
+        let control = Arc::new(Control::detached(test_client()));
+        let hub = Hub::default();
+        assert!(hub.requeue(Ready::Exchange(parked(&control, "queued"))).is_ok());
+        assert!(matches!(hub.turn(false, None), Turn::Lead), "at its limit, a loop waits in the poller");
+        let _ = hub.unlead(Vec::new());
+        match hub.turn(true, None) {
+            Turn::Run(ready) => assert_eq!(name(ready), "queued"),
+            _ => panic!("the queued connection is run once the loop may"),
+        }
+    }
+
+    #[test]
+    fn closing_takes_every_connection_and_refuses_more() {
+        let control = Arc::new(Control::detached(test_client()));
+        let hub = Hub::default();
+        hub.requeue(Ready::Exchange(parked(&control, "queued"))).ok().unwrap();
+        let key = hub.lot().allocate();
+        hub.lot().park(key, parked(&control, "parked"), |_| Ok(())).ok().unwrap();
+        let (queued, parked_ones) = hub.close();
+        assert_eq!((queued.len(), parked_ones.len()), (1, 1));
+        assert!(hub.requeue(Ready::Exchange(parked(&control, "late"))).is_err(), "nothing queues once closed");
+        assert!(matches!(hub.turn(true, None), Turn::Lead));
+        assert_eq!(hub.unlead(vec![Ready::End(parked(&control, "reported"))]).len(), 1, "given back to end");
+    }
+
+    #[test]
+    fn a_key_of_an_ended_connection_never_names_its_successor() {
+        let control = Arc::new(Control::detached(test_client()));
+        let lot = Lot::default();
+        let first = lot.allocate();
+        lot.park(first, parked(&control, "first"), |_| Ok(())).ok().unwrap();
+        assert!(lot.take(first).is_some());
+        lot.release(first);
+        let second = lot.allocate();
+        assert_ne!(first, second, "the place is reused under a new key");
+        lot.park(second, parked(&control, "second"), |_| Ok(())).ok().unwrap();
+        assert!(lot.take(first).is_none(), "a late event for the first connection finds nothing");
+        assert!(lot.take(second).is_some());
+    }
+
+    #[test]
+    fn idle_deadlines_expire_in_order_and_taken_connections_never_expire() {
+        let control = Arc::new(Control::detached(test_client()));
+        let lot = Lot::default();
+        let now = Instant::now();
+        let keys: Vec<usize> = (0..3).map(|_| lot.allocate()).collect();
+        for (n, key) in keys.iter().enumerate() {
+            let mut p = parked(&control, &format!("c{n}"));
+            p.deadline = Some(now + Duration::from_secs(n as u64 + 1));
+            lot.park(*key, p, |_| Ok(())).ok().unwrap();
+        }
+        assert_eq!(lot.next_deadline(), Some(now + Duration::from_secs(1)));
+        assert!(lot.take(keys[0]).is_some(), "reported readable: taken, so it cannot expire");
+        let expired = lot.expired(now + Duration::from_millis(2500));
+        assert_eq!(expired.len(), 1, "only the second has passed its deadline");
+        assert_eq!(lot.next_deadline(), Some(now + Duration::from_secs(3)));
+    }
+}

@@ -30,7 +30,7 @@ const PLACE_MASK: usize = (1 << PLACE_BITS) - 1;
 pub(crate) struct Parked {
     pub(crate) request: Box<StreamRequest>,
     pub(crate) ticket: Ticket,
-    deadline: Option<Instant>,
+    pub(super) deadline: Option<Instant>,
 }
 
 impl Parked {
