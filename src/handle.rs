@@ -665,10 +665,21 @@ impl Control {
     /// Whether one more exchange may start under `limit` (a parked connection's, which
     /// already holds its place among the connections).
     pub(crate) fn exchange_room(&self, limit: Option<usize>) -> bool {
-        let Some(max) = limit else { return true };
+        limit.is_none() || !self.full(&self.requests.lock(), None, limit)
+    }
+
+    /// Begins a wait in the poller for room for one more exchange under `limit`:
+    /// `false` when there is room already (no wait begun). Otherwise the caller waits,
+    /// and calls [`Control::stop_waiting_for_capacity`] after: until then, a request
+    /// that ends (or parks) wakes the poller. Registered and checked under one lock, so
+    /// that a request ending in between cannot be missed.
+    pub(crate) fn wait_for_room(&self, limit: Option<usize>) -> bool {
         let requests = self.requests.lock();
-        let running = requests.running + requests.reserved;
-        running.saturating_sub(self.counters.parked.load(Ordering::SeqCst)) < max
+        if limit.is_none() || !self.full(&requests, None, limit) {
+            return false;
+        }
+        self.capacity_waiters.fetch_add(1, Ordering::SeqCst);
+        true
     }
 
     /// Waits for a free place under the limits, if there are any, until shutdown or
@@ -750,7 +761,7 @@ impl Control {
     fn capacity_freed(&self) {
         if self.capacity_waiters.load(Ordering::SeqCst) > 0 {
             for (_, waker) in &self.wakers.lock().1 {
-                waker.wake();
+                waker.wake_poller();
             }
         }
     }
@@ -778,13 +789,8 @@ impl Control {
         refuse_at_exchanges: Option<usize>,
     ) -> Option<Ticket> {
         let mut requests = self.requests.lock();
-        if slot.is_none() {
-            let exchanges = || requests.running.saturating_sub(self.counters.parked.load(Ordering::SeqCst));
-            if refuse_at.is_some_and(|max| requests.running >= max)
-                || refuse_at_exchanges.is_some_and(|max| exchanges() >= max)
-            {
-                return None;
-            }
+        if slot.is_none() && self.full(&requests, refuse_at, refuse_at_exchanges) {
+            return None;
         }
         if let Some(slot) = slot {
             // The place passes to the request: the ticket gives it back.

@@ -438,10 +438,23 @@ impl<T: Transport> BackgroundServer<T> {
         let Some((thread, done)) = self.thread.take() else {
             return Ok(());
         };
-        // One instant for every wait below, so that the bound is not spent twice.
+        // One instant for every wait below, so that the bound is not spent twice, and
+        // every wait bounded by it: the shutdown is only asked for here, and the
+        // deadline enforced from here too (a sequential loop runs the request itself).
         let deadline = Instant::now() + self.stop_timeout;
         let engine = &self.server.engine;
-        engine.control().shutdown_within(Some(self.stop_timeout), true);
+        engine.control().shutdown_within(Some(self.stop_timeout), false);
+        if engine.waits_for_requests() {
+            engine.control().await_requests(Some(deadline));
+        }
+        let left_behind = |running: usize| {
+            let message = format!(
+                "the server did not stop within {:?}: {running} request(s) still running on threads left behind \
+                 (a handler that ignores its connection)",
+                self.stop_timeout + FORCED_CLOSE_GRACE
+            );
+            Err(Error::Io(io::Error::new(io::ErrorKind::TimedOut, message)))
+        };
         match done.recv_deadline(deadline + FORCED_CLOSE_GRACE) {
             // Ended (or unwound, which drops the sender): the join is at once.
             Ok(()) | Err(RecvTimeoutError::Disconnected) => {
@@ -451,24 +464,13 @@ impl<T: Transport> BackgroundServer<T> {
                 // (unless the mode does not wait for them: daemon threads, as Python's).
                 let running = engine.control().stats().active;
                 if running > 0 && result.is_ok() && engine.waits_for_requests() {
-                    let message = format!(
-                        "the server stopped with {running} request(s) still running on threads left behind \
-                         (a handler that ignores its connection)"
-                    );
-                    return Err(Error::Io(io::Error::new(io::ErrorKind::TimedOut, message)));
+                    return left_behind(running);
                 }
                 result
             }
             Err(RecvTimeoutError::Timeout) => {
-                let running = engine.control().stats().active;
-                let message = format!(
-                    "the server did not stop within {:?}: {running} request(s) still running on threads left \
-                     behind (a handler that ignores its connection); the server closes when they end",
-                    self.stop_timeout + FORCED_CLOSE_GRACE
-                );
-                log_or_stderr(log::Level::Error, &message);
                 // A thread of its own waits for the serve thread and then lets go of the
-                // server, which closes it; nobody here waits.
+                // server, which closes it when its requests end; nobody here waits.
                 let server = self.server.clone();
                 let reaper = move || {
                     let _ = thread.join();
@@ -477,7 +479,11 @@ impl<T: Transport> BackgroundServer<T> {
                 if thread::Builder::new().name("socketserver-stop".to_string()).spawn(reaper).is_err() {
                     std::mem::forget(self.server.clone()); // no thread to close it on: leak it
                 }
-                Err(Error::Io(io::Error::new(io::ErrorKind::TimedOut, message)))
+                let left = left_behind(engine.control().stats().active);
+                if let Err(e) = &left {
+                    log_or_stderr(log::Level::Error, &format!("{e}; the server closes when they end"));
+                }
+                left
             }
         }
     }

@@ -515,3 +515,126 @@ fn a_slow_reader_of_a_large_reply_holds_no_worker() {
         stop(&server, serve);
     });
 }
+
+/// A connection that yields its turn (more than 16 pipelined messages, or more than
+/// 1 MiB of a body) comes back in every mode: with a thread per request the one loop
+/// waits in the poller, and is woken to run it (it was left in the queue for good).
+#[test]
+fn a_connection_that_yields_its_turn_comes_back_in_every_mode() {
+    const BODY: usize = 3 << 20;
+    bounded(LIMIT, || {
+        for mode in support::MODES {
+            let server = Arc::new(
+                TcpServer::builder("127.0.0.1:0")
+                    .dispatch(mode.dispatch())
+                    .bind(|req: &mut StreamRequest| -> HandlerResult {
+                        let mut line = String::new();
+                        if req.reader().read_line(&mut line)? == 0 {
+                            return Ok(());
+                        }
+                        if line == "body\n" {
+                            req.send_from(std::io::Read::take(std::io::repeat(b'y'), BODY as u64));
+                        } else {
+                            write!(req.writer(), "{}", line.to_uppercase())?;
+                        }
+                        req.park();
+                        Ok(())
+                    })
+                    .unwrap(),
+            );
+            let serve = serve_started(&server, "stall-yield");
+            let mut client = BufReader::new(connect(server.local_addr()));
+            let pipelined: String = (0..40).map(|n| format!("p{n}\n")).collect();
+            client.get_mut().write_all(pipelined.as_bytes()).unwrap();
+            for n in 0..40 {
+                assert_eq!(read_reply(&mut client), format!("P{n}\n"), "{mode}: pipelined message {n}");
+            }
+            client.get_mut().write_all(b"body\n").unwrap();
+            let mut body = vec![0u8; BODY];
+            std::io::Read::read_exact(&mut client, &mut body).unwrap_or_else(|e| panic!("{mode}: the body: {e}"));
+            assert!(body.iter().all(|&b| b == b'y'));
+            assert_eq!(ask(&mut client, "after\n"), "AFTER\n", "{mode}");
+            stop(&server, serve);
+        }
+    });
+}
+
+/// With a thread per request at its `max_threads` and refusing when full, a parked
+/// connection's next message waits for a free thread and runs when one ends (it waited
+/// for ever: the loop that could run it was asleep in the poller).
+#[test]
+fn queued_work_runs_when_a_thread_frees_under_max_threads_and_refuse_when_full() {
+    bounded(LIMIT, || {
+        let gate = Gate::new();
+        let server = Arc::new(
+            TcpServer::builder("127.0.0.1:0")
+                .dispatch(Threading::new().max_threads(1))
+                .refuse_when_full(|_, _| Ok(()))
+                .bind(gated_lines(&gate))
+                .unwrap(),
+        );
+        let control = gate.control();
+        let serve = serve_started(&server, "stall-refuse");
+        let addr = server.local_addr();
+        let handle = server.handle();
+        // One after the other: the one thread is free again once a client parks.
+        let mut x = BufReader::new(connect(addr));
+        assert_eq!(ask(&mut x, "x\n"), "1: X\n");
+        wait_until(TIMEOUT, "x to park", || handle.stats().parked == 1);
+        let mut y = BufReader::new(connect(addr));
+        assert_eq!(ask(&mut y, "y\n"), "1: Y\n");
+        wait_until(TIMEOUT, "both to park", || handle.stats().parked == 2);
+        x.get_mut().write_all(b"slow\n").unwrap();
+        control.expect_arrival("x's exchange, holding the one thread");
+        y.get_mut().write_all(b"again\n").unwrap();
+        control.assert_no_arrival("y waits for the thread");
+        control.release(1);
+        assert_eq!(read_reply(&mut x), "2: SLOW\n");
+        assert_eq!(read_reply(&mut y), "2: AGAIN\n", "y's message runs once x's exchange ends");
+        stop(&server, serve);
+    });
+}
+
+/// A frame function that panics closes that connection (reported), and the server
+/// goes on serving the others (the panic went through the worker and shut the server
+/// down).
+#[test]
+fn a_panicking_frame_function_closes_only_its_connection() {
+    support::quiet_panics_containing("frame function on purpose");
+    bounded(LIMIT, || {
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = errors.clone();
+        let server = Arc::new(
+            TcpServer::builder("127.0.0.1:0")
+                .dispatch(Pool::new(2))
+                .frame(Frame::with(1024, |bytes| {
+                    assert!(!bytes.starts_with(b"boom"), "frame function on purpose");
+                    Ok(bytes.iter().position(|&b| b == b'\n').map(|at| at + 1))
+                }))
+                .handle_error(move |e, _| seen.lock().unwrap().push(e.to_string()))
+                .bind(|req: &mut StreamRequest| -> HandlerResult {
+                    let mut line = String::new();
+                    req.reader().read_line(&mut line)?;
+                    write!(req.writer(), "{}", line.to_uppercase())?;
+                    req.park();
+                    Ok(())
+                })
+                .unwrap(),
+        );
+        let serve = serve_started(&server, "stall-framepanic");
+        let addr = server.local_addr();
+        let mut bomb = BufReader::new(connect(addr));
+        bomb.get_mut().write_all(b"boom\n").unwrap();
+        let mut rest = String::new();
+        bomb.get_ref().set_read_timeout(Some(TIMEOUT)).unwrap();
+        let _ = bomb.read_line(&mut rest);
+        assert_eq!(rest, "", "closed unanswered");
+        for n in 0..4 {
+            let mut other = BufReader::new(connect(addr));
+            assert_eq!(ask(&mut other, &format!("ok {n}\n")), format!("OK {n}\n"));
+        }
+        let reported = errors.lock().unwrap().join("; ");
+        assert!(reported.contains("the frame function panicked"), "{reported}");
+        stop(&server, serve);
+    });
+}

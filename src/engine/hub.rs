@@ -82,9 +82,14 @@ impl Hub {
 
     /// The next turn of a free loop: work from the queue if it `may_run` some, else the
     /// lead if nobody has it, else a wait on the followers' condition variable (until
-    /// work, the lead, a wake, or `until`).
-    pub(crate) fn turn(&self, may_run: bool, until: Option<Instant>) -> Turn {
+    /// work, the lead, a wake, or `until`). `stopping` is looked at under the queue's
+    /// lock, which a shutdown takes to wake the followers: a loop either sees the stop
+    /// or is already waiting when the wake comes.
+    pub(crate) fn turn(&self, may_run: bool, until: Option<Instant>, stopping: &dyn Fn() -> bool) -> Turn {
         let mut turns = self.turns.lock();
+        if stopping() {
+            return Turn::Woken;
+        }
         if may_run {
             if let Some(ready) = turns.ready.pop_front() {
                 return Turn::Run(ready);
@@ -122,17 +127,27 @@ impl Hub {
         Vec::new()
     }
 
-    /// Queues a connection that yields its turn with its next message buffered. Gives
-    /// it back when the server has stopped serving.
-    pub(crate) fn requeue(&self, ready: Ready) -> Result<(), Ready> {
+    /// Queues a connection that yields its turn with work left. Gives it back when the
+    /// server has stopped serving. `Ok(false)`: no follower was waiting to take it, so
+    /// the caller wakes the loop that leads (the only loop of a thread per request
+    /// waits in the poller, and would not look at the queue until its next event).
+    pub(crate) fn requeue(&self, ready: Ready) -> Result<bool, Ready> {
         let mut turns = self.turns.lock();
         if self.lot.is_closed() {
             return Err(ready);
         }
         turns.ready.push_back(ready);
+        let followed = turns.followers > 0;
         drop(turns);
-        self.work.notify_one();
-        Ok(())
+        if followed {
+            self.work.notify_one();
+        }
+        Ok(followed)
+    }
+
+    /// Whether connections wait in the queue for a loop.
+    pub(crate) fn has_work(&self) -> bool {
+        !self.turns.lock().ready.is_empty()
     }
 
     /// Wakes every follower (a shutdown; the lead's holder is woken through the poller).
@@ -185,7 +200,7 @@ mod tests {
         thread::spawn(move || {
             let until = Instant::now() + LIMIT;
             loop {
-                match hub.turn(true, Some(until)) {
+                match hub.turn(true, Some(until), &|| false) {
                     Turn::Run(ready) => return tx.send(name(ready)).unwrap(),
                     Turn::Woken if Instant::now() < until => continue,
                     Turn::Woken => return,
@@ -201,7 +216,7 @@ mod tests {
     fn one_loop_leads_and_the_work_it_finds_goes_to_the_free_followers() {
         let control = Arc::new(Control::detached(test_client()));
         let hub = Arc::new(Hub::default());
-        assert!(matches!(hub.turn(true, None), Turn::Lead), "the first free loop leads");
+        assert!(matches!(hub.turn(true, None, &|| false), Turn::Lead), "the first free loop leads");
         let (a, b) = (follower(&hub), follower(&hub));
         let late = hub.unlead(vec![Ready::Exchange(parked(&control, "one")), Ready::Exchange(parked(&control, "two"))]);
         assert!(late.is_empty());
@@ -215,9 +230,9 @@ mod tests {
         let control = Arc::new(Control::detached(test_client()));
         let hub = Hub::default();
         assert!(hub.requeue(Ready::Exchange(parked(&control, "queued"))).is_ok());
-        assert!(matches!(hub.turn(false, None), Turn::Lead), "at its limit, a loop waits in the poller");
+        assert!(matches!(hub.turn(false, None, &|| false), Turn::Lead), "at its limit, a loop waits in the poller");
         let _ = hub.unlead(Vec::new());
-        match hub.turn(true, None) {
+        match hub.turn(true, None, &|| false) {
             Turn::Run(ready) => assert_eq!(name(ready), "queued"),
             _ => panic!("the queued connection is run once the loop may"),
         }
@@ -233,7 +248,7 @@ mod tests {
         let (queued, parked_ones) = hub.close();
         assert_eq!((queued.len(), parked_ones.len()), (1, 1));
         assert!(hub.requeue(Ready::Exchange(parked(&control, "late"))).is_err(), "nothing queues once closed");
-        assert!(matches!(hub.turn(true, None), Turn::Lead));
+        assert!(matches!(hub.turn(true, None, &|| false), Turn::Lead));
         assert_eq!(hub.unlead(vec![Ready::End(parked(&control, "reported"))]).len(), 1, "given back to end");
     }
 

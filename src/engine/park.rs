@@ -22,7 +22,10 @@ use crate::handle::Ticket;
 use crate::request::StreamRequest;
 
 /// The bits of a key that number the place; the rest count its reuses, so that an
-/// event of a connection that has ended cannot be taken for its successor's.
+/// event of a connection that has ended cannot be taken for its successor's. (On a
+/// 64-bit target, 2^32 places and 2^32 reuses; a 32-bit one has 65,536 of each, and a
+/// place reused 65,536 times while an event for its first connection is still on its
+/// way would be mistaken: not a case met in practice.)
 const PLACE_BITS: u32 = usize::BITS / 2;
 const PLACE_MASK: usize = (1 << PLACE_BITS) - 1;
 
@@ -126,14 +129,14 @@ impl Lot {
         arm: impl FnOnce(&Parked) -> std::io::Result<()>,
     ) -> Result<bool, (Parked, Option<std::io::Error>)> {
         let mut places = self.0.lock();
-        if places.closed {
+        if places.closed || places.entry(key).is_none() {
             return Err((parked, None));
         }
         if let Err(e) = arm(&parked) {
             return Err((parked, Some(e)));
         }
         let deadline = parked.deadline;
-        let Some(entry) = places.entry(key) else { return Err((parked, None)) };
+        let entry = places.entry(key).expect("looked at above, under the same lock");
         entry.place = Place::Parked(parked);
         let first = match deadline {
             Some(deadline) => {

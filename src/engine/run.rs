@@ -94,6 +94,14 @@ impl Engine {
                     request.mark_unstarted();
                     match self.park(request, ticket, home) {
                         Ok(()) => return,
+                        // The server stops serving, or the poller refused the socket
+                        // (reported): a connection that waits for its first message
+                        // cannot wait, and ends before it began, with no `setup`. (One
+                        // without a frame starts at once instead, as it would have.)
+                        Err(mut parked) if config.frame.is_some() || home.state().lot().is_closed() => {
+                            forget(&mut parked.request, home);
+                            return;
+                        }
                         Err(parked) => {
                             (request, ticket) = (parked.request, parked.ticket);
                             let _ = request.resumed();
@@ -147,8 +155,8 @@ impl Engine {
         mut start: Start,
     ) {
         let report = |error: Error, client: &Address| self.report(&error, Some(client));
-        // Exchanges run in a row in this turn.
-        let mut turn = 0;
+        // Exchanges run in a row in this turn (this one included).
+        let mut turn = 1;
         loop {
             if let (Start::Resume, true) = (start, request.sending()) {
                 // Parked for room to send: the body goes on.
@@ -266,7 +274,7 @@ impl Engine {
             let whole = match &self.config.frame {
                 _ if buffered.is_empty() => Ok(false),
                 None => Ok(true),
-                Some(frame) => frame.complete(buffered).map(|whole| whole.is_some()),
+                Some(frame) => self.frame_end(frame, buffered).map(|whole| whole.is_some()),
             };
             match whole {
                 Err(e) => {
@@ -304,11 +312,8 @@ impl Engine {
                 }
             }
         }
-        // The connection has ended: the poller forgets it before it is closed.
-        if let (Some(registration), Some(home)) = (request.registration.take(), &home) {
-            let key = registration.key();
-            drop(registration);
-            home.state().lot().release(key);
+        if let Some(home) = &home {
+            forget(&mut request, home);
         }
         drop(request);
         drop(ticket);
@@ -330,9 +335,27 @@ impl Engine {
     /// the server has stopped serving.
     fn requeue(&self, request: Box<StreamRequest>, ticket: Ticket, home: &Arc<Home>) -> Result<(), Parked> {
         self.control.parked();
-        home.state().requeue(Ready::Exchange(Parked::new(request, ticket, None))).map_err(|ready| {
-            self.control.unparked();
-            ready.into_parked()
+        match home.state().requeue(Ready::Exchange(Parked::new(request, ticket, None))) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                // No follower to take it: the loop in the poller must look at the queue.
+                home.wake();
+                Ok(())
+            }
+            Err(ready) => {
+                self.control.unparked();
+                Err(ready.into_parked())
+            }
+        }
+    }
+
+    /// Where the first message of `bytes` ends, by the server's frame: the user's frame
+    /// function runs here, on a worker, so a panic in it is caught and becomes a bad
+    /// message (its connection closed), never a worker lost.
+    fn frame_end(&self, frame: &crate::frame::Frame, bytes: &[u8]) -> io::Result<Option<usize>> {
+        panic::catch_unwind(AssertUnwindSafe(|| frame.complete(bytes))).unwrap_or_else(|payload| {
+            let message = format!("the frame function panicked: {}", panic_message(&*payload));
+            Err(io::Error::new(io::ErrorKind::InvalidData, message))
         })
     }
 
@@ -349,10 +372,7 @@ impl Engine {
             Ok(0) => Gathered::End,
             Ok(_) => Gathered::Message,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Gathered::Partial,
-            Err(e) => {
-                log::debug!(target: crate::report::LOG_TARGET, "parked connection from {}: {e}", request.client_addr());
-                Gathered::End
-            }
+            Err(e) => gone(request.client_addr(), e),
         }
     }
 
@@ -361,10 +381,7 @@ impl Engine {
     /// message, read without waiting.
     fn gather(&self, request: &mut StreamRequest) -> Gathered {
         let client = request.client_addr().clone();
-        let gone = |e: io::Error| {
-            log::debug!(target: crate::report::LOG_TARGET, "parked connection from {client}: {e}");
-            Gathered::End
-        };
+        let gone = |e: io::Error| gone(&client, e);
         let reader = request.reader_mut();
         let Some(frame) = &self.config.frame else {
             return match reader.fill_buf() {
@@ -376,7 +393,7 @@ impl Engine {
         // One byte past the maximum: a message that long has shown it is too long.
         let limit = frame.max_len().saturating_add(1);
         loop {
-            match frame.complete(reader.buffer()) {
+            match self.frame_end(frame, reader.buffer()) {
                 Ok(Some(_)) => return Gathered::Message,
                 Ok(None) => {}
                 Err(e) => return Gathered::Bad(e),
@@ -467,6 +484,8 @@ pub(crate) trait Phases {
     fn sending(&self) -> bool {
         false
     }
+    /// Gives up a body left to send (after a failed `handle`).
+    fn abandon_send(&mut self) {}
     /// Whether the handler parked the request in the exchange that just ran (and
     /// forgets it, for the next).
     fn take_park(&mut self) -> bool {
@@ -499,6 +518,10 @@ impl Phases for StreamRequest {
         StreamRequest::sending(self)
     }
 
+    fn abandon_send(&mut self) {
+        StreamRequest::abandon_send(self)
+    }
+
     fn next_exchange(&mut self) -> bool {
         let more = matches!(self.reader_mut().fill_buf(), Ok(bytes) if !bytes.is_empty());
         if more {
@@ -516,6 +539,23 @@ impl Phases for DatagramRequest {
     fn respond(&mut self, _: &Hooks) -> io::Result<()> {
         DatagramRequest::respond(self)
     }
+}
+
+/// A connection that has ended: the poller forgets it before it is closed, and its key
+/// is given back.
+fn forget(request: &mut StreamRequest, home: &Home) {
+    if let Some(registration) = request.registration.take() {
+        let key = registration.key();
+        drop(registration);
+        home.state().lot().release(key);
+    }
+}
+
+/// A parked connection's read failed (a reset, mostly): it ends, no error of the
+/// server's.
+fn gone(client: &Address, e: io::Error) -> Gathered {
+    log::debug!(target: crate::report::LOG_TARGET, "parked connection from {client}: {e}");
+    Gathered::End
 }
 
 /// The client went away: its connection just ends, no error of the server's.
@@ -590,7 +630,10 @@ pub(crate) fn run_phases<R: Phases + 'static>(
     }
     if !matches!(start, Start::Finish) {
         let handled = step(request, Phase::Handle, &|r| handler.handle(r));
-        if handled && request.sending() {
+        if !handled {
+            // A body after a failure would go out as if nothing had happened.
+            request.abandon_send();
+        } else if request.sending() {
             return Outcome::Sending;
         }
         // Parking after a failed `handle` would hide the failure: the connection ends.

@@ -80,6 +80,17 @@ impl Drop for Leading<'_> {
     }
 }
 
+/// Ends a wait for room begun by [`Control::wait_for_room`] when dropped.
+struct RoomWait<'a>(Option<&'a Control>);
+
+impl Drop for RoomWait<'_> {
+    fn drop(&mut self) {
+        if let Some(control) = self.0 {
+            control.stop_waiting_for_capacity();
+        }
+    }
+}
+
 /// How a lead ended.
 // Returned once per accept and never stored: boxing the connection would cost an
 // allocation per request.
@@ -258,7 +269,7 @@ impl Engine {
                 }
             }
             let may_run = self.control.exchange_room(self.exchange_limit(inline));
-            let served = match hub.turn(may_run, timer) {
+            let served = match hub.turn(may_run, timer, &|| self.control.is_stopping()) {
                 Turn::Woken => false,
                 Turn::Run(ready) => {
                     self.run_ready(ready, inline);
@@ -286,6 +297,13 @@ impl Engine {
                 }
             }
         };
+        // A loop that stops passes the wake on: the shutdown notified the poller once,
+        // and another loop may have been about to wait in it, or for the lead, when this
+        // one took that notification.
+        if self.control.is_stopping() {
+            self.home.wake();
+            hub.wake_followers();
+        }
         // A loop that stops closes the parked connections: they are idle, and the
         // shutdown waits for every connection. (`handle_request` leaves them for the next
         // call.)
@@ -306,6 +324,16 @@ impl Engine {
         inline: bool,
     ) -> Result<Led<'_>> {
         let mut leading = Leading { engine: self, ready: Vec::new() };
+        // Work waits in the queue that this loop may not run yet (a thread per request at
+        // its limit): the lead also waits for room, so that the exchange that frees it
+        // wakes the poller. Room already: back to the queue.
+        let mut room = RoomWait(None);
+        if self.home.state().has_work() {
+            if !self.control.wait_for_room(self.exchange_limit(inline)) {
+                return Ok(Led::Waited);
+            }
+            room.0 = Some(&self.control);
+        }
         let (connections, exchanges) = self.waits_at_limit(inline);
         let Some(slot) = self.control.try_reserve(connections, exchanges) else {
             // At the limit: wait for the parked connections alone, until a request ends
@@ -346,7 +374,7 @@ impl Engine {
                     lead.empty_wakes += 1;
                     if lead.empty_wakes >= EMPTY_WAKES_BEFORE_BACK_OFF {
                         // Readable for ever and never anything to take: do not spin.
-                        let delay = lead.empty_backoff.map_or(BACKOFF_START, |d| (d * 2).min(BACKOFF_MAX));
+                        let delay = next_backoff(lead.empty_backoff);
                         lead.empty_backoff = Some(delay);
                         until = earliest(until, Some(Instant::now() + delay));
                         listen = false;
@@ -360,7 +388,7 @@ impl Engine {
             Err(e) => match sys::classify_accept_error(&e) {
                 AcceptError::Retry => Ok(Led::Waited),
                 AcceptError::Exhausted => {
-                    let delay = lead.backoff.map_or(BACKOFF_START, |d| (d * 2).min(BACKOFF_MAX));
+                    let delay = next_backoff(lead.backoff);
                     if lead.backoff.is_none() {
                         log_or_stderr(
                             log::Level::Warn,
@@ -424,9 +452,14 @@ impl Engine {
             Ready::Exchange(parked) => (parked, false),
             Ready::End(parked) => (parked, true),
         };
+        let (ticket, work) = self.unpark(parked, end);
+        self.dispatch_work(ticket, work, inline);
+    }
+
+    /// A parked connection taken out to run: no longer counted as parked.
+    fn unpark(&self, parked: Parked, end: bool) -> (crate::handle::Ticket, Work) {
         self.control.unparked();
-        let work = Work::Resume { request: parked.request, home: self.home.clone(), end };
-        self.dispatch_work(parked.ticket, work, inline);
+        (parked.ticket, Work::Resume { request: parked.request, home: self.home.clone(), end })
     }
 
     /// Ends the parked connections, those in the ready queue included, on this thread,
@@ -441,10 +474,14 @@ impl Engine {
 
     /// Ends one parked connection on this thread: `finish`, then close.
     pub(super) fn end(&self, parked: Parked) {
-        self.control.unparked();
-        let work = Work::Resume { request: parked.request, home: self.home.clone(), end: true };
-        self.run(parked.ticket, work);
+        let (ticket, work) = self.unpark(parked, true);
+        self.run(ticket, work);
     }
+}
+
+/// The next delay of a back-off: [`BACKOFF_START`], doubling up to [`BACKOFF_MAX`].
+fn next_backoff(last: Option<Duration>) -> Duration {
+    last.map_or(BACKOFF_START, |d| (d * 2).min(BACKOFF_MAX))
 }
 
 /// The earlier of two optional instants.

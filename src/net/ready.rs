@@ -119,13 +119,7 @@ impl<P> Station<P> {
     /// A waker that makes the poller's wait (running now or next) return, then calls
     /// `also` (which wakes the loops that wait for work rather than in the poller).
     pub(crate) fn waker(&self, also: impl Fn() + Send + Sync + 'static) -> Waker {
-        let poller = self.poller.clone();
-        Waker(Arc::new(move || {
-            // Fails only if the poller's own wake-up descriptor is broken; the loop then
-            // finds the change at its next request.
-            let _ = poller.notify();
-            also();
-        }))
+        Waker { poller: self.poller.clone(), also: Arc::new(also) }
     }
 }
 
@@ -140,7 +134,10 @@ pub(crate) struct Readiness<'a> {
 /// Wakes whoever waits for the server, from any thread; a wake before the wait makes
 /// the next wait return at once.
 #[derive(Clone)]
-pub(crate) struct Waker(Arc<dyn Fn() + Send + Sync>);
+pub(crate) struct Waker {
+    poller: Arc<Poller>,
+    also: Arc<dyn Fn() + Send + Sync>,
+}
 
 impl fmt::Debug for Waker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -149,8 +146,18 @@ impl fmt::Debug for Waker {
 }
 
 impl Waker {
+    /// Wakes the loop waiting in the poller and the others (a shutdown).
     pub(crate) fn wake(&self) {
-        (self.0)()
+        self.wake_poller();
+        (self.also)();
+    }
+
+    /// Wakes only the loop waiting in the poller (a place under a limit was freed:
+    /// that loop accepts, or runs what waits for room).
+    pub(crate) fn wake_poller(&self) {
+        // Fails only if the poller's own wake-up descriptor is broken; the loop then
+        // finds the change at its next request.
+        let _ = self.poller.notify();
     }
 }
 

@@ -150,7 +150,9 @@ impl Reader {
             let grown = (self.buf.len() * 2).max(FIRST_READ_WINDOW).min(limit);
             self.buf.resize(grown, 0);
         }
-        let n = self.source.connection.read_available(&mut self.buf[self.filled..])?;
+        // Never past `limit`, even into a buffer that is larger already.
+        let end = self.buf.len().min(limit);
+        let n = self.source.connection.read_available(&mut self.buf[self.filled..end])?;
         self.filled += n;
         Ok(n)
     }

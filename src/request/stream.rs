@@ -319,8 +319,15 @@ impl StreamRequest {
                     return Ok(Pumped::Yield);
                 }
                 out.chunk.resize(SEND_CHUNK, 0);
+                // The handler's source runs here, on a worker: a panic in it is caught and
+                // becomes an error of the send (the connection then ends), never a worker
+                // lost.
+                let read = |out: &mut Outgoing| {
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| out.source.read(&mut out.chunk)))
+                        .unwrap_or_else(|_| Err(io::Error::other("the source given to send_from panicked")))
+                };
                 let n = loop {
-                    match out.source.read(&mut out.chunk) {
+                    match read(out) {
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         read => break read?,
                     }

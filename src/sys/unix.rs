@@ -67,9 +67,9 @@ pub(crate) fn recv_nonblocking(socket: &SockRef<'_>, buf: &mut [u8]) -> io::Resu
 /// and `MSG_NOSIGNAL` where there is one (elsewhere Rust programs ignore `SIGPIPE`).
 pub(crate) fn send_nonblocking(socket: &SockRef<'_>, buf: &[u8]) -> io::Result<usize> {
     use rustix::net::{send, SendFlags};
-    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    #[cfg(not(target_vendor = "apple"))]
     let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
-    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    #[cfg(target_vendor = "apple")]
     let flags = SendFlags::DONTWAIT;
     loop {
         match send(&**socket, buf, flags) {

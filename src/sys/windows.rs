@@ -67,22 +67,26 @@ pub(crate) fn recv_from_udp(socket: &UdpSocket, buf: &mut [u8]) -> io::Result<(u
     }
 }
 
-/// Windows has no `MSG_DONTWAIT`: the socket is non-blocking for the one read.
-pub(crate) fn recv_nonblocking(socket: &SockRef<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    use std::io::Read;
+/// Windows has no `MSG_DONTWAIT`: the socket is non-blocking for the one call, and
+/// blocking again after it (the call's own result wins over a failure to restore).
+fn without_waiting<T>(socket: &SockRef<'_>, call: impl FnOnce(&socket2::Socket) -> io::Result<T>) -> io::Result<T> {
     socket.set_nonblocking(true)?;
-    let read = (&**socket).read(buf);
-    socket.set_nonblocking(false)?;
-    read
+    let result = call(socket);
+    let restored = socket.set_nonblocking(false);
+    let value = result?;
+    restored.map(|()| value)
 }
 
-/// Windows has no `MSG_DONTWAIT`: the socket is non-blocking for the one write.
+/// Reads what has arrived, without waiting.
+pub(crate) fn recv_nonblocking(socket: &SockRef<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    use std::io::Read;
+    without_waiting(socket, |mut s| s.read(buf))
+}
+
+/// Writes what the socket takes now, without waiting.
 pub(crate) fn send_nonblocking(socket: &SockRef<'_>, buf: &[u8]) -> io::Result<usize> {
     use std::io::Write;
-    socket.set_nonblocking(true)?;
-    let sent = (&**socket).write(buf);
-    socket.set_nonblocking(false)?;
-    sent
+    without_waiting(socket, |mut s| s.write(buf))
 }
 
 pub(crate) fn classify_accept_error(e: &io::Error) -> AcceptError {
