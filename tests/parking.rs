@@ -570,10 +570,12 @@ fn a_resumed_exchange_the_mode_cannot_run_still_gets_its_finish() {
         let serve = serve_started(&server, "park-fail");
         let mut client = BufReader::new(connect(server.local_addr()));
         assert_eq!(ask(&mut client, "a\n"), "1: A\n");
+        let handle = server.handle();
+        // Parked first: a message that arrives before it parks is taken in the same turn.
+        wait_until(TIMEOUT, "the connection to park", || handle.stats().parked == 1);
         client.get_mut().write_all(b"b\n").unwrap(); // its job fails
         wait_until(TIMEOUT, "finish", || handler.finishes.load(Ordering::SeqCst) == 1);
         assert_eq!(handler.setups.load(Ordering::SeqCst), 1);
-        let handle = server.handle();
         wait_until(TIMEOUT, "the place to be free", || handle.stats().active + handle.stats().parked == 0);
         stop(&server, serve);
     });

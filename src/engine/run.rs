@@ -270,6 +270,26 @@ impl Engine {
                 start = Start::Finish;
                 continue;
             };
+            // What the client sent meanwhile is taken now, without waiting, rather than
+            // through the poller: a client that streams (a 64 KiB message read 8 KiB at
+            // a time) or pipelines goes on in this turn, and the wake-up of another
+            // thread is saved. One read that finds nothing costs a system call.
+            if turn < EXCHANGES_PER_TURN && request.reader_mut().buffer().is_empty() {
+                let limit = self.config.frame.as_ref().map_or(self.config.rbufsize, |f| f.max_len().saturating_add(1));
+                match request.reader_mut().read_available(limit) {
+                    Ok(0) => {
+                        start = Start::Finish;
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+                    Err(e) => {
+                        let _ = gone(request.client_addr(), e);
+                        start = Start::Finish;
+                        continue;
+                    }
+                }
+            }
             let buffered = request.reader_mut().buffer();
             let whole = match &self.config.frame {
                 _ if buffered.is_empty() => Ok(false),

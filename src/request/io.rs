@@ -94,6 +94,11 @@ pub struct Reader {
     pos: usize,
     filled: usize,
     capacity: usize,
+    /// How much of the buffer the next read makes ready: 1 KiB at first, doubling each
+    /// time a read fills it, up to `capacity`. Kept when the buffer is freed as the
+    /// connection parks, so that a connection that sends large messages does not start
+    /// again from 1 KiB at each exchange (64 exchanges for a 64 KiB message).
+    window: usize,
 }
 
 /// How much of the read buffer is made ready for the first read.
@@ -102,7 +107,7 @@ const FIRST_READ_WINDOW: usize = 1024;
 impl Reader {
     pub(super) fn new(source: ConnHandle, capacity: usize) -> Reader {
         let capacity = capacity.max(1);
-        Reader { source, buf: Vec::new(), pos: 0, filled: 0, capacity }
+        Reader { source, buf: Vec::new(), pos: 0, filled: 0, capacity, window: FIRST_READ_WINDOW.min(capacity) }
     }
 
     /// The bytes received and not yet consumed, without reading more: a handler that
@@ -147,13 +152,17 @@ impl Reader {
             return Ok(0);
         }
         if self.filled == self.buf.len() {
-            let grown = (self.buf.len() * 2).max(FIRST_READ_WINDOW).min(limit);
+            let grown = (self.buf.len() * 2).max(self.window).min(limit);
             self.buf.resize(grown, 0);
         }
         // Never past `limit`, even into a buffer that is larger already.
         let end = self.buf.len().min(limit);
         let n = self.source.connection.read_available(&mut self.buf[self.filled..end])?;
         self.filled += n;
+        if self.filled == end {
+            // The read filled what was ready: start larger next time.
+            self.window = (self.window * 2).min(self.capacity);
+        }
         Ok(n)
     }
 
@@ -253,11 +262,12 @@ impl BufRead for Reader {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
         if self.pos == self.filled {
             if self.buf.is_empty() {
-                self.buf.resize(FIRST_READ_WINDOW.min(self.capacity), 0);
+                self.buf.resize(self.window, 0);
             }
             let n = self.source.read(&mut self.buf)?;
             if n == self.buf.len() && n < self.capacity {
-                self.buf.resize((n * 2).min(self.capacity), 0);
+                self.window = (n * 2).min(self.capacity);
+                self.buf.resize(self.window, 0);
             }
             self.pos = 0;
             self.filled = n;
