@@ -334,6 +334,8 @@ fn run(seed: u64, mode: usize, transport: &str, framed: bool) {
             let background = server.serve_in_background().unwrap();
             (handle, Box::new(move || background.stop()), Box::new(connect))
         }
+        #[cfg(not(unix))]
+        other => unreachable!("no {other} transport here"),
     };
     let started = Instant::now();
     let clients: Vec<_> = behaviours

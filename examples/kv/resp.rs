@@ -84,6 +84,9 @@ pub fn command_len(bytes: &[u8]) -> Option<usize> {
         if at > bytes.len() {
             return None;
         }
+        if &bytes[at - 2..at] != b"\r\n" {
+            return malformed; // as `read_command`: "expected CRLF after a bulk string"
+        }
     }
     Some(at)
 }
