@@ -235,6 +235,15 @@ fn process_request_beside_a_sequential_serve_loop_waits_its_turn() {
     });
 }
 
+/// Answers a line with the line upper-cased, and parks for the next.
+fn upper_lines(req: &mut StreamRequest) -> HandlerResult {
+    let mut line = String::new();
+    req.reader().read_line(&mut line)?;
+    write!(req.writer(), "{}", line.to_uppercase())?;
+    req.park();
+    Ok(())
+}
+
 /// An upper-casing line server with a declared frame, parking between lines.
 fn framed_lines(
     mode: Box<dyn Dispatch>,
@@ -247,13 +256,7 @@ fn framed_lines(
             .frame(Frame::lines(max))
             .idle_timeout(idle)
             .handle_error(|_, _| {})
-            .bind(|req: &mut StreamRequest| -> HandlerResult {
-                let mut line = String::new();
-                req.reader().read_line(&mut line)?;
-                write!(req.writer(), "{}", line.to_uppercase())?;
-                req.park();
-                Ok(())
-            })
+            .bind(upper_lines)
             .unwrap(),
     )
 }
@@ -299,13 +302,7 @@ fn a_message_longer_than_the_frame_closes_its_connection() {
                 .dispatch(Pool::new(2))
                 .frame(Frame::lines(64))
                 .handle_error(move |e, _| seen.lock().unwrap().push(e.to_string()))
-                .bind(|req: &mut StreamRequest| -> HandlerResult {
-                    let mut line = String::new();
-                    req.reader().read_line(&mut line)?;
-                    write!(req.writer(), "{}", line.to_uppercase())?;
-                    req.park();
-                    Ok(())
-                })
+                .bind(upper_lines)
                 .unwrap(),
         );
         let serve = serve_started(&server, "stall-long");
@@ -612,13 +609,7 @@ fn a_panicking_frame_function_closes_only_its_connection() {
                     Ok(bytes.iter().position(|&b| b == b'\n').map(|at| at + 1))
                 }))
                 .handle_error(move |e, _| seen.lock().unwrap().push(e.to_string()))
-                .bind(|req: &mut StreamRequest| -> HandlerResult {
-                    let mut line = String::new();
-                    req.reader().read_line(&mut line)?;
-                    write!(req.writer(), "{}", line.to_uppercase())?;
-                    req.park();
-                    Ok(())
-                })
+                .bind(upper_lines)
                 .unwrap(),
         );
         let serve = serve_started(&server, "stall-framepanic");
