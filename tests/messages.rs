@@ -176,3 +176,31 @@ fn ctrl_c_says_what_it_waits_for_and_ends_within_its_deadline() {
         assert!(served < 9_000, "the shutdown took {served} ms");
     });
 }
+
+/// A read that times out says so: `TimedOut`, "timed out: the client sent nothing for
+/// 200ms", on every platform (Unix said "Resource temporarily unavailable (os error
+/// 11)", which says nothing of time; Python says "timed out").
+#[test]
+fn a_read_timeout_says_it_timed_out() {
+    bounded(LIMIT, || {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        let server = TcpServer::builder("127.0.0.1:0")
+            .read_timeout(std::time::Duration::from_millis(200))
+            .handle_error(move |error, _| {
+                let _ = tx.lock().unwrap().send((error.kind(), error.to_string()));
+            })
+            .bind(|req: &mut StreamRequest| {
+                req.reader().read_exact(&mut [0u8; 1])?;
+                Ok(())
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let background = server.serve_in_background().unwrap();
+        let _silent = connect(addr);
+        let (kind, text) = rx.recv_timeout(support::TIMEOUT).expect("the timeout is reported");
+        assert_eq!(kind, io::ErrorKind::TimedOut, "{text}");
+        assert!(text.contains("timed out: the client sent nothing for 200ms"), "{text}");
+        background.stop().unwrap();
+    });
+}

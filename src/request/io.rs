@@ -30,13 +30,25 @@ impl ConnHandle {
         ConnHandle { connection, deadline: None, timeout, overridden: false }
     }
 
-    /// Runs one read or write under the deadline, if one is set.
+    /// Runs one read or write under the deadline, if one is set. A socket timeout is
+    /// reported as [`TimedOut`](io::ErrorKind::TimedOut) saying so, on every platform:
+    /// Unix reports it as `WouldBlock` ("Resource temporarily unavailable", which
+    /// says nothing of time), Windows as `TimedOut`.
     fn timed<T>(
         &mut self,
         set_timeout: fn(&Connection, Option<Duration>) -> io::Result<()>,
+        stalled: &str,
         op: impl FnOnce(&Connection) -> io::Result<T>,
     ) -> io::Result<T> {
-        let Some(deadline) = self.deadline else { return op(&self.connection) };
+        let Some(deadline) = self.deadline else {
+            let timeout = self.timeout;
+            return op(&self.connection).map_err(|e| match (e.kind(), timeout) {
+                (io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut, Some(timeout)) => {
+                    io::Error::new(io::ErrorKind::TimedOut, format!("timed out: {stalled} for {timeout:?}"))
+                }
+                _ => e,
+            });
+        };
         let passed = || io::Error::new(io::ErrorKind::TimedOut, "the request's deadline has passed");
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -67,13 +79,13 @@ impl ConnHandle {
 
 impl Read for ConnHandle {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.timed(Connection::set_read_timeout, |mut c| c.read(buf))
+        self.timed(Connection::set_read_timeout, "the client sent nothing", |mut c| c.read(buf))
     }
 }
 
 impl Write for ConnHandle {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.timed(Connection::set_write_timeout, |mut c| c.write(buf))
+        self.timed(Connection::set_write_timeout, "the client took nothing", |mut c| c.write(buf))
     }
 
     fn flush(&mut self) -> io::Result<()> {
