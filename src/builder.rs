@@ -549,8 +549,9 @@ impl<T: Transport<Request = StreamRequest>> Builder<T> {
     }
 
     /// A read timeout on every connection (Python's `StreamRequestHandler.timeout`): a
-    /// read that waits longer fails with `WouldBlock`/`TimedOut`, which ends the request
-    /// through `handle_error`. Default: none.
+    /// read through the request's reader that waits longer fails with
+    /// [`TimedOut`](io::ErrorKind::TimedOut) ("timed out: the client sent nothing for
+    /// 30s"), which ends the request through `handle_error`. Default: none.
     ///
     /// # Panics
     /// Panics if `timeout` is zero.

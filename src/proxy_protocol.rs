@@ -248,9 +248,9 @@ impl std::error::Error for IpNetError {}
 ///   relaying a stream never sends it.
 /// - [`UnexpectedEof`](io::ErrorKind::UnexpectedEof) if the connection ends inside the
 ///   header.
-/// - Any error of `reader`, such as [`WouldBlock`](io::ErrorKind::WouldBlock) when a
-///   read timeout expires: set one, or a peer that never sends a header holds the
-///   thread.
+/// - Any error of `reader`, such as [`TimedOut`](io::ErrorKind::TimedOut) when a read
+///   timeout expires (a plain socket's timeout is `WouldBlock` on Unix): set one, or a
+///   peer that never sends a header holds the thread.
 pub fn read_header<R: BufRead + ?Sized>(reader: &mut R) -> io::Result<ProxyHeader> {
     let first = loop {
         match reader.fill_buf() {
