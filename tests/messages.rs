@@ -204,3 +204,34 @@ fn a_read_timeout_says_it_timed_out() {
         background.stop().unwrap();
     });
 }
+
+/// The timeout message holds with a deadline set too (the read timeout, sooner, ran
+/// out), and a `WouldBlock` from a socket the handler made non-blocking stays one.
+#[test]
+fn a_read_timeout_under_a_deadline_says_so_and_a_nonblocking_read_stays_would_block() {
+    bounded(LIMIT, || {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let tx = std::sync::Mutex::new(tx);
+        let server = TcpServer::builder("127.0.0.1:0")
+            .read_timeout(std::time::Duration::from_millis(200))
+            .bind(move |req: &mut StreamRequest| {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                req.set_deadline(Some(deadline));
+                let timed = req.reader().read_exact(&mut [0u8; 1]).unwrap_err();
+                req.set_deadline(None);
+                req.connection().set_nonblocking(true)?;
+                let now = req.reader().read(&mut [0u8; 1]).unwrap_err();
+                let _ = tx.lock().unwrap().send((timed.kind(), timed.to_string(), now.kind()));
+                Ok(())
+            })
+            .unwrap();
+        let addr = server.local_addr();
+        let background = server.serve_in_background().unwrap();
+        let _silent = connect(addr);
+        let (kind, text, now) = rx.recv_timeout(support::TIMEOUT).expect("the handler reports");
+        assert_eq!(kind, io::ErrorKind::TimedOut, "{text}");
+        assert!(text.contains("timed out: the client sent nothing for 200ms"), "{text}");
+        assert_eq!(now, io::ErrorKind::WouldBlock, "a non-blocking read with nothing there");
+        background.stop().unwrap();
+    });
+}

@@ -629,3 +629,39 @@ fn a_panicking_frame_function_closes_only_its_connection() {
         stop(&server, serve);
     });
 }
+
+/// A connection whose exchange runs while the server stops ends after it: the message
+/// its client sent meanwhile is not served (the stop does not wait for more turns),
+/// and with `rbufsize(0)` a parked connection still gets its next message.
+#[test]
+fn an_exchange_at_a_stop_is_the_last_and_a_zero_rbufsize_still_parks() {
+    bounded(LIMIT, || {
+        let gate = Gate::new();
+        let server = Arc::new(
+            TcpServer::builder("127.0.0.1:0")
+                .dispatch(Pool::new(2))
+                .rbufsize(0)
+                .shutdown_deadline(TIMEOUT)
+                .bind(gated_lines(&gate))
+                .unwrap(),
+        );
+        let control = gate.control();
+        let serve = serve_started(&server, "stall-last");
+        let mut client = BufReader::new(connect(server.local_addr()));
+        assert_eq!(ask(&mut client, "a\n"), "1: A\n");
+        assert_eq!(ask(&mut client, "b\n"), "2: B\n", "rbufsize(0): the next message after a park");
+        client.get_mut().write_all(b"slow\n").unwrap();
+        control.expect_arrival("the exchange the stop finds running");
+        let stopper = support::serve::spawn_shutdown(&server.handle());
+        thread::sleep(NEGATIVE_WAIT); // the stop has begun: it waits for this exchange
+        client.get_mut().write_all(b"next\n").unwrap();
+        thread::sleep(NEGATIVE_WAIT);
+        control.release(1);
+        assert_eq!(read_reply(&mut client), "3: SLOW\n");
+        let mut rest = String::new();
+        let _ = client.read_line(&mut rest);
+        assert_eq!(rest, "", "the connection ends after the exchange the stop found");
+        stopper.join().unwrap();
+        let _ = support::join_within(serve, TIMEOUT);
+    });
+}

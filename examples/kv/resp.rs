@@ -59,7 +59,9 @@ pub fn command_len(bytes: &[u8]) -> Option<usize> {
         let rest = &bytes[at..];
         match rest.iter().take(MAX_LINE).position(|&b| b == b'\n') {
             Some(newline) => Ok(Some(at + newline + 1)),
-            None if rest.len() >= MAX_LINE => Err(()),
+            // As `read_line_bounded`: a line of MAX_LINE bytes may still end with the
+            // next byte; one byte more without a newline is too long.
+            None if rest.len() > MAX_LINE => Err(()),
             None => Ok(None),
         }
     };

@@ -33,21 +33,30 @@ impl ConnHandle {
     /// Runs one read or write under the deadline, if one is set. A socket timeout is
     /// reported as [`TimedOut`](io::ErrorKind::TimedOut) saying so, on every platform:
     /// Unix reports it as `WouldBlock` ("Resource temporarily unavailable", which
-    /// says nothing of time), Windows as `TimedOut`.
+    /// says nothing of time), Windows as `TimedOut`. A `WouldBlock` that comes at once
+    /// (a socket the handler made non-blocking) stays what it is.
     fn timed<T>(
         &mut self,
         set_timeout: fn(&Connection, Option<Duration>) -> io::Result<()>,
         stalled: &str,
         op: impl FnOnce(&Connection) -> io::Result<T>,
     ) -> io::Result<T> {
+        let timeout = self.timeout;
+        let start = timeout.map(|_| Instant::now());
+        // The configured timeout ran out (rather than a non-blocking socket having
+        // nothing): at least half of it has passed.
+        let timed_out = |e: &io::Error| {
+            matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+                && start.zip(timeout).is_some_and(|(start, timeout)| start.elapsed() >= timeout / 2)
+        };
+        let said = |timeout: Option<Duration>| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("timed out: {stalled} for {:?}", timeout.unwrap_or_default()),
+            )
+        };
         let Some(deadline) = self.deadline else {
-            let timeout = self.timeout;
-            return op(&self.connection).map_err(|e| match (e.kind(), timeout) {
-                (io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut, Some(timeout)) => {
-                    io::Error::new(io::ErrorKind::TimedOut, format!("timed out: {stalled} for {timeout:?}"))
-                }
-                _ => e,
-            });
+            return op(&self.connection).map_err(|e| if timed_out(&e) { said(timeout) } else { e });
         };
         let passed = || io::Error::new(io::ErrorKind::TimedOut, "the request's deadline has passed");
         let left = deadline.saturating_duration_since(Instant::now());
@@ -58,6 +67,8 @@ impl ConnHandle {
         self.overridden = true;
         op(&self.connection).map_err(|e| match e.kind() {
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut if Instant::now() >= deadline => passed(),
+            // The configured timeout, sooner than the deadline.
+            _ if timed_out(&e) => said(timeout),
             _ => e,
         })
     }
@@ -169,7 +180,14 @@ impl Reader {
         }
         // Never past `limit`, even into a buffer that is larger already.
         let end = self.buf.len().min(limit);
-        let n = self.source.connection.read_available(&mut self.buf[self.filled..end])?;
+        let n = match self.source.connection.read_available(&mut self.buf[self.filled..end]) {
+            Ok(n) => n,
+            Err(e) => {
+                // Nothing came: a connection about to park keeps no empty buffer.
+                self.release_buffer();
+                return Err(e);
+            }
+        };
         self.filled += n;
         if self.filled == end {
             // The read filled what was ready: start larger next time.

@@ -51,6 +51,10 @@ pub(crate) fn is_shut_down_for_reading(_: &SockRef<'_>) -> bool {
     false
 }
 
+/// A read without waiting is one system call (`MSG_DONTWAIT`): cheap enough to try one
+/// after each exchange before parking.
+pub(crate) const CHEAP_READ_WITHOUT_WAITING: bool = true;
+
 /// Reads without waiting, leaving the socket blocking: `recv(2)` with `MSG_DONTWAIT`.
 pub(crate) fn recv_nonblocking(socket: &SockRef<'_>, buf: &mut [u8]) -> io::Result<usize> {
     use rustix::net::{recv, RecvFlags};

@@ -77,6 +77,10 @@ fn without_waiting<T>(socket: &SockRef<'_>, call: impl FnOnce(&socket2::Socket) 
     restored.map(|()| value)
 }
 
+/// A read without waiting is three calls here (non-blocking, read, blocking again): not
+/// worth trying after each exchange; the poller says when bytes are there.
+pub(crate) const CHEAP_READ_WITHOUT_WAITING: bool = false;
+
 /// Reads what has arrived, without waiting.
 pub(crate) fn recv_nonblocking(socket: &SockRef<'_>, buf: &mut [u8]) -> io::Result<usize> {
     use std::io::Read;
