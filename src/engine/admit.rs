@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::hub::Home;
 use super::run::Work;
 use super::Engine;
 use crate::config::Peer;
@@ -56,7 +55,7 @@ impl Engine {
         socket: Option<&Arc<DatagramSocket>>,
         slot: Option<Slot<'_>>,
         inline: bool,
-        home: Option<&Arc<Home>>,
+        parks: bool,
     ) {
         // Behind a PROXY protocol proxy the address here is the proxy's: the request is
         // verified once its header names the client (in `run`). A peer that is neither a
@@ -77,7 +76,7 @@ impl Engine {
         let (work, connection) = match (incoming, socket) {
             (Incoming::Stream(connection, client), _) => {
                 let connection = Arc::new(connection);
-                (Work::Stream(connection.clone(), client, home.cloned()), Some(connection))
+                (Work::Stream(connection.clone(), client, parks), Some(connection))
             }
             (Incoming::Datagram(packet, client), Some(socket)) => {
                 (Work::Datagram(packet, client, socket.clone()), None)
@@ -128,8 +127,8 @@ struct Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        if let Some((ticket, Work::Resume { request, home, .. })) = self.parts.take() {
-            self.engine.run(ticket, Work::Resume { request, home, end: true });
+        if let Some((ticket, Work::Resume { request, .. })) = self.parts.take() {
+            self.engine.run(ticket, Work::Resume { request, end: true });
         }
     }
 }
@@ -193,7 +192,7 @@ impl Engine {
         };
         // Outside the serve loop there is no poller to park in: the connection ends
         // after its exchange.
-        self.admit(Incoming::Stream(connection, client), None, slot, self.inline, None);
+        self.admit(Incoming::Stream(connection, client), None, slot, self.inline, false);
         Ok(())
     }
 }

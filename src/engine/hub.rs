@@ -70,7 +70,8 @@ pub(crate) enum Turn {
     /// Run this connection's exchange (or end).
     Run(Ready),
     /// Wait in the poller, and accept: this loop leads until it calls [`Hub::unlead`].
-    Lead,
+    /// `work_waiting`: connections wait in the queue that this loop may not run yet.
+    Lead { work_waiting: bool },
     /// Woken with nothing to do (a shutdown, the timer): look at the server's state.
     Woken,
 }
@@ -85,19 +86,21 @@ impl Hub {
     /// work, the lead, a wake, or `until`). `stopping` is looked at under the queue's
     /// lock, which a shutdown takes to wake the followers: a loop either sees the stop
     /// or is already waiting when the wake comes.
-    pub(crate) fn turn(&self, may_run: bool, until: Option<Instant>, stopping: &dyn Fn() -> bool) -> Turn {
+    pub(crate) fn turn(&self, may_run: &dyn Fn() -> bool, until: Option<Instant>, stopping: &dyn Fn() -> bool) -> Turn {
         let mut turns = self.turns.lock();
         if stopping() {
             return Turn::Woken;
         }
-        if may_run {
+        // Asked only when there is work: it takes the lock of the running requests.
+        let waiting = !turns.ready.is_empty();
+        if waiting && may_run() {
             if let Some(ready) = turns.ready.pop_front() {
                 return Turn::Run(ready);
             }
         }
         if !turns.leading {
             turns.leading = true;
-            return Turn::Lead;
+            return Turn::Lead { work_waiting: waiting };
         }
         turns.followers += 1;
         match until {
@@ -143,11 +146,6 @@ impl Hub {
             self.work.notify_one();
         }
         Ok(followed)
-    }
-
-    /// Whether connections wait in the queue for a loop.
-    pub(crate) fn has_work(&self) -> bool {
-        !self.turns.lock().ready.is_empty()
     }
 
     /// Wakes every follower (a shutdown; the lead's holder is woken through the poller).
@@ -200,12 +198,12 @@ mod tests {
         thread::spawn(move || {
             let until = Instant::now() + LIMIT;
             loop {
-                match hub.turn(true, Some(until), &|| false) {
+                match hub.turn(&|| true, Some(until), &|| false) {
                     Turn::Run(ready) => return tx.send(name(ready)).unwrap(),
                     Turn::Woken if Instant::now() < until => continue,
                     Turn::Woken => return,
                     // Nobody else leads: give it back, as a loop that found nothing would.
-                    Turn::Lead => drop(hub.unlead(Vec::new())),
+                    Turn::Lead { .. } => drop(hub.unlead(Vec::new())),
                 }
             }
         });
@@ -216,7 +214,7 @@ mod tests {
     fn one_loop_leads_and_the_work_it_finds_goes_to_the_free_followers() {
         let control = Arc::new(Control::detached(test_client()));
         let hub = Arc::new(Hub::default());
-        assert!(matches!(hub.turn(true, None, &|| false), Turn::Lead), "the first free loop leads");
+        assert!(matches!(hub.turn(&|| true, None, &|| false), Turn::Lead { .. }), "the first free loop leads");
         let (a, b) = (follower(&hub), follower(&hub));
         let late = hub.unlead(vec![Ready::Exchange(parked(&control, "one")), Ready::Exchange(parked(&control, "two"))]);
         assert!(late.is_empty());
@@ -230,9 +228,12 @@ mod tests {
         let control = Arc::new(Control::detached(test_client()));
         let hub = Hub::default();
         assert!(hub.requeue(Ready::Exchange(parked(&control, "queued"))).is_ok());
-        assert!(matches!(hub.turn(false, None, &|| false), Turn::Lead), "at its limit, a loop waits in the poller");
+        assert!(
+            matches!(hub.turn(&|| false, None, &|| false), Turn::Lead { .. }),
+            "at its limit, a loop waits in the poller"
+        );
         let _ = hub.unlead(Vec::new());
-        match hub.turn(true, None, &|| false) {
+        match hub.turn(&|| true, None, &|| false) {
             Turn::Run(ready) => assert_eq!(name(ready), "queued"),
             _ => panic!("the queued connection is run once the loop may"),
         }
@@ -248,7 +249,7 @@ mod tests {
         let (queued, parked_ones) = hub.close();
         assert_eq!((queued.len(), parked_ones.len()), (1, 1));
         assert!(hub.requeue(Ready::Exchange(parked(&control, "late"))).is_err(), "nothing queues once closed");
-        assert!(matches!(hub.turn(true, None, &|| false), Turn::Lead));
+        assert!(matches!(hub.turn(&|| true, None, &|| false), Turn::Lead { .. }));
         assert_eq!(hub.unlead(vec![Ready::End(parked(&control, "reported"))]).len(), 1, "given back to end");
     }
 

@@ -7,7 +7,7 @@ use std::io::{self, BufRead};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
-use super::hub::{Home, Ready};
+use super::hub::Ready;
 use super::park::Parked;
 use super::Engine;
 use crate::config::Hooks;
@@ -29,12 +29,12 @@ const SEND_PER_TURN: usize = 1 << 20;
 
 /// What a job carries to the thread that runs it.
 pub(super) enum Work {
-    /// A new connection, and the loop it may park on (none outside the serve loop).
-    Stream(Arc<Connection>, Address, Option<Arc<Home>>),
+    /// A new connection, and whether it may park in the server's poller (not outside
+    /// the serve loop, `process_request`).
+    Stream(Arc<Connection>, Address, bool),
     /// A parked connection back for its next exchange, or (`end`) to be closed.
     Resume {
         request: Box<StreamRequest>,
-        home: Arc<Home>,
         end: bool,
     },
     Datagram(Vec<u8>, Address, Arc<DatagramSocket>),
@@ -67,7 +67,7 @@ impl Engine {
             _ => unreachable!("the transport fixes the handler's request type"),
         };
         match work {
-            Work::Stream(connection, client, home) => {
+            Work::Stream(connection, client, parks) => {
                 if let Err(e) = self.configure(&connection) {
                     self.report(&Error::Io(e), Some(&client));
                     return;
@@ -83,7 +83,7 @@ impl Engine {
                 ));
                 let (mut request, mut ticket) = (request, ticket);
                 let waits = config.client_speaks_first || config.frame.is_some();
-                if let (true, Some(home)) = (waits, &home) {
+                if waits && parks {
                     // Nothing to do before the client's first bytes (or, with a frame, its
                     // first whole message): wait for them parked.
                     // Its first exchange, when it comes, reads under the fallback
@@ -93,14 +93,14 @@ impl Engine {
                         return;
                     }
                     request.mark_unstarted();
-                    match self.park(request, ticket, home) {
+                    match self.park(request, ticket) {
                         Ok(()) => return,
                         // The server stops serving, or the poller refused the socket
                         // (reported): a connection that waits for its first message
                         // cannot wait, and ends before it began, with no `setup`. (One
                         // without a frame starts at once instead, as it would have.)
-                        Err(mut parked) if config.frame.is_some() || home.state().lot().is_closed() => {
-                            forget(&mut parked.request, home);
+                        Err(mut parked) if config.frame.is_some() || self.home.state().lot().is_closed() => {
+                            self.forget(&mut parked.request);
                             return;
                         }
                         Err(parked) => {
@@ -110,17 +110,17 @@ impl Engine {
                     }
                 }
                 if self.open(&mut request) {
-                    self.exchange(handler, request, ticket, home, Start::Setup);
+                    self.exchange(handler, request, ticket, parks, Start::Setup);
                 }
             }
-            Work::Resume { mut request, home, end } => {
+            Work::Resume { mut request, end } => {
                 if end {
                     // Idle past its timeout, or a shutdown: a body still on its way is
                     // given up, not sent on this thread.
                     request.abandon_send();
                 }
                 let start = if end { Start::Finish } else { Start::Resume };
-                self.exchange(handler, request, ticket, Some(home), start);
+                self.exchange(handler, request, ticket, true, start);
             }
             Work::Datagram(..) => unreachable!("handled above"),
         }
@@ -152,7 +152,7 @@ impl Engine {
         handler: &dyn RequestHandler<StreamRequest>,
         mut request: Box<StreamRequest>,
         mut ticket: Ticket,
-        home: Option<Arc<Home>>,
+        parks: bool,
         mut start: Start,
     ) {
         let report = |error: Error, client: &Address| self.report(&error, Some(client));
@@ -176,7 +176,7 @@ impl Engine {
                         Gathered::Message => {}
                         Gathered::Partial => {
                             // Woken with nothing after all: wait again.
-                            match self.park_again(request, ticket, &home) {
+                            match self.park_again(request, ticket, parks) {
                                 Ok(()) => return,
                                 Err(parked) => (request, ticket) = (parked.request, parked.ticket),
                             }
@@ -198,7 +198,7 @@ impl Engine {
                             Start::Handle
                         }
                     }
-                    Gathered::Partial => match self.park_again(request, ticket, &home) {
+                    Gathered::Partial => match self.park_again(request, ticket, parks) {
                         Ok(()) => return,
                         Err(parked) => {
                             (request, ticket) = (parked.request, parked.ticket);
@@ -216,7 +216,7 @@ impl Engine {
                 break; // closed before it started: nothing to finish
             }
             let outcome = match start {
-                Start::Send => match self.send(&mut request, &home) {
+                Start::Send => match self.send(&mut request, parks) {
                     // All sent: on as `handle` said, to its next message or its end.
                     Ok(Pumped::Done) if request.take_park() => Outcome::Parked,
                     Ok(Pumped::Done) => {
@@ -226,10 +226,9 @@ impl Engine {
                     // The client's window is full: wait for room, parked; or, the turn
                     // spent, let the others that are ready run first.
                     Ok(pumped) => {
-                        let Some(home) = &home else { unreachable!("sent at once without a poller") };
                         let parked = match pumped {
-                            Pumped::Blocked => self.park(request, ticket, home),
-                            _ => self.requeue(request, ticket, home),
+                            Pumped::Blocked => self.park(request, ticket),
+                            _ => self.requeue(request, ticket),
                         };
                         match parked {
                             Ok(()) => return,
@@ -267,17 +266,17 @@ impl Engine {
                 start = Start::Finish;
                 continue;
             }
-            let Some(home) = &home else {
+            if !parks {
                 start = Start::Finish;
                 continue;
-            };
+            }
             // What the client sent meanwhile is taken now, without waiting, rather than
             // through the poller: a client that streams (a 64 KiB message read 8 KiB at
             // a time) or pipelines goes on in this turn, and the wake-up of another
             // thread is saved. One read that finds nothing costs a system call on Unix.
             // (Not once the server stops serving: the connection ends after this
             // exchange. Not on Windows, where a read without waiting costs three calls.)
-            let stopping = home.state().lot().is_closed();
+            let stopping = self.home.state().lot().is_closed();
             if sys::CHEAP_READ_WITHOUT_WAITING
                 && !stopping
                 && turn < EXCHANGES_PER_TURN
@@ -321,7 +320,7 @@ impl Engine {
                         start = Start::Handle;
                         continue;
                     }
-                    match self.requeue(request, ticket, home) {
+                    match self.requeue(request, ticket) {
                         Ok(()) => return,
                         Err(parked) => {
                             (request, ticket) = (parked.request, parked.ticket);
@@ -333,7 +332,7 @@ impl Engine {
                 // Nothing, or the start of the next message: wait for it in the poller.
                 Ok(false) => {}
             }
-            match self.park(request, ticket, home) {
+            match self.park(request, ticket) {
                 Ok(()) => return,
                 Err(parked) => {
                     (request, ticket) = (parked.request, parked.ticket);
@@ -341,18 +340,28 @@ impl Engine {
                 }
             }
         }
-        if let Some(home) = &home {
-            forget(&mut request, home);
+        if parks {
+            self.forget(&mut request);
         }
         drop(request);
         drop(ticket);
     }
 
+    /// A connection that has ended: the poller forgets it before it is closed, and its
+    /// key is given back.
+    fn forget(&self, request: &mut StreamRequest) {
+        if let Some(registration) = request.registration.take() {
+            let key = registration.key();
+            drop(registration);
+            self.home.state().lot().release(key);
+        }
+    }
+
     /// Sends what the connection takes of a body from `send_from`, the writer's bytes
     /// first; without a poller to wait in, all of it, blocking.
-    fn send(&self, request: &mut StreamRequest, home: &Option<Arc<Home>>) -> io::Result<Pumped> {
+    fn send(&self, request: &mut StreamRequest, parks: bool) -> io::Result<Pumped> {
         request.flush_writer()?;
-        if home.is_none() {
+        if !parks {
             request.send_rest()?;
             return Ok(Pumped::Done);
         }
@@ -362,13 +371,13 @@ impl Engine {
     /// Queues a connection that yields its turn with work left (a buffered message, a
     /// body to send): it comes back after the others that are ready. Gives it back when
     /// the server has stopped serving.
-    fn requeue(&self, request: Box<StreamRequest>, ticket: Ticket, home: &Arc<Home>) -> Result<(), Parked> {
+    fn requeue(&self, request: Box<StreamRequest>, ticket: Ticket) -> Result<(), Parked> {
         self.control.parked();
-        match home.state().requeue(Ready::Exchange(Parked::new(request, ticket, None))) {
+        match self.home.state().requeue(Ready::Exchange(Parked::new(request, ticket, None))) {
             Ok(true) => Ok(()),
             Ok(false) => {
                 // No follower to take it: the loop in the poller must look at the queue.
-                home.wake();
+                self.home.wake();
                 Ok(())
             }
             Err(ready) => {
@@ -439,16 +448,17 @@ impl Engine {
     }
 
     /// Parks a request whose message is not whole yet, or whose wake had nothing.
-    fn park_again(&self, request: Box<StreamRequest>, ticket: Ticket, home: &Option<Arc<Home>>) -> Result<(), Parked> {
-        match home {
-            Some(home) => self.park(request, ticket, home),
-            None => Err(Parked::new(request, ticket, None)),
+    fn park_again(&self, request: Box<StreamRequest>, ticket: Ticket, parks: bool) -> Result<(), Parked> {
+        match parks {
+            true => self.park(request, ticket),
+            false => Err(Parked::new(request, ticket, None)),
         }
     }
 
     /// Parks a request in the server's poller. Gives it back when it cannot park: the
     /// server has stopped serving, or the socket could not be put in the poller.
-    fn park(&self, mut request: Box<StreamRequest>, ticket: Ticket, home: &Arc<Home>) -> Result<(), Parked> {
+    fn park(&self, mut request: Box<StreamRequest>, ticket: Ticket) -> Result<(), Parked> {
+        let home = &self.home;
         let lot = home.state().lot();
         let key = match &request.registration {
             Some(registration) => registration.key(),
@@ -569,16 +579,6 @@ impl Phases for DatagramRequest {
 
     fn respond(&mut self, _: &Hooks) -> io::Result<()> {
         DatagramRequest::respond(self)
-    }
-}
-
-/// A connection that has ended: the poller forgets it before it is closed, and its key
-/// is given back.
-fn forget(request: &mut StreamRequest, home: &Home) {
-    if let Some(registration) = request.registration.take() {
-        let key = registration.key();
-        drop(registration);
-        home.state().lot().release(key);
     }
 }
 

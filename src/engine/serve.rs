@@ -268,20 +268,21 @@ impl Engine {
                     }
                 }
             }
-            let may_run = self.control.exchange_room(self.exchange_limit(inline));
-            let served = match hub.turn(may_run, timer, &|| self.control.is_stopping()) {
+            let limit = self.exchange_limit(inline);
+            let may_run = || self.control.exchange_room(limit);
+            let served = match hub.turn(&may_run, timer, &|| self.control.is_stopping()) {
                 Turn::Woken => false,
                 Turn::Run(ready) => {
                     self.run_ready(ready, inline);
                     true
                 }
-                Turn::Lead => {
-                    let led = self.lead(endpoint, &mut lead.lock(), &mut buffer, timer, inline);
+                Turn::Lead { work_waiting } => {
+                    let led = self.lead(endpoint, &mut lead.lock(), &mut buffer, timer, inline, work_waiting);
                     match led {
                         Ok(Led::Received(incoming, slot)) => {
                             // The lead is given up: another free loop waits in the poller
                             // while this one serves.
-                            self.admit(incoming, socket.as_ref(), slot, inline, Some(&self.home));
+                            self.admit(incoming, socket.as_ref(), slot, inline, true);
                             true
                         }
                         Ok(Led::Waited) => false,
@@ -322,13 +323,14 @@ impl Engine {
         buffer: &mut [u8],
         timer: Option<Instant>,
         inline: bool,
+        work_waiting: bool,
     ) -> Result<Led<'_>> {
         let mut leading = Leading { engine: self, ready: Vec::new() };
         // Work waits in the queue that this loop may not run yet (a thread per request at
         // its limit): the lead also waits for room, so that the exchange that frees it
         // wakes the poller. Room already: back to the queue.
         let mut room = RoomWait(None);
-        if self.home.state().has_work() {
+        if work_waiting {
             if !self.control.wait_for_room(self.exchange_limit(inline)) {
                 return Ok(Led::Waited);
             }
@@ -459,7 +461,7 @@ impl Engine {
     /// A parked connection taken out to run: no longer counted as parked.
     fn unpark(&self, parked: Parked, end: bool) -> (crate::handle::Ticket, Work) {
         self.control.unparked();
-        (parked.ticket, Work::Resume { request: parked.request, home: self.home.clone(), end })
+        (parked.ticket, Work::Resume { request: parked.request, end })
     }
 
     /// Ends the parked connections, those in the ready queue included, on this thread,
