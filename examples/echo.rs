@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use socketserver::dispatch::{Dispatch, Pool, Sequential, Threading};
+use socketserver::dispatch::{Dispatch, Pool};
 use socketserver::transport::Transport;
 #[cfg(unix)]
 use socketserver::UnixStreamServer;
@@ -102,11 +102,11 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     Ok(Args { listen, mode, workers, park })
 }
 
-fn dispatch(args: &Args) -> Box<dyn Dispatch> {
+fn dispatch(args: &Args) -> Dispatch {
     match args.mode {
-        Mode::Sequential => Box::new(Sequential),
-        Mode::Threading => Box::new(Threading::new()),
-        Mode::Pool => Box::new(args.workers.map_or_else(Pool::default, Pool::new)),
+        Mode::Sequential => Dispatch::sequential(),
+        Mode::Threading => Dispatch::threading(),
+        Mode::Pool => args.workers.map_or_else(Pool::default, Pool::new).into(),
     }
 }
 

@@ -65,7 +65,7 @@ use std::process::{self, Child, ChildStdin, ChildStdout, Command, ExitCode, Exit
 use std::thread;
 use std::time::{Duration, Instant};
 
-use socketserver::dispatch::{Dispatch, Pool, Threading};
+use socketserver::dispatch::{Dispatch, Pool};
 use socketserver::{StreamRequest, TcpServer};
 
 /// How long running clients may stay after a shutdown.
@@ -92,10 +92,10 @@ impl Mode {
         }
     }
 
-    fn dispatch(self) -> Box<dyn Dispatch> {
+    fn dispatch(self) -> Dispatch {
         match self {
-            Mode::Threading => Box::new(Threading::new()),
-            Mode::Pool => Box::new(Pool::default()),
+            Mode::Threading => Dispatch::threading(),
+            Mode::Pool => Dispatch::from(Pool::default()),
         }
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, DEFAULT_BACKLOG, MAX_PACKET_SIZE_LIMIT};
-use crate::dispatch::{Dispatch, Kind, Sequential};
+use crate::dispatch::Dispatch;
 use crate::engine::{Engine, Rebind};
 use crate::error::{Error, Result};
 use crate::handle::{Control, Policy};
@@ -60,7 +60,7 @@ pub struct Builder<T: Transport> {
     target: BindTarget,
     options: SocketOptions,
     config: Config,
-    dispatch: Box<dyn Dispatch>,
+    dispatch: Dispatch,
     _transport: PhantomData<fn() -> T>,
 }
 
@@ -76,16 +76,17 @@ impl<T: Transport> Builder<T> {
             target,
             options: SocketOptions { backlog: DEFAULT_BACKLOG, ..SocketOptions::default() },
             config: Config::default(),
-            dispatch: Box::new(Sequential),
+            dispatch: Dispatch::sequential(),
             _transport: PhantomData,
         }
     }
 
     /// Where requests run: [`Sequential`](crate::dispatch::Sequential) (the default, as
     /// Python's plain servers), [`Threading`](crate::dispatch::Threading),
-    /// [`Pool`](crate::dispatch::Pool), or a [`Dispatch`] of your own.
-    pub fn dispatch(mut self, dispatch: impl Dispatch) -> Self {
-        self.dispatch = Box::new(dispatch);
+    /// [`Pool`](crate::dispatch::Pool), an [`Executor`](crate::dispatch::Executor) of
+    /// your own, or a [`Dispatch`] made from any of them.
+    pub fn dispatch(mut self, dispatch: impl Into<Dispatch>) -> Self {
+        self.dispatch = dispatch.into();
         self
     }
 
@@ -301,7 +302,7 @@ impl<T: Transport> Builder<T> {
         let bound = T::open(self.target, &self.options)?;
         bound.endpoint.set_nonblocking()?;
         let local = bound.endpoint.local_address()?;
-        if self.config.hooks.refuse_when_full.is_some() && matches!(Kind::of(&*self.dispatch), Kind::Sequential) {
+        if self.config.hooks.refuse_when_full.is_some() && self.dispatch.is_sequential() {
             if let Some(path) = bound.owned_path {
                 path.remove();
             }
@@ -321,7 +322,7 @@ impl<T: Transport> Builder<T> {
         }
         let policy = Policy {
             shutdown_deadline: self.config.shutdown_deadline,
-            waits_for_requests: Kind::of(&*self.dispatch).waits_for_requests(),
+            waits_for_requests: self.dispatch.waits_for_requests(),
             reopenable,
         };
         let control = Arc::new(Control::new(local, bound, policy));

@@ -78,6 +78,7 @@
 //! | `UnixStreamServer`, `UnixDatagramServer` | [`UnixStreamServer`], [`UnixDatagramServer`] |
 //! | `ThreadingMixIn`, `ThreadingTCPServer`, ... | [`dispatch::Threading`], [`ThreadingTcpServer`], [`ThreadingUdpServer`], [`ThreadingUnixStreamServer`], [`ThreadingUnixDatagramServer`] |
 //! | (none) | [`dispatch::Pool`]: a fixed worker pool |
+//! | overriding `process_request` to run requests elsewhere | an [`Executor`](dispatch::Executor) of your own, given to [`Builder::dispatch`] |
 //! | (none) | [`StreamRequest::park`]: a keep-alive connection waits between requests in the server's poller, holding no thread, so a pool of a few workers serves thousands of clients |
 //! | `ForkingMixIn` | not offered: forking a multi-threaded process is unsound; use a pool, or processes sharing a port with `reuse_port` |
 //! | `BaseRequestHandler`, `StreamRequestHandler`, `DatagramRequestHandler` | [`RequestHandler`] with [`StreamRequest`] or [`DatagramRequest`] |

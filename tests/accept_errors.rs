@@ -49,13 +49,13 @@ const MOST_ATTEMPTS_PER_THREAD: u64 = 50;
 /// when the parent writes a line, and stop at the end of its input.
 fn exhausted_child(spec: &str) {
     let words: Vec<&str> = spec.split_whitespace().collect();
-    let dispatch = || -> Box<dyn Dispatch> {
+    let dispatch = || -> Dispatch {
         match Mode::from_name(words[0]) {
             // Four workers, each backing off on its own: a worker giving back the place it
             // reserved for a failed accept must not cut the others' back-off short (with
             // that bug, four workers make 400 to 2,000 attempts in the window; two workers
             // fell into step only about every other run).
-            Mode::Pool => Box::new(Pool::new(4)),
+            Mode::Pool => Dispatch::from(Pool::new(4)),
             mode => mode.dispatch(),
         }
     };

@@ -1,7 +1,7 @@
 //! Where requests run: Sequential serializes, Threading does not (and honours
 //! `max_threads`, leaving further connections unaccepted in the backlog), Pool bounds
 //! concurrency and survives panics, no request thread outlives the server,
-//! `block_on_close(false)`/`daemon_threads(true)` do not wait, and a custom `Dispatch`
+//! `block_on_close(false)`/`daemon_threads(true)` do not wait, and a custom `Executor`
 //! is used.
 //!
 //! Handlers are ordered with a [`Gate`] ("arrived", then wait for a release token),
@@ -17,7 +17,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use socketserver::dispatch::{Dispatch, Job, Pool, Sequential, Threading};
+use socketserver::dispatch::{Dispatch, Executor, Job, Pool, Sequential, Threading};
 use socketserver::{BackgroundServer, Error, Phase, StreamRequest, TcpServer};
 use support::gate::read_id;
 use support::{
@@ -170,7 +170,7 @@ fn threading_max_threads_holds_extra_connections_in_the_backlog() {
 /// exactly two run at once, the rest wait, and every request runs exactly once. Returns
 /// the running server for checks of its threads.
 fn assert_two_at_a_time(
-    dispatch: impl Dispatch,
+    dispatch: impl Into<Dispatch>,
     clients: usize,
     what: &str,
 ) -> BackgroundServer<socketserver::transport::Tcp> {
@@ -412,7 +412,7 @@ fn daemon_threads_do_not_block_stop() {
 }
 
 // ---------------------------------------------------------------------------------------
-// A custom Dispatch
+// A custom Executor
 // ---------------------------------------------------------------------------------------
 
 /// Runs every job on a new, unnamed thread, counting executions and closes.
@@ -421,7 +421,7 @@ struct SpawnCounting {
     closed: Arc<AtomicUsize>,
 }
 
-impl Dispatch for SpawnCounting {
+impl Executor for SpawnCounting {
     fn execute(&self, job: Job) -> io::Result<()> {
         self.executed.fetch_add(1, Ordering::SeqCst);
         thread::Builder::new().spawn(move || job.run()).map(drop)
@@ -452,10 +452,10 @@ fn custom_dispatch_is_used() {
             let name = recv(&names, "the handler to run");
             assert_eq!(name, None, "request {n} ran on {name:?}, not on the custom mode's unnamed thread");
         }
-        assert_eq!(executed.load(Ordering::SeqCst), 5, "every request must go through the custom Dispatch");
+        assert_eq!(executed.load(Ordering::SeqCst), 5, "every request must go through the custom Executor");
         assert_eq!(closed.load(Ordering::SeqCst), 0);
         stop_background(background);
-        assert_eq!(closed.load(Ordering::SeqCst), 1, "closing the server must call Dispatch::close once");
+        assert_eq!(closed.load(Ordering::SeqCst), 1, "closing the server must call Executor::close once");
     });
 }
 

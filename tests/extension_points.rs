@@ -171,10 +171,10 @@ fn unix_socket_permissions_are_set_before_clients_connect_and_after_a_rebind() {
 #[test]
 fn process_request_serves_connections_accepted_elsewhere() {
     bounded(LIMIT, || {
-        let modes: [(&str, Box<dyn Dispatch>); 3] = [
-            ("sequential", Box::new(Sequential)),
-            ("threading", Box::new(Threading::new())),
-            ("pool", Box::new(Pool::new(2))),
+        let modes: [(&str, Dispatch); 3] = [
+            ("sequential", Dispatch::from(Sequential)),
+            ("threading", Dispatch::from(Threading::new())),
+            ("pool", Dispatch::from(Pool::new(2))),
         ];
         for (name, mode) in modes {
             let own = TcpListener::bind("127.0.0.1:0").unwrap();

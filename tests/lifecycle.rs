@@ -279,8 +279,8 @@ fn handle_request_in_a_loop_serves_one_request_after_another() {
 #[test]
 fn handle_request_in_threading_and_pool_returns_before_its_request_ends() {
     bounded(LIMIT, || {
-        let modes: [(&str, Box<dyn Dispatch>); 2] =
-            [("threading", Box::new(Threading::new())), ("pool", Box::new(Pool::new(2)))];
+        let modes: [(&str, Dispatch); 2] =
+            [("threading", Dispatch::from(Threading::new())), ("pool", Dispatch::from(Pool::new(2)))];
         for (name, mode) in modes {
             let gate = Gate::new();
             let server =
@@ -306,9 +306,9 @@ fn handle_request_in_threading_and_pool_returns_before_its_request_ends() {
 #[test]
 fn handle_request_times_out_while_every_slot_is_busy() {
     bounded(LIMIT, || {
-        let modes: [(&str, Box<dyn Dispatch>); 2] = [
-            ("threading max_threads(1)", Box::new(Threading::new().max_threads(1).block_on_close(false))),
-            ("pool of 1", Box::new(Pool::new(1))),
+        let modes: [(&str, Dispatch); 2] = [
+            ("threading max_threads(1)", Dispatch::from(Threading::new().max_threads(1).block_on_close(false))),
+            ("pool of 1", Dispatch::from(Pool::new(1))),
         ];
         for (name, mode) in modes {
             let gate = Gate::new();
@@ -384,8 +384,8 @@ fn handle_request_times_out_while_every_slot_is_busy() {
 #[test]
 fn close_from_a_handler_of_its_own_server_stops_serving_without_deadlock() {
     bounded(LIMIT, || {
-        let modes: [(&str, Box<dyn Dispatch>); 2] =
-            [("sequential", Box::new(Sequential)), ("threading", Box::new(Threading::new()))];
+        let modes: [(&str, Dispatch); 2] =
+            [("sequential", Dispatch::from(Sequential)), ("threading", Dispatch::from(Threading::new()))];
         for (name, mode) in modes {
             // The handler reaches its own server through a weak reference: a strong one
             // would keep the server alive forever.

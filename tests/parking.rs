@@ -547,9 +547,9 @@ fn a_deadline_set_for_one_message_is_cleared_when_the_connection_parks() {
 /// the poller's lot leaked; found in review).
 #[test]
 fn a_resumed_exchange_the_mode_cannot_run_still_gets_its_finish() {
-    use socketserver::dispatch::{Dispatch, Job};
+    use socketserver::dispatch::{Executor, Job};
     struct FailsSecond(AtomicUsize);
-    impl Dispatch for FailsSecond {
+    impl Executor for FailsSecond {
         fn execute(&self, job: Job) -> std::io::Result<()> {
             if self.0.fetch_add(1, Ordering::SeqCst) == 1 {
                 return Err(std::io::Error::other("no thread for this one"));

@@ -999,9 +999,9 @@ impl Drop for ExitNotice {
 #[test]
 fn close_waits_for_and_joins_request_threads() {
     bounded(LIMIT, || {
-        let modes: [(&str, Box<dyn Dispatch>); 2] = [
-            ("threading", Box::new(Threading::new().thread_name("pp-cjt"))),
-            ("pool", Box::new(Pool::new(2).thread_name("pp-cjp"))),
+        let modes: [(&str, Dispatch); 2] = [
+            ("threading", Dispatch::from(Threading::new().thread_name("pp-cjt"))),
+            ("pool", Dispatch::from(Pool::new(2).thread_name("pp-cjp"))),
         ];
         for (name, mode) in modes {
             let (started_tx, started) = mpsc::channel();

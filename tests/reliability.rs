@@ -72,7 +72,7 @@ fn assert_no_threads(prefix: &str) {
 /// Serves [`PANICS`] requests whose handler panics, then checks that every panic was
 /// reported, the threads and descriptors are back where they were, and a normal request
 /// is served. `request_threads` is how many `prefix` threads serving leaves.
-fn panicking_requests(mode: impl Dispatch, prefix: &str, request_threads: usize) {
+fn panicking_requests(mode: impl Into<Dispatch>, prefix: &str, request_threads: usize) {
     quiet_expected_panics();
     let fds_before = open_fds();
     let reports = Reports::default();
@@ -307,7 +307,7 @@ fn a_client_vanishing_while_the_server_is_blocked_writing_is_reported() {
 /// Runs `cycles` connect/echo/close cycles, one client at a time, and checks that
 /// threads stay few, and descriptors and RSS come back to their level after warm-up.
 /// `max_threads` bounds the `prefix` threads at any sample.
-fn soak(mode: impl Dispatch, prefix: &str, cycles: usize, max_threads: usize) {
+fn soak(mode: impl Into<Dispatch>, prefix: &str, cycles: usize, max_threads: usize) {
     let fds_before = open_fds();
     let reports = Reports::default();
     let server = TcpServer::builder("127.0.0.1:0").dispatch(mode).handle_error(reports.hook()).bind(echo_line).unwrap();
@@ -407,7 +407,7 @@ fn slow_reply(id: &str) -> Vec<u8> {
 /// with a 2 s deadline while they wait. Every client is accounted for: a handler that
 /// started delivered its whole reply (or, past the deadline, a clean close), a client
 /// never accepted was reset, and none hangs.
-fn shutdown_with_clients_in_flight(mode: impl Dispatch, prefix: &str, running: usize) {
+fn shutdown_with_clients_in_flight(mode: impl Into<Dispatch>, prefix: &str, running: usize) {
     let started = Arc::new(Mutex::new(Vec::<String>::new()));
     let reports = Reports::default();
     let handler_started = started.clone();
@@ -568,7 +568,7 @@ fn flood(
 
 /// 64 sockets send 20,000 datagrams without reading a reply; a well-behaved client
 /// still gets answers during and after, and memory stays bounded.
-fn udp_flood(mode: impl Dispatch, prefix: &str) {
+fn udp_flood(mode: impl Into<Dispatch>, prefix: &str) {
     let fds_before = open_fds();
     let reports = Reports::default();
     let server = UdpServer::builder("127.0.0.1:0")
@@ -632,7 +632,7 @@ const UNMAPPABLE_STACK: usize = usize::MAX / 2;
 /// Serves three clients that each send a line, and returns what each read before the
 /// server closed, with the reports and the number of handler runs. Checks that the
 /// serve loop outlived them, shuts down, and leaks no thread or descriptor.
-fn three_clients(mode: impl Dispatch, prefix: &str) -> (Vec<Outcome>, Vec<Reported>, usize) {
+fn three_clients(mode: impl Into<Dispatch>, prefix: &str) -> (Vec<Outcome>, Vec<Reported>, usize) {
     let fds_before = open_fds();
     let reports = Reports::default();
     let ran = Arc::new(AtomicUsize::new(0));

@@ -60,8 +60,8 @@ fn read_reply(client: &mut BufReader<TcpStream>) -> String {
 #[test]
 fn requests_that_arrive_while_every_loop_is_busy_are_served_late_not_dropped() {
     bounded(LIMIT, || {
-        let modes: [(&str, Box<dyn Dispatch>, usize); 2] =
-            [("sequential", Box::new(Sequential), 1), ("pool of 2", Box::new(Pool::new(2)), 2)];
+        let modes: [(&str, Dispatch, usize); 2] =
+            [("sequential", Dispatch::from(Sequential), 1), ("pool of 2", Dispatch::from(Pool::new(2)), 2)];
         for (mode, dispatch, loops) in modes {
             let gate = Gate::new();
             let server = Arc::new(
@@ -246,7 +246,7 @@ fn upper_lines(req: &mut StreamRequest) -> HandlerResult {
 
 /// An upper-casing line server with a declared frame, parking between lines.
 fn framed_lines(
-    mode: Box<dyn Dispatch>,
+    mode: Dispatch,
     max: usize,
     idle: Option<Duration>,
 ) -> Arc<socketserver::Server<socketserver::transport::Tcp>> {
@@ -268,8 +268,8 @@ fn framed_lines(
 #[test]
 fn a_half_sent_message_holds_no_worker_with_a_frame() {
     bounded(LIMIT, || {
-        let modes: [(&str, Box<dyn Dispatch>, usize); 2] =
-            [("sequential", Box::new(Sequential), 1), ("pool of 2", Box::new(Pool::new(2)), 2)];
+        let modes: [(&str, Dispatch, usize); 2] =
+            [("sequential", Dispatch::from(Sequential), 1), ("pool of 2", Dispatch::from(Pool::new(2)), 2)];
         for (mode, dispatch, loops) in modes {
             let server = framed_lines(dispatch, 64, None);
             let serve = serve_started(&server, "stall-frame");
@@ -368,7 +368,7 @@ fn a_length_prefix_frame_gathers_split_and_joined_messages() {
 fn a_slow_drip_is_closed_after_the_idle_timeout_from_its_first_byte() {
     bounded(LIMIT, || {
         // A maximum the drip never reaches before the test's own limit.
-        let server = framed_lines(Box::new(Pool::new(1)), 1 << 20, Some(IDLE));
+        let server = framed_lines(Dispatch::from(Pool::new(1)), 1 << 20, Some(IDLE));
         let serve = serve_started(&server, "stall-drip");
         let addr = server.local_addr();
         let mut drip = connect(addr);

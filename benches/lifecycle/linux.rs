@@ -24,13 +24,13 @@ fn datagram_handler(_: &mut DatagramRequest) -> io::Result<()> {
     Ok(())
 }
 
-type MakeDispatch = fn() -> Box<dyn Dispatch>;
+type MakeDispatch = fn() -> Dispatch;
 
 fn modes() -> Vec<(&'static str, MakeDispatch)> {
     vec![
-        ("sequential", || Box::new(Sequential)),
-        ("threading", || Box::new(Threading::new())),
-        ("pool", || Box::new(Pool::default())),
+        ("sequential", || Dispatch::from(Sequential)),
+        ("threading", || Dispatch::from(Threading::new())),
+        ("pool", || Dispatch::from(Pool::default())),
     ]
 }
 

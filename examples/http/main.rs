@@ -41,7 +41,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[cfg(target_os = "linux")]
 use socketserver::activation::ListenFds;
-use socketserver::dispatch::{Dispatch, Pool, Sequential, Threading};
+use socketserver::dispatch::{Dispatch, Pool};
 use socketserver::{Frame, RequestHandler, StreamRequest, TcpServer, Writer};
 
 mod parse;
@@ -71,7 +71,7 @@ struct Args {
     root: PathBuf,
     addr: SocketAddr,
     timeout: Duration,
-    dispatch: Box<dyn Dispatch>,
+    dispatch: Dispatch,
     max_connections: Option<usize>,
     verbose: bool,
 }
@@ -105,10 +105,10 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    let dispatch: Box<dyn Dispatch> = match mode.as_str() {
-        "sequential" => Box::new(Sequential),
-        "threading" => Box::new(Threading::new()),
-        "pool" => Box::new(workers.map_or_else(Pool::default, Pool::new)),
+    let dispatch: Dispatch = match mode.as_str() {
+        "sequential" => Dispatch::sequential(),
+        "threading" => Dispatch::threading(),
+        "pool" => workers.map_or_else(Pool::default, Pool::new).into(),
         other => return Err(format!("unknown --mode {other:?}: expected sequential, threading or pool")),
     };
     let root = root.canonicalize().map_err(|e| format!("bad --root {}: {e}", root.display()))?;

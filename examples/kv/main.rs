@@ -35,7 +35,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use socketserver::dispatch::{Dispatch, Pool, Sequential, Threading};
+use socketserver::dispatch::{Dispatch, Pool};
 use socketserver::{Frame, Reader, RequestHandler, StreamRequest, TcpServer, Writer};
 
 mod resp;
@@ -57,7 +57,7 @@ const USAGE: &str = "usage: kv [--addr ADDR] [--mode sequential|threading|pool] 
 
 struct Args {
     addr: SocketAddr,
-    dispatch: Box<dyn Dispatch>,
+    dispatch: Dispatch,
 }
 
 /// Parses the command line; the error is the one line to print.
@@ -80,10 +80,10 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    let dispatch: Box<dyn Dispatch> = match mode.as_str() {
-        "sequential" => Box::new(Sequential),
-        "threading" => Box::new(Threading::new()),
-        "pool" => Box::new(workers.map_or_else(Pool::default, Pool::new)),
+    let dispatch: Dispatch = match mode.as_str() {
+        "sequential" => Dispatch::sequential(),
+        "threading" => Dispatch::threading(),
+        "pool" => workers.map_or_else(Pool::default, Pool::new).into(),
         other => return Err(format!("unknown --mode {other:?}: expected sequential, threading or pool")),
     };
     let addr = addr.parse().map_err(|_| format!("bad --addr {addr:?}: expected IP:PORT, like 127.0.0.1:6380"))?;

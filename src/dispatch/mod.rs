@@ -5,17 +5,21 @@
 //! - [`Pool`]: a fixed set of worker threads, each receiving and running requests (no
 //!   Python equivalent).
 //!
-//! All three implement the public [`Dispatch`] trait, and so can a mode of your own. The
-//! serve loop, not the mode, enforces [`Dispatch::max_concurrent`]: when that many
-//! requests are running it stops accepting until one ends, so excess connections wait
-//! in the kernel's backlog instead of in an unbounded queue in memory.
+//! - An [`Executor`] of your own: anything that can run a job.
 //!
-//! The trait is what a mode of your own needs: run a job, say how many may run at once,
-//! close. How the built-in modes drive the serve loop (a sequential server runs the
-//! request on the loop's thread; a pool runs one serve loop per worker) is the crate's
-//! own business, so that it can change without a breaking change: a mode written
-//! against this trait is served by one serve loop that passes each request to
-//! [`Dispatch::execute`].
+//! [`Builder::dispatch`](crate::Builder::dispatch) takes any of them as a [`Dispatch`],
+//! the one type the server keeps. The serve loop, not the mode, enforces the mode's
+//! limit ([`Executor::max_concurrent`] for your own): when that many requests are
+//! running it stops accepting until one ends, so excess connections wait in the
+//! kernel's backlog instead of in an unbounded queue in memory.
+//!
+//! `Dispatch` is a public type over a private choice of strategy, the way
+//! crossbeam-channel's one `Sender` hides its flavors: how the built-in modes drive the
+//! serve loop (a sequential server runs the request on the loop's thread; a pool runs
+//! one serve loop per worker) is the crate's own business and can change without a
+//! breaking change. The [`Executor`] trait is what a mode of your own needs and all it
+//! is asked for: run a job, say how many may run at once, close. One serve loop passes
+//! each request to [`Executor::execute`].
 
 use std::fmt;
 use std::io;
@@ -61,7 +65,166 @@ impl fmt::Debug for Job {
     }
 }
 
-/// Decides where requests run. Implemented by [`Sequential`], [`Threading`] and [`Pool`].
+/// Where a server's requests run: the one type [`Builder::dispatch`](crate::Builder::dispatch)
+/// keeps, over a private choice of strategy.
+///
+/// Build it from a mode: [`Sequential`], [`Threading`], [`Pool`] or an [`Executor`] of
+/// your own all convert into it, so `.dispatch(Pool::new(4))` needs no conversion;
+/// the constructors below say the same in one word. A `Dispatch` chosen at run time is
+/// a plain value:
+///
+/// ```
+/// use socketserver::dispatch::{Dispatch, Pool, Threading};
+///
+/// let mode = "pool";
+/// let dispatch: Dispatch = match mode {
+///     "threading" => Threading::new().max_threads(64).into(),
+///     "pool" => Pool::new(4).into(),
+///     _ => Dispatch::sequential(),
+/// };
+/// assert_eq!(dispatch.max_concurrent(), Some(4));
+/// ```
+pub struct Dispatch(Flavor);
+
+/// The built-in modes, which the engine drives each in its own way, and everything else.
+enum Flavor {
+    /// The serve loop runs each request itself, with no job to box.
+    Sequential,
+    /// One serve loop passes each request to a thread of its own; `serve_forever` may
+    /// not wait for them.
+    Threading(Threading),
+    /// One serve loop per worker, each running what it received.
+    Pool(Pool),
+    /// A mode of the user's: one serve loop passes each request to `execute`.
+    Custom(Box<dyn Executor>),
+}
+
+impl Dispatch {
+    /// Each request inline in the serve loop, one at a time: [`Sequential`], the default.
+    pub fn sequential() -> Dispatch {
+        Dispatch(Flavor::Sequential)
+    }
+
+    /// A thread per request with [`Threading`]'s defaults (no limit; configure a
+    /// [`Threading`] and convert it for more).
+    pub fn threading() -> Dispatch {
+        Dispatch(Flavor::Threading(Threading::new()))
+    }
+
+    /// A [`Pool`] of `workers` threads.
+    ///
+    /// # Panics
+    /// Panics if `workers` is zero.
+    pub fn pool(workers: usize) -> Dispatch {
+        Dispatch(Flavor::Pool(Pool::new(workers)))
+    }
+
+    /// A mode of your own (what `.into()` on an [`Executor`] gives too).
+    pub fn custom(executor: impl Executor) -> Dispatch {
+        Dispatch(Flavor::Custom(Box::new(executor)))
+    }
+
+    /// The most requests this mode runs at once; `None` means no limit. The serve loop
+    /// stops accepting while that many are running.
+    pub fn max_concurrent(&self) -> Option<usize> {
+        match &self.0 {
+            Flavor::Sequential => Some(1),
+            Flavor::Threading(threading) => threading.thread_limit(),
+            Flavor::Pool(pool) => Some(pool.workers()),
+            Flavor::Custom(executor) => executor.max_concurrent(),
+        }
+    }
+
+    /// Runs `job` on this thread (sequential) or where the mode runs requests. A pool
+    /// runs here only what did not arrive through its workers (`handle_request`,
+    /// `process_request`), on threads of its own.
+    pub(crate) fn execute(&self, job: Job) -> io::Result<()> {
+        match &self.0 {
+            Flavor::Sequential => {
+                job.run();
+                Ok(())
+            }
+            Flavor::Threading(threading) => threading.execute(job),
+            Flavor::Pool(pool) => pool.outside().execute(job),
+            Flavor::Custom(executor) => executor.execute(job),
+        }
+    }
+
+    /// Joins the threads the mode started, once its requests have ended.
+    pub(crate) fn close(&self) {
+        match &self.0 {
+            Flavor::Sequential => {}
+            Flavor::Threading(threading) => threading.close(),
+            Flavor::Pool(pool) => pool.outside().close(),
+            Flavor::Custom(executor) => executor.close(),
+        }
+    }
+
+    /// Whether a serve call waits for the requests it started before it returns.
+    pub(crate) fn waits_for_requests(&self) -> bool {
+        match &self.0 {
+            Flavor::Threading(threading) => threading.joins_threads(),
+            _ => true,
+        }
+    }
+
+    /// Whether the serve loop runs each request itself.
+    pub(crate) fn is_sequential(&self) -> bool {
+        matches!(self.0, Flavor::Sequential)
+    }
+
+    /// The pool, if requests run on one serve loop per worker.
+    pub(crate) fn as_pool(&self) -> Option<&Pool> {
+        match &self.0 {
+            Flavor::Pool(pool) => Some(pool),
+            _ => None,
+        }
+    }
+}
+
+impl Default for Dispatch {
+    /// [`Dispatch::sequential`], as Python's plain servers.
+    fn default() -> Self {
+        Dispatch::sequential()
+    }
+}
+
+impl fmt::Debug for Dispatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Flavor::Sequential => f.write_str("Sequential"),
+            Flavor::Threading(threading) => threading.fmt(f),
+            Flavor::Pool(pool) => pool.fmt(f),
+            Flavor::Custom(_) => f.write_str("Custom"),
+        }
+    }
+}
+
+impl From<Sequential> for Dispatch {
+    fn from(_: Sequential) -> Dispatch {
+        Dispatch::sequential()
+    }
+}
+
+impl From<Threading> for Dispatch {
+    fn from(threading: Threading) -> Dispatch {
+        Dispatch(Flavor::Threading(threading))
+    }
+}
+
+impl From<Pool> for Dispatch {
+    fn from(pool: Pool) -> Dispatch {
+        Dispatch(Flavor::Pool(pool))
+    }
+}
+
+impl<E: Executor> From<E> for Dispatch {
+    fn from(executor: E) -> Dispatch {
+        Dispatch::custom(executor)
+    }
+}
+
+/// A dispatch mode of your own: runs the jobs the serve loop gives it.
 ///
 /// # Examples
 ///
@@ -70,7 +233,7 @@ impl fmt::Debug for Job {
 /// ```
 /// use std::io::{self, Read, Write};
 /// use std::sync::atomic::{AtomicUsize, Ordering};
-/// use socketserver::dispatch::{Dispatch, Job};
+/// use socketserver::dispatch::{Executor, Job};
 /// use socketserver::TcpServer;
 ///
 /// #[derive(Default)]
@@ -78,7 +241,7 @@ impl fmt::Debug for Job {
 ///     started: AtomicUsize,
 /// }
 ///
-/// impl Dispatch for Spawn {
+/// impl Executor for Spawn {
 ///     fn execute(&self, job: Job) -> io::Result<()> {
 ///         self.started.fetch_add(1, Ordering::Relaxed);
 ///         std::thread::Builder::new().spawn(move || job.run()).map(drop)
@@ -96,7 +259,7 @@ impl fmt::Debug for Job {
 /// background.stop()?;
 /// # Ok::<(), socketserver::Error>(())
 /// ```
-pub trait Dispatch: Send + Sync + 'static {
+pub trait Executor: Send + Sync + 'static {
     /// Runs `job`, inline or elsewhere. On error the job is dropped, which closes its
     /// connection; the server reports the error through `handle_error`.
     fn execute(&self, job: Job) -> io::Result<()>;
@@ -111,60 +274,9 @@ pub trait Dispatch: Send + Sync + 'static {
     /// threads this mode started. Not called if requests are still running after the
     /// shutdown deadline (their threads are then left to end on their own).
     fn close(&self) {}
-
-    /// Which built-in mode this is, for the engine alone: the return type cannot be
-    /// named outside the crate, so a mode of your own keeps the default.
-    #[doc(hidden)]
-    fn flavor(&self) -> Flavor<'_> {
-        Flavor(Kind::Custom)
-    }
 }
 
-mod flavor {
-    /// Which built-in mode a [`Dispatch`](super::Dispatch) is. Public only in name: it
-    /// lives in a private module, so no code outside the crate can name, build or look
-    /// into it (the way crossbeam-channel hides its flavors behind one `Sender`).
-    #[derive(Clone, Copy)]
-    pub struct Flavor<'a>(pub(crate) super::Kind<'a>);
-
-    impl std::fmt::Debug for Flavor<'_> {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("Flavor")
-        }
-    }
-}
-
-use flavor::Flavor;
-
-/// The built-in modes the engine drives in its own way, and everything else.
-#[derive(Clone, Copy)]
-pub(crate) enum Kind<'a> {
-    /// Any mode that only runs jobs ([`Threading`] among them): one serve loop passes
-    /// each request to `execute`.
-    Custom,
-    /// The serve loop runs each request itself, with no job to box.
-    Sequential,
-    /// As `Custom`, but `serve_forever` may not wait for the requests.
-    Threading(&'a Threading),
-    /// One serve loop per worker, each running what it received.
-    Pool(&'a Pool),
-}
-
-impl Kind<'_> {
-    pub(crate) fn of(dispatch: &dyn Dispatch) -> Kind<'_> {
-        dispatch.flavor().0
-    }
-
-    /// Whether a serve call waits for the requests it started before it returns.
-    pub(crate) fn waits_for_requests(self) -> bool {
-        match self {
-            Kind::Threading(threading) => threading.joins_threads(),
-            _ => true,
-        }
-    }
-}
-
-impl<D: Dispatch + ?Sized> Dispatch for Box<D> {
+impl<E: Executor + ?Sized> Executor for Box<E> {
     fn execute(&self, job: Job) -> io::Result<()> {
         (**self).execute(job)
     }
@@ -173,9 +285,6 @@ impl<D: Dispatch + ?Sized> Dispatch for Box<D> {
     }
     fn close(&self) {
         (**self).close()
-    }
-    fn flavor(&self) -> Flavor<'_> {
-        (**self).flavor()
     }
 }
 

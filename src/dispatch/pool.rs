@@ -1,8 +1,7 @@
 use std::fmt;
-use std::io;
 use std::thread;
 
-use super::{default_workers, Dispatch, Flavor, Job, Kind, Threading};
+use super::{default_workers, Threading};
 
 /// Runs requests on a fixed set of worker threads, each of which receives requests
 /// itself.
@@ -96,59 +95,24 @@ impl Pool {
         self
     }
 
-    /// Runs `serve_loop` on `loops` threads (the workers, and one more when the server
-    /// refuses when full) and `supervise` on this thread until they all return (they
-    /// return on shutdown). If no thread can be started, serves on this thread instead,
-    /// without `supervise`; if some cannot, serves with the others.
-    pub(crate) fn run_workers(&self, loops: usize, serve_loop: &(dyn Fn() + Sync), supervise: &dyn Fn()) {
-        thread::scope(|scope| {
-            let mut started = 0;
-            for n in 0..loops {
-                let mut builder = thread::Builder::new().name(format!("{}-{n}", self.name));
-                if let Some(size) = self.stack_size {
-                    builder = builder.stack_size(size);
-                }
-                match builder.spawn_scoped(scope, serve_loop) {
-                    Ok(_) => started += 1,
-                    Err(e) => {
-                        log::warn!("pool started {started} of {loops} workers: {e}");
-                        break;
-                    }
-                }
-            }
-            if started == 0 {
-                // Not one thread could be created: serve on this one rather than not at all.
-                serve_loop();
-            } else {
-                supervise();
-            }
-        });
+    /// A builder for worker `n`'s thread: its name and stack size.
+    pub(crate) fn worker(&self, n: usize) -> thread::Builder {
+        let builder = thread::Builder::new().name(format!("{}-{n}", self.name));
+        match self.stack_size {
+            Some(size) => builder.stack_size(size),
+            None => builder,
+        }
+    }
+
+    /// Where requests that arrive from outside the workers run: the engine runs a
+    /// request a worker received on that worker itself, so only requests from
+    /// `handle_request` or `process_request` come here, each on a thread of its own.
+    pub(crate) fn outside(&self) -> &Threading {
+        &self.outside
     }
 }
 
 /// Threads that run `handle_request`'s requests are `NAME-h-N`, apart from the workers.
 fn outside_name(name: &str) -> String {
     format!("{name}-h")
-}
-
-/// What the pool does when the engine passes it a request: the engine runs a request a
-/// worker received on that worker itself, so only requests from outside the workers
-/// (`handle_request`, `process_request`, or a pool behind a mode of your own) come here,
-/// and run on a thread of their own.
-impl Dispatch for Pool {
-    fn execute(&self, job: Job) -> io::Result<()> {
-        self.outside.execute(job)
-    }
-
-    fn max_concurrent(&self) -> Option<usize> {
-        Some(self.workers)
-    }
-
-    fn close(&self) {
-        self.outside.close();
-    }
-
-    fn flavor(&self) -> Flavor<'_> {
-        Flavor(Kind::Pool(self))
-    }
 }

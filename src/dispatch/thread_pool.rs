@@ -1,7 +1,7 @@
 use std::fmt;
 use std::io;
 
-use super::{Dispatch, Job};
+use super::{Executor, Job};
 
 /// Runs requests on a `threadpool::ThreadPool` you already own (feature `threadpool`).
 ///
@@ -26,7 +26,7 @@ impl fmt::Debug for ThreadPoolDispatch {
     }
 }
 
-impl Dispatch for ThreadPoolDispatch {
+impl Executor for ThreadPoolDispatch {
     fn execute(&self, job: Job) -> io::Result<()> {
         self.pool.execute(move || job.run());
         Ok(())

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::Mutex;
 
-use super::{Dispatch, Flavor, Job, Kind};
+use super::Job;
 
 /// Runs each request on a new thread, as Python's `ThreadingMixIn` does.
 ///
@@ -153,6 +153,11 @@ impl Threading {
         self
     }
 
+    /// The limit set by `max_threads`, if any.
+    pub(crate) fn thread_limit(&self) -> Option<usize> {
+        self.max_threads
+    }
+
     pub(crate) fn joins_threads(&self) -> bool {
         self.block_on_close && !self.daemon_threads
     }
@@ -168,8 +173,9 @@ impl Threading {
     }
 }
 
-impl Dispatch for Threading {
-    fn execute(&self, job: Job) -> io::Result<()> {
+impl Threading {
+    /// Runs `job` on a thread kept alive from an earlier request, or on a new one.
+    pub(crate) fn execute(&self, job: Job) -> io::Result<()> {
         let mut live = self.live.lock();
         self.reap(&mut live);
         let job = match &live.idle_tx {
@@ -212,15 +218,8 @@ impl Dispatch for Threading {
         Ok(())
     }
 
-    fn max_concurrent(&self) -> Option<usize> {
-        self.max_threads
-    }
-
-    fn flavor(&self) -> Flavor<'_> {
-        Flavor(Kind::Threading(self))
-    }
-
-    fn close(&self) {
+    /// Releases the idle threads and joins every thread that will be joined.
+    pub(crate) fn close(&self) {
         let handles: Vec<_> = {
             let mut live = self.live.lock();
             live.idle_tx = None; // idle threads stop waiting and exit

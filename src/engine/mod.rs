@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::Config;
-use crate::dispatch::{Dispatch, Kind};
+use crate::dispatch::Dispatch;
 use crate::error::{Error, Phase, Result};
 use crate::handle::{Control, CurrentServer, ServeCall, ServerHandle};
 use crate::handler::AnyHandler;
@@ -50,7 +50,7 @@ pub(crate) struct Rebind {
 pub(crate) struct Engine {
     control: Arc<Control>,
     handler: AnyHandler,
-    dispatch: Box<dyn Dispatch>,
+    dispatch: Dispatch,
     /// The serve loop runs each request itself (sequential mode): no job to box.
     inline: bool,
     /// How many serve loops run at once: one, or a pool's workers, plus one when the
@@ -71,17 +71,16 @@ impl Engine {
     pub(crate) fn new(
         control: Arc<Control>,
         handler: AnyHandler,
-        dispatch: Box<dyn Dispatch>,
+        dispatch: Dispatch,
         config: Config,
         rebind: Rebind,
     ) -> io::Result<Engine> {
-        let kind = Kind::of(&*dispatch);
-        let inline = matches!(kind, Kind::Sequential);
+        let inline = dispatch.is_sequential();
         let refuses = config.hooks.refuse_when_full.is_some();
-        let (loops, refuse_at_exchanges) = match kind {
-            Kind::Pool(pool) if refuses => (pool.workers() + 1, Some(pool.workers())),
-            Kind::Pool(pool) => (pool.workers(), None),
-            _ => (1, None),
+        let (loops, refuse_at_exchanges) = match dispatch.as_pool() {
+            Some(pool) if refuses => (pool.workers() + 1, Some(pool.workers())),
+            Some(pool) => (pool.workers(), None),
+            None => (1, None),
         };
         let home = hub::Home::new()?;
         Ok(Engine { control, handler, dispatch, inline, loops, refuse_at_exchanges, config, rebind, home })
@@ -97,7 +96,7 @@ impl Engine {
 
     /// Whether serve calls and `close` wait for the requests they started.
     pub(crate) fn waits_for_requests(&self) -> bool {
-        Kind::of(&*self.dispatch).waits_for_requests()
+        self.dispatch.waits_for_requests()
     }
 
     /// Starts a serve call, binding the address again if a shutdown let go of the socket

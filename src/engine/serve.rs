@@ -20,7 +20,7 @@ use super::park::Parked;
 use super::run::Work;
 use super::Engine;
 use crate::config::PlainHook;
-use crate::dispatch::Kind;
+use crate::dispatch::Pool;
 use crate::error::{Error, Result};
 use crate::handle::{Control, CurrentServer, ServeCall, Slot};
 use crate::net::{Endpoint, Incoming, Readiness};
@@ -175,11 +175,11 @@ impl Engine {
                 }
             }
         };
-        match Kind::of(&*self.dispatch) {
+        match self.dispatch.as_pool() {
             // Each worker runs what it receives, on its own thread: no handoff between
             // threads for a new connection.
-            Kind::Pool(pool) => pool.run_workers(self.loops, &|| serve_loop(true), &|| self.supervise(service)),
-            _ => serve_loop(self.inline),
+            Some(pool) => self.run_workers(pool, &|| serve_loop(true), service),
+            None => serve_loop(self.inline),
         }
         // Let go of the socket before waiting for the requests: one that a shutdown let go
         // of closes now, so new connections are refused (or, with SO_REUSEPORT, go to the
@@ -191,6 +191,31 @@ impl Engine {
             self.control.await_requests(self.control.deadline());
         }
         outcome.into_inner()
+    }
+
+    /// Runs `serve_loop` on the pool's workers (and one loop more when the server
+    /// refuses when full) and supervises them from this thread until they all return
+    /// (they return on shutdown). If no thread can be started, serves on this thread
+    /// instead, without supervising; if some cannot, serves with the others.
+    fn run_workers(&self, pool: &Pool, serve_loop: &(dyn Fn() + Sync), service: Option<&(Duration, PlainHook)>) {
+        thread::scope(|scope| {
+            let mut started = 0;
+            for n in 0..self.loops {
+                match pool.worker(n).spawn_scoped(scope, serve_loop) {
+                    Ok(_) => started += 1,
+                    Err(e) => {
+                        log::warn!("pool started {started} of {} workers: {e}", self.loops);
+                        break;
+                    }
+                }
+            }
+            if started == 0 {
+                // Not one thread could be created: serve on this one rather than not at all.
+                serve_loop();
+            } else {
+                self.supervise(service);
+            }
+        });
     }
 
     /// While other threads run the serve loop: calls service_actions at its interval

@@ -20,20 +20,20 @@ pub const POOL_WORKERS: usize = 2;
 
 impl Mode {
     /// The mode with the library's default thread names.
-    pub fn dispatch(self) -> Box<dyn Dispatch> {
+    pub fn dispatch(self) -> Dispatch {
         match self {
-            Mode::Sequential => Box::new(Sequential),
-            Mode::Threading => Box::new(Threading::new()),
-            Mode::Pool => Box::new(Pool::new(POOL_WORKERS)),
+            Mode::Sequential => Dispatch::from(Sequential),
+            Mode::Threading => Dispatch::from(Threading::new()),
+            Mode::Pool => Dispatch::from(Pool::new(POOL_WORKERS)),
         }
     }
 
     /// The mode, its request threads named `prefix-N` (a sequential server has none).
-    pub fn named(self, prefix: &str) -> Box<dyn Dispatch> {
+    pub fn named(self, prefix: &str) -> Dispatch {
         match self {
-            Mode::Sequential => Box::new(Sequential),
-            Mode::Threading => Box::new(Threading::new().thread_name(prefix)),
-            Mode::Pool => Box::new(Pool::new(POOL_WORKERS).thread_name(prefix)),
+            Mode::Sequential => Dispatch::from(Sequential),
+            Mode::Threading => Dispatch::from(Threading::new().thread_name(prefix)),
+            Mode::Pool => Dispatch::from(Pool::new(POOL_WORKERS).thread_name(prefix)),
         }
     }
 
