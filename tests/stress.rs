@@ -1,7 +1,10 @@
 //! A seeded, reproducible stress test of the engine: many clients with random
 //! behaviours (park, pipeline, half-send then stall, trickle, reset while parked, silent,
 //! idle past the timeout) against every dispatch mode and stream transport, with and
-//! without a frame, some runs stopped in the middle of the traffic. After each run:
+//! without a frame, some runs stopped in the middle of the traffic (by `stop`, or by a
+//! SIGTERM to the process on Unix), some squeezed out of descriptors while clients
+//! connect (Linux: the process's descriptor limit lowered to what is open, for a while,
+//! so that `accept` fails with `EMFILE`). After each run:
 //! every request a client sent was answered, in order, or its connection was closed
 //! for a reason the client gave (never dropped while the client behaved, never a hang);
 //! `finish` ran once per `setup`; the counters are back to zero; no descriptor and no
@@ -22,7 +25,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use socketserver::dispatch::{Dispatch, Pool, Sequential, Threading};
+use socket2::{Domain, SockAddr, Socket, Type};
+use socketserver::dispatch::{Dispatch, Pool, Threading};
 use socketserver::{Frame, HandlerResult, RequestHandler, StreamRequest, TcpServer};
 use support::{bounded_alone, LIMIT, TIMEOUT};
 
@@ -264,7 +268,7 @@ fn client<S: Stream>(stream: S, behaviour: Behaviour, mut rng: Rng, stopping: bo
 /// The server's settings for a run.
 fn configure<T: socketserver::transport::Transport<Request = StreamRequest>>(
     builder: socketserver::Builder<T>,
-    dispatch: Box<dyn Dispatch>,
+    dispatch: Dispatch,
     framed: bool,
     speaks_first: bool,
 ) -> socketserver::Builder<T> {
@@ -277,32 +281,104 @@ fn configure<T: socketserver::transport::Transport<Request = StreamRequest>>(
 }
 
 /// A mode by name, made anew for each run.
-type ModeMaker = (&'static str, fn() -> Box<dyn Dispatch>);
+type ModeMaker = (&'static str, fn() -> Dispatch);
 
 fn modes() -> [ModeMaker; 3] {
     [
-        ("sequential", || Box::new(Sequential)),
-        ("threading", || Box::new(Threading::new().max_threads(4))),
-        ("pool", || Box::new(Pool::new(3))),
+        ("sequential", Dispatch::sequential),
+        ("threading", || Threading::new().max_threads(4).into()),
+        ("pool", || Pool::new(3).into()),
     ]
 }
 
+/// How a run ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Once every client is done, with nothing left running or parked.
+    AtTheEnd,
+    /// `BackgroundServer::stop` in the middle of the traffic.
+    Early,
+    /// SIGTERM to the process in the middle of the traffic, heard through
+    /// `shutdown_on_signals`; then `stop` joins what is left.
+    Signal,
+}
+
+/// A stop of some sort for one run in four; a signal only where the crate hears them.
+fn pick_stop(rng: &mut Rng) -> Stop {
+    match rng.below(8) {
+        0 | 1 if cfg!(all(unix, feature = "signals")) => Stop::Signal,
+        0 | 1 => Stop::Early,
+        2 | 3 => Stop::Early,
+        _ => Stop::AtTheEnd,
+    }
+}
+
+/// While it lives, the process can open no more descriptors (Linux): its soft limit is
+/// lowered to what is open now. Dropping it gives the limit back.
+#[cfg(target_os = "linux")]
+struct Squeeze(rustix::process::Rlimit);
+
+#[cfg(target_os = "linux")]
+impl Squeeze {
+    fn start() -> Squeeze {
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let before = getrlimit(Resource::Nofile);
+        let open = support::linux::open_fds() as u64;
+        setrlimit(Resource::Nofile, Rlimit { current: Some(open), maximum: before.maximum }).unwrap();
+        Squeeze(before)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for Squeeze {
+    fn drop(&mut self) {
+        let before = rustix::process::Rlimit { current: self.0.current, maximum: self.0.maximum };
+        rustix::process::setrlimit(rustix::process::Resource::Nofile, before).unwrap();
+    }
+}
+
+/// Squeezes the process out of descriptors for `hold`, on a thread of its own; joining
+/// the thread gives them back. (Nothing on other platforms.)
+fn squeeze_for(hold: Duration) -> thread::JoinHandle<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let squeeze = Squeeze::start();
+        thread::spawn(move || {
+            thread::sleep(hold);
+            drop(squeeze);
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        thread::spawn(move || drop(hold))
+    }
+}
+
+/// Sends SIGTERM to this process (which the server listens for).
+fn sigterm() {
+    #[cfg(all(unix, feature = "signals"))]
+    signal_hook::low_level::raise(signal_hook::consts::SIGTERM).unwrap();
+}
+
 /// One run: a server, `CLIENTS` clients with random behaviours, maybe a stop in the
-/// middle; then the checks.
+/// middle, maybe a squeeze; then the checks.
 fn run(seed: u64, mode: usize, transport: &str, framed: bool) {
     let mut rng = Rng::new(seed);
     let (mode_name, dispatch) = modes()[mode];
-    let stop_early = rng.below(4) == 0;
-    let what = format!("seed {seed}, {mode_name}, {transport}, framed {framed}, stop early {stop_early}");
+    let stop = pick_stop(&mut rng);
+    let stop_early = stop != Stop::AtTheEnd;
+    let squeeze = cfg!(target_os = "linux") && rng.below(3) == 0;
+    let what = format!("seed {seed}, {mode_name}, {transport}, framed {framed}, stop {stop:?}, squeeze {squeeze}");
     let handler = Arc::new(Numbered::default());
     let speaks_first = rng.below(2) == 0;
     let fds_before = open_fds();
     let behaviours: Vec<(Behaviour, Rng)> =
         (0..CLIENTS).map(|_| (BEHAVIOURS[rng.below(BEHAVIOURS.len() as u64) as usize], Rng::new(rng.next()))).collect();
     let stop_after = rng.millis(400);
-    type Stop = Box<dyn FnOnce() -> socketserver::Result<()>>;
-    type Connect = Box<dyn Fn() -> Box<dyn FnOnce(Behaviour, Rng) -> Ended + Send>>;
-    let (stats_handle, background, connect): (_, Stop, Connect) = match transport {
+    let hold = rng.millis(300);
+    type StopServer = Box<dyn FnOnce() -> socketserver::Result<()>>;
+    type Connect = Box<dyn Fn(Socket) -> Box<dyn FnOnce(Behaviour, Rng) -> Ended + Send>>;
+    let (stats_handle, background, connect, domain): (_, StopServer, Connect, _) = match transport {
         "tcp" => {
             let server = configure(TcpServer::builder("127.0.0.1:0"), dispatch(), framed, speaks_first)
                 .bind_handler(handler.clone())
@@ -310,13 +386,14 @@ fn run(seed: u64, mode: usize, transport: &str, framed: bool) {
             let addr: SocketAddr = server.local_addr();
             let handle = server.handle();
             let what = what.clone();
-            let connect = move || -> Box<dyn FnOnce(Behaviour, Rng) -> Ended + Send> {
-                let stream = TcpStream::connect(addr).unwrap();
+            let connect = move |socket: Socket| -> Box<dyn FnOnce(Behaviour, Rng) -> Ended + Send> {
+                socket.connect(&addr.into()).unwrap();
+                let stream = TcpStream::from(socket);
                 let what = what.clone();
                 Box::new(move |b, r| client(stream, b, r, stop_early, &what))
             };
             let background = server.serve_in_background().unwrap();
-            (handle, Box::new(move || background.stop()), Box::new(connect))
+            (handle, Box::new(move || background.stop()), Box::new(connect), Domain::IPV4)
         }
         #[cfg(unix)]
         _ => {
@@ -326,32 +403,58 @@ fn run(seed: u64, mode: usize, transport: &str, framed: bool) {
                 .unwrap();
             let handle = server.handle();
             let what = what.clone();
-            let connect = move || -> Box<dyn FnOnce(Behaviour, Rng) -> Ended + Send> {
-                let stream = std::os::unix::net::UnixStream::connect(&path).unwrap();
+            let connect = move |socket: Socket| -> Box<dyn FnOnce(Behaviour, Rng) -> Ended + Send> {
+                socket.connect(&SockAddr::unix(&path).unwrap()).unwrap();
+                let stream = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(socket));
                 let what = what.clone();
                 Box::new(move |b, r| client(stream, b, r, stop_early, &what))
             };
             let background = server.serve_in_background().unwrap();
-            (handle, Box::new(move || background.stop()), Box::new(connect))
+            (handle, Box::new(move || background.stop()), Box::new(connect), Domain::UNIX)
         }
         #[cfg(not(unix))]
         other => unreachable!("no {other} transport here"),
     };
-    let started = Instant::now();
+    #[cfg(all(unix, feature = "signals"))]
+    let _signals = (stop == Stop::Signal).then(|| stats_handle.shutdown_on_signals().unwrap());
+    // The clients' sockets are made before a squeeze: connecting takes no descriptor on
+    // the client's side, accepting takes one on the server's.
+    let sockets: Vec<Socket> = (0..CLIENTS).map(|_| Socket::new(domain, Type::STREAM, None).unwrap()).collect();
+    let squeezed = squeeze.then(|| squeeze_for(hold));
     let clients: Vec<_> = behaviours
         .into_iter()
-        .map(|(behaviour, rng)| {
-            let run = connect();
+        .zip(sockets)
+        .map(|((behaviour, rng), socket)| {
+            let run = connect(socket);
             thread::spawn(move || (behaviour, run(behaviour, rng)))
         })
         .collect();
-    let background = if stop_early {
-        thread::sleep(stop_after);
-        background().unwrap_or_else(|e| panic!("{what}: stop: {e}"));
-        None
-    } else {
-        Some(background)
+    let background = match stop {
+        Stop::AtTheEnd => Some(background),
+        Stop::Early => {
+            thread::sleep(stop_after);
+            background().unwrap_or_else(|e| panic!("{what}: stop: {e}"));
+            None
+        }
+        Stop::Signal => {
+            thread::sleep(stop_after);
+            sigterm();
+            // The signal shuts the server down; `stop` then joins its thread.
+            let deadline = Instant::now() + TIMEOUT;
+            while stats_handle.is_serving() {
+                assert!(Instant::now() < deadline, "{what}: SIGTERM did not shut the server down");
+                thread::sleep(Duration::from_millis(5));
+            }
+            background().unwrap_or_else(|e| panic!("{what}: stop after SIGTERM: {e}"));
+            None
+        }
     };
+    if let Some(squeezed) = squeezed {
+        squeezed.join().unwrap();
+    }
+    // The listener's own descriptors are not the server's: gone before they are counted.
+    #[cfg(all(unix, feature = "signals"))]
+    drop(_signals);
     for client in clients {
         let (behaviour, ended) = client.join().unwrap_or_else(|_| panic!("{what}: a client failed (above)"));
         if let (false, Ended::Closed, Behaviour::Park | Behaviour::Pipeline | Behaviour::Trickle) =
@@ -381,7 +484,6 @@ fn run(seed: u64, mode: usize, transport: &str, framed: bool) {
     if let (Some(before), Some(after)) = (fds_before, open_fds()) {
         assert!(after <= before, "{what}: {} descriptor(s) left open", after - before);
     }
-    let _ = started;
 }
 
 fn open_fds() -> Option<usize> {
