@@ -5,11 +5,8 @@
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
-use std::net::{self, ToSocketAddrs};
 #[cfg(unix)]
-use std::os::unix::net as unix;
-#[cfg(unix)]
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,12 +17,10 @@ use crate::error::{Error, Result};
 use crate::handle::{Control, Policy};
 use crate::handler::sealed::RequestKind;
 use crate::handler::{FnHandler, HandlerResult, RequestHandler};
-use crate::net::{Address, BeforeBind, BindTarget, Connection, DatagramSocket, Endpoint, SocketOptions};
+use crate::net::{Address, BeforeBind, BindTarget, Connection, SocketOptions};
 use crate::request::{DatagramRequest, StreamRequest};
 use crate::server::Server;
-use crate::transport::{InetTransport, Tcp, Transport, Udp};
-#[cfg(unix)]
-use crate::transport::{UnixDatagram, UnixStream};
+use crate::transport::{BindAddress, InetTransport, Tcp, Transport};
 
 /// Why a sequential server cannot refuse when full, and what to use instead.
 const SEQUENTIAL_CANNOT_REFUSE: &str = "refuse_when_full needs a thread free to accept while a request runs, and a \
@@ -806,25 +801,26 @@ impl Builder<Tcp> {
     }
 }
 
-/// The text of an address for error messages: `"127.0.0.1:80"` without the quotes.
-fn addr_text(addr: &impl fmt::Debug) -> String {
-    format!("{addr:?}").trim_matches('"').to_string()
-}
-
-fn inet_target<A: ToSocketAddrs + fmt::Debug>(addr: A) -> BindTarget {
-    BindTarget::Inet(addr.to_socket_addrs().map(Iterator::collect), addr_text(&addr))
-}
-
-impl Server<Tcp> {
-    /// Binds and listens on `addr` with the defaults: sequential dispatch, backlog 4096,
-    /// `SO_REUSEADDR` on. Port 0 picks a free port; read it with `local_addr`.
+impl<T: Transport> Server<T> {
+    /// Binds `addr` and serves it with `handler`, with the defaults (sequential
+    /// dispatch, and the transport's own below); [`builder`](Server::builder) for any
+    /// other setting. The handler's argument is a [`StreamRequest`] for the stream
+    /// transports and a [`DatagramRequest`] for the datagram ones.
+    ///
+    /// | server | `addr` | defaults |
+    /// |---|---|---|
+    /// | [`TcpServer`](crate::TcpServer) | what [`ToSocketAddrs`](std::net::ToSocketAddrs) takes (`"127.0.0.1:0"`, a `SocketAddr`); port 0 picks a free port, read it with `local_addr` | backlog 4096, `SO_REUSEADDR` on |
+    /// | [`UdpServer`](crate::UdpServer) | the same | datagrams up to 8192 bytes, `SO_REUSEADDR` off |
+    /// | [`UnixStreamServer`](crate::UnixStreamServer), [`UnixDatagramServer`](crate::UnixDatagramServer) (Unix only) | a path for the socket file | a stale socket file left by a server that died is replaced; closing the server removes the file |
     ///
     /// # Errors
-    /// [`Error::AddrInUse`] naming the address, or [`Error::Bind`].
+    /// [`Error::AddrInUse`] naming the address (a live server at a Unix path too), or
+    /// [`Error::Bind`] (at a Unix path, also for anything that is not a socket, which is
+    /// never deleted).
     pub fn bind<A, F>(addr: A, handler: F) -> Result<Self>
     where
-        A: ToSocketAddrs + fmt::Debug,
-        F: Fn(&mut StreamRequest) -> HandlerResult + Send + Sync + 'static,
+        A: BindAddress<T>,
+        F: Fn(&mut T::Request) -> HandlerResult + Send + Sync + 'static,
     {
         Self::builder(addr).bind(handler)
     }
@@ -835,154 +831,46 @@ impl Server<Tcp> {
     /// As `bind`.
     pub fn bind_handler<A, H>(addr: A, handler: H) -> Result<Self>
     where
-        A: ToSocketAddrs + fmt::Debug,
-        H: RequestHandler<StreamRequest>,
+        A: BindAddress<T>,
+        H: RequestHandler<T::Request>,
     {
         Self::builder(addr).bind_handler(handler)
     }
 
-    /// A [`Builder`] for a TCP server on `addr`.
-    pub fn builder<A: ToSocketAddrs + fmt::Debug>(addr: A) -> Builder<Tcp> {
-        Builder::new(inet_target(addr))
+    /// A [`Builder`] for a server on `addr` (an address or a path, as for
+    /// [`bind`](Server::bind)).
+    pub fn builder<A: BindAddress<T>>(addr: A) -> Builder<T> {
+        Builder::new(addr.target())
     }
+}
 
+impl<T: Transport<Request = StreamRequest>> Server<T> {
     /// A [`Builder`] that serves a listener you created, bound and set listening
-    /// yourself (Python's `bind_and_activate=False`): for socket options this crate
-    /// does not set, or a descriptor inherited from a parent (`OwnedFd` converts into a
-    /// `TcpListener`). Socket options on the builder do not apply to it; it is put in
+    /// yourself (Python's `bind_and_activate=False`): a `TcpListener` for
+    /// [`TcpServer`](crate::TcpServer), a `UnixListener` for
+    /// [`UnixStreamServer`](crate::UnixStreamServer). For socket options this crate
+    /// does not set, or a descriptor inherited from a parent (`OwnedFd` converts into
+    /// either). Socket options on the builder do not apply to it; it is put in
     /// non-blocking mode, which the serve loop needs.
     ///
     /// The listener is yours: a shutdown does not close it, so the server serves it
     /// again at the next serve call, and connections that arrive in between wait in its
-    /// backlog (the server closes it when it is closed). A socket the server bound
-    /// itself is closed at a shutdown instead, and bound anew (see [`Server`]).
-    pub fn from_listener(listener: impl Into<net::TcpListener>) -> Builder<Tcp> {
-        Builder::new(BindTarget::Existing(Endpoint::Tcp(listener.into())))
+    /// backlog (the server closes it when it is closed, and never removes a Unix
+    /// listener's socket file). A socket the server bound itself is closed at a shutdown
+    /// instead, and bound anew (see [`Server`]).
+    pub fn from_listener(listener: impl Into<T::Socket>) -> Builder<T> {
+        Builder::new(BindTarget::Existing(T::existing(listener.into())))
     }
 }
 
-impl Server<Udp> {
-    /// Binds a UDP socket on `addr` with the defaults: sequential dispatch, datagrams
-    /// up to 8192 bytes, `SO_REUSEADDR` off.
-    ///
-    /// # Errors
-    /// [`Error::AddrInUse`] naming the address, or [`Error::Bind`].
-    pub fn bind<A, F>(addr: A, handler: F) -> Result<Self>
-    where
-        A: ToSocketAddrs + fmt::Debug,
-        F: Fn(&mut DatagramRequest) -> HandlerResult + Send + Sync + 'static,
-    {
-        Self::builder(addr).bind(handler)
-    }
-
-    /// As `bind`, with any [`RequestHandler`] (see [`Builder::bind_handler`]).
-    ///
-    /// # Errors
-    /// As `bind`.
-    pub fn bind_handler<A, H>(addr: A, handler: H) -> Result<Self>
-    where
-        A: ToSocketAddrs + fmt::Debug,
-        H: RequestHandler<DatagramRequest>,
-    {
-        Self::builder(addr).bind_handler(handler)
-    }
-
-    /// A [`Builder`] for a UDP server on `addr`.
-    pub fn builder<A: ToSocketAddrs + fmt::Debug>(addr: A) -> Builder<Udp> {
-        Builder::new(inet_target(addr))
-    }
-
-    /// A [`Builder`] that serves a UDP socket you bound yourself. Socket options on the
-    /// builder do not apply to it; it is put in non-blocking mode. It serves again after a
-    /// shutdown, as [`TcpServer::from_listener`](crate::TcpServer::from_listener) explains.
-    pub fn from_socket(socket: impl Into<net::UdpSocket>) -> Builder<Udp> {
-        let socket = DatagramSocket::Udp(socket.into());
-        Builder::new(BindTarget::Existing(Endpoint::Datagram(Arc::new(socket))))
-    }
-}
-
-#[cfg(unix)]
-#[cfg_attr(docsrs, doc(cfg(unix)))]
-impl Server<UnixStream> {
-    /// Binds and listens on the socket file `path`.
-    ///
-    /// A stale socket file left by a server that died is replaced; a live server at the
-    /// path is [`Error::AddrInUse`]; anything that is not a socket is [`Error::Bind`]
-    /// and is never deleted. Closing the server removes the file.
-    ///
-    /// # Errors
-    /// As above.
-    pub fn bind<P, F>(path: P, handler: F) -> Result<Self>
-    where
-        P: AsRef<Path>,
-        F: Fn(&mut StreamRequest) -> HandlerResult + Send + Sync + 'static,
-    {
-        Self::builder(path).bind(handler)
-    }
-
-    /// As `bind`, with any [`RequestHandler`] (see [`Builder::bind_handler`]).
-    ///
-    /// # Errors
-    /// As `bind`.
-    pub fn bind_handler<P, H>(path: P, handler: H) -> Result<Self>
-    where
-        P: AsRef<Path>,
-        H: RequestHandler<StreamRequest>,
-    {
-        Self::builder(path).bind_handler(handler)
-    }
-
-    /// A [`Builder`] for a Unix stream server at `path`.
-    pub fn builder<P: AsRef<Path>>(path: P) -> Builder<UnixStream> {
-        Builder::new(BindTarget::Path(PathBuf::from(path.as_ref())))
-    }
-
-    /// A [`Builder`] that serves a Unix listener you created. Its socket file is yours:
-    /// closing the server does not remove it. It serves again after a shutdown, as
-    /// [`TcpServer::from_listener`](crate::TcpServer::from_listener) explains.
-    pub fn from_listener(listener: impl Into<unix::UnixListener>) -> Builder<UnixStream> {
-        Builder::new(BindTarget::Existing(Endpoint::UnixStream(listener.into())))
-    }
-}
-
-#[cfg(unix)]
-#[cfg_attr(docsrs, doc(cfg(unix)))]
-impl Server<UnixDatagram> {
-    /// Binds a Unix datagram socket at `path`; stale files are handled as by
-    /// [`UnixStreamServer::bind`](Server::<UnixStream>::bind).
-    ///
-    /// # Errors
-    /// [`Error::AddrInUse`] or [`Error::Bind`].
-    pub fn bind<P, F>(path: P, handler: F) -> Result<Self>
-    where
-        P: AsRef<Path>,
-        F: Fn(&mut DatagramRequest) -> HandlerResult + Send + Sync + 'static,
-    {
-        Self::builder(path).bind(handler)
-    }
-
-    /// As `bind`, with any [`RequestHandler`] (see [`Builder::bind_handler`]).
-    ///
-    /// # Errors
-    /// As `bind`.
-    pub fn bind_handler<P, H>(path: P, handler: H) -> Result<Self>
-    where
-        P: AsRef<Path>,
-        H: RequestHandler<DatagramRequest>,
-    {
-        Self::builder(path).bind_handler(handler)
-    }
-
-    /// A [`Builder`] for a Unix datagram server at `path`.
-    pub fn builder<P: AsRef<Path>>(path: P) -> Builder<UnixDatagram> {
-        Builder::new(BindTarget::Path(PathBuf::from(path.as_ref())))
-    }
-
-    /// A [`Builder`] that serves a Unix datagram socket you bound. Its socket file is
-    /// yours: closing the server does not remove it. It serves again after a shutdown, as
-    /// [`TcpServer::from_listener`](crate::TcpServer::from_listener) explains.
-    pub fn from_socket(socket: impl Into<unix::UnixDatagram>) -> Builder<UnixDatagram> {
-        let socket = DatagramSocket::Unix(socket.into());
-        Builder::new(BindTarget::Existing(Endpoint::Datagram(Arc::new(socket))))
+impl<T: Transport<Request = DatagramRequest>> Server<T> {
+    /// A [`Builder`] that serves a datagram socket you bound yourself: a `UdpSocket` for
+    /// [`UdpServer`](crate::UdpServer), a `UnixDatagram` for
+    /// [`UnixDatagramServer`](crate::UnixDatagramServer). Socket options on the builder
+    /// do not apply to it; it is put in non-blocking mode. It is yours, as
+    /// [`from_listener`](Server::from_listener) explains: it serves again after a
+    /// shutdown, and a Unix socket's file is never removed.
+    pub fn from_socket(socket: impl Into<T::Socket>) -> Builder<T> {
+        Builder::new(BindTarget::Existing(T::existing(socket.into())))
     }
 }

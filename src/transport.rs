@@ -10,9 +10,12 @@
 use std::fmt;
 #[cfg(unix)]
 use std::io;
-use std::net::SocketAddr;
+use std::net::{self, SocketAddr, ToSocketAddrs};
+#[cfg(unix)]
+use std::os::unix::net as unix;
 #[cfg(unix)]
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[cfg(unix)]
 use socket2::Type;
@@ -23,7 +26,7 @@ use crate::error::Result;
 use crate::handler::sealed::RequestKind;
 #[cfg(unix)]
 use crate::net::bind_path;
-use crate::net::{bind_udp, first_bound, listen_tcp, BindTarget, Bound, SocketOptions};
+use crate::net::{bind_udp, first_bound, listen_tcp, BindTarget, Bound, Endpoint, SocketOptions};
 #[doc(no_inline)]
 pub use crate::net::{Address, Connection, DatagramSocket};
 use crate::request::{DatagramRequest, StreamRequest};
@@ -42,6 +45,15 @@ pub(crate) mod sealed {
         fn reopen(local: &Address, options: &SocketOptions) -> Result<Bound>;
         /// Converts the bound address to [`Sealed::Addr`].
         fn typed_addr(local: &Address) -> Self::Addr;
+        /// The socket of a server built with `from_listener` or `from_socket`.
+        fn existing(socket: <Self as super::Transport>::Socket) -> Endpoint
+        where
+            Self: super::Transport;
+    }
+
+    /// How an address or a path given to `bind` becomes what the transport binds.
+    pub trait Target<T> {
+        fn target(self) -> BindTarget;
     }
 }
 
@@ -54,6 +66,59 @@ pub trait Transport: sealed::Sealed + Send + Sync + Sized + 'static {
     /// The request type handlers of this transport receive:
     /// [`StreamRequest`] or [`DatagramRequest`].
     type Request: RequestKind;
+    /// The std socket a server of this transport serves, for
+    /// [`from_listener`](crate::Server::from_listener) and
+    /// [`from_socket`](crate::Server::from_socket): `TcpListener`, `UdpSocket`,
+    /// `UnixListener` or `UnixDatagram`.
+    type Socket;
+}
+
+/// What a server of transport `T` binds to: for [`Tcp`] and [`Udp`], anything
+/// [`ToSocketAddrs`] takes (`"127.0.0.1:0"`, a `SocketAddr`, `("::1", 0)`); for
+/// [`UnixStream`] and [`UnixDatagram`], a path (anything `AsRef<Path>`).
+///
+/// Sealed: implemented for those types, so that [`Server::bind`](crate::Server::bind)
+/// and [`Server::builder`](crate::Server::builder) are written once for the four
+/// transports.
+#[diagnostic::on_unimplemented(
+    message = "a `{T}` server cannot bind to `{Self}`",
+    note = "TCP and UDP servers bind to what `ToSocketAddrs` takes (\"127.0.0.1:0\", a `SocketAddr`); Unix servers to a path"
+)]
+pub trait BindAddress<T: Transport>: sealed::Target<T> {}
+
+impl<T: Transport, A: sealed::Target<T>> BindAddress<T> for A {}
+
+impl<A: ToSocketAddrs + fmt::Debug> sealed::Target<Tcp> for A {
+    fn target(self) -> BindTarget {
+        inet_target(self)
+    }
+}
+
+impl<A: ToSocketAddrs + fmt::Debug> sealed::Target<Udp> for A {
+    fn target(self) -> BindTarget {
+        inet_target(self)
+    }
+}
+
+#[cfg(unix)]
+impl<P: AsRef<Path>> sealed::Target<UnixStream> for P {
+    fn target(self) -> BindTarget {
+        BindTarget::Path(PathBuf::from(self.as_ref()))
+    }
+}
+
+#[cfg(unix)]
+impl<P: AsRef<Path>> sealed::Target<UnixDatagram> for P {
+    fn target(self) -> BindTarget {
+        BindTarget::Path(PathBuf::from(self.as_ref()))
+    }
+}
+
+/// The addresses to try, and the text the user gave for error messages: `"127.0.0.1:80"`
+/// without the quotes.
+fn inet_target<A: ToSocketAddrs + fmt::Debug>(addr: A) -> BindTarget {
+    let text = format!("{addr:?}").trim_matches('"').to_string();
+    BindTarget::Inet(addr.to_socket_addrs().map(Iterator::collect), text)
 }
 
 /// Transports over IP: [`Tcp`] and [`Udp`].
@@ -83,17 +148,21 @@ pub enum UnixDatagram {}
 
 impl Transport for Tcp {
     type Request = StreamRequest;
+    type Socket = net::TcpListener;
 }
 impl Transport for Udp {
     type Request = DatagramRequest;
+    type Socket = net::UdpSocket;
 }
 #[cfg(unix)]
 impl Transport for UnixStream {
     type Request = StreamRequest;
+    type Socket = unix::UnixListener;
 }
 #[cfg(unix)]
 impl Transport for UnixDatagram {
     type Request = DatagramRequest;
+    type Socket = unix::UnixDatagram;
 }
 impl InetTransport for Tcp {}
 impl InetTransport for Udp {}
@@ -136,6 +205,10 @@ impl sealed::Sealed for Tcp {
     fn typed_addr(local: &Address) -> SocketAddr {
         inet(local)
     }
+
+    fn existing(listener: net::TcpListener) -> Endpoint {
+        Endpoint::Tcp(listener)
+    }
 }
 
 impl sealed::Sealed for Udp {
@@ -158,12 +231,16 @@ impl sealed::Sealed for Udp {
     fn typed_addr(local: &Address) -> SocketAddr {
         inet(local)
     }
+
+    fn existing(socket: net::UdpSocket) -> Endpoint {
+        Endpoint::Datagram(Arc::new(DatagramSocket::Udp(socket)))
+    }
 }
 
 /// The two Unix transports differ only in the socket type.
 #[cfg(unix)]
 macro_rules! unix_transport {
-    ($transport:ty, $ty:expr) => {
+    ($transport:ty, $ty:expr, $existing:expr) => {
         impl sealed::Sealed for $transport {
             type Addr = PathBuf;
 
@@ -182,11 +259,15 @@ macro_rules! unix_transport {
             fn typed_addr(local: &Address) -> PathBuf {
                 unix_path(local)
             }
+
+            fn existing(socket: <$transport as Transport>::Socket) -> Endpoint {
+                $existing(socket)
+            }
         }
     };
 }
 
 #[cfg(unix)]
-unix_transport!(UnixStream, Type::STREAM);
+unix_transport!(UnixStream, Type::STREAM, Endpoint::UnixStream);
 #[cfg(unix)]
-unix_transport!(UnixDatagram, Type::DGRAM);
+unix_transport!(UnixDatagram, Type::DGRAM, |socket| Endpoint::Datagram(Arc::new(DatagramSocket::Unix(socket))));
