@@ -272,15 +272,21 @@ impl Engine {
             }
             // What the client sent meanwhile is taken now, without waiting, rather than
             // through the poller: a client that streams (a 64 KiB message read 8 KiB at
-            // a time) or pipelines goes on in this turn, and the wake-up of another
-            // thread is saved. One read that finds nothing costs a system call on Unix.
-            // (Not once the server stops serving: the connection ends after this
-            // exchange. Not on Windows, where a read without waiting costs three calls.)
+            // a time) goes on in this turn, and the wake-up of another thread is saved.
+            // Only if the last read filled what it asked for: one that returned less
+            // found the socket empty then, and the read would most likely find nothing,
+            // a system call for nothing at every message of a request-reply client
+            // (tokio clears a socket's readiness on a short read, for the same reason).
+            // Whatever came since is not lost: parking re-arms the poller, which reports
+            // a socket that is readable already. (Not once the server stops serving: the
+            // connection ends after this exchange. Not on Windows, where a read without
+            // waiting costs three calls.)
             let stopping = self.home.state().lot().is_closed();
             if sys::CHEAP_READ_WITHOUT_WAITING
                 && !stopping
                 && turn < EXCHANGES_PER_TURN
                 && request.reader_mut().buffer().is_empty()
+                && !request.reader_mut().drained()
             {
                 let limit =
                     self.config.frame.as_ref().map_or(self.config.rbufsize.max(1), |f| f.max_len().saturating_add(1));

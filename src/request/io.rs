@@ -122,6 +122,9 @@ pub struct Reader {
     /// connection parks, so that a connection that sends large messages does not start
     /// again from 1 KiB at each exchange (64 exchanges for a 64 KiB message).
     window: usize,
+    /// The last read from the socket returned less than it asked for (or nothing yet,
+    /// without waiting): the socket had no more at that moment.
+    drained: bool,
 }
 
 /// How much of the read buffer is made ready for the first read.
@@ -130,7 +133,15 @@ const FIRST_READ_WINDOW: usize = 1024;
 impl Reader {
     pub(super) fn new(source: ConnHandle, capacity: usize) -> Reader {
         let capacity = capacity.max(1);
-        Reader { source, buf: Vec::new(), pos: 0, filled: 0, capacity, window: FIRST_READ_WINDOW.min(capacity) }
+        Reader {
+            source,
+            buf: Vec::new(),
+            pos: 0,
+            filled: 0,
+            capacity,
+            window: FIRST_READ_WINDOW.min(capacity),
+            drained: false,
+        }
     }
 
     /// The bytes received and not yet consumed, without reading more: a handler that
@@ -183,17 +194,26 @@ impl Reader {
         let n = match self.source.connection.read_available(&mut self.buf[self.filled..end]) {
             Ok(n) => n,
             Err(e) => {
+                self.drained = e.kind() == io::ErrorKind::WouldBlock;
                 // Nothing came: a connection about to park keeps no empty buffer.
                 self.release_buffer();
                 return Err(e);
             }
         };
+        self.drained = self.filled + n < end;
         self.filled += n;
         if self.filled == end {
             // The read filled what was ready: start larger next time.
             self.window = (self.window * 2).min(self.capacity);
         }
         Ok(n)
+    }
+
+    /// Whether the last read from the socket took all it had then: it returned less
+    /// than it asked for, or found nothing without waiting. More may have come since;
+    /// the poller says so.
+    pub(crate) fn drained(&self) -> bool {
+        self.drained
     }
 
     /// The read timeout in force without a deadline.
@@ -213,7 +233,9 @@ impl Read for Reader {
         // A large read with nothing buffered goes straight to the socket, as with std's
         // BufReader.
         if self.pos == self.filled && out.len() >= self.capacity {
-            return self.source.read(out);
+            let n = self.source.read(out)?;
+            self.drained = n < out.len();
+            return Ok(n);
         }
         let available = self.fill_buf()?;
         let n = available.len().min(out.len());
@@ -295,6 +317,7 @@ impl BufRead for Reader {
                 self.buf.resize(self.window, 0);
             }
             let n = self.source.read(&mut self.buf)?;
+            self.drained = n < self.buf.len();
             if n == self.buf.len() && n < self.capacity {
                 self.window = (n * 2).min(self.capacity);
                 self.buf.resize(self.window, 0);
