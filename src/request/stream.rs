@@ -51,6 +51,10 @@ pub struct StreamRequest {
     /// When the first bytes of a message still incomplete arrived: the engine gathers
     /// a framed message in the poller, and its idle time counts from here.
     pub(crate) partial_since: Option<Instant>,
+    /// How often a read right after an exchange found the client's next bytes lately
+    /// (0 to 3, up on a find, down on nothing): the engine's guess of whether this client
+    /// answers fast enough for such a read to pay.
+    pub(crate) early_reads: u8,
     /// What [`StreamRequest::send_from`] left to send, and the chunk on its way.
     outgoing: Option<Outgoing>,
     /// Exchanges run so far, this one included.
@@ -90,6 +94,7 @@ impl StreamRequest {
             park: false,
             opened: false,
             partial_since: None,
+            early_reads: 0,
             outgoing: None,
             exchanges: 1,
             state: Vec::new(),
