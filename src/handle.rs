@@ -840,7 +840,7 @@ mod tests {
     use std::thread;
 
     use super::*;
-    use crate::net::MemoryStream;
+    use crate::net::tcp_pair;
 
     const LIMIT: Duration = Duration::from_secs(10);
 
@@ -1099,17 +1099,16 @@ mod tests {
     #[test]
     fn the_shutdown_deadline_closes_the_connections_still_open() {
         let control = control();
-        let stream = MemoryStream::new(Vec::new(), crate::net::test_client());
-        let connection = Arc::new(Connection::Memory(stream.clone()));
+        let (server, client) = tcp_pair();
+        let connection = Arc::new(Connection::Tcp(server));
         let ticket = control.track(Some(connection), None, None).unwrap();
         // The request ends when its connection is closed under it, as a handler
-        // blocked in a read would.
+        // blocked in a read would; the client sees the end of the stream.
         let ending = thread::spawn(move || {
-            let deadline = Instant::now() + LIMIT;
-            while !stream.is_write_shut_down() && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(1));
-            }
+            client.set_read_timeout(Some(LIMIT)).unwrap();
+            let ended = std::io::Read::read(&mut &client, &mut [0; 1]);
             drop(ticket);
+            assert_eq!(ended.unwrap(), 0, "the client sees the end of the stream");
         });
         assert!(control.await_requests(Some(Instant::now())), "every request ended within the grace period");
         ending.join().unwrap();

@@ -172,14 +172,17 @@ mod tests {
 
     use super::*;
     use crate::handle::{Control, ServerHandle};
-    use crate::net::{test_client, Connection, MemoryStream};
+    use crate::net::{tcp_pair, test_client, Connection};
     use crate::request::StreamRequest;
 
     const LIMIT: Duration = Duration::from_secs(10);
 
-    /// A parked connection in memory, named by what its client sent.
+    /// A parked connection on loopback, named by what its client sent (the client has
+    /// left since: its bytes wait to be read, then the end of the stream).
     fn parked(control: &Arc<Control>, name: &str) -> Parked {
-        let connection = Arc::new(Connection::Memory(MemoryStream::new(name, test_client())));
+        let (server, mut client) = tcp_pair();
+        std::io::Write::write_all(&mut client, name.as_bytes()).unwrap();
+        let connection = Arc::new(Connection::Tcp(server));
         let request =
             StreamRequest::new(connection, test_client(), ServerHandle::new(control.clone()), 64, 0, (None, None));
         let ticket = control.track(None, None, None).expect("no limit");

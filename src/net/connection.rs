@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use socket2::SockRef;
 
-use super::{Address, MemorySocket, MemoryStream};
+use super::{Address, InMemory, InMemoryDatagram};
 
 /// One accepted stream connection: TCP, Unix, or in memory for tests.
 ///
@@ -28,7 +28,7 @@ pub enum Connection {
     /// An in-memory connection, for unit tests of handlers without sockets
     /// ([`testing::TestStream`](crate::testing::TestStream)). Its socket options are
     /// accepted and do nothing.
-    Memory(MemoryStream),
+    Memory(InMemory),
 }
 
 impl Connection {
@@ -79,7 +79,7 @@ impl Connection {
             Connection::Tcp(s) => s.try_clone().map(Connection::Tcp),
             #[cfg(unix)]
             Connection::Unix(s) => s.try_clone().map(Connection::Unix),
-            Connection::Memory(s) => Ok(Connection::Memory(s.clone())),
+            Connection::Memory(s) => Ok(Connection::Memory(InMemory(s.0.duplicate()))),
         }
     }
 
@@ -99,7 +99,7 @@ impl Connection {
             Connection::Tcp(s) => s.peer_addr().map(Address::Inet),
             #[cfg(unix)]
             Connection::Unix(s) => s.peer_addr().map(Address::Unix),
-            Connection::Memory(s) => Ok(s.peer_addr().clone()),
+            Connection::Memory(s) => Ok(s.0.peer_addr()),
         }
     }
 
@@ -110,7 +110,7 @@ impl Connection {
             #[cfg(unix)]
             Connection::Unix(s) => s.shutdown(how),
             Connection::Memory(s) => {
-                s.shutdown(how);
+                s.0.shutdown(how);
                 Ok(())
             }
         }
@@ -185,7 +185,7 @@ impl Read for &Connection {
             Connection::Tcp(s) => (&*s).read(buf),
             #[cfg(unix)]
             Connection::Unix(s) => (&*s).read(buf),
-            Connection::Memory(s) => s.read(buf),
+            Connection::Memory(s) => s.0.read(buf),
         }
     }
 }
@@ -196,7 +196,7 @@ impl Write for &Connection {
             Connection::Tcp(s) => (&*s).write(buf),
             #[cfg(unix)]
             Connection::Unix(s) => (&*s).write(buf),
-            Connection::Memory(s) => s.write(buf),
+            Connection::Memory(s) => s.0.write(buf),
         }
     }
 
@@ -238,7 +238,7 @@ pub enum DatagramSocket {
     Unix(unix::UnixDatagram),
     /// An in-memory socket that records what is sent, for unit tests of handlers
     /// without sockets ([`testing::TestDatagram`](crate::testing::TestDatagram)).
-    Memory(MemorySocket),
+    Memory(InMemoryDatagram),
 }
 
 impl DatagramSocket {
@@ -258,7 +258,7 @@ impl DatagramSocket {
                     "the client's Unix socket is not bound to a path; it cannot be replied to",
                 )),
             },
-            (DatagramSocket::Memory(s), addr) => Ok(s.send_to(buf, addr)),
+            (DatagramSocket::Memory(s), addr) => Ok(s.0.send_to(buf, addr)),
             #[cfg(unix)]
             _ => Err(io::Error::new(
                 io::ErrorKind::InvalidInput,

@@ -6,8 +6,8 @@
 mod address;
 mod bind;
 mod connection;
+mod double;
 mod endpoint;
-mod memory;
 mod ready;
 #[cfg(unix)]
 mod unix_path;
@@ -15,9 +15,11 @@ mod unix_path;
 pub use address::Address;
 pub(crate) use bind::{bind_udp, first_bound, listen_tcp, BeforeBind, BindTarget, Bound, OwnedPath, SocketOptions};
 pub use connection::{Connection, DatagramSocket};
+#[cfg(test)]
+pub(crate) use double::tcp_pair;
+pub(crate) use double::{test_client, DatagramDouble, StreamDouble};
+pub use double::{InMemory, InMemoryDatagram};
 pub(crate) use endpoint::{Endpoint, Incoming};
-pub(crate) use memory::test_client;
-pub use memory::{MemorySocket, MemoryStream};
 pub(crate) use ready::{Readiness, Registration, Station, Waker};
 #[cfg(unix)]
 pub(crate) use unix_path::bind_path;

@@ -65,8 +65,12 @@ use crate::error::Error;
 use crate::handle::{Control, ServerHandle};
 use crate::handler::RequestHandler;
 use crate::net::{test_client, Address, Connection, DatagramSocket};
-pub use crate::net::{MemorySocket, MemoryStream};
+
+mod memory;
+
+pub use crate::net::{InMemory, InMemoryDatagram};
 use crate::request::{DatagramRequest, StreamRequest};
+pub use memory::{MemorySocket, MemoryStream};
 
 /// The address the detached `server()` handle of an in-memory request reports unless a
 /// test sets one: `127.0.0.1:0`, which no bound server has.
@@ -202,7 +206,7 @@ impl TestStream {
     fn request_on(&self, server: ServerHandle) -> (StreamRequest, MemoryStream) {
         let stream = MemoryStream::new(self.input.clone(), self.client.clone());
         stream.set_read_sizes(self.read_sizes.clone());
-        let connection = Arc::new(Connection::Memory(stream.clone()));
+        let connection = Arc::new(Connection::Memory(InMemory(Box::new(stream.clone()))));
         let request =
             StreamRequest::new(connection, self.client.clone(), server, self.rbufsize, self.wbufsize, (None, None));
         (request, stream)
@@ -320,7 +324,7 @@ impl TestDatagram {
             self.packet.clone(),
             self.max_packet_size,
             self.client.clone(),
-            Arc::new(DatagramSocket::Memory(socket.clone())),
+            Arc::new(DatagramSocket::Memory(InMemoryDatagram(Box::new(socket.clone())))),
             server,
         );
         (request, socket)

@@ -1,20 +1,14 @@
 //! In-memory stand-ins for a connection and a datagram socket, so that a handler can be
-//! unit-tested without sockets (see [`crate::testing`]).
+//! unit-tested without sockets: they take a socket's place through the seam the socket
+//! layer offers (`crate::net::StreamDouble`, `DatagramDouble`).
 
 use std::io;
-use std::net::{Ipv4Addr, Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::Address;
-
-/// The address in-memory requests come from unless a test gives another:
-/// `127.0.0.1:49152`, the first port of the dynamic range.
-pub(crate) fn test_client() -> Address {
-    Address::Inet(SocketAddr::from((Ipv4Addr::LOCALHOST, 49152)))
-}
+use crate::net::{Address, DatagramDouble, StreamDouble};
 
 /// A stream connection over in-memory bytes: reads take the input it was made with, then
 /// see end-of-file, as after a client's half-close; writes are kept for the test to read.
@@ -72,20 +66,18 @@ impl MemoryStream {
         let state = self.state.lock();
         state.input[state.read..].to_vec()
     }
+}
 
-    pub(crate) fn peer_addr(&self) -> &Address {
-        &self.peer
+impl StreamDouble for MemoryStream {
+    fn peer_addr(&self) -> Address {
+        self.peer.clone()
     }
 
-    /// Accepted and ignored, but a zero duration is refused as std refuses it.
-    pub(crate) fn set_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        if timeout == Some(Duration::ZERO) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "cannot set a 0 duration timeout"));
-        }
-        Ok(())
+    fn duplicate(&self) -> Box<dyn StreamDouble> {
+        Box::new(self.clone())
     }
 
-    pub(crate) fn shutdown(&self, how: Shutdown) {
+    fn shutdown(&self, how: Shutdown) {
         let mut state = self.state.lock();
         match how {
             Shutdown::Read => state.read_shut = true,
@@ -94,7 +86,7 @@ impl MemoryStream {
         }
     }
 
-    pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         let mut state = self.state.lock();
         if state.read_shut {
             return Ok(0);
@@ -115,7 +107,7 @@ impl MemoryStream {
         Ok(n)
     }
 
-    pub(crate) fn write(&self, buf: &[u8]) -> io::Result<usize> {
+    fn write(&self, buf: &[u8]) -> io::Result<usize> {
         let mut state = self.state.lock();
         if state.write_shut {
             return Err(io::Error::new(io::ErrorKind::BrokenPipe, "the connection was shut down for writing"));
@@ -146,8 +138,10 @@ impl MemorySocket {
     pub fn sent(&self) -> Vec<Datagram> {
         self.sent.lock().clone()
     }
+}
 
-    pub(crate) fn send_to(&self, buf: &[u8], addr: &Address) -> usize {
+impl DatagramDouble for MemorySocket {
+    fn send_to(&self, buf: &[u8], addr: &Address) -> usize {
         self.sent.lock().push((buf.to_vec(), addr.clone()));
         buf.len()
     }
@@ -156,6 +150,8 @@ impl MemorySocket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::net::{test_client, Connection, InMemory};
+    use std::time::Duration;
 
     #[test]
     fn reads_the_input_then_end_of_file_and_keeps_the_writes() {
@@ -171,7 +167,9 @@ mod tests {
         stream.shutdown(Shutdown::Write);
         assert!(stream.is_write_shut_down());
         assert_eq!(stream.write(b"more").unwrap_err().kind(), io::ErrorKind::BrokenPipe);
-        assert!(stream.set_timeout(Some(Duration::ZERO)).is_err());
+        let connection = Connection::Memory(InMemory(Box::new(stream)));
+        assert!(connection.set_read_timeout(Some(Duration::ZERO)).is_err(), "refused, as std refuses it");
+        assert!(connection.set_read_timeout(Some(Duration::from_secs(1))).is_ok());
     }
 
     #[test]
