@@ -192,7 +192,7 @@ cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
         echo
         cat "$work/notes"
         echo
-        echo "Python's servers listen with a backlog of 5 (\`request_queue_size\`), ours with 128: with 128"
+        echo "Python's servers listen with a backlog of 5 (\`request_queue_size\`), ours with 4096: with 128"
         echo "clients connecting at once, the kernel drops SYNs for Python's full queue (\`ListenOverflows\`"
         echo "in /proc/net/netstat climbs), and those connections wait for a SYN retry."
     fi

@@ -79,7 +79,13 @@ pub trait Transport: sealed::Sealed + Send + Sync + Sized + 'static {
 ///
 /// Sealed: implemented for those types, so that [`Server::bind`](crate::Server::bind)
 /// and [`Server::builder`](crate::Server::builder) are written once for the four
-/// transports.
+/// transports. Anything else does not compile, with a message that says what each
+/// transport binds to:
+///
+/// ```compile_fail
+/// // error: a `Udp` server cannot bind to `&Path`
+/// let server = socketserver::UdpServer::bind(std::path::Path::new("/tmp/echo.sock"), |_| Ok(()));
+/// ```
 #[diagnostic::on_unimplemented(
     message = "a `{T}` server cannot bind to `{Self}`",
     note = "TCP and UDP servers bind to what `ToSocketAddrs` takes (\"127.0.0.1:0\", a `SocketAddr`); Unix servers to a path"

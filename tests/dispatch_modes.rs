@@ -471,3 +471,46 @@ fn threadpool_dispatch_bounds_concurrency_and_serves_all() {
         wait_threads("tq-tpd", 0, "once the server is gone");
     });
 }
+
+// ---------------------------------------------------------------------------------------
+// Dispatch, the one type over the modes
+// ---------------------------------------------------------------------------------------
+
+/// Counts the requests it runs, on threads of its own, and says it runs two at once.
+#[derive(Default)]
+struct TwoAtOnce(Arc<AtomicUsize>);
+
+impl Executor for TwoAtOnce {
+    fn execute(&self, job: Job) -> io::Result<()> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        thread::Builder::new().spawn(move || job.run()).map(drop)
+    }
+
+    fn max_concurrent(&self) -> Option<usize> {
+        Some(2)
+    }
+}
+
+#[test]
+fn every_dispatch_made_at_run_time_serves_and_says_its_limit() {
+    bounded(LIMIT, || {
+        let ran = Arc::new(AtomicUsize::new(0));
+        let modes: [(&str, Dispatch, Option<usize>); 6] = [
+            ("Dispatch::sequential()", Dispatch::sequential(), Some(1)),
+            ("Dispatch::threading()", Dispatch::threading(), None),
+            ("Dispatch::pool(3)", Dispatch::pool(3), Some(3)),
+            ("Threading::max_threads(5).into()", Threading::new().max_threads(5).into(), Some(5)),
+            ("Dispatch::default()", Dispatch::default(), Some(1)),
+            ("Dispatch::custom(..)", Dispatch::custom(TwoAtOnce(ran.clone())), Some(2)),
+        ];
+        for (name, dispatch, limit) in modes {
+            assert_eq!(dispatch.max_concurrent(), limit, "{name}: its limit");
+            let server = TcpServer::builder("127.0.0.1:0").dispatch(dispatch).bind(echo_line).unwrap();
+            let addr = server.local_addr();
+            let background = server.serve_in_background().unwrap();
+            line_round_trip(addr, name);
+            stop_background(background);
+        }
+        assert_eq!(ran.load(Ordering::SeqCst), 1, "the custom executor ran its one request");
+    });
+}
