@@ -25,7 +25,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, SockAddr, Socket, Type};
+#[cfg(unix)]
+use socket2::SockAddr;
+use socket2::{Domain, Socket, Type};
 use socketserver::dispatch::{Dispatch, Pool, Threading};
 use socketserver::{Frame, HandlerResult, RequestHandler, StreamRequest, TcpServer};
 use support::{bounded_alone, LIMIT, TIMEOUT};
@@ -350,7 +352,9 @@ fn squeeze_for(hold: Duration) -> thread::JoinHandle<()> {
     }
     #[cfg(not(target_os = "linux"))]
     {
-        thread::spawn(move || drop(hold))
+        thread::spawn(move || {
+            let _ = hold;
+        })
     }
 }
 
