@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Starts an echo server command, reads its "listening on PROTO://ADDR" line, and checks
-that it echoes: two TCP clients, one after the other (or three datagrams). Then it asks
+that it echoes: two TCP clients, one after the other (or three datagrams, then 1,600
+from eight clients at once). Then it asks
 the server to stop as Ctrl-C does (SIGINT, which Wine turns into CTRL_C_EVENT) with a TCP
 client still connected: new connections must be refused at once in threading mode (in
 sequential and pool modes the serve loops run the requests themselves, and outside
 Linux the socket is closed, and refuses, only once they return). The connected client,
-which has sent nothing yet, is still served in threading mode, where it has a thread of
-its own; in sequential and pool modes it waits parked in the poller, idle, and idle
+echoed once and silent since, is still served in threading mode, where it has a thread
+of its own; in sequential and pool modes it waits parked in the poller, idle, and idle
 parked connections are closed at once at a shutdown (as nginx and Go close idle
 keep-alive connections), so it must see its connection end, promptly. Either way the
 server must exit 0.
@@ -58,7 +59,38 @@ try:
             got, _ = client.recvfrom(100)
             if got != message:
                 sys.exit(f"echo {command[2:]}: sent {message!r}, got {got!r}")
+        # Eight clients at once, 200 datagrams each, one in flight each: every one is
+        # answered (under Wine a pool's replies were refused with "would block" while
+        # another worker waited for the socket, and 28 of 1,600 were lost).
+        unanswered = []
+
+        def burst(c):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.settimeout(2)
+            for i in range(200):
+                message = f"burst {c}-{i}".encode()
+                s.sendto(message, addr)
+                try:
+                    while s.recvfrom(100)[0] != message:
+                        pass
+                except socket.timeout:
+                    unanswered.append(message)
+            s.close()
+
+        clients = [threading.Thread(target=burst, args=(c,)) for c in range(8)]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join()
+        if unanswered:
+            sys.exit(f"echo {command[2:]}: {len(unanswered)} of 1600 datagrams unanswered, the first {unanswered[:3]}")
     stay = socket.create_connection(addr, timeout=10) if proto == "tcp" else None
+    if stay is not None:
+        # One echo first, so that the server has accepted it (a connection still in the
+        # backlog at the stop is a new one, refused: reset when the socket closes).
+        stay.sendall(b"first\n")
+        if stay.recv(100) != b"first\n":
+            sys.exit(f"echo {command[2:]}: the last client was not echoed before Ctrl-C")
     server.send_signal(signal.SIGINT)
     if stay is not None and "threading" in command:
         deadline = time.monotonic() + 5

@@ -202,6 +202,21 @@ impl Drop for Readiness<'_> {
     }
 }
 
+/// Waits until `socket` has room to send, or `deadline` passes (`Ok(false)`): for a send
+/// on a non-blocking socket that found its buffer full. A poller of its own, made for
+/// this rare wait and dropped after it, so that the serve loop's poller and its one
+/// waiter are left alone.
+pub(crate) fn wait_writable(socket: &SockRef<'_>, deadline: Instant) -> io::Result<bool> {
+    let poller = Poller::new()?;
+    add(&poller, socket, 0)?;
+    let waited = poller.modify(&**socket, Event::writable(0)).and_then(|()| {
+        let mut events = Events::new();
+        poller.wait_deadline(&mut events, deadline).map(|_| events.iter().next().is_some())
+    });
+    let _ = poller.delete(&**socket);
+    waited
+}
+
 /// Puts `socket` in `poller` under `key`, watched for nothing until a wait or `arm`
 /// asks for readiness.
 ///
@@ -209,11 +224,49 @@ impl Drop for Readiness<'_> {
 /// closed. This is the crate's second `unsafe` call (the first takes systemd's sockets).
 #[allow(unsafe_code)]
 fn add(poller: &Poller, socket: &SockRef<'_>, key: usize) -> io::Result<()> {
-    // SAFETY: two kinds of socket are added. The server socket is borrowed from the
+    // SAFETY: three kinds of socket are added. The server socket is borrowed from the
     // endpoint for the lifetime of the `Readiness` that `Station::readiness` returns,
     // and `Readiness::drop` deletes it before that borrow ends. A connection is added only
     // by `Station::register`, whose `Registration` owns an `Arc` of the connection and
     // deletes the socket in its `drop`, before that `Arc` (and so the socket) can go.
-    // A `Waker` may outlive both, but it only notifies the poller.
+    // A `Waker` may outlive both, but it only notifies the poller. A datagram socket
+    // waiting for room (`wait_writable`) is borrowed for that call, which deletes it
+    // from its own poller before returning, and drops the poller.
     unsafe { poller.add(&**socket, Event::none(key)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::net::tcp_pair;
+
+    #[test]
+    fn waiting_for_room_ends_when_the_peer_reads_or_at_the_deadline() {
+        let (server, mut client) = tcp_pair();
+        server.set_nonblocking(true).unwrap();
+        // Fill the send buffer (and the peer's receive buffer) until a send would block.
+        let chunk = [7u8; 64 * 1024];
+        let mut sent = 0;
+        loop {
+            match (&server).write(&chunk) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("filling the buffer: {e}"),
+            }
+        }
+        let socket = SockRef::from(&server);
+        let soon = Instant::now() + Duration::from_millis(50);
+        assert!(!wait_writable(&socket, soon).unwrap(), "no room: the wait ends at its deadline");
+        assert!(Instant::now() >= soon, "and not before it");
+        // The peer reads everything: room again, and the wait says so at once.
+        let reader = std::thread::spawn(move || {
+            let mut buf = vec![0; sent];
+            client.read_exact(&mut buf).unwrap();
+        });
+        assert!(wait_writable(&socket, Instant::now() + Duration::from_secs(10)).unwrap(), "room once the peer reads");
+        reader.join().unwrap();
+    }
 }
