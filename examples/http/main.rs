@@ -295,7 +295,8 @@ impl Read for FileBody {
 }
 
 /// Writes the response, only its head for `HEAD`, and flushes it; a file's bytes are
-/// given back, to send after it from the poller.
+/// given back, to send after it from the poller, and then the head is left in the
+/// writer's buffer: the server sends it with the file's first bytes, in one send.
 fn send(writer: &mut impl Write, response: Response, head: bool, after: After) -> io::Result<Option<FileBody>> {
     let len = match &response.body {
         Body::Bytes(bytes) => bytes.len() as u64,
@@ -324,7 +325,9 @@ fn send(writer: &mut impl Write, response: Response, head: bool, after: After) -
             Body::File(file, len) => rest = Some(FileBody { file: file.take(len), left: len }),
         }
     }
-    writer.flush()?;
+    if rest.is_none() {
+        writer.flush()?;
+    }
     Ok(rest)
 }
 

@@ -372,11 +372,12 @@ impl Engine {
     /// Sends what the connection takes of a body from `send_from`, the writer's bytes
     /// first; without a poller to wait in, all of it, blocking.
     fn send(&self, request: &mut StreamRequest, parks: bool) -> io::Result<Pumped> {
-        request.flush_writer()?;
         if !parks {
+            request.flush_writer()?;
             request.send_rest()?;
             return Ok(Pumped::Done);
         }
+        request.begin_send()?;
         request.pump(SEND_PER_TURN)
     }
 

@@ -425,6 +425,24 @@ impl Writer {
         }
     }
 
+    /// Takes the bytes the buffer holds, unsent, and frees the buffer (as
+    /// [`release_buffer`](Writer::release_buffer) does): they go out with the first chunk
+    /// of a body from `send_from`, in one send. Empty when unbuffered or nothing waits.
+    pub(super) fn take_buffered(&mut self) -> Vec<u8> {
+        let state = self.state.get_mut();
+        let WriterInner::Buffered(writer) = &state.inner else { return Vec::new() };
+        if writer.buffer().is_empty() {
+            return Vec::new();
+        }
+        let capacity = writer.capacity();
+        let WriterInner::Buffered(writer) = std::mem::replace(&mut state.inner, WriterInner::Taken) else {
+            unreachable!("matched above")
+        };
+        let (handle, buffered) = writer.into_parts();
+        state.inner = WriterInner::Idle(handle, capacity);
+        buffered.unwrap_or_else(|panicked| panicked.into_inner())
+    }
+
     /// The state, for one write through `&Writer`.
     fn state(&self) -> io::Result<RefMut<'_, WriterState>> {
         self.state.try_borrow_mut().map_err(|_| {

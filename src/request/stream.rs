@@ -21,6 +21,20 @@ struct Outgoing {
     len: usize,
 }
 
+/// Reads the next bytes of a body into `out.chunk[from..]`. The handler's source runs
+/// here, on a worker: a panic in it is caught and becomes an error of the send (the
+/// connection then ends), never a worker lost.
+fn read_source(out: &mut Outgoing, from: usize) -> io::Result<usize> {
+    loop {
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| out.source.read(&mut out.chunk[from..])))
+            .unwrap_or_else(|_| Err(io::Error::other("the source given to send_from panicked")));
+        match read {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            read => return read,
+        }
+    }
+}
+
 /// How far [`StreamRequest::pump`] got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Pumped {
@@ -264,7 +278,10 @@ impl StreamRequest {
     /// accepts and, when the client's window is full, waits for it in the poller, the
     /// connection [parked](StreamRequest::park) for writing, so that a client reading a
     /// large reply slowly holds no worker from the others. What the handler wrote to the
-    /// [`writer`](StreamRequest::writer) (a header) goes first. Then the connection goes
+    /// [`writer`](StreamRequest::writer) (a header) goes first; with a buffered writer
+    /// ([`Builder::wbufsize`](crate::Builder::wbufsize)) leave it unflushed, and it leaves
+    /// with the body's first bytes in one send (a small reply in one segment, not two).
+    /// Then the connection goes
     /// on as the handler said: it parks for the next message if `handle` called
     /// [`park`](StreamRequest::park), else `finish` runs and it closes.
     ///
@@ -313,6 +330,25 @@ impl StreamRequest {
         self.outgoing.is_some() && self.connection.sock().is_some()
     }
 
+    /// Starts sending a body from `send_from`, or flushes the writer: the bytes the
+    /// writer holds (a reply's head) become the start of the body's first chunk, so
+    /// that a small reply leaves in one send, one segment, rather than a head and then a
+    /// body (which cost a quarter of the `http` example's rate at 128 connections).
+    pub(crate) fn begin_send(&mut self) -> io::Result<()> {
+        match &mut self.outgoing {
+            Some(out) if out.chunk.is_empty() => {
+                let head = self.writer.take_buffered();
+                let at = head.len();
+                out.chunk = head;
+                out.chunk.resize(at + SEND_CHUNK, 0);
+                let n = read_source(out, at)?;
+                (out.at, out.len) = (0, at + n);
+                Ok(())
+            }
+            _ => self.writer.flush(),
+        }
+    }
+
     /// Sends what the connection takes now of the body, at most `budget` bytes:
     /// [`Pumped::Blocked`] when the client's window is full.
     pub(crate) fn pump(&mut self, budget: usize) -> io::Result<Pumped> {
@@ -324,19 +360,7 @@ impl StreamRequest {
                     return Ok(Pumped::Yield);
                 }
                 out.chunk.resize(SEND_CHUNK, 0);
-                // The handler's source runs here, on a worker: a panic in it is caught and
-                // becomes an error of the send (the connection then ends), never a worker
-                // lost.
-                let read = |out: &mut Outgoing| {
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| out.source.read(&mut out.chunk)))
-                        .unwrap_or_else(|_| Err(io::Error::other("the source given to send_from panicked")))
-                };
-                let n = loop {
-                    match read(out) {
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        read => break read?,
-                    }
-                };
+                let n = read_source(out, 0)?;
                 if n == 0 {
                     self.outgoing = None;
                     return Ok(Pumped::Done);
@@ -524,5 +548,37 @@ impl StreamRequest {
     /// The request parks before its first exchange: `exchanges` counts from 0.
     pub(crate) fn mark_unstarted(&mut self) {
         self.exchanges = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::handle::Control;
+    use crate::net::{tcp_pair, test_client};
+
+    #[test]
+    fn a_buffered_head_leaves_with_the_body_in_one_send() {
+        let (server, mut client) = tcp_pair();
+        let control = Arc::new(Control::detached(test_client()));
+        let connection = Arc::new(Connection::Tcp(server));
+        let mut request =
+            StreamRequest::new(connection, test_client(), ServerHandle::new(control), 64, 1024, (None, None));
+        request.writer().write_all(b"HEAD\n").unwrap();
+        request.send_from(io::Cursor::new(b"body".to_vec()));
+        request.begin_send().unwrap();
+        // Nothing has been sent yet: the head waits in the body's first chunk.
+        client.set_nonblocking(true).unwrap();
+        let early = client.read(&mut [0; 16]);
+        assert_eq!(early.map_err(|e| e.kind()), Err(io::ErrorKind::WouldBlock), "the head was sent on its own");
+        assert_eq!(request.pump(1 << 20).unwrap(), Pumped::Done);
+        drop(request);
+        client.set_nonblocking(false).unwrap();
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"HEAD\nbody");
     }
 }
