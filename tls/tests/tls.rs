@@ -1,4 +1,4 @@
-//! The `tls` example, run as a child process: TLS wraps the request's stream in the
+//! The TLS example, run as a child process: TLS wraps the request's stream in the
 //! handler, and the crate knows nothing of it.
 //!
 //! Clients are rustls (a dev-dependency) and Python's `ssl` module, each trusting only
@@ -7,14 +7,14 @@
 //! plain-text client, an overlong line and a handshake that never ends each cost one
 //! connection and nothing more, and a clean exit on SIGTERM.
 //!
-//! The example is built once per run with `cargo build --example tls` into this test's
-//! target directory. Every wait has a deadline, every child process is killed when its
-//! guard drops, and only `127.0.0.1:0` is bound.
+//! Cargo builds the example (this package's binary) before this test runs. Every wait has
+//! a deadline, every child process is killed when its guard drops, and only `127.0.0.1:0`
+//! is bound. The helpers are the crate's own (`tests/support`).
 //!
-//! Unix only: every test runs the example as a child process (built by `cargo build`,
-//! which a Windows test process under Wine cannot start).
+//! Unix only, as the example's TLS library is here.
 #![cfg(unix)]
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::io::{self, Read, Write};
@@ -28,10 +28,10 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
-use support::process::{example_binary, Spawned};
+use support::process::Spawned;
 use support::{bounded, connect, spawn_scoped, TempPath, TIMEOUT};
 
-/// The example's longest line (`MAX_LINE` in examples/tls.rs).
+/// The example's longest line (`MAX_LINE` in src/server.rs).
 const MAX_LINE: usize = 8192;
 
 // ---------------------------------------------------------------------------------------
@@ -39,7 +39,7 @@ const MAX_LINE: usize = 8192;
 // ---------------------------------------------------------------------------------------
 
 fn tls_binary() -> PathBuf {
-    example_binary("tls")
+    PathBuf::from(env!("CARGO_BIN_EXE_tls"))
 }
 
 /// Runs `command` to its end within `limit`, returning its status, stdout and stderr.
@@ -48,10 +48,8 @@ fn run_to_exit(mut command: Command, limit: Duration) -> (ExitStatus, String, St
     (finished.status, finished.stdout, finished.stderr)
 }
 
-/// Builds the example (outside the deadline: a build may take long on a busy machine),
-/// then runs the test `body` within 90 s.
+/// Runs the test `body` within 90 s.
 fn tls_test(body: impl FnOnce() + Send + 'static) {
-    tls_binary();
     bounded(Duration::from_secs(90), body);
 }
 

@@ -1,8 +1,8 @@
 //! A TLS line-echo server: rustls in the handler, the crate unaware of TLS.
 //!
 //! ```text
-//! cargo run --release --example tls -- [--addr ADDR] [--cert FILE --key FILE]
-//!                                      [--cert-out FILE] [--timeout SECS]
+//! cargo run --release -p tls -- [--addr ADDR] [--cert FILE --key FILE]
+//!                                [--cert-out FILE] [--timeout SECS]
 //! ```
 //!
 //! Without `--cert`/`--key` (PEM files) it makes a self-signed certificate for
@@ -10,7 +10,7 @@
 //! PEM, for clients to trust:
 //!
 //! ```text
-//! cargo run --release --example tls -- --addr 127.0.0.1:8443 --cert-out /tmp/tls.pem
+//! cargo run --release -p tls -- --addr 127.0.0.1:8443 --cert-out /tmp/tls.pem
 //! openssl s_client -connect 127.0.0.1:8443 -CAfile /tmp/tls.pem -verify_return_error
 //! ```
 //!
@@ -23,7 +23,8 @@
 //!
 //! The wrapping point is the handler: it starts a `rustls::ServerConnection` for each
 //! request and runs it over the request's stream. The crate itself stays TLS-agnostic
-//! and has no TLS dependency (rustls is only a dev-dependency, for this example): any
+//! and has no TLS dependency (rustls is a dependency of this example's own package, so
+//! that the crate's other examples build no TLS stack): any
 //! TLS library that wraps a `Read + Write` works the same way, such as `native-tls`
 //! (`TlsAcceptor::accept(stream)`) or `openssl` (`SslStream::new(ssl, stream)`).
 //!
