@@ -204,6 +204,17 @@ pub mod activation;
 pub mod testing;
 pub mod migration;
 
+/// The code of both READMEs, compiled and run as doctests by `cargo test`, so that what a
+/// newcomer copies from them works (blocks marked `no_run` serve for ever: compiled only).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
+/// The code of README.zh-CN.md, as [`ReadmeDoctests`].
+#[cfg(doctest)]
+#[doc = include_str!("../README.zh-CN.md")]
+pub struct ReadmeZhCnDoctests;
+
 pub use builder::Builder;
 pub use config::{DEFAULT_BACKLOG, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_PACKET_SIZE, DEFAULT_RBUFSIZE};
 pub use error::{Error, Phase, Result};
