@@ -4,7 +4,8 @@
 //! without a frame, some runs stopped in the middle of the traffic (by `stop`, or by a
 //! SIGTERM to the process on Unix), some squeezed out of descriptors while clients
 //! connect (Linux: the process's descriptor limit lowered to what is open, for a while,
-//! so that `accept` fails with `EMFILE`). After each run:
+//! so that `accept` fails with `EMFILE`, but for a descriptor freed below the limit).
+//! After each run:
 //! every request a client sent was answered, in order, or its connection was closed
 //! for a reason the client gave (never dropped while the client behaved, never a hang);
 //! `finish` ran once per `setup`; the counters are back to zero; no descriptor and no
@@ -315,8 +316,9 @@ fn pick_stop(rng: &mut Rng) -> Stop {
     }
 }
 
-/// While it lives, the process can open no more descriptors (Linux): its soft limit is
-/// lowered to what is open now. Dropping it gives the limit back.
+/// While it lives, the process can open hardly any more descriptors (Linux): its soft
+/// limit is lowered to what is open now (a descriptor freed below the limit can still be
+/// taken, once). Dropping it gives the limit back.
 #[cfg(target_os = "linux")]
 struct Squeeze(rustix::process::Rlimit);
 
@@ -325,7 +327,8 @@ impl Squeeze {
     fn start() -> Squeeze {
         use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
         let before = getrlimit(Resource::Nofile);
-        let open = support::linux::open_fds() as u64;
+        // Less the one that reading /proc/self/fd held while counting.
+        let open = support::linux::open_fds() as u64 - 1;
         setrlimit(Resource::Nofile, Rlimit { current: Some(open), maximum: before.maximum }).unwrap();
         Squeeze(before)
     }

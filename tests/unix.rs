@@ -306,3 +306,39 @@ fn unix_datagram_from_socket_leaves_the_users_file() {
         assert!(is_socket_file(&path), "closing a server built from_socket must not remove the user's file");
     });
 }
+
+/// A client that sends and never reads fills its queue (ten datagrams on Linux); the
+/// replies after that find no room. Each waits for room, at most 1 s, then fails and is
+/// reported; the wait pauses rather than spins (a Unix datagram socket reports room to
+/// a poller however full its peer's queue is), and the server serves the next client.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_reply_to_a_client_that_does_not_read_waits_without_spinning_then_fails() {
+    support::bounded_alone(LIMIT, || {
+        let path = temp_socket_path("deaf");
+        let _cleanup = TempPath::of(path.clone());
+        let (errors_tx, errors) = std::sync::mpsc::channel();
+        let errors_tx = std::sync::Mutex::new(errors_tx);
+        let server = UnixDatagramServer::builder(&path)
+            .handle_error(move |e, _| {
+                let _ = errors_tx.lock().unwrap().send(e.to_string());
+            })
+            .bind(echo_datagram)
+            .unwrap();
+        let background = server.serve_in_background().unwrap();
+        let (deaf, _deaf_path) = unix_dgram_client("deafc");
+        let ticks_before = support::linux::cpu_ticks(std::process::id());
+        for n in 0..14u8 {
+            deaf.send_to(&[n], &path).unwrap();
+        }
+        let first = errors.recv_timeout(TIMEOUT).expect("a reply that found no room is reported");
+        assert!(first.contains("respond"), "reported as the reply's failure: {first}");
+        let ticks = support::linux::cpu_ticks(std::process::id()) - ticks_before;
+        assert!(ticks < 50, "the wait for room used {ticks}0 ms of CPU in about a second: it spun");
+        // Another client is served meanwhile or soon after.
+        let (client, _client_path) = unix_dgram_client("deafok");
+        assert_eq!(unix_dgram_exchange(&client, &path, b"still here"), b"still here");
+        drop(deaf);
+        stop_background(background);
+    });
+}

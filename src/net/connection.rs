@@ -248,23 +248,44 @@ impl DatagramSocket {
     /// Sends `buf` to `addr` in one datagram (`sendto(2)`).
     ///
     /// The server's socket is non-blocking, as its serve loop needs; a send that finds
-    /// the socket's send buffer full waits for room, as a blocking socket would, for at
-    /// most 1 s, and then fails with `WouldBlock`. (Rare on Linux; Wine's Windows sockets
-    /// say "would block" to a send while another thread waits for the socket to be
-    /// readable, which lost 28 of 1,600 echo replies before this wait.)
+    /// no room waits for it, as a blocking socket would, for at most 1 s, and then fails
+    /// with `WouldBlock`. (Rare on Linux; Wine's Windows sockets say "would block" to a
+    /// send while another thread waits for the socket to be readable, which lost 28 of
+    /// 1,600 echo replies before this wait.)
+    ///
+    /// The first wait is in a poller, until the socket has room. Where a poller cannot
+    /// tell (a Unix datagram socket whose peer's queue is full reports room all the same,
+    /// and so does Wine), the next tries come after pauses doubling from 1 ms, about ten
+    /// in the second: a client that does not read holds this send, never a spinning core.
     ///
     /// # Errors
     /// Fails if `addr` is of the other family, or is an unnamed Unix socket, which
     /// cannot be sent to, or if there is no room to send within the wait above.
     pub fn send_to(&self, buf: &[u8], addr: &Address) -> io::Result<usize> {
         let mut deadline = None;
+        let mut pause = None;
         loop {
             match self.send_to_now(buf, addr) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let Some(socket) = self.sock() else { return Err(e) };
                     let deadline = *deadline.get_or_insert_with(|| Instant::now() + DATAGRAM_SEND_WAIT);
-                    if Instant::now() >= deadline || !super::wait_writable(&socket, deadline)? {
+                    let now = Instant::now();
+                    if now >= deadline {
                         return Err(e);
+                    }
+                    match pause {
+                        // First, until the poller says there is room (a poller that cannot
+                        // be made, out of descriptors, leaves the pauses below).
+                        None => {
+                            if let Ok(false) = super::wait_writable(&socket, deadline) {
+                                return Err(e);
+                            }
+                            pause = Some(Duration::from_millis(1));
+                        }
+                        Some(wait) => {
+                            std::thread::sleep(wait.min(deadline - now));
+                            pause = Some(wait * 2);
+                        }
                     }
                 }
                 sent => return sent,

@@ -333,11 +333,16 @@ impl StreamRequest {
     /// Starts sending a body from `send_from`, or flushes the writer: the bytes the
     /// writer holds (a reply's head) become the start of the body's first chunk, so
     /// that a small reply leaves in one send, one segment, rather than a head and then a
-    /// body (which cost a quarter of the `http` example's rate at 128 connections).
+    /// body (which cost a quarter of the `http` example's rate at 128 connections). If
+    /// that first read of the body fails, the head is not sent either: the client sees
+    /// the connection end, not a head whose body never comes.
     pub(crate) fn begin_send(&mut self) -> io::Result<()> {
         match &mut self.outgoing {
             Some(out) if out.chunk.is_empty() => {
                 let head = self.writer.take_buffered();
+                if head.is_empty() {
+                    return Ok(()); // nothing to join: `pump` reads the body as it goes
+                }
                 let at = head.len();
                 out.chunk = head;
                 out.chunk.resize(at + SEND_CHUNK, 0);
