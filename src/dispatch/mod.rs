@@ -4,7 +4,6 @@
 //! - [`Threading`]: a thread per request (`ThreadingMixIn`).
 //! - [`Pool`]: a fixed set of worker threads, each receiving and running requests (no
 //!   Python equivalent).
-//!
 //! - An [`Executor`] of your own: anything that can run a job.
 //!
 //! [`Builder::dispatch`](crate::Builder::dispatch) takes any of them as a [`Dispatch`],
