@@ -225,9 +225,219 @@ impl Frame {
     }
 }
 
+/// Reading and writing whole messages by a frame: for clients, and for handlers that
+/// read or write more than the message the server gathered, by the same rules.
+impl Frame {
+    /// Reads one message from `reader`, by the rule the server gathers messages by: a
+    /// line up to and with its `\n`; a length prefix and the body it announces; as many
+    /// bytes as a [`Frame::with`] function says; for [`Frame::bytes`], what one read
+    /// gives. The message comes back whole, as [`complete`](Frame::complete) measures
+    /// it ([`payload`](Frame::payload) takes its frame off), and nothing after it is
+    /// read from `reader`'s buffer.
+    ///
+    /// `Ok(None)`: the stream ended before a message began.
+    ///
+    /// # Errors
+    /// [`UnexpectedEof`](io::ErrorKind::UnexpectedEof) when the stream ends inside a
+    /// message; [`InvalidData`](io::ErrorKind::InvalidData) when it is longer than the
+    /// maximum (found before more than the maximum and one buffer is read: close the
+    /// connection then); any error of `reader`.
+    ///
+    /// # Examples
+    ///
+    /// A client and a server that speak length-prefixed messages, over a real socket:
+    ///
+    /// ```
+    /// use std::io::BufReader;
+    /// use std::net::TcpStream;
+    /// use socketserver::{ByteOrder, Frame, TcpServer};
+    ///
+    /// let frame = Frame::length_prefix(4, ByteOrder::BigEndian, 1 << 20);
+    /// let server_frame = frame.clone();
+    /// let server = TcpServer::builder("127.0.0.1:0").frame(frame.clone()).bind(move |req| {
+    ///     // The whole message is buffered already: this read returns at once.
+    ///     if let Some(message) = server_frame.read_message(req.reader())? {
+    ///         let reply = server_frame.payload(&message).to_ascii_uppercase();
+    ///         server_frame.write_message(&mut req.writer(), &reply)?;
+    ///     }
+    ///     req.park();
+    ///     Ok(())
+    /// })?;
+    /// let addr = server.local_addr();
+    /// let background = server.serve_in_background()?;
+    ///
+    /// let mut client = TcpStream::connect(addr)?;
+    /// frame.write_message(&mut client, b"hello")?;
+    /// frame.write_message(&mut client, b"world")?;
+    /// let mut replies = BufReader::new(client);
+    /// let first = frame.read_message(&mut replies)?.expect("a reply");
+    /// assert_eq!(frame.payload(&first), b"HELLO");
+    /// assert_eq!(first, b"\0\0\0\x05HELLO");
+    /// let second = frame.read_message(&mut replies)?.expect("a reply");
+    /// assert_eq!(frame.payload(&second), b"WORLD");
+    /// background.stop()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_message(&self, mut reader: impl io::BufRead) -> io::Result<Option<Vec<u8>>> {
+        let mut message = Vec::new();
+        loop {
+            let available = match reader.fill_buf() {
+                Ok(available) => available,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if available.is_empty() {
+                return match message.is_empty() {
+                    true => Ok(None),
+                    false => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the stream ended inside a message")),
+                };
+            }
+            let before = message.len();
+            let taken = available.len();
+            message.extend_from_slice(available);
+            match self.complete(&message)? {
+                Some(whole) => {
+                    reader.consume(whole - before);
+                    message.truncate(whole);
+                    return Ok(Some(message));
+                }
+                None => reader.consume(taken),
+            }
+        }
+    }
+
+    /// Writes `payload` as one message, in one `write_all` (one segment when the
+    /// socket sends it at once): a line is the payload and `\n`; a length-prefixed
+    /// message is the payload's length in the prefix's width and byte order, then the
+    /// payload; with [`Frame::bytes`] and [`Frame::with`], the payload as it is.
+    ///
+    /// # Errors
+    /// [`InvalidInput`](io::ErrorKind::InvalidInput) for a payload longer than the
+    /// maximum, a line's payload that holds a `\n`, or a length the prefix cannot hold;
+    /// nothing is written then. Any error of `writer`.
+    pub fn write_message(&self, mut writer: impl io::Write, payload: &[u8]) -> io::Result<()> {
+        let invalid = |why: String| Err(io::Error::new(io::ErrorKind::InvalidInput, why));
+        let framed;
+        let bytes = match &self.kind {
+            Kind::Lines => {
+                if payload.contains(&b'\n') {
+                    return invalid("a line's payload cannot hold a newline".to_string());
+                }
+                if payload.len() >= self.max {
+                    return invalid(format!("line longer than {} bytes with its newline", self.max));
+                }
+                framed = [payload, b"\n"].concat();
+                &framed[..]
+            }
+            Kind::Length { width, order } => {
+                // A width of 1, 2, 4 or 8 bytes (`length_prefix` allows no other).
+                let fits = *width == 8 || (payload.len() as u64) < (1u64 << (8 * width));
+                if payload.len() > self.max || !fits {
+                    return invalid(format!(
+                        "message of {} bytes: the frame takes at most {}",
+                        payload.len(),
+                        self.max
+                    ));
+                }
+                let be = (payload.len() as u64).to_be_bytes();
+                let mut prefix = be[8 - width..].to_vec();
+                if *order == ByteOrder::LittleEndian {
+                    prefix.reverse();
+                }
+                framed = [&prefix[..], payload].concat();
+                &framed[..]
+            }
+            Kind::Bytes | Kind::With(_) => {
+                if payload.len() > self.max {
+                    return invalid(format!("message longer than {} bytes", self.max));
+                }
+                payload
+            }
+        };
+        writer.write_all(bytes)
+    }
+
+    /// The payload of a whole message (as [`read_message`](Frame::read_message) returns
+    /// it): a line without its `\n` (and a `\r` before it), a body without its length
+    /// prefix; for [`Frame::bytes`] and [`Frame::with`], the message as it is.
+    pub fn payload<'a>(&self, message: &'a [u8]) -> &'a [u8] {
+        match &self.kind {
+            Kind::Lines => {
+                let line = message.strip_suffix(b"\n").unwrap_or(message);
+                line.strip_suffix(b"\r").unwrap_or(line)
+            }
+            Kind::Length { width, .. } => message.get(*width..).unwrap_or_default(),
+            Kind::Bytes | Kind::With(_) => message,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reads every message of `input` through a reader that gives `chunk` bytes a
+    /// fill, as a socket may.
+    fn read_all(frame: &Frame, input: &[u8], chunk: usize) -> io::Result<Vec<Vec<u8>>> {
+        let mut reader = io::BufReader::with_capacity(chunk, input);
+        let mut out = Vec::new();
+        while let Some(message) = frame.read_message(&mut reader)? {
+            out.push(message);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn messages_are_read_whole_however_the_bytes_come_and_written_back_alike() {
+        let lines = Frame::lines(16);
+        for chunk in [1, 2, 3, 64] {
+            let got = read_all(&lines, b"ab\ncd\r\n\n", chunk).unwrap();
+            assert_eq!(got, [&b"ab\n"[..], b"cd\r\n", b"\n"], "chunks of {chunk}");
+        }
+        assert_eq!(lines.payload(b"cd\r\n"), b"cd");
+        let mut out = Vec::new();
+        lines.write_message(&mut out, b"hi").unwrap();
+        assert_eq!(out, b"hi\n");
+        assert!(lines.write_message(&mut out, b"a\nb").is_err());
+        assert!(lines.write_message(&mut out, &[b'x'; 16]).is_err(), "16 bytes and the newline: over 16");
+
+        for order in [ByteOrder::BigEndian, ByteOrder::LittleEndian] {
+            let frame = Frame::length_prefix(2, order, 300);
+            let mut wire = Vec::new();
+            frame.write_message(&mut wire, b"hello").unwrap();
+            frame.write_message(&mut wire, &[7; 260]).unwrap();
+            frame.write_message(&mut wire, b"").unwrap();
+            for chunk in [1, 5, 1024] {
+                let got = read_all(&frame, &wire, chunk).unwrap();
+                let payloads: Vec<&[u8]> = got.iter().map(|m| frame.payload(m)).collect();
+                assert_eq!(payloads, [&b"hello"[..], &[7; 260][..], b""], "{order:?}, chunks of {chunk}");
+            }
+            assert!(frame.write_message(&mut wire, &[0; 301]).is_err(), "over the maximum");
+        }
+        let narrow = Frame::length_prefix(1, ByteOrder::BigEndian, 1000);
+        assert!(narrow.write_message(&mut Vec::new(), &[0; 256]).is_err(), "256 does not fit in one byte");
+        let wide = Frame::length_prefix(8, ByteOrder::LittleEndian, 1000);
+        let mut wire = Vec::new();
+        wide.write_message(&mut wire, b"x").unwrap();
+        assert_eq!(wire, [1, 0, 0, 0, 0, 0, 0, 0, b'x']);
+    }
+
+    #[test]
+    fn a_stream_that_ends_inside_a_message_or_runs_over_the_maximum_is_an_error() {
+        let lines = Frame::lines(8);
+        assert_eq!(read_all(&lines, b"", 4).unwrap(), Vec::<Vec<u8>>::new());
+        let cut = read_all(&lines, b"ok\nhalf", 4).unwrap_err();
+        assert_eq!(cut.kind(), io::ErrorKind::UnexpectedEof);
+        let long = read_all(&lines, &[b'x'; 100], 4).unwrap_err();
+        assert_eq!(long.kind(), io::ErrorKind::InvalidData);
+        let frame = Frame::length_prefix(4, ByteOrder::BigEndian, 10);
+        let announced = read_all(&frame, &[0, 0, 1, 0, 1, 2, 3], 64).unwrap_err();
+        assert_eq!(announced.kind(), io::ErrorKind::InvalidData, "256 announced, 10 allowed");
+        // Nothing after a message is taken from the reader.
+        let mut reader = io::BufReader::new(&b"one\ntwo\n"[..]);
+        assert_eq!(Frame::lines(8).read_message(&mut reader).unwrap().unwrap(), b"one\n");
+        assert_eq!(io::BufRead::fill_buf(&mut reader).unwrap(), b"two\n");
+    }
 
     #[test]
     fn bytes_are_whatever_arrived_up_to_the_maximum() {
