@@ -411,28 +411,25 @@ impl Writer {
     /// connection holds no write buffer (a `wbufsize` of 16 KiB would otherwise stay
     /// allocated for every idle client). The next write allocates it again.
     pub(super) fn release_buffer(&mut self) {
-        let state = self.state.get_mut();
-        state.formatted = Vec::new();
-        if let WriterInner::Buffered(writer) = &state.inner {
-            if !writer.buffer().is_empty() {
-                return;
-            }
-            let capacity = writer.capacity();
-            if let WriterInner::Buffered(writer) = std::mem::replace(&mut state.inner, WriterInner::Taken) {
-                let (handle, _) = writer.into_parts();
-                state.inner = WriterInner::Idle(handle, capacity);
-            }
-        }
+        self.state.get_mut().formatted = Vec::new();
+        self.idle_if(|buffered| buffered.is_empty());
     }
 
     /// Takes the bytes the buffer holds, unsent, and frees the buffer (as
     /// [`release_buffer`](Writer::release_buffer) does): they go out with the first chunk
     /// of a body from `send_from`, in one send. Empty when unbuffered or nothing waits.
     pub(super) fn take_buffered(&mut self) -> Vec<u8> {
+        self.idle_if(|buffered| !buffered.is_empty()).unwrap_or_default()
+    }
+
+    /// Turns a buffered writer whose buffer passes `when` into an idle one (no buffer;
+    /// the next write allocates one of the same capacity), giving back what the buffer
+    /// held, unsent. `None`: unbuffered, idle already, or `when` said no.
+    fn idle_if(&mut self, when: impl FnOnce(&[u8]) -> bool) -> Option<Vec<u8>> {
         let state = self.state.get_mut();
-        let WriterInner::Buffered(writer) = &state.inner else { return Vec::new() };
-        if writer.buffer().is_empty() {
-            return Vec::new();
+        let WriterInner::Buffered(writer) = &state.inner else { return None };
+        if !when(writer.buffer()) {
+            return None;
         }
         let capacity = writer.capacity();
         let WriterInner::Buffered(writer) = std::mem::replace(&mut state.inner, WriterInner::Taken) else {
@@ -440,7 +437,7 @@ impl Writer {
         };
         let (handle, buffered) = writer.into_parts();
         state.inner = WriterInner::Idle(handle, capacity);
-        buffered.unwrap_or_else(|panicked| panicked.into_inner())
+        Some(buffered.unwrap_or_else(|panicked| panicked.into_inner()))
     }
 
     /// The state, for one write through `&Writer`.
