@@ -223,6 +223,14 @@ pub(crate) struct Control {
     /// Serve loops waiting in their poller for a place under the limit
     /// ([`Control::try_reserve`]): a request that ends fires the wakers while any does.
     capacity_waiters: AtomicUsize,
+    /// Threads waiting on `requests_changed` for a place ([`Control::wait_for_capacity`]).
+    /// A request that parks changes no count under `requests`, only `counters.parked`,
+    /// so it takes that lock to wake them only while there are any: parking is the
+    /// hot path of a parking pool (once per message), and the lock is shared by every
+    /// worker. Each side writes its own count before it reads the other's (`SeqCst`
+    /// both), so one of them always sees the other: a waiter sees the park, or the
+    /// park sees the waiter.
+    capacity_sleepers: AtomicUsize,
     pub(crate) counters: Counters,
 }
 
@@ -404,6 +412,7 @@ impl Control {
             requests_changed: Condvar::new(),
             wakers: Mutex::new((0, Vec::new())),
             capacity_waiters: AtomicUsize::new(0),
+            capacity_sleepers: AtomicUsize::new(0),
             counters: Counters::default(),
         }
     }
@@ -674,11 +683,17 @@ impl Control {
     /// that ends (or parks) wakes the poller. Registered and checked under one lock, so
     /// that a request ending in between cannot be missed.
     pub(crate) fn wait_for_room(&self, limit: Option<usize>) -> bool {
-        let requests = self.requests.lock();
-        if limit.is_none() || !self.full(&requests, None, limit) {
+        if limit.is_none() {
             return false;
         }
+        let requests = self.requests.lock();
+        // Counted before the look (see `capacity_sleepers`): a park that the look misses
+        // sees the count, and wakes the poller.
         self.capacity_waiters.fetch_add(1, Ordering::SeqCst);
+        if !self.full(&requests, None, limit) {
+            self.capacity_waiters.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
         true
     }
 
@@ -693,15 +708,23 @@ impl Control {
         let mut slot = None;
         if connections.is_some() || exchanges.is_some() {
             let mut requests = self.requests.lock();
+            // Counted before the look, for the parks that do not take the lock.
+            self.capacity_sleepers.fetch_add(1, Ordering::SeqCst);
+            let mut timed_out = false;
             while self.full(&requests, connections, exchanges) && !self.is_stopping() {
                 match timer {
                     None => self.requests_changed.wait(&mut requests),
                     Some(timer) => {
                         if self.requests_changed.wait_until(&mut requests, timer).timed_out() {
-                            return Capacity::Timer;
+                            timed_out = true;
+                            break;
                         }
                     }
                 }
+            }
+            self.capacity_sleepers.fetch_sub(1, Ordering::SeqCst);
+            if timed_out {
+                return Capacity::Timer;
             }
             if !self.is_stopping() {
                 requests.reserved += 1;
@@ -726,11 +749,13 @@ impl Control {
             return Some(None);
         }
         let mut requests = self.requests.lock();
+        // Counted before the look: a request ending takes the lock, and a park sees the
+        // count (see `capacity_sleepers`), so neither can miss this wait.
+        self.capacity_waiters.fetch_add(1, Ordering::SeqCst);
         if self.full(&requests, connections, exchanges) {
-            // Under the lock a request ending takes too, so its check cannot miss this.
-            self.capacity_waiters.fetch_add(1, Ordering::SeqCst);
             return None;
         }
+        self.capacity_waiters.fetch_sub(1, Ordering::SeqCst);
         requests.reserved += 1;
         Some(Some(Slot(self)))
     }
@@ -739,11 +764,13 @@ impl Control {
     /// its exchange's place under the mode's limit is free, and a loop or a
     /// `process_request` waiting for one may go on.
     pub(crate) fn parked(&self) {
-        {
-            let _requests = self.requests.lock();
-            self.counters.parked.fetch_add(1, Ordering::SeqCst);
+        self.counters.parked.fetch_add(1, Ordering::SeqCst);
+        if self.capacity_sleepers.load(Ordering::SeqCst) > 0 {
+            // A waiter between its look and its wait holds the lock: once it is taken
+            // here, the waiter waits, and the notification reaches it.
+            drop(self.requests.lock());
+            self.requests_changed.notify_all();
         }
-        self.requests_changed.notify_all();
         self.capacity_freed();
     }
 

@@ -248,7 +248,7 @@ mod tests {
         let hub = Hub::default();
         hub.requeue(Ready::Exchange(parked(&control, "queued"))).ok().unwrap();
         let key = hub.lot().allocate();
-        hub.lot().park(key, parked(&control, "parked"), |_| Ok(())).ok().unwrap();
+        hub.lot().park(key, parked(&control, "parked")).ok().unwrap();
         let (queued, parked_ones) = hub.close();
         assert_eq!((queued.len(), parked_ones.len()), (1, 1));
         assert!(hub.requeue(Ready::Exchange(parked(&control, "late"))).is_err(), "nothing queues once closed");
@@ -261,12 +261,12 @@ mod tests {
         let control = Arc::new(Control::detached(test_client()));
         let lot = Lot::default();
         let first = lot.allocate();
-        lot.park(first, parked(&control, "first"), |_| Ok(())).ok().unwrap();
+        lot.park(first, parked(&control, "first")).ok().unwrap();
         assert!(lot.take(first).is_some());
         lot.release(first);
         let second = lot.allocate();
         assert_ne!(first, second, "the place is reused under a new key");
-        lot.park(second, parked(&control, "second"), |_| Ok(())).ok().unwrap();
+        lot.park(second, parked(&control, "second")).ok().unwrap();
         assert!(lot.take(first).is_none(), "a late event for the first connection finds nothing");
         assert!(lot.take(second).is_some());
     }
@@ -280,7 +280,7 @@ mod tests {
         for (n, key) in keys.iter().enumerate() {
             let mut p = parked(&control, &format!("c{n}"));
             p.deadline = Some(now + Duration::from_secs(n as u64 + 1));
-            lot.park(*key, p, |_| Ok(())).ok().unwrap();
+            lot.park(*key, p).ok().unwrap();
         }
         assert_eq!(lot.next_deadline(), Some(now + Duration::from_secs(1)));
         assert!(lot.take(keys[0]).is_some(), "reported readable: taken, so it cannot expire");

@@ -117,23 +117,16 @@ impl Lot {
         }
     }
 
-    /// Parks a connection under its key, then calls `arm` (which asks the poller for
-    /// the socket's next event) while the lock keeps the loop from looking: an event
-    /// always finds the connection parked. Gives the connection back when the loop has
-    /// closed, or when `arm` fails. `Ok(true)`: the idle deadline is the lot's first,
-    /// which the loop's wait must learn of.
-    pub(crate) fn park(
-        &self,
-        key: usize,
-        parked: Parked,
-        arm: impl FnOnce(&Parked) -> std::io::Result<()>,
-    ) -> Result<bool, (Parked, Option<std::io::Error>)> {
+    /// Parks a connection under its key; the caller then arms its socket in the
+    /// poller (outside this lock, which every loop takes to park and the loop that waits
+    /// takes for each batch of events): in its place before it is armed, a connection is
+    /// always found by its event. Gives the connection back when the loop has closed.
+    /// `Ok(true)`: the idle deadline is the lot's first, which the loop's wait must
+    /// learn of.
+    pub(crate) fn park(&self, key: usize, parked: Parked) -> Result<bool, Parked> {
         let mut places = self.0.lock();
         if places.closed || places.entry(key).is_none() {
-            return Err((parked, None));
-        }
-        if let Err(e) = arm(&parked) {
-            return Err((parked, Some(e)));
+            return Err(parked);
         }
         let deadline = parked.deadline;
         let entry = places.entry(key).expect("looked at above, under the same lock");
@@ -149,9 +142,21 @@ impl Lot {
         Ok(first)
     }
 
-    /// Takes out the connection the poller reported, if it is still parked.
+    /// Takes out a connection, if it is still parked (the socket could not be armed).
     pub(crate) fn take(&self, key: usize) -> Option<Parked> {
         self.0.lock().unpark(key)
+    }
+
+    /// Takes out the connections of one wait's events that are still parked, under one
+    /// lock (one wait reports hundreds of connections at a time under load, and every
+    /// loop that parks takes the same lock).
+    pub(crate) fn take_each(&self, keys: impl IntoIterator<Item = usize>, mut f: impl FnMut(Parked)) {
+        let mut places = self.0.lock();
+        for key in keys {
+            if let Some(parked) = places.unpark(key) {
+                f(parked);
+            }
+        }
     }
 
     /// When the first parked connection's idle deadline passes.

@@ -509,20 +509,27 @@ impl Engine {
         let deadline = timeout.map(|timeout| since + timeout);
         // Counted before it is armed: once armed, a loop may take it out at once.
         self.control.parked();
-        let arm = |parked: &Parked| parked.request.registration.as_ref().expect("registered above").arm(writing);
-        match lot.park(key, Parked::new(request, ticket, deadline), arm) {
+        // Held while the socket is armed: once parked, the request may be taken out
+        // and closed by a stop at any time.
+        let connection = request.connection_arc().clone();
+        match lot.park(key, Parked::new(request, ticket, deadline)) {
             Ok(first_deadline) => {
+                if let Err(e) = home.arm(&connection, key, writing) {
+                    // Not armed: no event will come for it. Ended here, unless a stop
+                    // (or its deadline) took it out meanwhile, to end it there.
+                    let Some(parked) = lot.take(key) else { return Ok(()) };
+                    self.control.unparked();
+                    self.report(&Error::Io(e), Some(parked.request.client_addr()));
+                    return Err(parked);
+                }
                 if first_deadline {
                     // The loop may be waiting with no deadline, or a later one.
                     home.wake();
                 }
                 Ok(())
             }
-            Err((parked, error)) => {
+            Err(parked) => {
                 self.control.unparked();
-                if let Some(e) = error {
-                    self.report(&Error::Io(e), Some(parked.request.client_addr()));
-                }
                 Err(parked)
             }
         }

@@ -451,11 +451,7 @@ impl Engine {
         let deadline = earliest(until, lot.next_deadline());
         lead.reported.clear();
         let readable = lead.readiness.wait(deadline, listen, &mut lead.reported).map_err(Error::Io)?;
-        for key in lead.reported.drain(..) {
-            if let Some(parked) = lot.take(key) {
-                ready.push(Ready::Exchange(parked));
-            }
-        }
+        lot.take_each(lead.reported.drain(..), |parked| ready.push(Ready::Exchange(parked)));
         if deadline.is_some() {
             let expired = lot.expired(Instant::now());
             if !expired.is_empty() {

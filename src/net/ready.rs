@@ -53,11 +53,21 @@ impl<P> Station<P> {
     }
 
     /// Puts `connection` in this poller under `key`, watched for nothing until
-    /// [`Registration::arm`]. `None` for an in-memory connection, which has no socket.
+    /// [`Station::arm`]. `None` for an in-memory connection, which has no socket.
     pub(crate) fn register(&self, key: usize, connection: &Arc<Connection>) -> io::Result<Option<Registration>> {
         let Some(socket) = connection.sock() else { return Ok(None) };
         add(&self.poller, &socket, key + 1)?;
         Ok(Some(Registration { poller: self.poller.clone(), key, connection: connection.clone() }))
+    }
+
+    /// Asks the poller for one readiness event of a connection registered under `key`:
+    /// the next bytes, the end of the stream, or an error (or, `writable`, room to send).
+    /// Oneshot: armed again for each wait. The caller holds the connection, so the
+    /// socket is open while it is armed, even if the request has moved on meanwhile.
+    pub(crate) fn arm(&self, connection: &Connection, key: usize, writable: bool) -> io::Result<()> {
+        let socket = connection.sock().expect("a registered connection has a socket");
+        let event = if writable { Event::writable(key + 1) } else { Event::readable(key + 1) };
+        self.poller.modify(&*socket, event)
     }
 }
 
@@ -81,13 +91,6 @@ impl Registration {
         self.key
     }
 
-    /// Asks the poller for one readiness event: the next bytes, the end of the stream,
-    /// or an error (or, `writable`, room to send). Oneshot: armed again for each wait.
-    pub(crate) fn arm(&self, writable: bool) -> io::Result<()> {
-        let socket = self.connection.sock().expect("a registered connection has a socket");
-        let event = if writable { Event::writable(self.key + 1) } else { Event::readable(self.key + 1) };
-        self.poller.modify(&*socket, event)
-    }
 }
 
 impl Drop for Registration {
