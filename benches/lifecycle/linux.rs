@@ -175,6 +175,7 @@ pub(crate) fn main() {
     }
 
     let python = if with_python { python_row(tries) } else { None };
+    let scripted = scripted_rows(tries.max(100));
 
     println!("| server | shutdown p50 ms | shutdown p99 ms | shutdown max ms | idle wakeups/s | idle CPU ms/s |");
     println!("|---|---:|---:|---:|---:|---:|");
@@ -196,6 +197,19 @@ pub(crate) fn main() {
             ours.max_ms / max,
             ours.wakeups_per_s,
             wakeups
+        );
+    }
+
+    println!();
+    println!("| scripted server (testing::ScriptedServer) | start p50 ms | start max ms | verify p50 ms | verify max ms |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, start, stop) in &scripted {
+        println!(
+            "| {name} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            percentile(start, 50.0),
+            percentile(start, 100.0),
+            percentile(stop, 50.0),
+            percentile(stop, 100.0)
         );
     }
 
@@ -269,3 +283,32 @@ fn parse_python(text: &str) -> Option<(f64, f64, f64, f64, f64, String)> {
         version,
     ))
 }
+
+/// How long a scripted server of `testing` takes to start (bind, serve in the
+/// background) and to verify (stop, and collect what it recorded), `tries` times, for TCP
+/// and UDP: the figure behind "thousands can run in a suite".
+fn scripted_rows(tries: usize) -> Vec<(&'static str, Vec<f64>, Vec<f64>)> {
+    use socketserver::testing::{Script, ScriptedServer};
+    let mut rows = Vec::new();
+    for (name, udp) in [("tcp, one script", false), ("udp, one script", true)] {
+        let (mut start, mut stop) = (Vec::new(), Vec::new());
+        for _ in 0..tries {
+            let script = Script::new().expect(b"ping").reply(b"pong").allow_unused();
+            let began = Instant::now();
+            let server = match udp {
+                false => ScriptedServer::tcp([script]),
+                true => ScriptedServer::udp(script),
+            }
+            .expect("a scripted server starts");
+            start.push(began.elapsed().as_secs_f64() * 1e3);
+            let began = Instant::now();
+            server.verify().expect("nothing to fail");
+            stop.push(began.elapsed().as_secs_f64() * 1e3);
+        }
+        start.sort_by(f64::total_cmp);
+        stop.sort_by(f64::total_cmp);
+        rows.push((name, start, stop));
+    }
+    rows
+}
+
