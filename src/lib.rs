@@ -60,6 +60,10 @@
 //! - **Handlers are testable without sockets.** [`testing::TestStream`] and
 //!   [`testing::TestDatagram`] run a handler over in-memory bytes, through the same
 //!   phases a server runs.
+//! - **Clients are testable against a misbehaving server.** [`testing::ScriptedServer`]
+//!   plays a script of expectations and replies and says where the client deviated;
+//!   [`testing::FaultProxy`] puts latency, resets, silence or lost datagrams between a
+//!   client and any server.
 //! - **One engine in layers.** The platform seam (the wake-up, error classification,
 //!   limits), sockets, the control block that requests and handles share (lifecycle,
 //!   counts), requests, handlers, the engine (the one serve loop, admission, running a

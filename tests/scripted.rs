@@ -68,11 +68,7 @@ fn bytes_that_differ_are_reported_with_the_step_and_the_first_differing_byte() {
 
 #[test]
 fn a_line_that_differs_and_an_early_close_are_reported() {
-    let server = ScriptedServer::tcp([
-        Script::new().expect_line("PING"),
-        Script::new().expect(b"12345"),
-    ])
-    .unwrap();
+    let server = ScriptedServer::tcp([Script::new().expect_line("PING"), Script::new().expect(b"12345")]).unwrap();
     let mut first = connect(&server);
     first.write_all(b"PONG\n").unwrap();
     let _ = first.read(&mut [0; 8]);
@@ -152,11 +148,9 @@ fn a_retrying_client_sees_a_reset_then_an_answer() {
         }
         Err(last.expect("tried"))
     }
-    let server = ScriptedServer::tcp([
-        Script::new().expect_line("GET").reset(),
-        Script::new().expect_line("GET").reply("42\n"),
-    ])
-    .unwrap();
+    let server =
+        ScriptedServer::tcp([Script::new().expect_line("GET").reset(), Script::new().expect_line("GET").reply("42\n")])
+            .unwrap();
     assert_eq!(fetch(server.addr()).unwrap(), "42\n");
     let transcript = server.verify().unwrap();
     assert_eq!(transcript.conversations.len(), 2, "two connections: the retry");

@@ -201,7 +201,7 @@ pub(crate) fn main() {
     }
 
     println!();
-    println!("| scripted server (testing::ScriptedServer) | start p50 ms | start max ms | verify p50 ms | verify max ms |");
+    println!("| testing::ScriptedServer, FaultProxy | start p50 ms | start max ms | verify (stop) p50 ms | verify (stop) max ms |");
     println!("|---|---:|---:|---:|---:|");
     for (name, start, stop) in &scripted {
         println!(
@@ -286,9 +286,10 @@ fn parse_python(text: &str) -> Option<(f64, f64, f64, f64, f64, String)> {
 
 /// How long a scripted server of `testing` takes to start (bind, serve in the
 /// background) and to verify (stop, and collect what it recorded), `tries` times, for TCP
-/// and UDP: the figure behind "thousands can run in a suite".
+/// and UDP, then the same for a fault proxy (start, stop): the figures behind
+/// "thousands can run in a suite".
 fn scripted_rows(tries: usize) -> Vec<(&'static str, Vec<f64>, Vec<f64>)> {
-    use socketserver::testing::{Script, ScriptedServer};
+    use socketserver::testing::{FaultProxy, Script, ScriptedServer};
     let mut rows = Vec::new();
     for (name, udp) in [("tcp, one script", false), ("udp, one script", true)] {
         let (mut start, mut stop) = (Vec::new(), Vec::new());
@@ -309,6 +310,25 @@ fn scripted_rows(tries: usize) -> Vec<(&'static str, Vec<f64>, Vec<f64>)> {
         stop.sort_by(f64::total_cmp);
         rows.push((name, start, stop));
     }
+    // The fault proxy, in front of an address nobody needs to answer at: start, and
+    // stop (its "verify" column).
+    for (name, udp) in [("tcp fault proxy", false), ("udp fault proxy", true)] {
+        let (mut start, mut stop) = (Vec::new(), Vec::new());
+        for _ in 0..tries {
+            let began = Instant::now();
+            let proxy = match udp {
+                false => FaultProxy::tcp("127.0.0.1:9"),
+                true => FaultProxy::udp("127.0.0.1:9"),
+            }
+            .expect("a fault proxy starts");
+            start.push(began.elapsed().as_secs_f64() * 1e3);
+            let began = Instant::now();
+            proxy.stop().expect("a fault proxy stops");
+            stop.push(began.elapsed().as_secs_f64() * 1e3);
+        }
+        start.sort_by(f64::total_cmp);
+        stop.sort_by(f64::total_cmp);
+        rows.push((name, start, stop));
+    }
     rows
 }
-

@@ -19,7 +19,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
-use polling::{Event, Events, Poller};
+use polling::{AsSource, Event, Events, Poller};
 use socket2::SockRef;
 
 use super::{Connection, Endpoint};
@@ -90,7 +90,6 @@ impl Registration {
     pub(crate) fn key(&self) -> usize {
         self.key
     }
-
 }
 
 impl Drop for Registration {
@@ -220,6 +219,88 @@ pub(crate) fn wait_writable(socket: &SockRef<'_>, deadline: Instant) -> io::Resu
     waited
 }
 
+/// A poller of its own over the sockets it owns, for a loop that serves a few sockets
+/// on one thread (the fault proxy of `testing`): the same mechanism as the serve loops',
+/// without their sharing. Owning its sockets, it deletes each from the poller before the
+/// socket can close, which is what makes adding one safe.
+pub(crate) struct Watch<S: AsSource> {
+    poller: Arc<Poller>,
+    sockets: Vec<Option<S>>,
+    events: Events,
+}
+
+impl<S: AsSource> fmt::Debug for Watch<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Watch").field("sockets", &self.sockets.iter().flatten().count()).finish()
+    }
+}
+
+/// Makes a [`Watch`]'s wait (running now or next) return, from any thread.
+#[derive(Clone, Debug)]
+pub(crate) struct Notify(Arc<Poller>);
+
+impl Notify {
+    pub(crate) fn notify(&self) {
+        // Fails only if the poller's own wake-up descriptor is broken.
+        let _ = self.0.notify();
+    }
+}
+
+impl<S: AsSource> Watch<S> {
+    pub(crate) fn new() -> io::Result<Watch<S>> {
+        Ok(Watch { poller: Arc::new(Poller::new()?), sockets: Vec::new(), events: Events::new() })
+    }
+
+    /// What makes [`Watch::wait`] return from another thread.
+    pub(crate) fn notifier(&self) -> Notify {
+        Notify(self.poller.clone())
+    }
+
+    /// Takes `socket` in, watched for nothing until [`Watch::arm`]; returns its key.
+    pub(crate) fn insert(&mut self, socket: S) -> io::Result<usize> {
+        let key = self.sockets.len();
+        add(&self.poller, &SockRef::from(&socket), key)?;
+        self.sockets.push(Some(socket));
+        Ok(key)
+    }
+
+    /// The socket under `key`.
+    pub(crate) fn get(&self, key: usize) -> &S {
+        self.sockets[key].as_ref().expect("a socket of this watch")
+    }
+
+    /// Asks for the socket's next readiness, oneshot: readable, writable, both or none.
+    pub(crate) fn arm(&self, key: usize, readable: bool, writable: bool) -> io::Result<()> {
+        let event = match (readable, writable) {
+            (true, true) => Event::all(key),
+            (true, false) => Event::readable(key),
+            (false, true) => Event::writable(key),
+            (false, false) => Event::none(key),
+        };
+        self.poller.modify(self.get(key).source(), event)
+    }
+
+    /// Waits until an armed socket is ready, a [`Notify`] fires or `deadline` passes;
+    /// puts the keys of the ready sockets in `ready`.
+    pub(crate) fn wait(&mut self, deadline: Option<Instant>, ready: &mut Vec<usize>) -> io::Result<()> {
+        self.events.clear();
+        match deadline {
+            Some(deadline) => self.poller.wait_deadline(&mut self.events, deadline)?,
+            None => self.poller.wait(&mut self.events, None)?,
+        };
+        ready.extend(self.events.iter().map(|event| event.key));
+        Ok(())
+    }
+}
+
+impl<S: AsSource> Drop for Watch<S> {
+    fn drop(&mut self) {
+        for socket in self.sockets.iter().flatten() {
+            let _ = self.poller.delete(socket.source());
+        }
+    }
+}
+
 /// Puts `socket` in `poller` under `key`, watched for nothing until a wait or `arm`
 /// asks for readiness.
 ///
@@ -234,7 +315,9 @@ fn add(poller: &Poller, socket: &SockRef<'_>, key: usize) -> io::Result<()> {
     // deletes the socket in its `drop`, before that `Arc` (and so the socket) can go.
     // A `Waker` may outlive both, but it only notifies the poller. A datagram socket
     // waiting for room (`wait_writable`) is borrowed for that call, which deletes it
-    // from its own poller before returning, and drops the poller.
+    // from its own poller before returning, and drops the poller. A socket of a `Watch`
+    // is owned by it from the moment it is added, and `Watch::drop` deletes it from the
+    // poller before dropping it.
     unsafe { poller.add(&**socket, Event::none(key)) }
 }
 

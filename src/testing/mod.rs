@@ -1,5 +1,5 @@
-//! Test helpers: handlers tested over in-memory bytes, and scripted servers that test a
-//! client.
+//! Test helpers: handlers tested over in-memory bytes; scripted servers and a fault
+//! proxy that test a client.
 //!
 //! # Handlers without sockets
 //!
@@ -86,6 +86,50 @@
 //! assert_eq!(fetch(server.addr()).unwrap(), "hello");
 //! server.verify().unwrap(); // or: the client's deviations, step by step
 //! ```
+//!
+//! # Clients against a misbehaving network
+//!
+//! [`FaultProxy`] sits on `127.0.0.1:0` in front of any address (a server of this crate,
+//! a scripted one, another process) and forwards TCP connections or UDP datagrams through
+//! [`Fault`]s, added and removed while the test runs: latency with jitter, bandwidth, a
+//! slicer that delivers a few bytes at a time, a close or a reset after N bytes or a
+//! time, silence (`timeout`), a late close, refused connections; for UDP, dropped,
+//! duplicated, reordered, delayed and truncated datagrams. Faults apply one way or
+//! both, always or with a probability, and every draw comes from a seed, so a test sees
+//! the same faults on every run. [`Fault`] lists each with the situation it reproduces.
+//!
+//! ```
+//! use std::io::Write;
+//! use std::net::UdpSocket;
+//! use std::time::Duration;
+//! use socketserver::testing::{Fault, FaultProxy};
+//! use socketserver::UdpServer;
+//!
+//! # fn main() -> std::io::Result<()> {
+//! let echo = UdpServer::bind("127.0.0.1:0", |req| {
+//!     let packet = req.packet().to_vec();
+//!     req.reply().write_all(&packet)?;
+//!     Ok(())
+//! }).unwrap();
+//! let addr = echo.local_addr();
+//! let _echo = echo.serve_in_background().unwrap();
+//!
+//! // One datagram in three lost on the way to the server, the same ones on every run.
+//! let proxy = FaultProxy::udp(addr)?;
+//! proxy.add(Fault::drop_datagrams().upstream().probability(0.3))?;
+//!
+//! let client = UdpSocket::bind("127.0.0.1:0")?;
+//! client.set_read_timeout(Some(Duration::from_millis(300)))?;
+//! let mut answered = 0;
+//! for i in 0..20u8 {
+//!     client.send_to(&[i], proxy.addr())?;
+//!     answered += usize::from(client.recv(&mut [0; 1]).is_ok());
+//! }
+//! assert!(answered < 20, "some were lost");
+//! assert!(answered > 0, "some came back");
+//! # Ok(())
+//! # }
+//! ```
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -99,15 +143,15 @@ use crate::handle::{Control, ServerHandle};
 use crate::handler::RequestHandler;
 use crate::net::{test_client, Address, Connection, DatagramSocket};
 
+mod fault;
 mod memory;
 mod script;
 
 pub use crate::net::{InMemory, InMemoryDatagram};
 use crate::request::{DatagramRequest, StreamRequest};
+pub use fault::{Direction, Fault, FaultId, FaultProxy, REORDER_HOLD};
 pub use memory::{MemorySocket, MemoryStream};
-pub use script::{
-    Conversation, Recorded, Script, ScriptError, ScriptedServer, Transcript, DEFAULT_EXPECT_WITHIN,
-};
+pub use script::{Conversation, Recorded, Script, ScriptError, ScriptedServer, Transcript, DEFAULT_EXPECT_WITHIN};
 
 /// The address the detached `server()` handle of an in-memory request reports unless a
 /// test sets one: `127.0.0.1:0`, which no bound server has.

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, BufRead, Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::dispatch::{Sequential, Threading};
 use crate::frame::Frame;
-use crate::net::{Address, Connection};
+use crate::net::{Notify, Watch};
 use crate::request::{DatagramRequest, StreamRequest};
 use crate::server::{BackgroundServer, TcpServer, UdpServer};
 use crate::transport::{Tcp, Udp};
@@ -282,6 +282,9 @@ struct Shared {
     state: Mutex<State>,
     /// Signalled when the server stops: ends waits and silences.
     stopped: Condvar,
+    /// The open connections' readers, woken when the server stops (see [`Gate`]); a
+    /// closed connection's place is `None`.
+    readers: Mutex<Vec<Option<Notify>>>,
 }
 
 #[derive(Default)]
@@ -309,6 +312,7 @@ impl Shared {
             script_count,
             state: Mutex::new(State { udp, ..State::default() }),
             stopped: Condvar::new(),
+            readers: Mutex::new(Vec::new()),
         })
     }
 
@@ -451,6 +455,9 @@ impl ScriptedServer {
             state.stopping = true;
             self.shared.stopped.notify_all();
         }
+        for reader in self.shared.readers.lock().iter().flatten() {
+            reader.notify();
+        }
         let stopped = match self.server.take() {
             Some(Running::Tcp(server)) => server.stop_timeout(Duration::ZERO).stop(),
             Some(Running::Udp(server)) => server.stop_timeout(Duration::ZERO).stop(),
@@ -485,10 +492,7 @@ fn into_io(error: crate::Error) -> io::Error {
 
 /// Plays the next script on one connection.
 fn play_tcp(shared: &Shared, req: &mut StreamRequest) {
-    let client = match req.client_addr() {
-        Address::Inet(addr) => *addr,
-        _ => unreachable!("a TCP server's client has an IP address"),
-    };
+    let client = req.client_addr().as_inet().expect("a TCP server's client has an IP address");
     let index = {
         let mut state = shared.state.lock();
         state.conversations.push(Conversation { client, events: Vec::new() });
@@ -502,14 +506,16 @@ fn play_tcp(shared: &Shared, req: &mut StreamRequest) {
         ));
         return;
     };
-    let connection: &Connection = req.connection();
-    let _ = connection.set_read_timeout(Some(script.within));
+    let mut reader = match Gate::new(shared, req, script.within) {
+        Ok(gate) => io::BufReader::new(gate),
+        Err(e) => return shared.fail(format!("connection {n}: could not watch the connection: {e}")),
+    };
     for (at, step) in script.steps.iter().enumerate() {
         let here = || format!("connection {n}, step {} ({step:?})", at + 1);
         let result = match step {
-            Step::Expect(expected) => expect_bytes(shared, index, req, expected),
-            Step::ExpectLine(line) => expect_line(shared, index, req, line),
-            Step::ExpectFrame(frame, payload) => expect_frame(shared, index, req, frame, payload),
+            Step::Expect(expected) => expect_bytes(shared, index, &mut reader, expected),
+            Step::ExpectLine(line) => expect_line(shared, index, &mut reader, line),
+            Step::ExpectFrame(frame, payload) => expect_frame(shared, index, &mut reader, frame, payload),
             Step::Reply(bytes) => {
                 let sent = req.writer().write_all(bytes).and_then(|()| req.writer().flush());
                 shared.record(index, false, bytes);
@@ -555,7 +561,7 @@ fn play_tcp(shared: &Shared, req: &mut StreamRequest) {
     let mut extra = Vec::new();
     let mut buf = [0; 4096];
     loop {
-        match req.reader().read(&mut buf) {
+        match reader.read(&mut buf) {
             Ok(0) => break,
             Ok(k) => extra.extend_from_slice(&buf[..k]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -570,6 +576,69 @@ fn play_tcp(shared: &Shared, req: &mut StreamRequest) {
         if !shared.stopping() {
             shared.fail(format!("connection {n}: after the script's last step, the client sent {}", shown(&extra)));
         }
+    }
+}
+
+/// What a connection's script reads through: the client's socket, waited on in a poller
+/// of its own before each read, so that a read ends when the expectation's time passes
+/// or the server stops, on every platform. (The server's forced close would end a
+/// blocked read on Linux, but not on every platform: Wine's Windows does not wake a
+/// `recv` for a `shutdown` from another thread.) The socket stays blocking, so the
+/// replies written through the request's writer are whole; a read after a readiness
+/// event does not block.
+struct Gate<'a> {
+    shared: &'a Shared,
+    watch: Watch<TcpStream>,
+    within: Duration,
+    /// Its place in `shared.readers`.
+    place: usize,
+}
+
+impl Drop for Gate<'_> {
+    fn drop(&mut self) {
+        if let Some(place) = self.shared.readers.lock().get_mut(self.place) {
+            *place = None;
+        }
+    }
+}
+
+impl<'a> Gate<'a> {
+    fn new(shared: &'a Shared, req: &StreamRequest, within: Duration) -> io::Result<Gate<'a>> {
+        let stream = req.connection().as_tcp().ok_or_else(|| io::Error::other("not a TCP connection"))?.try_clone()?;
+        let mut watch = Watch::new()?;
+        watch.insert(stream)?;
+        let mut readers = shared.readers.lock();
+        readers.push(Some(watch.notifier()));
+        let place = readers.len() - 1;
+        drop(readers);
+        Ok(Gate { shared, watch, within, place })
+    }
+}
+
+impl Read for Gate<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let deadline = Instant::now() + self.within;
+        self.watch.arm(0, true, false)?;
+        let mut ready = Vec::new();
+        loop {
+            if self.shared.stopping() {
+                // What the client sent before the stop is still read (and recorded):
+                // a client that writes, then verifies, has its last bytes counted.
+                self.watch.wait(Some(Instant::now()), &mut ready)?;
+                if ready.contains(&0) {
+                    break;
+                }
+                return Err(io::Error::other("the scripted server stopped"));
+            }
+            self.watch.wait(Some(deadline), &mut ready)?;
+            if ready.contains(&0) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+        }
+        self.watch.get(0).read(buf)
     }
 }
 
@@ -595,7 +664,11 @@ fn unused(connection: Option<usize>, script: &Script, from: usize) -> String {
 fn read_failure(e: &io::Error, got: &[u8], expected: usize) -> String {
     match e.kind() {
         io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
-            format!("nothing more within the expectation's time; received {} of {expected} byte(s): {}", got.len(), shown(got))
+            format!(
+                "nothing more within the expectation's time; received {} of {expected} byte(s): {}",
+                got.len(),
+                shown(got)
+            )
         }
         io::ErrorKind::UnexpectedEof => {
             format!("the client closed the connection after {} of {expected} byte(s): {}", got.len(), shown(got))
@@ -604,12 +677,12 @@ fn read_failure(e: &io::Error, got: &[u8], expected: usize) -> String {
     }
 }
 
-fn expect_bytes(shared: &Shared, index: usize, req: &mut StreamRequest, expected: &[u8]) -> Result<(), String> {
+fn expect_bytes(shared: &Shared, index: usize, reader: &mut impl BufRead, expected: &[u8]) -> Result<(), String> {
     let mut got = Vec::with_capacity(expected.len());
     let mut buf = [0; 4096];
     while got.len() < expected.len() {
         let want = (expected.len() - got.len()).min(buf.len());
-        match req.reader().read(&mut buf[..want]) {
+        match reader.read(&mut buf[..want]) {
             Ok(0) => {
                 shared.record(index, true, &got);
                 let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
@@ -634,10 +707,10 @@ fn expect_bytes(shared: &Shared, index: usize, req: &mut StreamRequest, expected
     Ok(())
 }
 
-fn expect_line(shared: &Shared, index: usize, req: &mut StreamRequest, line: &str) -> Result<(), String> {
+fn expect_line(shared: &Shared, index: usize, reader: &mut impl BufRead, line: &str) -> Result<(), String> {
     let mut got = Vec::new();
     let limit = (line.len() + LINE_SLACK) as u64;
-    let read = req.reader().take(limit).read_until(b'\n', &mut got);
+    let read = reader.take(limit).read_until(b'\n', &mut got);
     shared.record(index, true, &got);
     if let Err(e) = read {
         return Err(stop_or(shared, read_failure(&e, &got, line.len() + 1)));
@@ -659,11 +732,11 @@ fn expect_line(shared: &Shared, index: usize, req: &mut StreamRequest, line: &st
 fn expect_frame(
     shared: &Shared,
     index: usize,
-    req: &mut StreamRequest,
+    reader: &mut impl BufRead,
     frame: &Frame,
     payload: &[u8],
 ) -> Result<(), String> {
-    match frame.read_message(req.reader()) {
+    match frame.read_message(reader) {
         Ok(Some(message)) => {
             shared.record(index, true, &message);
             let got = frame.payload(&message);
@@ -688,10 +761,7 @@ fn stop_or(shared: &Shared, message: String) -> String {
 
 /// Plays the UDP script's next steps for one datagram.
 fn play_udp(shared: &Shared, req: &mut DatagramRequest) {
-    let client = match req.client_addr() {
-        Address::Inet(addr) => *addr,
-        _ => unreachable!("a UDP server's client has an IP address"),
-    };
+    let client = req.client_addr().as_inet().expect("a UDP server's client has an IP address");
     let packet = req.packet().to_vec();
     let mut guard = shared.state.lock();
     let state = &mut *guard;
@@ -731,7 +801,9 @@ fn play_udp(shared: &Shared, req: &mut DatagramRequest) {
             Ok(Some(message)) => Err(difference(payload, frame.payload(&message))),
             _ => Err(format!("not one whole message: {}", shown(&packet))),
         },
-        other => Err(format!("the next step is {other:?}, not an expectation, and a datagram came: {}", shown(&packet))),
+        other => {
+            Err(format!("the next step is {other:?}, not an expectation, and a datagram came: {}", shown(&packet)))
+        }
     };
     if let Err(message) = matched {
         state.failures.push(format!("step {n} ({step:?}), datagram from {client}: {message}"));
