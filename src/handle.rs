@@ -207,6 +207,10 @@ struct Requests {
     finished: u64,
     connections: Vec<Option<Arc<Connection>>>,
     free_slots: Vec<usize>,
+    /// Requests a stop's wait gave up on (still running past the grace), so that the
+    /// other waits of the same stop (the background thread's, the serve loop's, the
+    /// close's) neither wait for them nor report them again. At most `running`.
+    left_behind: usize,
 }
 
 /// The control block a server, its handles and its requests share.
@@ -338,6 +342,7 @@ impl Drop for Ticket {
         let mut requests = self.control.requests.lock();
         requests.finished += 1;
         requests.running -= 1;
+        requests.left_behind = requests.left_behind.min(requests.running);
         if let Some(slot) = self.slot {
             requests.connections[slot] = None;
             requests.free_slots.push(slot);
@@ -636,9 +641,11 @@ impl Control {
             }
             return true;
         };
-        while requests.running > 0 && !self.requests_changed.wait_until(&mut requests, deadline).timed_out() {}
-        if requests.running == 0 {
-            return true;
+        // Requests already left behind are not waited for (nor reported) again.
+        let waited_for = |requests: &Requests| requests.running > requests.left_behind;
+        while waited_for(&requests) && !self.requests_changed.wait_until(&mut requests, deadline).timed_out() {}
+        if !waited_for(&requests) {
+            return requests.running == 0;
         }
         let open = requests.connections.iter().flatten().count();
         log::warn!(
@@ -650,8 +657,9 @@ impl Control {
             let _ = connection.shutdown(Shutdown::Both);
         }
         let grace = deadline + FORCED_CLOSE_GRACE;
-        while requests.running > 0 && !self.requests_changed.wait_until(&mut requests, grace).timed_out() {}
-        if requests.running > 0 {
+        while waited_for(&requests) && !self.requests_changed.wait_until(&mut requests, grace).timed_out() {}
+        if waited_for(&requests) {
+            requests.left_behind = requests.running;
             let message = format!(
                 "{} request(s) still running {FORCED_CLOSE_GRACE:?} after their connections were closed (a handler that \
                  ignores its connection): left running, not waited for",
