@@ -219,6 +219,52 @@ pub struct ReadmeDoctests;
 #[doc = include_str!("../README.zh-CN.md")]
 pub struct ReadmeZhCnDoctests;
 
+/// The guide's chapters (`guide/`, in English and Chinese), compiled and run as doctests
+/// by `cargo test`, as the READMEs are: every snippet a reader copies works.
+#[cfg(doctest)]
+pub mod guide {
+    #[doc = include_str!("../guide/en/01-socket-api.md")]
+    pub struct Chapter01En;
+    #[doc = include_str!("../guide/zh-CN/01-socket-api.md")]
+    pub struct Chapter01ZhCn;
+    #[doc = include_str!("../guide/en/02-tcp-and-udp.md")]
+    pub struct Chapter02En;
+    #[doc = include_str!("../guide/zh-CN/02-tcp-and-udp.md")]
+    pub struct Chapter02ZhCn;
+    #[doc = include_str!("../guide/en/03-the-socketserver-shape.md")]
+    pub struct Chapter03En;
+    #[doc = include_str!("../guide/zh-CN/03-the-socketserver-shape.md")]
+    pub struct Chapter03ZhCn;
+    #[doc = include_str!("../guide/en/04-concurrency.md")]
+    pub struct Chapter04En;
+    #[doc = include_str!("../guide/zh-CN/04-concurrency.md")]
+    pub struct Chapter04ZhCn;
+    #[doc = include_str!("../guide/en/05-framing.md")]
+    pub struct Chapter05En;
+    #[doc = include_str!("../guide/zh-CN/05-framing.md")]
+    pub struct Chapter05ZhCn;
+    #[doc = include_str!("../guide/en/06-timeouts-and-errors.md")]
+    pub struct Chapter06En;
+    #[doc = include_str!("../guide/zh-CN/06-timeouts-and-errors.md")]
+    pub struct Chapter06ZhCn;
+    #[doc = include_str!("../guide/en/07-testing.md")]
+    pub struct Chapter07En;
+    #[doc = include_str!("../guide/zh-CN/07-testing.md")]
+    pub struct Chapter07ZhCn;
+    #[doc = include_str!("../guide/en/08-many-connections.md")]
+    pub struct Chapter08En;
+    #[doc = include_str!("../guide/zh-CN/08-many-connections.md")]
+    pub struct Chapter08ZhCn;
+    #[doc = include_str!("../guide/en/09-shutting-down.md")]
+    pub struct Chapter09En;
+    #[doc = include_str!("../guide/zh-CN/09-shutting-down.md")]
+    pub struct Chapter09ZhCn;
+    #[doc = include_str!("../guide/en/10-deployment.md")]
+    pub struct Chapter10En;
+    #[doc = include_str!("../guide/zh-CN/10-deployment.md")]
+    pub struct Chapter10ZhCn;
+}
+
 pub use builder::Builder;
 pub use config::{DEFAULT_BACKLOG, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_PACKET_SIZE, DEFAULT_RBUFSIZE};
 pub use error::{Error, Phase, Result};
