@@ -263,6 +263,10 @@ pub mod guide {
     pub struct Chapter10En;
     #[doc = include_str!("../guide/zh-CN/10-deployment.md")]
     pub struct Chapter10ZhCn;
+    #[doc = include_str!("../guide/en/11-testing-clients.md")]
+    pub struct Chapter11En;
+    #[doc = include_str!("../guide/zh-CN/11-testing-clients.md")]
+    pub struct Chapter11ZhCn;
 }
 
 pub use builder::Builder;

@@ -252,7 +252,22 @@ fn udp_expectations_replies_and_silence() {
     }
     let transcript = server.verify().unwrap();
     assert_eq!(transcript.conversations[0].received(), b"ping 1ping 2\nping 3");
+    assert_eq!(transcript.conversations[0].datagrams(), [&b"ping 1"[..], b"ping 2\n", b"ping 3"]);
     assert_eq!(transcript.conversations[0].sent(), b"pong 1");
+}
+
+#[test]
+fn an_empty_line_is_reported_as_one() {
+    let server = ScriptedServer::tcp([Script::new().expect_line("GET a").expect_line("GET b")]).unwrap();
+    let mut client = connect(&server);
+    client.write_all(b"GET a\n\n").unwrap();
+    // The server gives up on the connection at the deviation, and closes it.
+    assert_eq!(client.read(&mut [0; 16]).unwrap(), 0);
+    let message = failures(server);
+    assert!(
+        message.contains("step 2 (expect the line \"GET b\"): expected \"GET b\", received an empty line"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -409,9 +409,9 @@ impl FaultProxy {
                 }
                 Ok(())
             })
-            .map_err(into_io)?;
+            .map_err(io::Error::from)?;
         let addr = server.local_addr();
-        let server = server.serve_in_background().map_err(into_io)?;
+        let server = server.serve_in_background().map_err(io::Error::from)?;
         Ok(FaultProxy { addr, shared, running: Some(Running::Tcp(server)) })
     }
 
@@ -468,9 +468,10 @@ impl FaultProxy {
 
     /// Sets the seed of the draws (jitter, probability): for TCP, of the connections
     /// accepted from now on; for UDP, the draws start again from it. Draws are made in
-    /// the order of what they apply to, so the same seed gives the same faults to the
-    /// same traffic: the same connections (numbered in the order they are accepted), the
-    /// same datagrams in the same order.
+    /// the order of what they apply to, one per fault that covers it, so the same seed
+    /// and the same list of faults give the same faults to the same traffic: the same
+    /// connections (numbered in the order they are accepted), the same datagrams in the
+    /// same order. (Adding another fault adds draws, and moves the others.)
     pub fn seed(&self, seed: u64) {
         self.shared.seed.store(seed, Ordering::SeqCst);
         let mut faults = self.shared.faults.lock();
@@ -506,7 +507,9 @@ impl FaultProxy {
         Ok(id)
     }
 
-    /// Removes a fault; `false` if it was not there.
+    /// Removes a fault; `false` if it was not there. What the fault already holds back
+    /// (bytes or datagrams delayed by a latency, say) still goes at its time, and what
+    /// comes after it on the same connection waits behind it: bytes stay in order.
     pub fn remove(&self, id: FaultId) -> bool {
         let mut faults = self.shared.faults.lock();
         let before = faults.list.len();
@@ -553,7 +556,7 @@ impl FaultProxy {
         match self.running.take() {
             // Every loop returns at the notification; the bound is for a thread that
             // the scheduler has not run yet.
-            Some(Running::Tcp(server)) => server.stop_timeout(Duration::from_secs(1)).stop().map_err(into_io),
+            Some(Running::Tcp(server)) => server.stop_timeout(Duration::from_secs(1)).stop().map_err(io::Error::from),
             Some(Running::Udp(thread)) => {
                 thread.join().map_err(|_| io::Error::other("the UDP fault proxy's thread panicked"))
             }
@@ -567,13 +570,6 @@ impl Drop for FaultProxy {
         if let Err(e) = self.stop_now() {
             log::warn!("socketserver: the fault proxy did not stop cleanly: {e}");
         }
-    }
-}
-
-fn into_io(error: crate::Error) -> io::Error {
-    match error {
-        crate::Error::Io(e) => e,
-        other => io::Error::other(other),
     }
 }
 
@@ -942,8 +938,13 @@ fn forward_udp(shared: &Arc<Shared>, mut watch: Watch<UdpSocket>) -> io::Result<
     let mut held: [Option<Held>; 2] = [None, None];
     let mut buf = vec![0; 64 * 1024];
     let mut ready = Vec::new();
+    // The address of the sockets towards the upstream: loopback for a loopback
+    // upstream (a test's), so that nothing listens beyond the machine.
+    let local = shared.upstream.ip().is_loopback();
     let upstream_any: SocketAddr = match shared.upstream {
+        SocketAddr::V4(_) if local => (Ipv4Addr::LOCALHOST, 0).into(),
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) if local => (Ipv6Addr::LOCALHOST, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
     };
     loop {

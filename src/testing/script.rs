@@ -209,6 +209,12 @@ impl Conversation {
     pub fn sent(&self) -> Vec<u8> {
         self.events.iter().filter(|e| !e.from_client).flat_map(|e| e.bytes.iter().copied()).collect()
     }
+
+    /// What the client sent, piece by piece as the server received it: for UDP, one
+    /// entry per datagram (for TCP, per expectation met, which is less telling).
+    pub fn datagrams(&self) -> Vec<&[u8]> {
+        self.events.iter().filter(|e| e.from_client).map(|e| e.bytes.as_slice()).collect()
+    }
 }
 
 /// Bytes a [`ScriptedServer`] received (`from_client`) or sent, and when.
@@ -365,9 +371,9 @@ impl ScriptedServer {
                 play_tcp(&play, req);
                 Ok(())
             })
-            .map_err(into_io)?;
+            .map_err(io::Error::from)?;
         let addr = server.local_addr();
-        let server = server.serve_in_background().map_err(into_io)?;
+        let server = server.serve_in_background().map_err(io::Error::from)?;
         Ok(ScriptedServer { addr, shared, server: Some(Running::Tcp(server)) })
     }
 
@@ -392,9 +398,9 @@ impl ScriptedServer {
                 play_udp(&play, req);
                 Ok(())
             })
-            .map_err(into_io)?;
+            .map_err(io::Error::from)?;
         let addr = server.local_addr();
-        let server = server.serve_in_background().map_err(into_io)?;
+        let server = server.serve_in_background().map_err(io::Error::from)?;
         Ok(ScriptedServer { addr, shared, server: Some(Running::Udp(server)) })
     }
 
@@ -480,13 +486,6 @@ impl Drop for ScriptedServer {
             let error = ScriptError { failures, transcript };
             panic!("ScriptedServer dropped without verify(), and {error}");
         }
-    }
-}
-
-fn into_io(error: crate::Error) -> io::Error {
-    match error {
-        crate::Error::Io(e) => e,
-        other => io::Error::other(other),
     }
 }
 
@@ -723,6 +722,10 @@ fn expect_line(shared: &Shared, index: usize, reader: &mut impl BufRead, line: &
         return Err(stop_or(shared, why));
     };
     let text = text.strip_suffix(b"\r").unwrap_or(text);
+    if text.is_empty() && !line.is_empty() {
+        // Not "received \"\"": the client did send something, a line end.
+        return Err(format!("expected {}, received an empty line", shown(line.as_bytes())));
+    }
     if text != line.as_bytes() {
         return Err(difference(line.as_bytes(), text));
     }
