@@ -1,6 +1,7 @@
 //! The `http`, `kv` and `echo` examples driven by real clients: curl, Python's
 //! `http.client`, redis-cli, nc and socat, each run as a process against the example
-//! running as a process.
+//! running as a process, directly or through a `testing::FaultProxy` (curl with
+//! latency, redis-cli against a reset).
 //!
 //! Ignored by default, as the tools are not part of a Rust toolchain: `.ci/real-clients`
 //! installs them and runs `cargo test --test real_clients -- --ignored`. A missing tool
@@ -21,6 +22,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use socketserver::testing::{Fault, FaultProxy};
 use support::process::{example_binary, run_to_exit, Spawned};
 use support::{bounded, temp_socket_path, TempPath, TIMEOUT};
 
@@ -557,5 +559,60 @@ fn nc_and_socat_against_echo() {
         assert_eq!(client(&["nc", "-N", "-w", "10", "-U", path_text], b"hello unix\n"), "hello unix\n");
         let socat = client(&["socat", "-t", "10", "-", &format!("UNIX-CONNECT:{path_text}")], b"hello socat\n");
         assert_eq!(socat, "hello socat\n");
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Through a FaultProxy (the `retry` example's faults, met by real clients)
+// ---------------------------------------------------------------------------------------
+
+/// A proxy in front of the example's `IP:PORT` (from its `scheme://IP:PORT` URL).
+fn proxy_in_front(example: &Example) -> FaultProxy {
+    let (_, addr) = example.url.split_once("://").expect("a URL with a scheme");
+    FaultProxy::tcp(addr).expect("the fault proxy starts")
+}
+
+#[test]
+#[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
+fn curl_through_a_proxy_with_latency() {
+    require("curl", "curl");
+    real_client_test(|| {
+        let (_dir, http) = start_http(&[]);
+        let proxy = proxy_in_front(&http);
+        let latency = Duration::from_millis(400);
+        proxy.add(Fault::latency(latency, Duration::ZERO)).unwrap();
+        let url = format!("http://{}/hello.txt", proxy.addr());
+        let out = client(&["curl", "-sS", "--max-time", "10", "-w", "\n%{http_code} %{time_total}\n", &url], b"");
+        let (body, figures) = out.split_once('\n').unwrap_or_else(|| panic!("curl printed {out:?}"));
+        assert_eq!(format!("{body}\n"), HELLO);
+        let (code, total) = figures.trim().split_once(' ').unwrap_or_else(|| panic!("curl printed {out:?}"));
+        assert_eq!(code, "200");
+        let total: f64 = total.parse().unwrap_or_else(|_| panic!("time_total {total:?}"));
+        assert!(total >= latency.as_secs_f64(), "curl's time_total {total} s, under the {latency:?} latency");
+        eprintln!("curl through {latency:?} of latency: time_total {total} s");
+    });
+}
+
+#[test]
+#[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
+fn redis_cli_through_a_proxy_that_resets() {
+    require("redis-cli", "redis-tools");
+    real_client_test(|| {
+        let kv = Example::start("kv", &["--addr", "127.0.0.1:0"]);
+        assert_eq!(redis(&kv, &["SET", "greeting", "hello"]), "OK");
+        let proxy = proxy_in_front(&kv);
+        // `$5\r\nhello\r\n` is 11 bytes: the reset comes in the middle of the reply.
+        proxy.add(Fault::reset_after_bytes(4)).unwrap();
+        let port = proxy.addr().port().to_string();
+        let out = run(Command::new("redis-cli").args(["--no-raw", "-p", &port, "GET", "greeting"]), b"", TOOL_LIMIT);
+        eprintln!("redis-cli through the reset: stdout {:?}, stderr {:?}", out.stdout, out.stderr);
+        assert!(!out.ok, "redis-cli should fail on a reset; stdout: {:?}", out.stdout);
+        let said = format!("{}{}", out.stdout, out.stderr).to_lowercase();
+        assert!(said.contains("connection reset"), "redis-cli says what went wrong: {said:?}");
+        assert!(!out.stdout.contains("\"hello\""), "the value was cut off: {:?}", out.stdout);
+        assert_eq!(proxy.connections(), 1);
+        // The server lost one connection, not its service: the next client is served.
+        assert_eq!(redis(&kv, &["GET", "greeting"]), "\"hello\"");
+        assert_eq!(redis(&kv, &["PING"]), "PONG");
     });
 }
