@@ -42,7 +42,7 @@ const LINE_SLACK: usize = 1024;
 /// A client that must greet, then gets an answer and a reset:
 ///
 /// ```
-/// use std::io::{BufRead, BufReader, Write};
+/// use std::io::{BufRead, BufReader, Read, Write};
 /// use std::net::TcpStream;
 /// use socketserver::testing::{Script, ScriptedServer};
 ///
@@ -56,6 +56,8 @@ const LINE_SLACK: usize = 1024;
 /// BufReader::new(&client).read_line(&mut line)?;
 /// assert_eq!(line, "WELCOME\n");
 /// client.write_all(b"QUIT\n")?;
+/// // The server resets the connection once it has read QUIT: the script is then over.
+/// let _reset = client.read_to_end(&mut Vec::new());
 ///
 /// let transcript = server.verify()?; // Err: what differed, step by step
 /// assert_eq!(transcript.conversations[0].received(), b"HELLO\r\nQUIT\n");
