@@ -824,6 +824,8 @@ fn forward_tcp(shared: &Arc<Shared>, client: TcpStream) -> io::Result<()> {
     ];
     let mut buf = vec![0; CHUNK];
     let mut ready = Vec::new();
+    // What each socket is armed for now (`None`: disarmed, its event having fired).
+    let mut armed: [Option<(bool, bool)>; 2] = [None, None];
     let outcome = loop {
         if shared.stopping() {
             break Outcome::Closed;
@@ -892,11 +894,21 @@ fn forward_tcp(shared: &Arc<Shared>, client: TcpStream) -> io::Result<()> {
             (reading, writing)
         };
         for key in [client, server] {
-            let (readable, writable) = interest(key);
-            watch.arm(key, readable, writable)?;
+            let wanted = interest(key);
+            // Armed only for what is wanted, and only when that changed: a socket whose
+            // event fired is disarmed (oneshot) and stays so while nothing is asked of
+            // it. Arming it for nothing would not do: epoll reports a reset or a hang-up
+            // whatever the interest, and the loop would wake for it again and again.
+            if wanted != (false, false) && armed[key] != Some(wanted) {
+                watch.arm(key, wanted.0, wanted.1)?;
+                armed[key] = Some(wanted);
+            }
         }
         ready.clear();
         watch.wait(deadline, &mut ready)?;
+        for key in &ready {
+            armed[*key] = None;
+        }
     };
     if let Outcome::Reset = outcome {
         reset_on_close(watch.get(client));
