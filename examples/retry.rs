@@ -475,15 +475,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("latency 200 ms", vec![Fault::latency(ms(200), Duration::ZERO)], 0),
         ("bandwidth 4 kB/s, a 1 kB line", vec![Fault::bandwidth(4000)], 0),
         ("slicer: 3 bytes every 20 ms", vec![Fault::slicer(3, ms(20))], 0),
-        ("limit_data 5 bytes, one connection in two", vec![Fault::limit_data(5).probability(0.5)], 0),
-        ("reset_after_bytes 5, one connection in two", vec![Fault::reset_after_bytes(5).probability(0.5)], 0),
+        ("limit_data 5 bytes, one connection in two", vec![Fault::limit_data(5).probability(0.5)], 10),
+        ("reset_after_bytes 5, one connection in two", vec![Fault::reset_after_bytes(5).probability(0.5)], 10),
         (
             "reset_after 50 ms of a 200 ms latency, one connection in two",
             vec![Fault::reset_after(ms(50)).probability(0.5), Fault::latency(ms(200), Duration::ZERO)],
-            0,
+            10,
         ),
         ("slow_close 1 s (the client does not wait for the close)", vec![Fault::slow_close(ms(1000))], 0),
-        ("refuse, one connection in two", vec![Fault::refuse().probability(0.5)], 0),
+        ("refuse, one connection in two", vec![Fault::refuse().probability(0.5)], 10),
         ("timeout: the server never answers", vec![Fault::timeout()], 0),
     ];
     for (what, faults, seed) in tcp_cases {

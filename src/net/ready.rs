@@ -269,6 +269,20 @@ impl<S: AsSource> Watch<S> {
         self.sockets[key].as_ref().expect("a socket of this watch")
     }
 
+    /// The socket under `key`, if it was not removed.
+    pub(crate) fn try_get(&self, key: usize) -> Option<&S> {
+        self.sockets.get(key)?.as_ref()
+    }
+
+    /// Gives the socket under `key` up: deleted from the poller first, then dropped.
+    /// Its key is not used again.
+    pub(crate) fn remove(&mut self, key: usize) {
+        if let Some(socket) = self.sockets.get_mut(key).and_then(Option::take) {
+            let _ = self.poller.delete(socket.source());
+            drop(socket);
+        }
+    }
+
     /// Asks for the socket's next readiness, oneshot: readable, writable, both or none.
     pub(crate) fn arm(&self, key: usize, readable: bool, writable: bool) -> io::Result<()> {
         let event = match (readable, writable) {
@@ -316,8 +330,8 @@ fn add(poller: &Poller, socket: &SockRef<'_>, key: usize) -> io::Result<()> {
     // A `Waker` may outlive both, but it only notifies the poller. A datagram socket
     // waiting for room (`wait_writable`) is borrowed for that call, which deletes it
     // from its own poller before returning, and drops the poller. A socket of a `Watch`
-    // is owned by it from the moment it is added, and `Watch::drop` deletes it from the
-    // poller before dropping it.
+    // is owned by it from the moment it is added, and `Watch::remove` and `Watch::drop`
+    // delete it from the poller before dropping it.
     unsafe { poller.add(&**socket, Event::none(key)) }
 }
 

@@ -24,6 +24,11 @@ use crate::transport::Tcp;
 /// client's.
 const CONNECT_WITHIN: Duration = Duration::from_secs(5);
 
+/// Client addresses a UDP proxy keeps a socket towards the upstream for; past it, the
+/// one heard from least recently gives its socket up (a suite whose clients each bind a
+/// new socket would otherwise use a descriptor per client for the proxy's life).
+const UDP_CLIENTS: usize = 256;
+
 /// Bytes read at a time from a socket.
 const CHUNK: usize = 16 * 1024;
 
@@ -334,6 +339,8 @@ struct Shared {
     upstream: SocketAddr,
     udp: bool,
     seed: AtomicU64,
+    /// Changed by every `seed()`, even to the same value: the UDP draws start again.
+    seed_generation: AtomicU64,
     stopping: AtomicBool,
     faults: Mutex<Faults>,
     /// The loops to wake when the faults change or the proxy stops, by loop number.
@@ -449,6 +456,7 @@ impl FaultProxy {
             upstream,
             udp,
             seed: AtomicU64::new(0),
+            seed_generation: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             faults: Mutex::new(Faults::default()),
             loops: Mutex::new(HashMap::new()),
@@ -474,6 +482,7 @@ impl FaultProxy {
     /// same order. (Adding another fault adds draws, and moves the others.)
     pub fn seed(&self, seed: u64) {
         self.shared.seed.store(seed, Ordering::SeqCst);
+        self.shared.seed_generation.fetch_add(1, Ordering::SeqCst);
         let mut faults = self.shared.faults.lock();
         faults.version += 1; // the UDP loop reseeds when it next looks
         drop(faults);
@@ -573,12 +582,23 @@ impl Drop for FaultProxy {
     }
 }
 
+/// `at + time`, or a time a century away when that overflows (a fault given
+/// `Duration::MAX` to mean "never").
+fn later(at: Instant, time: Duration) -> Instant {
+    at.checked_add(time).or_else(|| at.checked_add(Duration::from_secs(100 * 365 * 86_400))).unwrap_or(at)
+}
+
 /// A small generator (splitmix64): the same seed gives the same draws on every platform.
 struct Rng(u64);
 
 impl Rng {
+    /// Stream `stream` of `seed`: the seed and the stream number are each mixed before
+    /// they are combined, so that two streams are not one sequence shifted (splitmix64
+    /// steps by a constant: `seed ^ stream * constant` made stream n+1 stream n one draw
+    /// later, and a reply's loss the next request's).
     fn new(seed: u64, stream: u64) -> Rng {
-        let mut rng = Rng(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mix = |x: u64| Rng(x).next();
+        let mut rng = Rng(mix(seed) ^ mix(stream.wrapping_add(0xD1B5_4A32_D192_ED03)).rotate_left(32));
         rng.next();
         rng
     }
@@ -648,7 +668,10 @@ enum End {
 /// How a TCP connection's loop ended.
 enum Outcome {
     Closed,
+    /// The client's connection is reset (the server's is closed).
     Reset,
+    /// The client failed: the server's connection is reset.
+    ResetServer,
 }
 
 impl Pipe {
@@ -710,7 +733,7 @@ impl Pipe {
         let (mut size, mut gap, mut rate) = (usize::MAX, Duration::ZERO, None);
         for fault in mine() {
             match fault.kind {
-                Kind::Latency { delay, jitter } => at += self.rng.around(delay, jitter),
+                Kind::Latency { delay, jitter } => at = later(at, self.rng.around(delay, jitter)),
                 Kind::Slicer { size: s, delay } => (size, gap) = (size.min(s), gap.max(delay)),
                 Kind::Bandwidth { bytes_per_second } => {
                     rate = Some(rate.map_or(bytes_per_second, |r: u64| r.min(bytes_per_second)))
@@ -726,12 +749,14 @@ impl Pipe {
         for piece in bytes.chunks(size) {
             let go = at.max(self.floor);
             self.floor = match rate {
-                Some(rate) => go + Duration::from_secs_f64(piece.len() as f64 / rate as f64),
-                None => go,
+                Some(rate) => later(go, Duration::from_secs_f64(piece.len() as f64 / rate as f64)),
+                // The slicer's gap holds across reads too: the next read's first piece
+                // waits for it as well.
+                None => later(go, gap),
             };
             self.queue.push_back((go, piece.to_vec()));
             self.queued += piece.len();
-            at = go + gap;
+            at = later(go, gap);
         }
     }
 
@@ -770,7 +795,7 @@ impl Pipe {
         }
         match self.queue.front() {
             Some((at, _)) => Some(*at),
-            None if !self.shut && self.then.is_none() => self.ended.map(|at| at + slow_close.unwrap_or_default()),
+            None if !self.shut && self.then.is_none() => self.ended.map(|at| later(at, slow_close.unwrap_or_default())),
             None => None,
         }
     }
@@ -838,20 +863,21 @@ fn forward_tcp(shared: &Arc<Shared>, client: TcpStream) -> io::Result<()> {
         let reset_at = active
             .iter()
             .filter_map(|(f, added)| match f.kind {
-                Kind::ResetAfter { time } => Some(accepted.max(*added) + time),
+                Kind::ResetAfter { time } => Some(later(accepted.max(*added), time)),
                 _ => None,
             })
             .min();
-        let step = (|| -> io::Result<Option<Outcome>> {
+        // Err: the key of the socket that failed.
+        let step = (|| -> Result<Option<Outcome>, usize> {
             for pipe in &mut pipes {
-                pipe.read(&watch, &mut buf, &faults)?;
+                pipe.read(&watch, &mut buf, &faults).map_err(|_| pipe.from)?;
             }
             let now = Instant::now();
             if reset_at.is_some_and(|at| at <= now) {
                 return Ok(Some(Outcome::Reset));
             }
             for pipe in &mut pipes {
-                pipe.write(&watch, now)?;
+                pipe.write(&watch, now).map_err(|_| pipe.to)?;
                 if !pipe.queue.is_empty() {
                     continue;
                 }
@@ -862,7 +888,7 @@ fn forward_tcp(shared: &Arc<Shared>, client: TcpStream) -> io::Result<()> {
                 }
                 let slow = slow_close(&faults, pipe.upstream);
                 if let Some(ended) = pipe.ended {
-                    if !pipe.shut && ended + slow <= now {
+                    if !pipe.shut && later(ended, slow) <= now {
                         let _ = watch.get(pipe.to).shutdown(std::net::Shutdown::Write);
                         pipe.shut = true;
                     }
@@ -876,8 +902,10 @@ fn forward_tcp(shared: &Arc<Shared>, client: TcpStream) -> io::Result<()> {
         match step {
             Ok(Some(outcome)) => break outcome,
             Ok(None) => {}
-            // The server failed: the client sees a reset, as it would without the proxy.
-            // The client failed (reset, gone): the server's connection is closed.
+            // The other side sees a reset, as it would without the proxy: the client when
+            // the server failed, the server when the client did (a crashed client's
+            // upload must not look complete to the server).
+            Err(failed) if failed == client => break Outcome::ResetServer,
             Err(_) => break Outcome::Reset,
         }
         let mut deadline = reset_at;
@@ -910,8 +938,10 @@ fn forward_tcp(shared: &Arc<Shared>, client: TcpStream) -> io::Result<()> {
             armed[*key] = None;
         }
     };
-    if let Outcome::Reset = outcome {
-        reset_on_close(watch.get(client));
+    match outcome {
+        Outcome::Reset => reset_on_close(watch.get(client)),
+        Outcome::ResetServer => reset_on_close(watch.get(server)),
+        Outcome::Closed => {}
     }
     Ok(())
 }
@@ -940,6 +970,8 @@ fn forward_udp(shared: &Arc<Shared>, mut watch: Watch<UdpSocket>) -> io::Result<
     const FRONT: usize = 0;
     let mut clients: HashMap<SocketAddr, usize> = HashMap::new();
     let mut addresses: HashMap<usize, SocketAddr> = HashMap::new();
+    // When each client's socket last carried a datagram from its client.
+    let mut used: HashMap<usize, Instant> = HashMap::new();
     let mut version = None;
     let mut faults: Vec<Fault> = Vec::new();
     let mut seed = None;
@@ -965,15 +997,17 @@ fn forward_udp(shared: &Arc<Shared>, mut watch: Watch<UdpSocket>) -> io::Result<
         }
         if let Some(now) = shared.faults_since(&mut version) {
             faults = now.into_iter().map(|(_, fault, _)| fault).collect();
-            let current = shared.seed.load(Ordering::SeqCst);
-            if seed != Some(current) {
-                seed = Some(current);
+            let generation = shared.seed_generation.load(Ordering::SeqCst);
+            if seed != Some(generation) {
+                seed = Some(generation);
+                let current = shared.seed.load(Ordering::SeqCst);
                 rngs = [Rng::new(current, 0), Rng::new(current, 1)];
             }
         }
         for key in ready.drain(..) {
-            loop {
-                let (n, from) = match watch.get(key).recv_from(&mut buf) {
+            // A client's socket may have been given up in this same batch.
+            while let Some(socket) = watch.try_get(key) {
+                let (n, from) = match socket.recv_from(&mut buf) {
                     Ok(got) => got,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     // An ICMP error for an earlier datagram, an interrupted call: go on.
@@ -983,16 +1017,42 @@ fn forward_udp(shared: &Arc<Shared>, mut watch: Watch<UdpSocket>) -> io::Result<
                     let out = match clients.get(&from) {
                         Some(out) => *out,
                         None => {
-                            let socket = UdpSocket::bind(upstream_any)?;
-                            socket.connect(shared.upstream)?;
-                            socket.set_nonblocking(true)?;
-                            let out = watch.insert(socket)?;
-                            watch.arm(out, true, false)?;
-                            clients.insert(from, out);
-                            addresses.insert(out, from);
-                            out
+                            if clients.len() >= UDP_CLIENTS {
+                                // The client heard from least recently gives its socket up.
+                                let oldest = used.iter().min_by_key(|(_, at)| **at).map(|(key, _)| *key);
+                                if let Some(oldest) = oldest {
+                                    watch.remove(oldest);
+                                    used.remove(&oldest);
+                                    if let Some(addr) = addresses.remove(&oldest) {
+                                        clients.remove(&addr);
+                                    }
+                                }
+                            }
+                            let opened = UdpSocket::bind(upstream_any).and_then(|socket| {
+                                socket.connect(shared.upstream)?;
+                                socket.set_nonblocking(true)?;
+                                let out = watch.insert(socket)?;
+                                watch.arm(out, true, false)?;
+                                Ok(out)
+                            });
+                            match opened {
+                                Ok(out) => {
+                                    clients.insert(from, out);
+                                    addresses.insert(out, from);
+                                    out
+                                }
+                                Err(e) => {
+                                    // This datagram is lost (out of descriptors, say); the
+                                    // proxy goes on for the others.
+                                    log::warn!(
+                                        "socketserver: the UDP fault proxy could not open a socket for {from}: {e}"
+                                    );
+                                    continue;
+                                }
+                            }
                         }
                     };
+                    used.insert(out, Instant::now());
                     (true, out, None)
                 } else {
                     (false, FRONT, addresses.get(&key).copied())
@@ -1016,7 +1076,7 @@ fn forward_udp(shared: &Arc<Shared>, mut watch: Watch<UdpSocket>) -> io::Result<
                     match fault.kind {
                         Kind::Truncate { len } => bytes.truncate(len),
                         Kind::Duplicate => copies = 2,
-                        Kind::Latency { delay, jitter } => at += rng.around(delay, jitter),
+                        Kind::Latency { delay, jitter } => at = later(at, rng.around(delay, jitter)),
                         Kind::Reorder => hold = true,
                         _ => {}
                     }
@@ -1035,7 +1095,9 @@ fn forward_udp(shared: &Arc<Shared>, mut watch: Watch<UdpSocket>) -> io::Result<
                     queue.push(Reverse((at, order, out, to, bytes)));
                 }
             }
-            watch.arm(key, true, false)?;
+            if watch.try_get(key).is_some() {
+                watch.arm(key, true, false)?;
+            }
         }
         let now = Instant::now();
         for slot in &mut held {
@@ -1050,7 +1112,10 @@ fn forward_udp(shared: &Arc<Shared>, mut watch: Watch<UdpSocket>) -> io::Result<
             // Lost if it cannot go now: UDP promises no more.
             let _ = match to {
                 Some(to) => watch.get(out).send_to(&bytes, to),
-                None => watch.get(out).send(&bytes),
+                None => match watch.try_get(out) {
+                    Some(socket) => socket.send(&bytes),
+                    None => continue, // its client's socket was given up
+                },
             };
         }
         let next_sent = queue.peek().map(|Reverse((at, ..))| *at);

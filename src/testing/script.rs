@@ -512,6 +512,7 @@ fn play_tcp(shared: &Shared, req: &mut StreamRequest) {
         Err(e) => return shared.fail(format!("connection {n}: could not watch the connection: {e}")),
     };
     for (at, step) in script.steps.iter().enumerate() {
+        reader.get_mut().begin();
         let here = || format!("connection {n}, step {} ({step:?})", at + 1);
         let result = match step {
             Step::Expect(expected) => expect_bytes(shared, index, &mut reader, expected),
@@ -559,6 +560,7 @@ fn play_tcp(shared: &Shared, req: &mut StreamRequest) {
         }
     }
     // The script is over: the client may close; what it sends now is a deviation.
+    reader.get_mut().begin();
     let mut extra = Vec::new();
     let mut buf = [0; 4096];
     loop {
@@ -591,6 +593,8 @@ struct Gate<'a> {
     shared: &'a Shared,
     watch: Watch<TcpStream>,
     within: Duration,
+    /// When the step under way gives up waiting for the client (see [`Gate::begin`]).
+    deadline: Instant,
     /// Its place in `shared.readers`.
     place: usize,
 }
@@ -612,13 +616,21 @@ impl<'a> Gate<'a> {
         readers.push(Some(watch.notifier()));
         let place = readers.len() - 1;
         drop(readers);
-        Ok(Gate { shared, watch, within, place })
+        Ok(Gate { shared, watch, within, deadline: Instant::now() + within, place })
+    }
+}
+
+impl Gate<'_> {
+    /// Starts a step: its reads, together, wait at most the expectation's time (a client
+    /// that sends a byte now and then cannot keep one expectation open for ever).
+    fn begin(&mut self) {
+        self.deadline = Instant::now() + self.within;
     }
 }
 
 impl Read for Gate<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let deadline = Instant::now() + self.within;
+        let deadline = self.deadline;
         self.watch.arm(0, true, false)?;
         let mut ready = Vec::new();
         loop {
