@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::dispatch::Threading;
-use crate::net::{Notify, Watch};
+use crate::net::Watch;
 use crate::request::StreamRequest;
 use crate::server::{BackgroundServer, TcpServer};
 use crate::transport::Tcp;
+
+use super::loops::Loops;
 
 /// How long the proxy waits for the upstream to accept a connection before it resets the
 /// client's.
@@ -343,10 +345,9 @@ struct Shared {
     seed_generation: AtomicU64,
     stopping: AtomicBool,
     faults: Mutex<Faults>,
-    /// The loops to wake when the faults change or the proxy stops, by loop number.
-    loops: Mutex<HashMap<u64, Notify>>,
-    /// Loops started (TCP: connections accepted), which numbers them.
-    started: AtomicU64,
+    /// The loops to wake when the faults change or the proxy stops (for TCP, one per
+    /// connection accepted, numbered in that order).
+    loops: Arc<Loops>,
 }
 
 #[derive(Default)]
@@ -362,19 +363,6 @@ impl Shared {
         self.stopping.load(Ordering::SeqCst)
     }
 
-    fn wake_all(&self) {
-        for notify in self.loops.lock().values() {
-            notify.notify();
-        }
-    }
-
-    /// Registers a loop's notifier, removed when the guard drops.
-    fn enlist(self: &Arc<Shared>, notify: Notify) -> (u64, Enlisted) {
-        let number = self.started.fetch_add(1, Ordering::SeqCst);
-        self.loops.lock().insert(number, notify);
-        (number, Enlisted(self.clone(), number))
-    }
-
     /// The faults now, if they changed since `version`.
     fn faults_since(&self, version: &mut Option<u64>) -> Option<Vec<(FaultId, Fault, Instant)>> {
         let faults = self.faults.lock();
@@ -383,14 +371,6 @@ impl Shared {
         }
         *version = Some(faults.version);
         Some(faults.list.clone())
-    }
-}
-
-struct Enlisted(Arc<Shared>, u64);
-
-impl Drop for Enlisted {
-    fn drop(&mut self) {
-        self.0.loops.lock().remove(&self.1);
     }
 }
 
@@ -437,7 +417,7 @@ impl FaultProxy {
         let mut watch = Watch::new()?;
         let front = watch.insert(front)?;
         watch.arm(front, true, false)?;
-        let (_, enlisted) = shared.enlist(watch.notifier());
+        let (_, enlisted) = shared.loops.enlist(watch.notifier());
         let proxy = shared.clone();
         let thread = std::thread::Builder::new().name("fault-proxy-udp".into()).spawn(move || {
             let _enlisted = enlisted;
@@ -459,8 +439,7 @@ impl FaultProxy {
             seed_generation: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             faults: Mutex::new(Faults::default()),
-            loops: Mutex::new(HashMap::new()),
-            started: AtomicU64::new(0),
+            loops: Arc::default(),
         }))
     }
 
@@ -486,7 +465,7 @@ impl FaultProxy {
         let mut faults = self.shared.faults.lock();
         faults.version += 1; // the UDP loop reseeds when it next looks
         drop(faults);
-        self.shared.wake_all();
+        self.shared.loops.wake_all();
     }
 
     /// Adds a fault, at once, to connections already open too.
@@ -512,7 +491,7 @@ impl FaultProxy {
         faults.version += 1;
         faults.list.push((id, fault, Instant::now()));
         drop(faults);
-        self.shared.wake_all();
+        self.shared.loops.wake_all();
         Ok(id)
     }
 
@@ -528,7 +507,7 @@ impl FaultProxy {
             faults.version += 1;
         }
         drop(faults);
-        self.shared.wake_all();
+        self.shared.loops.wake_all();
         removed
     }
 
@@ -538,14 +517,14 @@ impl FaultProxy {
         faults.list.clear();
         faults.version += 1;
         drop(faults);
-        self.shared.wake_all();
+        self.shared.loops.wake_all();
     }
 
     /// How many connections (TCP) the proxy has accepted.
     pub fn connections(&self) -> u64 {
         match self.shared.udp {
             true => 0,
-            false => self.shared.started.load(Ordering::SeqCst),
+            false => self.shared.loops.enlisted(),
         }
     }
 
@@ -561,7 +540,7 @@ impl FaultProxy {
 
     fn stop_now(&mut self) -> io::Result<()> {
         self.shared.stopping.store(true, Ordering::SeqCst);
-        self.shared.wake_all();
+        self.shared.loops.wake_all();
         match self.running.take() {
             // Every loop returns at the notification; the bound is for a thread that
             // the scheduler has not run yet.
@@ -805,7 +784,7 @@ impl Pipe {
 /// side closes, a fault ends it or the proxy stops.
 fn forward_tcp(shared: &Arc<Shared>, client: TcpStream) -> io::Result<()> {
     let mut watch = Watch::new()?;
-    let (number, _enlisted) = shared.enlist(watch.notifier());
+    let (number, _enlisted) = shared.loops.enlist(watch.notifier());
     let seed = shared.seed.load(Ordering::SeqCst);
     let mut decide = Rng::new(seed, 3 * number);
     let mut decided: HashMap<FaultId, bool> = HashMap::new();

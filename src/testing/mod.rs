@@ -144,6 +144,7 @@ use crate::handler::RequestHandler;
 use crate::net::{test_client, Address, Connection, DatagramSocket};
 
 mod fault;
+mod loops;
 mod memory;
 mod script;
 

@@ -13,7 +13,9 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::dispatch::{Sequential, Threading};
 use crate::frame::Frame;
-use crate::net::{Notify, Watch};
+use crate::net::Watch;
+
+use super::loops::{Enlisted, Loops};
 use crate::request::{DatagramRequest, StreamRequest};
 use crate::server::{BackgroundServer, TcpServer, UdpServer};
 use crate::transport::{Tcp, Udp};
@@ -290,9 +292,8 @@ struct Shared {
     state: Mutex<State>,
     /// Signalled when the server stops: ends waits and silences.
     stopped: Condvar,
-    /// The open connections' readers, woken when the server stops (see [`Gate`]); a
-    /// closed connection's place is `None`.
-    readers: Mutex<Vec<Option<Notify>>>,
+    /// The open connections' readers, woken when the server stops (see [`Gate`]).
+    readers: Arc<Loops>,
 }
 
 #[derive(Default)]
@@ -320,7 +321,7 @@ impl Shared {
             script_count,
             state: Mutex::new(State { udp, ..State::default() }),
             stopped: Condvar::new(),
-            readers: Mutex::new(Vec::new()),
+            readers: Arc::default(),
         })
     }
 
@@ -463,9 +464,7 @@ impl ScriptedServer {
             state.stopping = true;
             self.shared.stopped.notify_all();
         }
-        for reader in self.shared.readers.lock().iter().flatten() {
-            reader.notify();
-        }
+        self.shared.readers.wake_all();
         let stopped = match self.server.take() {
             Some(Running::Tcp(server)) => server.stop_timeout(Duration::ZERO).stop(),
             Some(Running::Udp(server)) => server.stop_timeout(Duration::ZERO).stop(),
@@ -595,16 +594,8 @@ struct Gate<'a> {
     within: Duration,
     /// When the step under way gives up waiting for the client (see [`Gate::begin`]).
     deadline: Instant,
-    /// Its place in `shared.readers`.
-    place: usize,
-}
-
-impl Drop for Gate<'_> {
-    fn drop(&mut self) {
-        if let Some(place) = self.shared.readers.lock().get_mut(self.place) {
-            *place = None;
-        }
-    }
+    /// Its registration in `shared.readers`, for as long as it reads.
+    _enlisted: Enlisted,
 }
 
 impl<'a> Gate<'a> {
@@ -612,11 +603,8 @@ impl<'a> Gate<'a> {
         let stream = req.connection().as_tcp().ok_or_else(|| io::Error::other("not a TCP connection"))?.try_clone()?;
         let mut watch = Watch::new()?;
         watch.insert(stream)?;
-        let mut readers = shared.readers.lock();
-        readers.push(Some(watch.notifier()));
-        let place = readers.len() - 1;
-        drop(readers);
-        Ok(Gate { shared, watch, within, deadline: Instant::now() + within, place })
+        let (_, enlisted) = shared.readers.enlist(watch.notifier());
+        Ok(Gate { shared, watch, within, deadline: Instant::now() + within, _enlisted: enlisted })
     }
 }
 
