@@ -290,45 +290,38 @@ fn parse_python(text: &str) -> Option<(f64, f64, f64, f64, f64, String)> {
 /// "thousands can run in a suite".
 fn scripted_rows(tries: usize) -> Vec<(&'static str, Vec<f64>, Vec<f64>)> {
     use socketserver::testing::{FaultProxy, Script, ScriptedServer};
-    let mut rows = Vec::new();
-    for (name, udp) in [("tcp, one script", false), ("udp, one script", true)] {
-        let (mut start, mut stop) = (Vec::new(), Vec::new());
-        for _ in 0..tries {
-            let script = Script::new().expect(b"ping").reply(b"pong").allow_unused();
-            let began = Instant::now();
-            let server = match udp {
-                false => ScriptedServer::tcp([script]),
-                true => ScriptedServer::udp(script),
-            }
-            .expect("a scripted server starts");
-            start.push(began.elapsed().as_secs_f64() * 1e3);
-            let began = Instant::now();
-            server.verify().expect("nothing to fail");
-            stop.push(began.elapsed().as_secs_f64() * 1e3);
-        }
-        start.sort_by(f64::total_cmp);
-        stop.sort_by(f64::total_cmp);
-        rows.push((name, start, stop));
+    let script = || Script::new().expect(b"ping").reply(b"pong").allow_unused();
+    let verify = |server: ScriptedServer| server.verify().map(drop).map_err(|e| e.to_string());
+    // The fault proxy stands in front of an address nobody needs to answer at; its
+    // "verify" column is its stop.
+    let stop = |proxy: FaultProxy| proxy.stop().map_err(|e| e.to_string());
+    vec![
+        ("tcp, one script", timed(tries, || ScriptedServer::tcp([script()]), verify)),
+        ("udp, one script", timed(tries, || ScriptedServer::udp(script()), verify)),
+        ("tcp fault proxy", timed(tries, || FaultProxy::tcp("127.0.0.1:9"), stop)),
+        ("udp fault proxy", timed(tries, || FaultProxy::udp("127.0.0.1:9"), stop)),
+    ]
+    .into_iter()
+    .map(|(name, (start, stop))| (name, start, stop))
+    .collect()
+}
+
+/// `tries` times: how long `start` takes, and `stop` of what it started, in ms, sorted.
+fn timed<T>(
+    tries: usize,
+    start: impl Fn() -> std::io::Result<T>,
+    stop: impl Fn(T) -> Result<(), String>,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut started, mut stopped) = (Vec::new(), Vec::new());
+    for _ in 0..tries {
+        let began = Instant::now();
+        let running = start().expect("it starts");
+        started.push(began.elapsed().as_secs_f64() * 1e3);
+        let began = Instant::now();
+        stop(running).expect("it stops cleanly");
+        stopped.push(began.elapsed().as_secs_f64() * 1e3);
     }
-    // The fault proxy, in front of an address nobody needs to answer at: start, and
-    // stop (its "verify" column).
-    for (name, udp) in [("tcp fault proxy", false), ("udp fault proxy", true)] {
-        let (mut start, mut stop) = (Vec::new(), Vec::new());
-        for _ in 0..tries {
-            let began = Instant::now();
-            let proxy = match udp {
-                false => FaultProxy::tcp("127.0.0.1:9"),
-                true => FaultProxy::udp("127.0.0.1:9"),
-            }
-            .expect("a fault proxy starts");
-            start.push(began.elapsed().as_secs_f64() * 1e3);
-            let began = Instant::now();
-            proxy.stop().expect("a fault proxy stops");
-            stop.push(began.elapsed().as_secs_f64() * 1e3);
-        }
-        start.sort_by(f64::total_cmp);
-        stop.sort_by(f64::total_cmp);
-        rows.push((name, start, stop));
-    }
-    rows
+    started.sort_by(f64::total_cmp);
+    stopped.sort_by(f64::total_cmp);
+    (started, stopped)
 }
