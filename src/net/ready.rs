@@ -235,25 +235,15 @@ impl<S: AsSource> fmt::Debug for Watch<S> {
     }
 }
 
-/// Makes a [`Watch`]'s wait (running now or next) return, from any thread.
-#[derive(Clone, Debug)]
-pub(crate) struct Notify(Arc<Poller>);
-
-impl Notify {
-    pub(crate) fn notify(&self) {
-        // Fails only if the poller's own wake-up descriptor is broken.
-        let _ = self.0.notify();
-    }
-}
-
 impl<S: AsSource> Watch<S> {
     pub(crate) fn new() -> io::Result<Watch<S>> {
         Ok(Watch { poller: Arc::new(Poller::new()?), sockets: Vec::new(), events: Events::new() })
     }
 
-    /// What makes [`Watch::wait`] return from another thread.
-    pub(crate) fn notifier(&self) -> Notify {
-        Notify(self.poller.clone())
+    /// What makes [`Watch::wait`] return from another thread (a loop of its own: no
+    /// other loops to wake beside it).
+    pub(crate) fn waker(&self) -> Waker {
+        Waker { poller: self.poller.clone(), also: Arc::new(|| {}) }
     }
 
     /// Takes `socket` in, watched for nothing until [`Watch::arm`]; returns its key.
@@ -294,7 +284,7 @@ impl<S: AsSource> Watch<S> {
         self.poller.modify(self.get(key).source(), event)
     }
 
-    /// Waits until an armed socket is ready, a [`Notify`] fires or `deadline` passes;
+    /// Waits until an armed socket is ready, its [`Waker`] fires or `deadline` passes;
     /// puts the keys of the ready sockets in `ready`.
     pub(crate) fn wait(&mut self, deadline: Option<Instant>, ready: &mut Vec<usize>) -> io::Result<()> {
         self.events.clear();

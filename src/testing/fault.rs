@@ -417,7 +417,7 @@ impl FaultProxy {
         let mut watch = Watch::new()?;
         let front = watch.insert(front)?;
         watch.arm(front, true, false)?;
-        let (_, enlisted) = shared.loops.enlist(watch.notifier());
+        let (_, enlisted) = shared.loops.enlist(watch.waker());
         let proxy = shared.clone();
         let thread = std::thread::Builder::new().name("fault-proxy-udp".into()).spawn(move || {
             let _enlisted = enlisted;
@@ -784,7 +784,7 @@ impl Pipe {
 /// side closes, a fault ends it or the proxy stops.
 fn forward_tcp(shared: &Arc<Shared>, client: TcpStream) -> io::Result<()> {
     let mut watch = Watch::new()?;
-    let (number, _enlisted) = shared.loops.enlist(watch.notifier());
+    let (number, _enlisted) = shared.loops.enlist(watch.waker());
     let seed = shared.seed.load(Ordering::SeqCst);
     let mut decide = Rng::new(seed, 3 * number);
     let mut decided: HashMap<FaultId, bool> = HashMap::new();

@@ -8,28 +8,28 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::net::Notify;
+use crate::net::Waker;
 
-/// The notifiers of the loops waiting now, by number.
+/// The wakers of the loops waiting now, by number.
 #[derive(Debug, Default)]
 pub(crate) struct Loops {
     /// Loops enlisted so far, which numbers them in the order they enlisted.
     enlisted: AtomicU64,
-    waiting: Mutex<HashMap<u64, Notify>>,
+    waiting: Mutex<HashMap<u64, Waker>>,
 }
 
 impl Loops {
-    /// Registers a loop's notifier until the guard drops; returns the loop's number.
-    pub(crate) fn enlist(self: &Arc<Loops>, notify: Notify) -> (u64, Enlisted) {
+    /// Registers a loop's waker until the guard drops; returns the loop's number.
+    pub(crate) fn enlist(self: &Arc<Loops>, waker: Waker) -> (u64, Enlisted) {
         let number = self.enlisted.fetch_add(1, Ordering::SeqCst);
-        self.waiting.lock().insert(number, notify);
+        self.waiting.lock().insert(number, waker);
         (number, Enlisted(self.clone(), number))
     }
 
     /// Makes every registered loop's wait (running now or next) return.
     pub(crate) fn wake_all(&self) {
-        for notify in self.waiting.lock().values() {
-            notify.notify();
+        for waker in self.waiting.lock().values() {
+            waker.wake_poller();
         }
     }
 

@@ -603,7 +603,7 @@ impl<'a> Gate<'a> {
         let stream = req.connection().as_tcp().ok_or_else(|| io::Error::other("not a TCP connection"))?.try_clone()?;
         let mut watch = Watch::new()?;
         watch.insert(stream)?;
-        let (_, enlisted) = shared.readers.enlist(watch.notifier());
+        let (_, enlisted) = shared.readers.enlist(watch.waker());
         Ok(Gate { shared, watch, within, deadline: Instant::now() + within, _enlisted: enlisted })
     }
 }
