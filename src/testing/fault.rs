@@ -391,7 +391,6 @@ impl FaultProxy {
             .shutdown_request(|_| Ok(()))
             .bind(move |req: &mut StreamRequest| {
                 if let Some(client) = req.connection().as_tcp() {
-                    let client = client.try_clone()?;
                     forward_tcp(&proxy, client)?;
                 }
                 Ok(())
@@ -782,7 +781,12 @@ impl Pipe {
 
 /// Forwards one TCP connection, on the thread the proxy's server gave it, until either
 /// side closes, a fault ends it or the proxy stops.
-fn forward_tcp(shared: &Arc<Shared>, client: TcpStream) -> io::Result<()> {
+///
+/// The loop reads and writes the client through a handle of its own (`try_clone`); a
+/// reset is set on `original`, the server's handle, too, whichever closes last (Wine
+/// keeps linger per handle).
+fn forward_tcp(shared: &Arc<Shared>, original: &TcpStream) -> io::Result<()> {
+    let client = original.try_clone()?;
     let mut watch = Watch::new()?;
     let (number, _enlisted) = shared.loops.enlist(watch.waker());
     let seed = shared.seed.load(Ordering::SeqCst);
@@ -805,14 +809,14 @@ fn forward_tcp(shared: &Arc<Shared>, client: TcpStream) -> io::Result<()> {
     }
     refresh(&list, &mut active);
     if active.iter().any(|(f, _)| f.kind == Kind::Refuse) || shared.stopping() {
-        reset_on_close(&client);
+        reset_on_close(original);
         return Ok(());
     }
     let server = match TcpStream::connect_timeout(&shared.upstream, CONNECT_WITHIN) {
         Ok(server) => server,
         Err(e) => {
             log::warn!("socketserver: the fault proxy could not reach {}: {e}", shared.upstream);
-            reset_on_close(&client);
+            reset_on_close(original);
             return Ok(());
         }
     };
@@ -918,7 +922,10 @@ fn forward_tcp(shared: &Arc<Shared>, client: TcpStream) -> io::Result<()> {
         }
     };
     match outcome {
-        Outcome::Reset => reset_on_close(watch.get(client)),
+        Outcome::Reset => {
+            reset_on_close(watch.get(client));
+            reset_on_close(original);
+        }
         Outcome::ResetServer => reset_on_close(watch.get(server)),
         Outcome::Closed => {}
     }
