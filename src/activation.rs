@@ -59,6 +59,7 @@ use std::io;
 use std::net::{TcpListener, UdpSocket};
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixDatagram, UnixListener};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use socket2::{Domain, SockRef, Type};
 
@@ -72,16 +73,20 @@ fn own_inherited(fd: RawFd) -> OwnedFd {
     // SAFETY: LISTEN_PID names this process, so the service manager that started it
     // passed descriptors 3..3 + LISTEN_FDS open, for it to own (sd_listen_fds(3)); the
     // caller has checked this one is an open socket. Nothing else in the process takes
-    // them: the variables are gone, so a later `take` finds none. Should a later check
+    // them: `TAKEN` makes every later `take` find none. Should a later check
     // fail, the caller releases every descriptor with `into_raw_fd`, closing none.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
+
+/// Set by the first [`ListenFds::take`] of the process: the descriptors are owned once.
+/// A flag rather than removing the variables, which is not thread-safe (see `take`).
+static TAKEN: AtomicBool = AtomicBool::new(false);
 
 /// The first passed descriptor (`SD_LISTEN_FDS_START`).
 const FIRST_FD: RawFd = 3;
 
 /// `LISTEN_PIDFDID` is newer systemd's stronger form of `LISTEN_PID`; checking it needs
-/// a pidfd, so it is only removed, as the others are.
+/// a pidfd, so it is read but not checked.
 const VARIABLES: [&str; 4] = ["LISTEN_PID", "LISTEN_PIDFDID", "LISTEN_FDS", "LISTEN_FDNAMES"];
 
 /// The sockets passed to this process by socket activation: descriptors 3, 4, ... with
@@ -119,13 +124,22 @@ pub struct ListenFds {
 }
 
 impl ListenFds {
-    /// Takes the descriptors passed to this process, as `sd_listen_fds(3)` with
-    /// `unset_environment` set: reads `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES`,
-    /// removes them from the environment (so child processes do not inherit them, and a
-    /// second call returns an empty set), and sets `FD_CLOEXEC` on each descriptor.
+    /// Takes the descriptors passed to this process, as `sd_listen_fds(3)` does: reads
+    /// `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES` and sets `FD_CLOEXEC` on each
+    /// descriptor. The first call in a process takes them; any later call returns an
+    /// empty set, so no descriptor is owned twice.
     ///
     /// Without `LISTEN_PID`, or when it names another process, the set is empty. Names
     /// default to `"unknown"` when `LISTEN_FDNAMES` is absent, as in systemd.
+    ///
+    /// The variables stay in the environment (`sd_listen_fds` with `unset_environment`
+    /// false). Removing them would be [`std::env::remove_var`], which is `unsafe` since
+    /// Rust 2024: most C libraries do not synchronize the environment with threads reading
+    /// it. Leaving them is harmless to child processes, because `LISTEN_PID` names this
+    /// process and a child has another id. A program that replaces itself with `exec`
+    /// keeps its id: remove them from the `Command` it runs
+    /// ([`env_remove`](std::process::Command::env_remove)), or set them anew for the
+    /// sockets it hands on.
     ///
     /// # Errors
     ///
@@ -133,14 +147,12 @@ impl ListenFds {
     /// `LISTEN_FDNAMES` does not name every descriptor;
     /// [`InvalidInput`](io::ErrorKind::InvalidInput) naming the descriptor if one is not
     /// an open socket (systemd's `ListenFIFO=` and `ListenSpecial=` are not supported).
-    /// The variables are removed even then, and no descriptor is closed.
+    /// The descriptors count as taken even then, and none is closed.
     ///
     /// # Notes
     ///
-    /// Call it early in `main`, before starting threads: it changes the process
-    /// environment, which is not synchronized with other threads reading it (see
-    /// [`std::env::remove_var`]). And call it once per process, rather than also using
-    /// another library that takes the same descriptors.
+    /// Call it once per process, rather than also using another library that takes the
+    /// same descriptors.
     pub fn take() -> io::Result<ListenFds> {
         let read = |key: &str| match env::var(key) {
             Ok(value) => Ok(Some(value)),
@@ -148,8 +160,8 @@ impl ListenFds {
             Err(env::VarError::NotUnicode(_)) => Err(invalid_data(format!("{key} is not valid UTF-8"))),
         };
         let [pid, _, count, names] = VARIABLES.map(read);
-        for key in VARIABLES {
-            env::remove_var(key);
+        if TAKEN.swap(true, Ordering::SeqCst) {
+            return Ok(ListenFds { fds: Vec::new(), names: Vec::new() });
         }
         let names = parse(pid?.as_deref(), count?.as_deref(), names?.as_deref(), std::process::id())?;
         let mut fds = Vec::new();

@@ -364,8 +364,7 @@ fn threads_serving_a_burst(mode: Threading) -> std::collections::HashSet<String>
         line_round_trip(addr, &format!("burst {n}"));
     }
     stop_background(background);
-    let names = names.lock().unwrap().clone();
-    names
+    names.lock().unwrap().clone()
 }
 
 /// A thread whose request ended takes the next one instead of a new thread being

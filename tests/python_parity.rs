@@ -420,8 +420,7 @@ fn error_test_server(mode: Mode, failure: Failure) -> Vec<String> {
     assert!(matches!(result, Ok(true)), "{mode:?}: handle_request returned {result:?}");
     // In threading and pool modes the request may still run: close waits for it.
     within(TIMEOUT, move || server.close());
-    let log = log.lock().unwrap().clone();
-    log
+    log.lock().unwrap().clone()
 }
 
 /// CPython's test_sync_handled, test_threading_handled and test_forking_handled, with

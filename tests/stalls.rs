@@ -22,7 +22,7 @@ const IDLE: Duration = Duration::from_millis(300);
 /// A line protocol that parks between lines and answers `n: LINE` (n counting the
 /// connection's lines); a line `slow` first passes `gate`, so that the test holds the
 /// exchange as long as it likes.
-fn gated_lines(gate: &Arc<Gate>) -> impl Fn(&mut StreamRequest) -> HandlerResult + Send + Sync + 'static {
+fn gated_lines(gate: &Arc<Gate>) -> impl Fn(&mut StreamRequest) -> HandlerResult + Send + Sync + 'static + use<> {
     let gate = gate.clone();
     move |req: &mut StreamRequest| {
         let mut line = String::new();

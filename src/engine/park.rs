@@ -133,7 +133,7 @@ impl Lot {
         entry.place = Place::Parked(parked);
         let first = match deadline {
             Some(deadline) => {
-                let first = places.idle.first().map_or(true, |(earliest, _)| deadline < *earliest);
+                let first = places.idle.first().is_none_or(|(earliest, _)| deadline < *earliest);
                 places.idle.insert((deadline, key));
                 first
             }

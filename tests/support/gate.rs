@@ -65,7 +65,7 @@ impl Gate {
     }
 
     /// A stream handler that passes the gate (id "") and then writes `reply`.
-    pub fn replying(self: &Arc<Self>, reply: &'static [u8]) -> impl Fn(&mut StreamRequest) -> HandlerResult {
+    pub fn replying(self: &Arc<Self>, reply: &'static [u8]) -> impl Fn(&mut StreamRequest) -> HandlerResult + use<> {
         let gate = self.clone();
         move |req: &mut StreamRequest| {
             gate.pass("")?;
@@ -76,7 +76,7 @@ impl Gate {
 
     /// A stream handler that reads an id line (`a\n`), passes the gate with that id and
     /// writes `done a\n`.
-    pub fn by_id(self: &Arc<Self>) -> impl Fn(&mut StreamRequest) -> HandlerResult {
+    pub fn by_id(self: &Arc<Self>) -> impl Fn(&mut StreamRequest) -> HandlerResult + use<> {
         let gate = self.clone();
         move |req: &mut StreamRequest| {
             let id = read_id(req)?;

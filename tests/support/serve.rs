@@ -143,7 +143,7 @@ pub struct Reports(Arc<Mutex<Vec<Report>>>);
 
 impl Reports {
     /// The hook to give the builder.
-    pub fn hook(&self) -> impl Fn(&Error, Option<&Address>) + Send + Sync + 'static {
+    pub fn hook(&self) -> impl Fn(&Error, Option<&Address>) + Send + Sync + 'static + use<> {
         let reports = self.0.clone();
         move |error: &Error, client: Option<&Address>| {
             let reported = match error {
