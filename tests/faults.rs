@@ -188,10 +188,22 @@ fn reset_after_bytes_resets_the_client_after_n_bytes() {
     let (got, end) = read_to_end(&mut client);
     eprintln!("bytes received before the reset: {}", got.len());
     assert!(got.len() <= 10, "at most the 10 bytes before the reset: {}", got.len());
+    if end.is_ok() && under_wine() {
+        eprintln!("Wine reads a reset that came before the read as the end of the stream");
+        return;
+    }
     let error = end.expect_err("a reset, not a clean end of stream");
     assert!(!is_timeout(&error), "a reset, not silence: {error}");
     #[cfg(unix)]
     assert_eq!(error.kind(), ErrorKind::ConnectionReset, "{error}");
+}
+
+/// Whether this Windows test runs under Wine (which sets `WINEDATADIR` in every process).
+/// Wine 8 answers a `recv` issued after a reset arrived with the end of the stream
+/// (Windows and Linux: `ConnectionReset`); only a `recv` already waiting sees the reset.
+/// A client reading a few bytes and then the reset races with it.
+fn under_wine() -> bool {
+    cfg!(windows) && std::env::var_os("WINEDATADIR").is_some()
 }
 
 #[test]
