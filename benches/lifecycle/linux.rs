@@ -48,6 +48,21 @@ fn task_stats(tid: &str) -> (u64, u64) {
     (ticks, switches)
 }
 
+/// Returns once the thread `tid` is asleep (state `S`: the serve loop waiting in its
+/// poller), so that a shutdown is measured from a server at rest; at most one second.
+/// Checked every millisecond rather than sleeping a fixed 20 ms per try, which made the
+/// gate's 1,200 shutdowns take 24 s of sleep.
+fn wait_until_asleep(tid: &str) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap_or_default();
+        if stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('S')) {
+            return;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// The thread id of the thread named `name`.
 fn tid_named(name: &str) -> String {
     for task in std::fs::read_dir("/proc/self/task").unwrap() {
@@ -90,15 +105,28 @@ fn percentile(samples: &[f64], p: f64) -> f64 {
     samples[rank.clamp(1, samples.len()) - 1]
 }
 
-/// Measures `tries` shutdowns and the idle cost of one server from `bind`. With a gate,
-/// a row stops early once its 99th percentile is sure to be over the bound (more samples
-/// over it than the percentile forgives), so a slow shutdown fails the gate quickly.
-fn measure<T: Transport>(name: String, tries: usize, gate: Option<f64>, mut bind: impl FnMut() -> Server<T>) -> Row {
+/// A server left serving, idle, so that its wakeups and CPU time can be read: every row's
+/// is measured in one window at the end (`measure_idle`), not one window per row.
+struct Idle {
+    tid: String,
+    stop: Box<dyn FnOnce()>,
+}
+
+/// Measures `tries` shutdowns of servers from `bind`, then starts one more to be measured
+/// idle. With a gate, a row stops early once its 99th percentile is sure to be over the
+/// bound (more samples over it than the percentile forgives), so a slow shutdown fails
+/// the gate quickly.
+fn measure<T: Transport>(
+    name: String,
+    tries: usize,
+    gate: Option<f64>,
+    mut bind: impl FnMut() -> Server<T>,
+) -> (Row, Idle) {
     let forgiven = tries - ((0.99 * tries as f64).ceil() as usize).clamp(1, tries);
     let mut samples = Vec::with_capacity(tries);
     for _ in 0..tries {
         let (server, thread) = start(bind(), "bench-serve");
-        thread::sleep(Duration::from_millis(20));
+        wait_until_asleep(&tid_named("bench-serve"));
         let started = Instant::now();
         server.shutdown(); // returns once serve_forever has returned
         samples.push(started.elapsed().as_secs_f64() * 1000.0);
@@ -108,23 +136,43 @@ fn measure<T: Transport>(name: String, tries: usize, gate: Option<f64>, mut bind
         }
     }
     samples.sort_by(f64::total_cmp);
-    let (server, thread) = start(bind(), "bench-idle");
-    let tid = tid_named("bench-idle");
-    thread::sleep(Duration::from_millis(100));
-    let (ticks0, switches0) = task_stats(&tid);
-    thread::sleep(IDLE);
-    let (ticks1, switches1) = task_stats(&tid);
-    server.shutdown();
-    thread.join().unwrap();
-    let ticks_per_s = 100.0; // USER_HZ on Linux
-    Row {
+    // Thread names are at most 15 bytes on Linux: "bench-idle-" and the row's number.
+    let thread_name = format!("bench-idle-{}", IDLE_ROWS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let (server, thread) = start(bind(), &thread_name);
+    let idle = Idle {
+        tid: tid_named(&thread_name),
+        stop: Box::new(move || {
+            server.shutdown();
+            thread.join().unwrap();
+        }),
+    };
+    let row = Row {
         name,
         p50_ms: percentile(&samples, 50.0),
         p99_ms: percentile(&samples, 99.0),
         max_ms: samples[samples.len() - 1],
         tries: samples.len(),
-        wakeups_per_s: (switches1 - switches0) as f64 / IDLE.as_secs_f64(),
-        cpu_ms_per_s: (ticks1 - ticks0) as f64 * 1000.0 / ticks_per_s / IDLE.as_secs_f64(),
+        wakeups_per_s: 0.0,
+        cpu_ms_per_s: 0.0,
+    };
+    (row, idle)
+}
+
+static IDLE_ROWS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Reads the wakeups and CPU time of every idle server over one `IDLE` window (they are
+/// idle together: a server that made wakeups would show in its own thread's figures
+/// only), then stops them.
+fn measure_idle(rows: &mut [Row], idle: Vec<Idle>) {
+    thread::sleep(Duration::from_millis(100));
+    let before: Vec<(u64, u64)> = idle.iter().map(|i| task_stats(&i.tid)).collect();
+    thread::sleep(IDLE);
+    let ticks_per_s = 100.0; // USER_HZ on Linux
+    for ((row, i), (ticks0, switches0)) in rows.iter_mut().zip(idle).zip(before) {
+        let (ticks1, switches1) = task_stats(&i.tid);
+        row.wakeups_per_s = (switches1 - switches0) as f64 / IDLE.as_secs_f64();
+        row.cpu_ms_per_s = (ticks1 - ticks0) as f64 * 1000.0 / ticks_per_s / IDLE.as_secs_f64();
+        (i.stop)();
     }
 }
 
@@ -157,22 +205,29 @@ pub(crate) fn main() {
     let with_python = std::env::var("LIFECYCLE_PYTHON").map_or(true, |v| v != "0");
     let dir = std::env::temp_dir();
     let mut rows = Vec::new();
+    let mut idle = Vec::new();
+    let mut push = |(row, server)| {
+        rows.push(row);
+        idle.push(server);
+    };
     for (mode, dispatch) in modes() {
-        rows.push(measure(format!("tcp {mode}"), tries, gate, || {
+        push(measure(format!("tcp {mode}"), tries, gate, || {
             bind_with(|| TcpServer::builder("127.0.0.1:0").dispatch(dispatch()), stream_handler)
         }));
-        rows.push(measure(format!("udp {mode}"), tries, gate, || {
+        push(measure(format!("udp {mode}"), tries, gate, || {
             bind_with(|| UdpServer::builder("127.0.0.1:0").dispatch(dispatch()), datagram_handler)
         }));
         let path = dir.join(format!("ss-bench-{}-{mode}.sock", std::process::id()));
-        rows.push(measure(format!("unix stream {mode}"), tries, gate, || {
+        push(measure(format!("unix stream {mode}"), tries, gate, || {
             bind_with(|| UnixStreamServer::builder(&path).dispatch(dispatch()), stream_handler)
         }));
         let path = dir.join(format!("ss-bench-{}-{mode}.dgram", std::process::id()));
-        rows.push(measure(format!("unix datagram {mode}"), tries, gate, || {
+        push(measure(format!("unix datagram {mode}"), tries, gate, || {
             bind_with(|| UnixDatagramServer::builder(&path).dispatch(dispatch()), datagram_handler)
         }));
     }
+
+    measure_idle(&mut rows, idle);
 
     let python = if with_python { python_row(tries) } else { None };
     let scripted = scripted_rows(tries.max(100));
