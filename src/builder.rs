@@ -225,6 +225,13 @@ impl<T: Transport> Builder<T> {
         self
     }
 
+    /// Puts `layer` between each accepted connection and the engine
+    /// (`testing::Faults::around`).
+    pub(crate) fn interpose(mut self, layer: std::sync::Arc<dyn crate::config::Interpose>) -> Self {
+        self.config.interpose = Some(layer);
+        self
+    }
+
     /// At most `n` connections (or datagrams being served) at once, in any dispatch
     /// mode, those [parked](StreamRequest::park) between messages included. How many
     /// exchanges run at once is the mode's to bound ([`Threading`]'s `max_threads`, a

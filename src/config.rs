@@ -31,6 +31,15 @@ pub(crate) type ConnectionHook = Box<dyn Fn(&Connection) -> io::Result<()> + Sen
 pub(crate) type AfterBindHook = Box<dyn Fn(&Address) -> io::Result<()> + Send + Sync>;
 pub(crate) type RefuseHook = Box<dyn Fn(&Connection, &Address) -> io::Result<()> + Send + Sync>;
 
+/// What stands between an accepted stream connection and the engine: the fault layer of
+/// `testing` (`testing::Faults::around`). A trait here, below the engine, so that the
+/// engine calls it without knowing `testing`, which sits above it.
+pub(crate) trait Interpose: Send + Sync {
+    /// The connection the engine serves in place of `connection`, whose client is
+    /// `client`; `None` ends it here (the layer closed or reset it).
+    fn stream(&self, connection: Connection, client: &Address) -> Option<Connection>;
+}
+
 /// The hooks of Python's `BaseServer`, each optional.
 #[derive(Default)]
 pub(crate) struct Hooks {
@@ -89,6 +98,8 @@ pub(crate) struct Config {
     #[cfg(feature = "proxy-protocol")]
     pub(crate) direct_clients: bool,
     pub(crate) hooks: Hooks,
+    /// Set by `testing::Faults::around`: every accepted connection goes through it.
+    pub(crate) interpose: Option<std::sync::Arc<dyn Interpose>>,
 }
 
 /// What a connection's peer is to the PROXY protocol, decided from its address alone.
@@ -127,6 +138,7 @@ impl Default for Config {
             #[cfg(feature = "proxy-protocol")]
             direct_clients: false,
             hooks: Hooks::default(),
+            interpose: None,
         }
     }
 }

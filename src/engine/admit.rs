@@ -57,6 +57,18 @@ impl Engine {
         inline: bool,
         parks: bool,
     ) {
+        // A fault layer of `testing` takes the connection first, so that everything the
+        // server does with it, from `verify_request` on, goes through its faults.
+        let incoming = match (incoming, &self.config.interpose) {
+            (Incoming::Stream(connection, client), Some(layer)) => match layer.stream(connection, &client) {
+                Some(connection) => Incoming::Stream(connection, client),
+                None => {
+                    self.control.counters.untracked.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            },
+            (incoming, _) => incoming,
+        };
         // Behind a PROXY protocol proxy the address here is the proxy's: the request is
         // verified once its header names the client (in `run`). A peer that is neither a
         // trusted proxy nor allowed as a direct client is closed unread.

@@ -141,14 +141,17 @@ impl Fault {
         Fault::new(Kind::LimitData { bytes })
     }
 
-    /// The client's connection is reset (RST: `ConnectionReset` on its next read or
-    /// write) once `bytes` have gone through in this direction (TCP).
+    /// The connection is reset (RST: `ConnectionReset` on the next read or write) once
+    /// `bytes` have gone through in this direction, towards where the direction goes:
+    /// the client downstream (the default), the server upstream (the other side sees a
+    /// close) (TCP).
     pub fn reset_after_bytes(bytes: u64) -> Fault {
         Fault::new(Kind::ResetAfterBytes { bytes })
     }
 
-    /// The client's connection is reset `time` after it was accepted, or after the fault
-    /// was added if later (TCP).
+    /// The connection is reset `time` after it was accepted, or after the fault was added
+    /// if later: towards the client downstream (the default), the server upstream, both
+    /// with [`both_ways`](Fault::both_ways) (TCP).
     pub fn reset_after(time: Duration) -> Fault {
         Fault::new(Kind::ResetAfter { time })
     }
@@ -337,21 +340,21 @@ impl fmt::Debug for FaultProxy {
     }
 }
 
-struct Shared {
+pub(super) struct Shared {
     upstream: SocketAddr,
     udp: bool,
     seed: AtomicU64,
     /// Changed by every `seed()`, even to the same value: the UDP draws start again.
     seed_generation: AtomicU64,
     stopping: AtomicBool,
-    faults: Mutex<Faults>,
+    faults: Mutex<FaultList>,
     /// The loops to wake when the faults change or the proxy stops (for TCP, one per
     /// connection accepted, numbered in that order).
     loops: Arc<Loops>,
 }
 
 #[derive(Default)]
-struct Faults {
+struct FaultList {
     /// Changed by every add and remove, so that a loop reads the list only then.
     version: u64,
     next_id: u64,
@@ -359,7 +362,84 @@ struct Faults {
 }
 
 impl Shared {
-    fn stopping(&self) -> bool {
+    /// A proxy's, or with an unused `upstream`, the faults around a server's connections.
+    pub(super) fn new(upstream: SocketAddr, udp: bool) -> Shared {
+        Shared {
+            upstream,
+            udp,
+            seed: AtomicU64::new(0),
+            seed_generation: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            faults: Mutex::new(FaultList::default()),
+            loops: Arc::default(),
+        }
+    }
+
+    pub(super) fn seed(&self, seed: u64) {
+        self.seed.store(seed, Ordering::SeqCst);
+        self.seed_generation.fetch_add(1, Ordering::SeqCst);
+        let mut faults = self.faults.lock();
+        faults.version += 1; // the UDP loop reseeds when it next looks
+        drop(faults);
+        self.loops.wake_all();
+    }
+
+    /// Adds `fault` if it fits the transport (`what`: "proxy forwards", say, for the
+    /// error); wakes every loop to apply it.
+    pub(super) fn add(&self, fault: Fault, what: &str) -> io::Result<FaultId> {
+        let fits = if self.udp { fault.for_udp() } else { fault.for_tcp() };
+        if !fits {
+            let (this, other) = if self.udp { ("UDP", "TCP") } else { ("TCP", "UDP") };
+            let message = format!("{} is a {other} fault, and this {what} {this}", fault.name());
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+        }
+        if !(0.0..=1.0).contains(&fault.probability) {
+            let message = format!("a probability is from 0.0 to 1.0, not {}", fault.probability);
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+        }
+        let mut faults = self.faults.lock();
+        let id = FaultId(faults.next_id);
+        faults.next_id += 1;
+        faults.version += 1;
+        faults.list.push((id, fault, Instant::now()));
+        drop(faults);
+        self.loops.wake_all();
+        Ok(id)
+    }
+
+    pub(super) fn remove(&self, id: FaultId) -> bool {
+        let mut faults = self.faults.lock();
+        let before = faults.list.len();
+        faults.list.retain(|(other, _, _)| *other != id);
+        let removed = faults.list.len() < before;
+        if removed {
+            faults.version += 1;
+        }
+        drop(faults);
+        self.loops.wake_all();
+        removed
+    }
+
+    pub(super) fn clear(&self) {
+        let mut faults = self.faults.lock();
+        faults.list.clear();
+        faults.version += 1;
+        drop(faults);
+        self.loops.wake_all();
+    }
+
+    /// Ends every loop at once: each returns at its next wake, which this is.
+    pub(super) fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.loops.wake_all();
+    }
+
+    /// How many connections have been enlisted so far.
+    pub(super) fn connections(&self) -> u64 {
+        self.loops.enlisted()
+    }
+
+    pub(super) fn stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
 
@@ -431,15 +511,7 @@ impl FaultProxy {
         let upstream = upstream.to_socket_addrs()?.next().ok_or_else(|| {
             io::Error::new(io::ErrorKind::InvalidInput, "the upstream address resolves to no address")
         })?;
-        Ok(Arc::new(Shared {
-            upstream,
-            udp,
-            seed: AtomicU64::new(0),
-            seed_generation: AtomicU64::new(0),
-            stopping: AtomicBool::new(false),
-            faults: Mutex::new(Faults::default()),
-            loops: Arc::default(),
-        }))
+        Ok(Arc::new(Shared::new(upstream, udp)))
     }
 
     /// The address to point the client at.
@@ -459,12 +531,7 @@ impl FaultProxy {
     /// connections (numbered in the order they are accepted), the same datagrams in the
     /// same order. (Adding another fault adds draws, and moves the others.)
     pub fn seed(&self, seed: u64) {
-        self.shared.seed.store(seed, Ordering::SeqCst);
-        self.shared.seed_generation.fetch_add(1, Ordering::SeqCst);
-        let mut faults = self.shared.faults.lock();
-        faults.version += 1; // the UDP loop reseeds when it next looks
-        drop(faults);
-        self.shared.loops.wake_all();
+        self.shared.seed(seed);
     }
 
     /// Adds a fault, at once, to connections already open too.
@@ -474,56 +541,26 @@ impl FaultProxy {
     /// `InvalidInput` for a fault this proxy's transport has no meaning for (a UDP
     /// fault on a TCP proxy, or the reverse), or a probability outside 0.0 to 1.0.
     pub fn add(&self, fault: Fault) -> io::Result<FaultId> {
-        let fits = if self.shared.udp { fault.for_udp() } else { fault.for_tcp() };
-        if !fits {
-            let (this, other) = if self.shared.udp { ("UDP", "TCP") } else { ("TCP", "UDP") };
-            let message = format!("{} is a {other} fault, and this proxy forwards {this}", fault.name());
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
-        }
-        if !(0.0..=1.0).contains(&fault.probability) {
-            let message = format!("a probability is from 0.0 to 1.0, not {}", fault.probability);
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
-        }
-        let mut faults = self.shared.faults.lock();
-        let id = FaultId(faults.next_id);
-        faults.next_id += 1;
-        faults.version += 1;
-        faults.list.push((id, fault, Instant::now()));
-        drop(faults);
-        self.shared.loops.wake_all();
-        Ok(id)
+        self.shared.add(fault, "proxy forwards")
     }
 
     /// Removes a fault; `false` if it was not there. What the fault already holds back
     /// (bytes or datagrams delayed by a latency, say) still goes at its time, and what
     /// comes after it on the same connection waits behind it: bytes stay in order.
     pub fn remove(&self, id: FaultId) -> bool {
-        let mut faults = self.shared.faults.lock();
-        let before = faults.list.len();
-        faults.list.retain(|(other, _, _)| *other != id);
-        let removed = faults.list.len() < before;
-        if removed {
-            faults.version += 1;
-        }
-        drop(faults);
-        self.shared.loops.wake_all();
-        removed
+        self.shared.remove(id)
     }
 
     /// Removes every fault: from now on the proxy forwards as it is.
     pub fn clear(&self) {
-        let mut faults = self.shared.faults.lock();
-        faults.list.clear();
-        faults.version += 1;
-        drop(faults);
-        self.shared.loops.wake_all();
+        self.shared.clear();
     }
 
     /// How many connections (TCP) the proxy has accepted.
     pub fn connections(&self) -> u64 {
         match self.shared.udp {
             true => 0,
-            false => self.shared.loops.enlisted(),
+            false => self.shared.connections(),
         }
     }
 
@@ -538,8 +575,7 @@ impl FaultProxy {
     }
 
     fn stop_now(&mut self) -> io::Result<()> {
-        self.shared.stopping.store(true, Ordering::SeqCst);
-        self.shared.loops.wake_all();
+        self.shared.stop();
         match self.running.take() {
             // Every loop returns at the notification; the bound is for a thread that
             // the scheduler has not run yet.
@@ -607,9 +643,67 @@ impl Rng {
     }
 }
 
-/// The socket under `key` reset on close: linger zero, so that its last close sends RST.
-fn reset_on_close(socket: &TcpStream) {
-    let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
+/// A stream a TCP fault loop forwards: TCP, or Unix for the faults around a Unix stream
+/// server ([`Faults::around`](super::Faults::around)).
+#[derive(Debug)]
+pub(super) enum Stream {
+    Tcp(TcpStream),
+    #[cfg(unix)]
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Stream {
+    fn sock(&self) -> socket2::SockRef<'_> {
+        match self {
+            Stream::Tcp(s) => socket2::SockRef::from(s),
+            #[cfg(unix)]
+            Stream::Unix(s) => socket2::SockRef::from(s),
+        }
+    }
+
+    fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        self.sock().shutdown(how)
+    }
+
+    fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => (&*s).read(buf),
+            #[cfg(unix)]
+            Stream::Unix(s) => (&*s).read(buf),
+        }
+    }
+
+    fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => (&*s).write(buf),
+            #[cfg(unix)]
+            Stream::Unix(s) => (&*s).write(buf),
+        }
+    }
+}
+
+#[cfg(unix)]
+impl std::os::fd::AsFd for Stream {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
+#[cfg(windows)]
+impl std::os::windows::io::AsSocket for Stream {
+    fn as_socket(&self) -> std::os::windows::io::BorrowedSocket<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_socket(),
+        }
+    }
+}
+
+/// The socket reset on close: linger zero, so that its last close sends RST.
+pub(super) fn reset_on_close(socket: socket2::SockRef<'_>) {
+    let _ = socket.set_linger(Some(Duration::ZERO));
 }
 
 /// One direction of a TCP connection: what was read from `from` and waits, each piece
@@ -646,10 +740,21 @@ enum End {
 /// How a TCP connection's loop ended.
 enum Outcome {
     Closed,
-    /// The client's connection is reset (the server's is closed).
-    Reset,
-    /// The client failed: the server's connection is reset.
-    ResetServer,
+    /// The connection is reset towards the client, the server or both (the other side,
+    /// if any, is closed): where a reset fault's direction points, or towards the server
+    /// when the client failed, and towards the client when the server did.
+    Reset {
+        client: bool,
+        server: bool,
+    },
+}
+
+impl Outcome {
+    /// A reset towards where the faults of `upstream` (from the client to the server),
+    /// or else downstream, go.
+    fn reset_towards(upstream: bool) -> Outcome {
+        Outcome::Reset { client: !upstream, server: upstream }
+    }
 }
 
 impl Pipe {
@@ -676,7 +781,7 @@ impl Pipe {
     }
 
     /// Reads what the source has, while there is room, and lets it through the faults.
-    fn read(&mut self, watch: &Watch<TcpStream>, buf: &mut [u8], faults: &[&Fault]) -> io::Result<()> {
+    fn read(&mut self, watch: &Watch<Stream>, buf: &mut [u8], faults: &[&Fault]) -> io::Result<()> {
         while self.wants_to_read() {
             match watch.get(self.from).read(buf) {
                 Ok(0) => self.ended = Some(Instant::now()),
@@ -739,7 +844,7 @@ impl Pipe {
     }
 
     /// Writes the pieces whose time has come, while the destination takes them.
-    fn write(&mut self, watch: &Watch<TcpStream>, now: Instant) -> io::Result<()> {
+    fn write(&mut self, watch: &Watch<Stream>, now: Instant) -> io::Result<()> {
         self.blocked = false;
         while let Some((at, piece)) = self.queue.front() {
             if *at > now {
@@ -787,149 +892,212 @@ impl Pipe {
 /// keeps linger per handle).
 fn forward_tcp(shared: &Arc<Shared>, original: &TcpStream) -> io::Result<()> {
     let client = original.try_clone()?;
-    let mut watch = Watch::new()?;
-    let (number, _enlisted) = shared.loops.enlist(watch.waker());
-    let seed = shared.seed.load(Ordering::SeqCst);
-    let mut decide = Rng::new(seed, 3 * number);
-    let mut decided: HashMap<FaultId, bool> = HashMap::new();
-    let accepted = Instant::now();
-    let mut version = None;
-    let mut list = Vec::new();
-    let mut active: Vec<(Fault, Instant)> = Vec::new();
-    let mut refresh = |list: &[(FaultId, Fault, Instant)], active: &mut Vec<(Fault, Instant)>| {
-        active.clear();
-        for (id, fault, added) in list {
-            if *decided.entry(*id).or_insert_with(|| decide.chance(fault.probability)) {
-                active.push((fault.clone(), *added));
-            }
-        }
-    };
-    if let Some(now) = shared.faults_since(&mut version) {
-        list = now;
-    }
-    refresh(&list, &mut active);
-    if active.iter().any(|(f, _)| f.kind == Kind::Refuse) || shared.stopping() {
-        reset_on_close(original);
+    let link = Link::new(shared)?;
+    if link.refuses() || shared.stopping() {
+        reset_on_close(socket2::SockRef::from(original));
         return Ok(());
     }
     let server = match TcpStream::connect_timeout(&shared.upstream, CONNECT_WITHIN) {
         Ok(server) => server,
         Err(e) => {
             log::warn!("socketserver: the fault proxy could not reach {}: {e}", shared.upstream);
-            reset_on_close(original);
+            reset_on_close(socket2::SockRef::from(original));
             return Ok(());
         }
     };
     for socket in [&client, &server] {
-        socket.set_nonblocking(true)?;
         socket.set_nodelay(true)?;
     }
-    let client = watch.insert(client)?;
-    let server = watch.insert(server)?;
-    let mut pipes = [
-        Pipe::new(true, client, server, Rng::new(seed, 3 * number + 1)),
-        Pipe::new(false, server, client, Rng::new(seed, 3 * number + 2)),
-    ];
-    let mut buf = vec![0; CHUNK];
-    let mut ready = Vec::new();
-    // What each socket is armed for now (`None`: disarmed, its event having fired).
-    let mut armed: [Option<(bool, bool)>; 2] = [None, None];
-    let outcome = loop {
-        if shared.stopping() {
-            break Outcome::Closed;
-        }
-        if let Some(now) = shared.faults_since(&mut version) {
-            list = now;
-            refresh(&list, &mut active);
-        }
-        let faults: Vec<&Fault> = active.iter().map(|(f, _)| f).collect();
-        let reset_at = active
-            .iter()
-            .filter_map(|(f, added)| match f.kind {
-                Kind::ResetAfter { time } => Some(later(accepted.max(*added), time)),
-                _ => None,
-            })
-            .min();
-        // Err: the key of the socket that failed.
-        let step = (|| -> Result<Option<Outcome>, usize> {
-            for pipe in &mut pipes {
-                pipe.read(&watch, &mut buf, &faults).map_err(|_| pipe.from)?;
+    link.forward(shared, Stream::Tcp(client), Stream::Tcp(server), Some(socket2::SockRef::from(original)))
+}
+
+/// One connection's loop before it forwards: its poller, its number among the
+/// connections, and the faults drawn for it.
+pub(super) struct Link {
+    watch: Watch<Stream>,
+    _enlisted: super::loops::Enlisted,
+    seed: u64,
+    number: u64,
+    decide: Rng,
+    decided: HashMap<FaultId, bool>,
+    version: Option<u64>,
+    list: Vec<(FaultId, Fault, Instant)>,
+    active: Vec<(Fault, Instant)>,
+    accepted: Instant,
+}
+
+impl Link {
+    /// Enlists a new connection's loop (which numbers it) and draws its faults.
+    pub(super) fn new(shared: &Arc<Shared>) -> io::Result<Link> {
+        let watch = Watch::new()?;
+        let (number, enlisted) = shared.loops.enlist(watch.waker());
+        let seed = shared.seed.load(Ordering::SeqCst);
+        let mut link = Link {
+            watch,
+            _enlisted: enlisted,
+            seed,
+            number,
+            decide: Rng::new(seed, 3 * number),
+            decided: HashMap::new(),
+            version: None,
+            list: Vec::new(),
+            active: Vec::new(),
+            accepted: Instant::now(),
+        };
+        link.refresh(shared);
+        Ok(link)
+    }
+
+    /// Reads the list of faults if it changed, and which of them this connection has.
+    fn refresh(&mut self, shared: &Shared) {
+        let Some(now) = shared.faults_since(&mut self.version) else { return };
+        self.list = now;
+        self.active.clear();
+        for (id, fault, added) in &self.list {
+            let decide = &mut self.decide;
+            if *self.decided.entry(*id).or_insert_with(|| decide.chance(fault.probability)) {
+                self.active.push((fault.clone(), *added));
             }
-            let now = Instant::now();
-            if reset_at.is_some_and(|at| at <= now) {
-                return Ok(Some(Outcome::Reset));
+        }
+    }
+
+    /// Whether this connection is refused ([`Fault::refuse`]).
+    pub(super) fn refuses(&self) -> bool {
+        self.active.iter().any(|(f, _)| f.kind == Kind::Refuse)
+    }
+
+    /// Forwards between `client` and `server` until either side closes, a fault ends
+    /// the connection or the faults stop. A reset of the client is set on `also` too,
+    /// another handle of the client's socket.
+    pub(super) fn forward(
+        mut self,
+        shared: &Arc<Shared>,
+        client: Stream,
+        server: Stream,
+        also: Option<socket2::SockRef<'_>>,
+    ) -> io::Result<()> {
+        for socket in [&client, &server] {
+            socket.sock().set_nonblocking(true)?;
+        }
+        let (seed, number, accepted) = (self.seed, self.number, self.accepted);
+        let client = self.watch.insert(client)?;
+        let server = self.watch.insert(server)?;
+        let mut pipes = [
+            Pipe::new(true, client, server, Rng::new(seed, 3 * number + 1)),
+            Pipe::new(false, server, client, Rng::new(seed, 3 * number + 2)),
+        ];
+        let mut buf = vec![0; CHUNK];
+        let mut ready = Vec::new();
+        // What each socket is armed for now (`None`: disarmed, its event having fired).
+        let mut armed: [Option<(bool, bool)>; 2] = [None, None];
+        let outcome = loop {
+            if shared.stopping() {
+                break Outcome::Closed;
             }
-            for pipe in &mut pipes {
-                pipe.write(&watch, now).map_err(|_| pipe.to)?;
-                if !pipe.queue.is_empty() {
-                    continue;
+            self.refresh(shared);
+            let faults: Vec<&Fault> = self.active.iter().map(|(f, _)| f).collect();
+            let reset_at = self
+                .active
+                .iter()
+                .filter_map(|(f, added)| match f.kind {
+                    Kind::ResetAfter { time } => Some(later(accepted.max(*added), time)),
+                    _ => None,
+                })
+                .min();
+            // Err: the key of the socket that failed.
+            let step = (|| -> Result<Option<Outcome>, usize> {
+                for pipe in &mut pipes {
+                    pipe.read(&self.watch, &mut buf, &faults).map_err(|_| pipe.from)?;
                 }
-                match pipe.then {
-                    Some(End::Close) => return Ok(Some(Outcome::Closed)),
-                    Some(End::Reset) => return Ok(Some(Outcome::Reset)),
-                    None => {}
+                let now = Instant::now();
+                if reset_at.is_some_and(|at| at <= now) {
+                    // Towards every side a due `reset_after` points to.
+                    let (mut client, mut server) = (false, false);
+                    for (fault, added) in &self.active {
+                        if let Kind::ResetAfter { time } = fault.kind {
+                            if later(accepted.max(*added), time) <= now {
+                                client |= fault.direction.covers(false);
+                                server |= fault.direction.covers(true);
+                            }
+                        }
+                    }
+                    return Ok(Some(Outcome::Reset { client, server }));
                 }
-                let slow = slow_close(&faults, pipe.upstream);
-                if let Some(ended) = pipe.ended {
-                    if !pipe.shut && later(ended, slow) <= now {
-                        let _ = watch.get(pipe.to).shutdown(std::net::Shutdown::Write);
-                        pipe.shut = true;
+                for pipe in &mut pipes {
+                    pipe.write(&self.watch, now).map_err(|_| pipe.to)?;
+                    if !pipe.queue.is_empty() {
+                        continue;
+                    }
+                    match pipe.then {
+                        Some(End::Close) => return Ok(Some(Outcome::Closed)),
+                        Some(End::Reset) => return Ok(Some(Outcome::reset_towards(pipe.upstream))),
+                        None => {}
+                    }
+                    let slow = slow_close(&faults, pipe.upstream);
+                    if let Some(ended) = pipe.ended {
+                        if !pipe.shut && later(ended, slow) <= now {
+                            let _ = self.watch.get(pipe.to).shutdown(std::net::Shutdown::Write);
+                            pipe.shut = true;
+                        }
                     }
                 }
+                if pipes.iter().all(|p| p.shut) {
+                    return Ok(Some(Outcome::Closed));
+                }
+                Ok(None)
+            })();
+            match step {
+                Ok(Some(outcome)) => break outcome,
+                Ok(None) => {}
+                // The other side sees a reset, as it would without the proxy: the client when
+                // the server failed, the server when the client did (a crashed client's
+                // upload must not look complete to the server).
+                Err(failed) if failed == client => break Outcome::reset_towards(true),
+                Err(_) => break Outcome::reset_towards(false),
             }
-            if pipes.iter().all(|p| p.shut) {
-                return Ok(Some(Outcome::Closed));
+            let mut deadline = reset_at;
+            for pipe in &pipes {
+                let next = pipe.next_time(Some(slow_close(&faults, pipe.upstream)));
+                deadline = match (deadline, next) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
             }
-            Ok(None)
-        })();
-        match step {
-            Ok(Some(outcome)) => break outcome,
-            Ok(None) => {}
-            // The other side sees a reset, as it would without the proxy: the client when
-            // the server failed, the server when the client did (a crashed client's
-            // upload must not look complete to the server).
-            Err(failed) if failed == client => break Outcome::ResetServer,
-            Err(_) => break Outcome::Reset,
-        }
-        let mut deadline = reset_at;
-        for pipe in &pipes {
-            let next = pipe.next_time(Some(slow_close(&faults, pipe.upstream)));
-            deadline = match (deadline, next) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
+            let interest = |key: usize| {
+                let reading = pipes.iter().any(|p| p.from == key && p.wants_to_read());
+                let writing = pipes.iter().any(|p| p.to == key && p.blocked);
+                (reading, writing)
             };
-        }
-        let interest = |key: usize| {
-            let reading = pipes.iter().any(|p| p.from == key && p.wants_to_read());
-            let writing = pipes.iter().any(|p| p.to == key && p.blocked);
-            (reading, writing)
+            for key in [client, server] {
+                let wanted = interest(key);
+                // Armed only for what is wanted, and only when that changed: a socket whose
+                // event fired is disarmed (oneshot) and stays so while nothing is asked of
+                // it. Arming it for nothing would not do: epoll reports a reset or a hang-up
+                // whatever the interest, and the loop would wake for it again and again.
+                if wanted != (false, false) && armed[key] != Some(wanted) {
+                    self.watch.arm(key, wanted.0, wanted.1)?;
+                    armed[key] = Some(wanted);
+                }
+            }
+            ready.clear();
+            self.watch.wait(deadline, &mut ready)?;
+            for key in &ready {
+                armed[*key] = None;
+            }
         };
-        for key in [client, server] {
-            let wanted = interest(key);
-            // Armed only for what is wanted, and only when that changed: a socket whose
-            // event fired is disarmed (oneshot) and stays so while nothing is asked of
-            // it. Arming it for nothing would not do: epoll reports a reset or a hang-up
-            // whatever the interest, and the loop would wake for it again and again.
-            if wanted != (false, false) && armed[key] != Some(wanted) {
-                watch.arm(key, wanted.0, wanted.1)?;
-                armed[key] = Some(wanted);
+        if let Outcome::Reset { client: towards_client, server: towards_server } = outcome {
+            if towards_client {
+                reset_on_close(self.watch.get(client).sock());
+                if let Some(also) = also {
+                    reset_on_close(also);
+                }
+            }
+            if towards_server {
+                reset_on_close(self.watch.get(server).sock());
             }
         }
-        ready.clear();
-        watch.wait(deadline, &mut ready)?;
-        for key in &ready {
-            armed[*key] = None;
-        }
-    };
-    match outcome {
-        Outcome::Reset => {
-            reset_on_close(watch.get(client));
-            reset_on_close(original);
-        }
-        Outcome::ResetServer => reset_on_close(watch.get(server)),
-        Outcome::Closed => {}
+        Ok(())
     }
-    Ok(())
 }
 
 fn slow_close(faults: &[&Fault], upstream: bool) -> Duration {

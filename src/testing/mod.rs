@@ -1,5 +1,5 @@
 //! Test helpers: handlers tested over in-memory bytes; scripted servers and a fault
-//! proxy that test a client.
+//! proxy that test a client; the same faults around a server that a test exercises.
 //!
 //! # Handlers without sockets
 //!
@@ -130,6 +130,14 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Servers under the same faults
+//!
+//! [`Faults::around`] sets the same faults on a stream server's builder: each connection
+//! the server accepts goes through them before the server sees it, on the server's own
+//! address, without a proxy, so that a test of a server sees what a slow, silent,
+//! disconnecting or crashing client does to it, with its framing, parking and timeouts
+//! as they are. [`Faults`] has an example.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -144,6 +152,7 @@ use crate::handler::RequestHandler;
 use crate::net::{test_client, Address, Connection, DatagramSocket};
 
 mod fault;
+mod layer;
 mod loops;
 mod memory;
 mod script;
@@ -151,6 +160,7 @@ mod script;
 pub use crate::net::{InMemory, InMemoryDatagram};
 use crate::request::{DatagramRequest, StreamRequest};
 pub use fault::{Direction, Fault, FaultId, FaultProxy, REORDER_HOLD};
+pub use layer::Faults;
 pub use memory::{MemorySocket, MemoryStream};
 pub use script::{Conversation, Recorded, Script, ScriptError, ScriptedServer, Transcript, DEFAULT_EXPECT_WITHIN};
 
