@@ -349,3 +349,55 @@ fn a_unix_stream_server_gets_the_faults_too() {
     assert!(reads.len() >= 2 && reads[0] < 8, "the message came in pieces of 2 bytes, 20 ms apart: {reads:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn reset_after_bytes_both_ways_resets_the_client_and_the_handler() {
+    let faults = Faults::new();
+    faults.add(Fault::reset_after_bytes(10).both_ways()).unwrap();
+    let (addr, _server, seen) = silent_recording_server(&faults);
+    let mut client = connect(addr);
+    client.write_all(&[b'x'; 100]).unwrap();
+    let mut got = Vec::new();
+    let client_end = client.read_to_end(&mut got);
+    let handler_end = ended(&seen);
+    eprintln!("client: {client_end:?} after {} bytes; handler: {handler_end:?}", got.len());
+    if cfg!(windows) && std::env::var_os("WINEDATADIR").is_some() {
+        return; // Wine reads a reset that came before the read as the end of the stream
+    }
+    assert!(client_end.is_err(), "the client is reset too, not closed: {client_end:?}");
+    assert!(matches!(handler_end, Err(ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted)), "{handler_end:?}");
+}
+
+#[test]
+fn strangers_on_the_private_listener_do_not_stop_the_server() {
+    // The handler's socket is one end of a loopback pair made through a listener of the
+    // faults' own: its address is the handler's local address. Strangers that fill that
+    // listener's backlog are closed; the next client is served.
+    let faults = Faults::new();
+    let local = Arc::new(Mutex::new(None));
+    let record = local.clone();
+    let server = faults
+        .around(TcpServer::builder("127.0.0.1:0").dispatch(Threading::new()))
+        .bind(move |req: &mut StreamRequest| {
+            *record.lock() = req.connection().as_tcp().and_then(|s| s.local_addr().ok());
+            req.writer().write_all(b"served\n")?;
+            Ok(())
+        })
+        .unwrap();
+    let addr = server.local_addr();
+    let server = server.serve_in_background().unwrap();
+    let fetch = || {
+        let client = connect(addr);
+        let mut line = String::new();
+        BufReader::new(&client).read_line(&mut line).map(|_| line)
+    };
+    assert_eq!(fetch().unwrap(), "served\n");
+    let private = local.lock().expect("the handler's local address");
+    assert_ne!(private, addr, "the handler's end is the pair's, not the server's address");
+    let strangers: Vec<TcpStream> =
+        (0..300).map_while(|_| TcpStream::connect_timeout(&private, Duration::from_millis(200)).ok()).collect();
+    eprintln!("{} strangers connected to the private listener", strangers.len());
+    assert_eq!(fetch().unwrap(), "served\n", "a client after the strangers is served");
+    drop(strangers);
+    server.stop().unwrap();
+}

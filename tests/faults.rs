@@ -207,6 +207,31 @@ fn under_wine() -> bool {
 }
 
 #[test]
+fn reset_after_bytes_upstream_or_both_ways_resets_the_client_too_when_both() {
+    // Upstream only: the server is reset, the client sees a close. Both ways: the client
+    // is reset as well, whichever direction reached the count first.
+    for (fault, client_reset) in
+        [(Fault::reset_after_bytes(10).upstream(), false), (Fault::reset_after_bytes(10).both_ways(), true)]
+    {
+        let (upstream, _server) = tcp_echo();
+        let proxy = FaultProxy::tcp(upstream).unwrap();
+        proxy.add(fault.clone()).unwrap();
+        let mut client = connect(&proxy);
+        client.write_all(&[b'x'; 100]).unwrap();
+        let (got, end) = read_to_end(&mut client);
+        eprintln!("{fault:?}: {} bytes, then {end:?}", got.len());
+        assert!(got.len() <= 10, "{fault:?}: {}", got.len());
+        assert!(!matches!(&end, Err(e) if is_timeout(e)), "{fault:?}: an end, not silence: {end:?}");
+        if client_reset && !(end.is_ok() && under_wine()) {
+            assert!(end.is_err(), "{fault:?}: the client is reset, not closed");
+        }
+        if !client_reset {
+            assert!(end.is_ok(), "{fault:?}: the client sees a close: {end:?}");
+        }
+    }
+}
+
+#[test]
 fn reset_after_a_time_resets_a_silent_connection() {
     let (upstream, _server) = tcp_echo();
     let proxy = FaultProxy::tcp(upstream).unwrap();

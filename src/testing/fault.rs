@@ -142,9 +142,11 @@ impl Fault {
     }
 
     /// The connection is reset (RST: `ConnectionReset` on the next read or write) once
-    /// `bytes` have gone through in this direction, towards where the direction goes:
-    /// the client downstream (the default), the server upstream (the other side sees a
-    /// close) (TCP).
+    /// `bytes` have gone through in this direction, towards where the fault's direction
+    /// goes: the client downstream (the default), the server upstream, both with
+    /// [`both_ways`](Fault::both_ways); a side not reset sees a close (TCP; around a
+    /// Unix stream server, [`Faults`](super::Faults), a close: Unix sockets have no
+    /// reset).
     pub fn reset_after_bytes(bytes: u64) -> Fault {
         Fault::new(Kind::ResetAfterBytes { bytes })
     }
@@ -734,7 +736,25 @@ struct Pipe {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum End {
     Close,
-    Reset,
+    /// A reset towards the client, the server or both: where the fault's direction goes.
+    Reset {
+        client: bool,
+        server: bool,
+    },
+}
+
+impl End {
+    /// The stronger of two ends: a reset over a close, and the sides of two resets
+    /// together.
+    fn and(self, other: End) -> End {
+        match (self, other) {
+            (End::Reset { client: a, server: b }, End::Reset { client: c, server: d }) => {
+                End::Reset { client: a || c, server: b || d }
+            }
+            (End::Reset { .. }, End::Close) => self,
+            (End::Close, _) => other,
+        }
+    }
 }
 
 /// How a TCP connection's loop ended.
@@ -802,13 +822,17 @@ impl Pipe {
         for fault in mine() {
             let (limit, end) = match fault.kind {
                 Kind::LimitData { bytes } => (bytes, End::Close),
-                Kind::ResetAfterBytes { bytes } => (bytes, End::Reset),
+                Kind::ResetAfterBytes { bytes } => {
+                    let towards =
+                        End::Reset { client: fault.direction.covers(false), server: fault.direction.covers(true) };
+                    (bytes, towards)
+                }
                 _ => continue,
             };
             let room = limit.saturating_sub(self.passed);
             if bytes.len() as u64 >= room {
                 bytes = &bytes[..room as usize];
-                self.then = Some(self.then.map_or(end, |then| if then == End::Reset { then } else { end }));
+                self.then = Some(self.then.map_or(end, |then| then.and(end)));
             }
         }
         self.passed += bytes.len() as u64;
@@ -1030,7 +1054,7 @@ impl Link {
                     }
                     match pipe.then {
                         Some(End::Close) => return Ok(Some(Outcome::Closed)),
-                        Some(End::Reset) => return Ok(Some(Outcome::reset_towards(pipe.upstream))),
+                        Some(End::Reset { client, server }) => return Ok(Some(Outcome::Reset { client, server })),
                         None => {}
                     }
                     let slow = slow_close(&faults, pipe.upstream);

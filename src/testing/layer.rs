@@ -6,6 +6,7 @@ use std::fmt;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -30,16 +31,26 @@ use crate::transport::Transport;
 /// through a proxy; they can be added and removed while the server runs, and every draw
 /// comes from the seed.
 ///
-/// What differs from serving the client directly: the server's socket for the
-/// connection is one end of a local pair (loopback TCP for a TCP server, a Unix socket
-/// pair for a Unix one), so its `peer_addr` and `local_addr` are that pair's, and a
-/// [`Fault::refuse`] resets the client before `verify_request` sees it. UDP servers are
-/// not covered: put a [`FaultProxy::udp`](super::FaultProxy::udp) in front of them.
+/// What differs from serving the client directly:
+/// - the server's socket for the connection is one end of a local pair (loopback TCP
+///   for a TCP server, a Unix socket pair for a Unix one), so its `peer_addr` and
+///   `local_addr` are that pair's;
+/// - the pair and the loop buffer more: a server writing to a client that reads nothing
+///   gets about twice as far (the socket pair's buffers, and up to 256 KiB per
+///   direction in the loop) before its `write_timeout`;
+/// - a [`Fault::refuse`] resets the client before `verify_request` sees it;
+/// - on a Unix stream server a reset is a close: Unix sockets have no reset.
+///
+/// UDP servers are not covered: put a [`FaultProxy::udp`](super::FaultProxy::udp) in
+/// front of them.
 ///
 /// Each connection's fault loop runs on a thread of its own, for the connection's life:
-/// this is a tool for tests, not for serving. Dropping the `Faults` ends every loop at
-/// once (what they hold back is lost), and later connections are served without faults;
-/// a loop also ends when either end of its connection closes.
+/// this is a tool for tests, not for serving. A loop ends when both ends of its
+/// connection have closed, a fault ends the connection, a write fails, or the `Faults`
+/// is dropped: a server's `stop` closes its end, and the loop waits for the client's
+/// (as a half-closed connection would). Dropping the `Faults` asks every loop to end at
+/// once (what they hold back is lost; the threads end a moment later), closes its
+/// private listener, and later connections are served without faults.
 ///
 /// # Examples
 ///
@@ -136,7 +147,9 @@ impl Faults {
         self.shared.seed(seed);
     }
 
-    /// How many connections have gone through these faults.
+    /// How many connections these faults have taken, refused ones included. They are
+    /// numbered in this order for the seed: the order they are admitted, which with a
+    /// pool of several workers may differ from the order they connected.
     pub fn connections(&self) -> u64 {
         self.shared.connections()
     }
@@ -145,6 +158,7 @@ impl Faults {
 impl Drop for Faults {
     fn drop(&mut self) {
         self.shared.stop();
+        self.pairs.close();
     }
 }
 
@@ -181,7 +195,8 @@ impl Layer {
                     return Ok(None);
                 }
                 let (near, far) = self.pairs.tcp()?;
-                for socket in [&client, &near, &far] {
+                // The server's end is left as the server sets it (`Builder::nodelay`).
+                for socket in [&client, &near] {
                     socket.set_nodelay(true)?;
                 }
                 (Stream::Tcp(client), Stream::Tcp(near), Connection::Tcp(far))
@@ -206,29 +221,51 @@ impl Layer {
     }
 }
 
-/// Makes loopback TCP pairs through one listener of its own, opened at the first.
+/// Makes loopback TCP pairs through one listener of its own, opened at the first and
+/// closed with the [`Faults`].
 #[derive(Default)]
 struct Pairs {
     listener: Mutex<Option<TcpListener>>,
 }
 
+/// How long making a pair may take: a listener whose backlog strangers filled is drained
+/// first, so this is only for a machine that stalls.
+const PAIR_WITHIN: Duration = Duration::from_secs(1);
+
 impl Pairs {
-    /// A connected pair: (the end that connected, the end accepted). One at a time, and
-    /// the accepted end checked to be the one that connected: a stranger that found the
-    /// listener's port is closed.
+    /// A connected pair: (the end that connected, the end accepted). One at a time. The
+    /// listener does not block: strangers that found its port are accepted and closed
+    /// before the connect (so that a backlog they filled has room) and after it, until
+    /// the accepted end is the one that connected.
     fn tcp(&self) -> io::Result<(TcpStream, TcpStream)> {
         let mut listener = self.listener.lock();
         if listener.is_none() {
-            *listener = Some(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?);
+            let opened = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+            opened.set_nonblocking(true)?;
+            *listener = Some(opened);
         }
-        let listener = listener.as_ref().expect("opened above");
-        let near = TcpStream::connect(listener.local_addr()?)?;
+        let listener = listener.as_ref().ok_or_else(|| io::Error::other("the faults were dropped"))?;
+        while listener.accept().is_ok() {} // strangers, closed
+        let near = TcpStream::connect_timeout(&listener.local_addr()?, PAIR_WITHIN)?;
         let ours = near.local_addr()?;
+        let deadline = Instant::now() + PAIR_WITHIN;
         loop {
-            let (far, from) = listener.accept()?;
-            if from == ours {
-                return Ok((near, far));
+            match listener.accept() {
+                Ok((far, from)) if from == ours => {
+                    far.set_nonblocking(false)?;
+                    return Ok((near, far));
+                }
+                Ok(_) => {} // a stranger, closed
+                // The connect has completed, so ours is queued: this is a stall.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => return Err(e),
             }
         }
+    }
+
+    fn close(&self) {
+        *self.listener.lock() = None;
     }
 }
