@@ -15,6 +15,7 @@ use std::io::{self, BufRead, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use socketserver::dispatch::{Dispatch, Pool};
@@ -32,7 +33,9 @@ const USAGE: &str =
   defaults: --proto tcp --mode threading --addr 127.0.0.1:9999 (unix: --addr PATH is required)
   --park: streams wait in the poller between reads, holding no thread (a thread per active
           exchange, not per client); the default in sequential and pool modes
-  --no-park: a thread per client from connect to close; the default in threading mode";
+  --no-park: a thread per client from connect to close; the default in threading mode
+  --count-states: count every connection state in a connection_state hook, and
+          --no-timings: do not time requests (both for the benchmark of their cost)";
 
 /// Where to listen, checked against the protocol.
 enum Listen {
@@ -54,12 +57,17 @@ struct Args {
     /// Park stream connections between messages (`--park`, the default but in threading
     /// mode), or give each a thread for its whole life (`--no-park`).
     park: Option<bool>,
+    /// `--count-states`: a `connection_state` hook that counts (the benchmark's).
+    count_states: bool,
+    /// `--no-timings`: `Builder::timings(false)` (the benchmark's).
+    timings: bool,
 }
 
 /// Parses the command line; the error is the one line to print.
 fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     let (mut proto, mut mode, mut workers, mut addr) = ("tcp".to_string(), Mode::Threading, None, None);
     let mut park = None;
+    let (mut count_states, mut timings) = (false, true);
     while let Some(flag) = argv.next() {
         let mut value = || argv.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
@@ -82,6 +90,8 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "--addr" => addr = Some(value()?),
             "--park" => park = Some(true),
             "--no-park" => park = Some(false),
+            "--count-states" => count_states = true,
+            "--no-timings" => timings = false,
             "--help" | "-h" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -99,7 +109,7 @@ fn parse(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         "unix" => Listen::Unix(addr.ok_or("--proto unix needs --addr PATH")?.into()),
         other => return Err(format!("unknown --proto {other:?}: expected tcp, udp or unix")),
     };
-    Ok(Args { listen, mode, workers, park })
+    Ok(Args { listen, mode, workers, park, count_states, timings })
 }
 
 fn dispatch(args: &Args) -> Dispatch {
@@ -168,12 +178,22 @@ fn framed<T: Transport<Request = StreamRequest>>(builder: Builder<T>, frame: &Op
     }
 }
 
+/// States counted by `--count-states`.
+static STATES: AtomicU64 = AtomicU64::new(0);
+
 /// Binds, prints the address, serves until a signal, and closes.
 fn run<T: Transport>(
     builder: Builder<T>,
     handler: impl RequestHandler<T::Request>,
     url: impl Fn(&T::Addr) -> String,
+    (count_states, timings): (bool, bool),
 ) -> Result<(), socketserver::Error> {
+    let mut builder = builder.timings(timings);
+    if count_states {
+        builder = builder.connection_state(|_, _, _| {
+            STATES.fetch_add(1, Ordering::Relaxed);
+        });
+    }
     let server: Server<T> = builder
         .shutdown_deadline(GRACE)
         .handle_error(|error, client| match client {
@@ -213,15 +233,16 @@ fn main() -> ExitCode {
     // the server reads it without waiting, in the poller, and a client that connects and
     // says nothing holds no worker.
     let frame = park.then(|| Frame::bytes(DEFAULT_RBUFSIZE));
+    let ops = (args.count_states, args.timings);
     let result = match args.listen {
         Listen::Tcp(addr) => {
-            run(framed(TcpServer::builder(addr).dispatch(mode), &frame), stream_handler, |a| format!("tcp://{a}"))
+            run(framed(TcpServer::builder(addr).dispatch(mode), &frame), stream_handler, |a| format!("tcp://{a}"), ops)
         }
-        Listen::Udp(addr) => run(UdpServer::builder(addr).dispatch(mode), echo_datagram, |a| format!("udp://{a}")),
+        Listen::Udp(addr) => run(UdpServer::builder(addr).dispatch(mode), echo_datagram, |a| format!("udp://{a}"), ops),
         #[cfg(unix)]
         Listen::Unix(path) => {
             let builder = framed(UnixStreamServer::builder(path).dispatch(mode), &frame);
-            run(builder, stream_handler, |p| format!("unix://{}", p.display()))
+            run(builder, stream_handler, |p| format!("unix://{}", p.display()), ops)
         }
         #[cfg(not(unix))]
         Listen::Unix(path) => {

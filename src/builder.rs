@@ -18,7 +18,7 @@ use crate::handle::{Control, Policy};
 use crate::handler::sealed::RequestKind;
 use crate::handler::{FnHandler, HandlerResult, RequestHandler};
 use crate::net::{Address, BeforeBind, BindTarget, Connection, SocketOptions};
-use crate::request::{DatagramRequest, StreamRequest};
+use crate::request::{ConnState, ConnectionId, DatagramRequest, StreamRequest};
 use crate::server::Server;
 use crate::transport::{BindAddress, InetTransport, Tcp, Transport};
 
@@ -116,6 +116,82 @@ impl<T: Transport> Builder<T> {
     /// untrusted never reaches it.
     pub fn verify_request(mut self, hook: impl Fn(&Address) -> bool + Send + Sync + 'static) -> Self {
         self.config.hooks.verify_request = Some(Box::new(hook));
+        self
+    }
+
+    /// Called on every change of a stream connection's state, with its number and its
+    /// client's address: [`New`](ConnState::New) when accepted, then
+    /// [`Active`](ConnState::Active) and [`Parked`](ConnState::Parked) as its exchanges
+    /// run and it waits for the next, and last [`Closed`](ConnState::Closed),
+    /// [`Refused`](ConnState::Refused) or [`Denied`](ConnState::Denied) (Go's
+    /// `http.Server.ConnState`; Python has no such hook). For logs, gauges of open and
+    /// idle connections, or a table of connections keyed by [`ConnectionId`].
+    ///
+    /// It runs on the thread that moves the connection, so keep it short; one
+    /// connection's calls never overlap, and come in order. A panic in it is logged and
+    /// the connection goes on. Datagram servers have no connections and never call it.
+    ///
+    /// # Examples
+    ///
+    /// A client that sends two lines on one kept-alive connection:
+    ///
+    /// ```
+    /// use std::io::{BufRead, BufReader, Write};
+    /// use std::net::TcpStream;
+    /// use std::sync::{Arc, Mutex};
+    /// use socketserver::dispatch::Pool;
+    /// use socketserver::{ConnState, StreamRequest, TcpServer};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let record = seen.clone();
+    /// let server = TcpServer::builder("127.0.0.1:0")
+    ///     .dispatch(Pool::new(2))
+    ///     .connection_state(move |_id, _client, state| record.lock().unwrap().push(state))
+    ///     .bind(|req: &mut StreamRequest| {
+    ///         let mut line = String::new();
+    ///         if req.reader().read_line(&mut line)? > 0 {
+    ///             req.writer().write_all(line.as_bytes())?;
+    ///             req.park(); // wait for the next line with no thread
+    ///         }
+    ///         Ok(())
+    ///     })?;
+    /// let addr = server.local_addr();
+    /// let server = server.serve_in_background()?;
+    ///
+    /// let client = TcpStream::connect(addr)?;
+    /// let mut reader = BufReader::new(&client);
+    /// for line in ["one\n", "two\n"] {
+    ///     (&client).write_all(line.as_bytes())?;
+    ///     let mut echo = String::new();
+    ///     reader.read_line(&mut echo)?;
+    /// }
+    /// drop(reader);
+    /// drop(client);
+    /// server.stop()?; // the connection ends, at the latest with the server
+    ///
+    /// // New, Active, Parked (between the lines, when the second had not come yet:
+    /// // usually), Active, Parked, and last Closed.
+    /// let states = seen.lock().unwrap().clone();
+    /// assert_eq!(states[..2], [ConnState::New, ConnState::Active]);
+    /// assert_eq!(states.last(), Some(&ConnState::Closed));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn connection_state(
+        mut self,
+        hook: impl Fn(ConnectionId, &Address, ConnState) + Send + Sync + 'static,
+    ) -> Self {
+        self.config.hooks.connection_state = Some(Arc::new(hook));
+        self
+    }
+
+    /// Whether the server times its requests for [`Metrics`](crate::Metrics): how long
+    /// each waited to start and how long its exchange took. On by default; off saves two
+    /// clock reads around each exchange, and leaves those two histograms empty (the counters,
+    /// bytes included, are kept either way).
+    pub fn timings(mut self, enabled: bool) -> Self {
+        self.config.timings = enabled;
         self
     }
 
@@ -326,6 +402,7 @@ impl<T: Transport> Builder<T> {
             shutdown_deadline: self.config.shutdown_deadline,
             waits_for_requests: self.dispatch.waits_for_requests(),
             reopenable,
+            workers: self.dispatch.max_concurrent(),
         };
         let control = Arc::new(Control::new(local, bound, policy));
         let rebind = Rebind { options: self.options, reopen: T::reopen };

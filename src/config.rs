@@ -51,6 +51,8 @@ pub(crate) struct Hooks {
     /// Set: refuse connections beyond the limit (after this hook) instead of waiting.
     pub(crate) refuse_when_full: Option<RefuseHook>,
     pub(crate) after_bind: Option<AfterBindHook>,
+    /// Told of every stream connection's changes of state.
+    pub(crate) connection_state: Option<crate::request::StateHook>,
 }
 
 impl Hooks {
@@ -100,6 +102,8 @@ pub(crate) struct Config {
     pub(crate) hooks: Hooks,
     /// Set by `testing::Faults::around`: every accepted connection goes through it.
     pub(crate) interpose: Option<std::sync::Arc<dyn Interpose>>,
+    /// Time queue waits and exchanges (two clock reads per exchange).
+    pub(crate) timings: bool,
 }
 
 /// What a connection's peer is to the PROXY protocol, decided from its address alone.
@@ -139,6 +143,7 @@ impl Default for Config {
             direct_clients: false,
             hooks: Hooks::default(),
             interpose: None,
+            timings: true,
         }
     }
 }

@@ -50,6 +50,10 @@ impl ServerHandle {
         ServerHandle { control }
     }
 
+    pub(crate) fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
     /// Stops the server: see [`Server::shutdown`](crate::Server::shutdown).
     pub fn shutdown(&self) {
         self.control.shutdown();
@@ -151,6 +155,51 @@ pub(crate) struct Counters {
     /// [`Control::unparked`].
     pub(crate) parked: AtomicUsize,
     pub(crate) bad_proxy_headers: AtomicU64,
+    /// Stream connections numbered so far (`ConnectionId`s given out).
+    pub(crate) connections: AtomicU64,
+    /// Stream connections that ended (closed, refused or denied).
+    pub(crate) connections_ended: AtomicU64,
+    /// Bytes read from and written to clients through requests' readers and writers
+    /// (and datagrams received and replies sent).
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    /// Requests handed to the dispatch mode that have not started yet.
+    pub(crate) waiting: AtomicUsize,
+    /// From a request being ready (accepted, received, or its parked connection
+    /// readable) to its exchange starting.
+    pub(crate) queue_wait: Durations,
+    /// How long exchanges (`setup`/`handle` and the reply) took.
+    pub(crate) exchanges: Durations,
+}
+
+/// The upper bounds of the buckets of [`Durations`], in microseconds: from 100 µs to
+/// 10 s, about ×2.5 apart, as Prometheus's default buckets are.
+pub(crate) const BUCKETS_MICROS: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000, 10_000_000,
+];
+
+/// A histogram of durations, recorded without a lock: a count per bucket (the last for
+/// longer than every bound) and the sum. Recording is three relaxed atomic adds.
+#[derive(Debug, Default)]
+pub(crate) struct Durations {
+    buckets: [AtomicU64; BUCKETS_MICROS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl Durations {
+    pub(crate) fn record(&self, took: Duration) {
+        let micros = took.as_micros().min(u128::from(u64::MAX)) as u64;
+        let at = BUCKETS_MICROS.partition_point(|&bound| bound < micros);
+        self.buckets[at].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(took.as_nanos().min(u128::from(u64::MAX)) as u64, Ordering::Relaxed);
+    }
+
+    /// The count in each bucket (not cumulative) and the sum.
+    pub(crate) fn read(&self) -> ([u64; BUCKETS_MICROS.len() + 1], Duration) {
+        let counts = std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed));
+        (counts, Duration::from_nanos(self.sum_nanos.load(Ordering::Relaxed)))
+    }
 }
 
 /// How shutdown treats running requests, fixed when the server is built.
@@ -165,6 +214,8 @@ pub(crate) struct Policy {
     /// Whether the server bound its socket itself, and can bind it again: a shutdown then
     /// closes it. A socket the user passed in is kept open across serve calls.
     pub(crate) reopenable: bool,
+    /// Requests the dispatch mode runs at once at most, if it has a limit.
+    pub(crate) workers: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -387,7 +438,7 @@ impl Control {
     /// A control block with no socket: what an in-memory request's `server()` handle
     /// points to. It never serves; `shutdown` is remembered as before a first serve.
     pub(crate) fn detached(local: Address) -> Control {
-        let policy = Policy { shutdown_deadline: None, waits_for_requests: true, reopenable: false };
+        let policy = Policy { shutdown_deadline: None, waits_for_requests: true, reopenable: false, workers: None };
         Control::with_endpoint(local, None, None, policy)
     }
 
@@ -845,6 +896,11 @@ impl Control {
             }
         });
         Some(Ticket { control: self.clone(), slot })
+    }
+
+    /// Requests the dispatch mode runs at once at most, if it has a limit.
+    pub(crate) fn workers(&self) -> Option<usize> {
+        self.policy.workers
     }
 
     pub(crate) fn stats(&self) -> Stats {

@@ -189,6 +189,7 @@ mod net;
 pub mod proxy_protocol;
 // The control block (lifecycle, counts, `ServerHandle`), then what handlers see.
 mod handle;
+mod metrics;
 mod request;
 mod handler;
 pub mod transport;
@@ -275,11 +276,12 @@ pub use error::{Error, Phase, Result};
 pub use frame::{ByteOrder, Frame};
 pub use handle::{ServerHandle, Stats};
 pub use handler::{HandlerError, HandlerResult, RequestHandler};
+pub use metrics::{Histogram, Metrics};
 pub use net::{Address, Connection, DatagramSocket};
 pub use python::{ThreadingTcpServer, ThreadingUdpServer};
 #[cfg(unix)]
 pub use python::{ThreadingUnixDatagramServer, ThreadingUnixStreamServer};
-pub use request::{DatagramRequest, Reader, ReaderRef, Reply, StreamRequest, Writer};
+pub use request::{ConnState, ConnectionId, DatagramRequest, Reader, ReaderRef, Reply, StreamRequest, Writer};
 pub use server::{BackgroundServer, Server, TcpServer, UdpServer, DEFAULT_STOP_TIMEOUT};
 #[cfg(unix)]
 pub use server::{UnixDatagramServer, UnixStreamServer};

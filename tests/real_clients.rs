@@ -305,6 +305,58 @@ fn curl_gets_405_414_431_and_400() {
 
 #[test]
 #[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
+fn prometheus_parses_the_http_examples_metrics() {
+    require("python3", "python3");
+    real_client_test(|| {
+        let (_dir, http) = start_http(&[]);
+        // A few requests first, then /metrics read by Prometheus's own Python parser.
+        let script = r#"
+import sys, urllib.request
+from prometheus_client.parser import text_string_to_metric_families
+port = sys.argv[1]
+for path in ["/health", "/hello.txt", "/health"]:
+    urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10).read()
+r = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10)
+print("content-type", r.headers["Content-Type"])
+for family in text_string_to_metric_families(r.read().decode()):
+    samples = {s.name + "".join(f"{{{k}={v}}}" for k, v in sorted(s.labels.items())): s.value for s in family.samples}
+    if family.type == "histogram":
+        print(family.name, family.type, samples[family.name + "_count"], samples[family.name + "_bucket{le=+Inf}"], len(samples) - 2)
+    else:
+        print(family.name, family.type, next(iter(samples.values())))
+"#;
+        let out = client(&["python3", "-c", script, &http.port()], b"");
+        let value = |name: &str| -> Vec<String> {
+            out.lines()
+                .find(|line| line.split(' ').next() == Some(name))
+                .unwrap_or_else(|| panic!("no {name} in:\n{out}"))
+                .split(' ')
+                .skip(1)
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(value("content-type"), ["text/plain;", "version=0.0.4"], "{out}");
+        // Three requests on three connections before /metrics was read.
+        let number = |text: &str| text.parse::<f64>().unwrap_or_else(|_| panic!("{text:?} in:\n{out}"));
+        assert_eq!(value("http_requests_finished")[0], "counter", "{out}");
+        assert_eq!(number(&value("http_requests_finished")[1]), 3.0, "{out}");
+        assert_eq!(value("http_connections_accepted")[0], "counter", "{out}");
+        assert!(number(&value("http_connections_accepted")[1]) >= 4.0, "{out}");
+        assert_eq!(value("http_workers_busy")[0], "gauge", "{out}");
+        assert_eq!(number(&value("http_workers_busy")[1]), 1.0, "the /metrics request itself: {out}");
+        assert!(number(&value("http_received_bytes")[1]) > 0.0, "{out}");
+        for histogram in ["http_queue_wait_seconds", "http_exchange_duration_seconds"] {
+            let fields = value(histogram);
+            assert_eq!(fields[0], "histogram", "{out}");
+            assert_eq!(number(&fields[1]), number(&fields[2]), "count = the +Inf bucket: {out}");
+            assert!(number(&fields[1]) >= 3.0, "{histogram}: {out}");
+            assert_eq!(fields[3], "17", "16 bounds and +Inf, then sum: {out}");
+        }
+    });
+}
+
+#[test]
+#[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
 fn python_http_client_keeps_the_connection() {
     require("python3", "python3");
     real_client_test(|| {

@@ -242,6 +242,20 @@ fn scenarios_all(workers: Option<usize>) -> Vec<Scenario> {
             }),
         },
         Scenario {
+            name: "ops-c16",
+            about: "64-byte echo, 16 persistent TCP connections, the parking pool: as it is, with a connection_state hook that counts every state, and without timings (the cost of each, as ratios to the first row)",
+            kind: load(
+                Proto::Tcp,
+                Workload::Persistent { msg: 64 },
+                16,
+                vec![
+                    ours("pool"),
+                    ours("pool").with_args(&["--count-states"]),
+                    ours("pool").with_args(&["--no-timings"]),
+                ],
+            ),
+        },
+        Scenario {
             name: "tcp-c128",
             about: "64-byte echo, 128 persistent TCP connections",
             kind: load(Proto::Tcp, Workload::Persistent { msg: 64 }, 128, stream()),
@@ -682,6 +696,29 @@ fn load_table(result: &LoadResult, out: &mut String) {
         }
     }
     out.push('\n');
+    // Variants of one server (ops-c16): each against the first row, in this run.
+    if result.rows.len() > 1
+        && result.rows.iter().all(|r| r.spec.imp == Impl::Ours && r.spec.mode == result.rows[0].spec.mode)
+    {
+        if let Some(base) = result.rows[0].summary() {
+            for row in &result.rows[1..] {
+                if let Some(s) = row.summary() {
+                    let cpu = s
+                        .cpu
+                        .zip(base.cpu)
+                        .map(|(a, b)| format!(", CPU per request {:.3}×", a / b))
+                        .unwrap_or_default();
+                    let _ = writeln!(
+                        out,
+                        "- {} against {}: req/s {:.3}×{cpu}",
+                        row.label,
+                        result.rows[0].label,
+                        s.req_per_s / base.req_per_s
+                    );
+                }
+            }
+        }
+    }
     for note in row_notes {
         let _ = writeln!(out, "- {note}");
     }

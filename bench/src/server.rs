@@ -64,11 +64,20 @@ pub struct Spec {
     pub workers: Option<usize>,
     /// Ours: `--park`, connections parked between messages in threading mode too.
     pub park: bool,
+    /// More arguments for the server (`--count-states`, `--no-timings`: the cost of the
+    /// state hook and of the timings, `ops-c16`).
+    pub extra: &'static [&'static str],
 }
 
 impl Spec {
     pub fn new(imp: Impl, mode: &'static str) -> Spec {
-        Spec { imp, mode, workers: None, park: false }
+        Spec { imp, mode, workers: None, park: false, extra: &[] }
+    }
+
+    /// With more arguments for the server.
+    pub fn with_args(mut self, extra: &'static [&'static str]) -> Spec {
+        self.extra = extra;
+        self
     }
 
     /// Ours, parking in threading mode too.
@@ -98,12 +107,16 @@ impl Spec {
             (Impl::Tokio, _, _) => "multi-threaded runtime",
             (_, mode, _) => mode,
         };
-        match self.workers {
+        let label = match self.workers {
             Some(1) if self.imp == Impl::Std => "pool of 1 (sequential floor)".to_string(),
             Some(n) => format!("{base} ({n})"),
             None if self.mode == "pool" => format!("{base} (default)"),
             None if self.park => format!("{base}, parking"),
             None => base.to_string(),
+        };
+        match self.extra {
+            [] => label,
+            extra => format!("{label} {}", extra.join(" ")),
         }
     }
 }
@@ -165,6 +178,7 @@ impl ServerProcess {
         if spec.park {
             command.arg("--park");
         }
+        command.args(spec.extra);
         let log = tmp.join(format!("{tag}.log"));
         let log_file = File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
         command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log_file);

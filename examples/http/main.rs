@@ -1,5 +1,6 @@
 //! A small HTTP/1.1 server (the role of Python's `http.server`): `GET` and `HEAD` of
-//! `/`, `/health` and the files under a root directory, with keep-alive.
+//! `/`, `/health`, `/metrics` (Prometheus) and the files under a root directory, with
+//! keep-alive.
 //!
 //! ```text
 //! cargo run --release --example http -- [--root DIR] [--addr ADDR] [--timeout SECS]
@@ -65,7 +66,7 @@ const USAGE: &str = "usage: http [--root DIR] [--addr ADDR] [--timeout SECS] [--
   Started by systemd socket activation (LISTEN_FDS), it serves the passed socket instead of --addr.";
 const INDEX: &str = "<!DOCTYPE html>\n<html><head><title>socketserver</title></head>\n\
 <body><h1>socketserver http example</h1><p>Files are served from the root directory; \
-<a href=\"/health\">/health</a> answers ok.</p></body></html>\n";
+<a href=\"/health\">/health</a> answers ok, <a href=\"/metrics\">/metrics</a> the server's metrics for Prometheus.</p></body></html>\n";
 
 struct Args {
     root: PathBuf,
@@ -190,7 +191,8 @@ impl RequestHandler<StreamRequest> for Http {
                         request.method,
                         String::from_utf8_lossy(&request.path)
                     );
-                    let (after, body) = self.serve(req.writer(), &request)?;
+                    let metrics = (request.path.as_slice() == b"/metrics").then(|| req.server().metrics());
+                    let (after, body) = self.serve(req.writer(), &request, metrics)?;
                     if let Some(body) = body {
                         // A file goes out from the poller: a client that reads it slowly
                         // holds no worker. The connection then parks (or closes) as below,
@@ -248,7 +250,12 @@ impl Http {
 
     /// Answers one request and says what becomes of the connection; a file's bytes are
     /// left to send, after the head the writer has.
-    fn serve(&self, mut writer: &Writer, request: &Request) -> io::Result<(After, Option<FileBody>)> {
+    fn serve(
+        &self,
+        mut writer: &Writer,
+        request: &Request,
+        metrics: Option<socketserver::Metrics>,
+    ) -> io::Result<(After, Option<FileBody>)> {
         let head = request.method == "HEAD";
         if !head && request.method != "GET" {
             let response = Response { allow: true, ..Response::error(405) };
@@ -258,6 +265,11 @@ impl Http {
         let response = match request.path.as_slice() {
             b"/" => Response::text(200, INDEX, "text/html; charset=utf-8"),
             b"/health" => Response::text(200, "ok\n", "text/plain; charset=utf-8"),
+            // The server's metrics for Prometheus to scrape (the text format's own type).
+            b"/metrics" => match metrics {
+                Some(metrics) => Response::text(200, metrics.to_prometheus("http"), "text/plain; version=0.0.4"),
+                None => Response::error(500),
+            },
             path => match open(&self.root, path) {
                 Ok((file, len, content_type)) => {
                     Response { status: 200, content_type, body: Body::File(file, len), allow: false }

@@ -7,7 +7,7 @@ use std::net::Shutdown;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::run::Work;
 use super::Engine;
@@ -17,6 +17,7 @@ use crate::error::{Error, Phase, Result};
 use crate::handle::{Capacity, Slot, Ticket};
 use crate::net::{Address, Connection, DatagramSocket, Incoming};
 use crate::report::panic_message;
+use crate::request::{report_state, ConnState, ConnectionId};
 
 /// How long refusing a connection may block the serve loop on a client that does not read.
 const REFUSE_WRITE_TIMEOUT: Duration = Duration::from_millis(100);
@@ -69,6 +70,15 @@ impl Engine {
             },
             (incoming, _) => incoming,
         };
+        // A stream connection is numbered, and is `New`, from here.
+        let id = match &incoming {
+            Incoming::Stream(..) => {
+                let id = ConnectionId(self.control.counters.connections.fetch_add(1, Ordering::Relaxed) + 1);
+                self.state(id, incoming.client(), ConnState::New);
+                Some(id)
+            }
+            Incoming::Datagram(..) => None,
+        };
         // Behind a PROXY protocol proxy the address here is the proxy's: the request is
         // verified once its header names the client (in `run`). A peer that is neither a
         // trusted proxy nor allowed as a direct client is closed unread.
@@ -83,15 +93,20 @@ impl Engine {
         };
         if turned_away {
             self.control.counters.untracked.fetch_add(1, Ordering::Relaxed);
+            if let Some(id) = id {
+                self.state(id, incoming.client(), ConnState::Denied);
+                self.control.counters.connections_ended.fetch_add(1, Ordering::Relaxed);
+            }
             return; // dropping `incoming` closes the connection, once
         }
         let (work, connection) = match (incoming, socket) {
             (Incoming::Stream(connection, client), _) => {
                 let connection = Arc::new(connection);
-                (Work::Stream(connection.clone(), client, parks), Some(connection))
+                let id = id.expect("numbered above");
+                (Work::Stream(connection.clone(), client, parks, id, Instant::now()), Some(connection))
             }
             (Incoming::Datagram(packet, client), Some(socket)) => {
-                (Work::Datagram(packet, client, socket.clone()), None)
+                (Work::Datagram(packet, client, socket.clone(), Instant::now()), None)
             }
             (Incoming::Datagram(..), None) => unreachable!("a datagram from a stream socket"),
         };
@@ -101,8 +116,10 @@ impl Engine {
         // start a request while every worker runs one.
         let refuse_at_exchanges = self.exchange_limit(inline).filter(|_| refusing);
         let Some(ticket) = self.control.track_within(connection, slot, refuse_at, refuse_at_exchanges) else {
-            if let Work::Stream(connection, client, _) = work {
+            if let Work::Stream(connection, client, _, id, _) = work {
                 self.refuse(&connection, &client);
+                self.state(id, &client, ConnState::Refused);
+                self.control.counters.connections_ended.fetch_add(1, Ordering::Relaxed);
             }
             return;
         };
@@ -117,9 +134,12 @@ impl Engine {
             return;
         }
         let client = work.client().clone();
+        // Counted as waiting until it starts (or is dropped unrun).
+        self.control.counters.waiting.fetch_add(1, Ordering::Relaxed);
         let mut pending = Pending { engine: self.clone(), parts: Some((ticket, work)) };
         let job = Job::new(move || {
             if let Some((ticket, work)) = pending.parts.take() {
+                pending.engine.control.counters.waiting.fetch_sub(1, Ordering::Relaxed);
                 pending.engine.run(ticket, work);
             }
         });
@@ -139,6 +159,9 @@ struct Pending {
 
 impl Drop for Pending {
     fn drop(&mut self) {
+        if self.parts.is_some() {
+            self.engine.control.counters.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
         if let Some((ticket, Work::Resume { request, .. })) = self.parts.take() {
             self.engine.run(ticket, Work::Resume { request, end: true });
         }
@@ -146,6 +169,13 @@ impl Drop for Pending {
 }
 
 impl Engine {
+    /// Tells the `connection_state` hook, if there is one.
+    pub(super) fn state(&self, id: ConnectionId, client: &Address, state: ConnState) {
+        if let Some(hook) = &self.config.hooks.connection_state {
+            report_state(hook, id, client, state);
+        }
+    }
+
     /// Runs `verify_request`: `false` turns the request down, after `shutdown_request`
     /// for a connection (as CPython does, bpo-26309); a panic in the hook counts as
     /// `false` and is reported.

@@ -5,7 +5,9 @@
 
 use std::io::{self, BufRead};
 use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::hub::Ready;
 use super::park::Parked;
@@ -16,7 +18,7 @@ use crate::handle::{CurrentServer, Ticket};
 use crate::handler::{AnyHandler, HandlerResult, RequestHandler};
 use crate::net::{Address, Connection, DatagramSocket};
 use crate::report::panic_message;
-use crate::request::{DatagramRequest, Pumped, StreamRequest};
+use crate::request::{ConnState, ConnectionId, DatagramRequest, Pumped, States, StreamRequest};
 use crate::sys;
 
 /// How many pipelined messages of one connection run in a row before it yields to the
@@ -31,19 +33,17 @@ const SEND_PER_TURN: usize = 1 << 20;
 pub(super) enum Work {
     /// A new connection, and whether it may park in the server's poller (not outside
     /// the serve loop, `process_request`).
-    Stream(Arc<Connection>, Address, bool),
+    Stream(Arc<Connection>, Address, bool, ConnectionId, Instant),
     /// A parked connection back for its next exchange, or (`end`) to be closed.
-    Resume {
-        request: Box<StreamRequest>,
-        end: bool,
-    },
-    Datagram(Vec<u8>, Address, Arc<DatagramSocket>),
+    Resume { request: Box<StreamRequest>, end: bool },
+    /// A datagram, and when it was received.
+    Datagram(Vec<u8>, Address, Arc<DatagramSocket>, Instant),
 }
 
 impl Work {
     pub(super) fn client(&self) -> &Address {
         match self {
-            Work::Stream(_, client, _) | Work::Datagram(_, client, _) => client,
+            Work::Stream(_, client, ..) | Work::Datagram(_, client, ..) => client,
             Work::Resume { request, .. } => request.client_addr(),
         }
     }
@@ -56,20 +56,31 @@ impl Engine {
         let _current = CurrentServer::enter(ticket.control());
         let handler = match (&work, &self.handler) {
             (Work::Datagram(..), AnyHandler::Datagram(handler)) => {
-                let Work::Datagram(packet, client, socket) = work else { unreachable!() };
+                let Work::Datagram(packet, client, socket, received) = work else { unreachable!() };
                 let report = |error: Error, client: &Address| self.report(&error, Some(client));
+                let counters = &self.control.counters;
+                counters.bytes_in.fetch_add(packet.len() as u64, Ordering::Relaxed);
                 let mut request =
                     DatagramRequest::new(packet, self.config.max_packet_size, client, socket, self.handle());
+                if !self.config.timings {
+                    run_phases(&**handler, &mut request, &self.config.hooks, &report, Start::Setup);
+                    return;
+                }
+                let began = Instant::now();
+                counters.queue_wait.record(began.saturating_duration_since(received));
                 run_phases(&**handler, &mut request, &self.config.hooks, &report, Start::Setup);
+                counters.exchanges.record(began.elapsed());
                 return;
             }
             (_, AnyHandler::Stream(handler)) => &**handler,
             _ => unreachable!("the transport fixes the handler's request type"),
         };
         match work {
-            Work::Stream(connection, client, parks) => {
+            Work::Stream(connection, client, parks, id, accepted) => {
                 if let Err(e) = self.configure(&connection) {
                     self.report(&Error::Io(e), Some(&client));
+                    self.state(id, &client, ConnState::Closed);
+                    self.control.counters.connections_ended.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
                 let config = &self.config;
@@ -82,6 +93,8 @@ impl Engine {
                     (config.read_timeout, config.write_timeout),
                 ));
                 let (mut request, mut ticket) = (request, ticket);
+                request.states = Some(States::new(config.hooks.connection_state.clone(), id));
+                request.ready_at = Some(accepted);
                 let waits = config.client_speaks_first || config.frame.is_some();
                 if waits && parks {
                     // Nothing to do before the client's first bytes (or, with a frame, its
@@ -137,9 +150,14 @@ impl Engine {
                     &Error::Handler { phase: Phase::Setup, source: source.into() },
                     Some(request.client_addr()),
                 );
+                request.enter_state(ConnState::Denied);
                 return false;
             }
-            return self.verify(request.client_addr(), Some(request.connection()));
+            let verified = self.verify(request.client_addr(), Some(request.connection()));
+            if !verified {
+                request.enter_state(ConnState::Denied);
+            }
+            return verified;
         }
         let _ = request;
         true
@@ -250,6 +268,21 @@ impl Engine {
                         continue;
                     }
                 },
+                Start::Setup | Start::Handle if !self.config.timings => {
+                    request.enter_state(ConnState::Active);
+                    run_phases(handler, &mut *request, &self.config.hooks, &report, start)
+                }
+                Start::Setup | Start::Handle => {
+                    request.enter_state(ConnState::Active);
+                    let counters = &self.control.counters;
+                    let began = Instant::now();
+                    if let Some(ready) = request.ready_at.take() {
+                        counters.queue_wait.record(began.saturating_duration_since(ready));
+                    }
+                    let outcome = run_phases(handler, &mut *request, &self.config.hooks, &report, start);
+                    counters.exchanges.record(began.elapsed());
+                    outcome
+                }
                 _ => run_phases(handler, &mut *request, &self.config.hooks, &report, start),
             };
             match outcome {
@@ -386,6 +419,8 @@ impl Engine {
     /// the server has stopped serving.
     fn requeue(&self, request: Box<StreamRequest>, ticket: Ticket) -> Result<(), Parked> {
         self.control.parked();
+        let mut request = request;
+        request.ready_at = Some(Instant::now());
         match self.home.state().requeue(Ready::Exchange(Parked::new(request, ticket, None))) {
             Ok(true) => Ok(()),
             Ok(false) => {
@@ -507,7 +542,9 @@ impl Engine {
         let timeout =
             if writing { self.config.write_timeout.or(self.config.idle_timeout) } else { self.config.idle_timeout };
         let deadline = timeout.map(|timeout| since + timeout);
-        // Counted before it is armed: once armed, a loop may take it out at once.
+        // Counted, and reported, before it is armed: once armed, a loop may take it out
+        // at once, and run it on another thread.
+        request.enter_state(ConnState::Parked);
         self.control.parked();
         // Held while the socket is armed: once parked, the request may be taken out
         // and closed by a stop at any time.

@@ -451,7 +451,11 @@ impl Engine {
         let deadline = earliest(until, lot.next_deadline());
         lead.reported.clear();
         let readable = lead.readiness.wait(deadline, listen, &mut lead.reported).map_err(Error::Io)?;
-        lot.take_each(lead.reported.drain(..), |parked| ready.push(Ready::Exchange(parked)));
+        let now = Instant::now();
+        lot.take_each(lead.reported.drain(..), |mut parked| {
+            parked.request.ready_at = Some(now);
+            ready.push(Ready::Exchange(parked));
+        });
         if deadline.is_some() {
             let expired = lot.expired(Instant::now());
             if !expired.is_empty() {
@@ -460,6 +464,8 @@ impl Engine {
             for parked in expired {
                 // (Not one waiting to send: what a slow reader sends is no progress.)
                 if !parked.request.sending() && parked.request.connection().has_input() {
+                    let mut parked = parked;
+                    parked.request.ready_at = Some(Instant::now());
                     ready.push(Ready::Exchange(parked));
                 } else {
                     ready.push(Ready::End(parked));

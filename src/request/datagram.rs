@@ -151,7 +151,8 @@ impl DatagramRequest {
     /// The server's last step: send the reply, if the handler asked for one.
     pub(crate) fn respond(&mut self) -> io::Result<()> {
         if self.reply.wanted.get() {
-            self.socket.send_to(self.reply.bytes.get_mut(), &self.client)?;
+            let sent = self.socket.send_to(self.reply.bytes.get_mut(), &self.client)?;
+            self.server.control().counters.bytes_out.fetch_add(sent as u64, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())
     }

@@ -3,9 +3,11 @@
 use std::cell::{RefCell, RefMut};
 use std::fmt;
 use std::io::{self, BufRead, BufWriter, Read, Write};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::handle::ServerHandle;
 use crate::net::Connection;
 
 /// A shared reference to the connection that reads and writes through `&Connection`,
@@ -18,6 +20,9 @@ use crate::net::Connection;
 #[derive(Debug, Clone)]
 pub(super) struct ConnHandle {
     connection: Arc<Connection>,
+    /// Where the bytes that go through are counted: the server's bytes in (reading) or
+    /// out (writing).
+    traffic: Traffic,
     deadline: Option<Instant>,
     timeout: Option<Duration>,
     /// The socket's timeout was changed for a deadline and must be put back.
@@ -26,8 +31,8 @@ pub(super) struct ConnHandle {
 
 impl ConnHandle {
     /// A handle with no deadline, whose direction's configured timeout is `timeout`.
-    pub(super) fn new(connection: Arc<Connection>, timeout: Option<Duration>) -> ConnHandle {
-        ConnHandle { connection, deadline: None, timeout, overridden: false }
+    pub(super) fn new(connection: Arc<Connection>, timeout: Option<Duration>, traffic: Traffic) -> ConnHandle {
+        ConnHandle { connection, traffic, deadline: None, timeout, overridden: false }
     }
 
     /// Runs one read or write under the deadline, if one is set. A socket timeout is
@@ -88,15 +93,38 @@ impl ConnHandle {
     }
 }
 
+/// A server's count of bytes in one direction, for its metrics.
+#[derive(Debug, Clone)]
+pub(super) struct Traffic {
+    server: ServerHandle,
+    incoming: bool,
+}
+
+impl Traffic {
+    pub(super) fn new(server: ServerHandle, incoming: bool) -> Traffic {
+        Traffic { server, incoming }
+    }
+
+    pub(super) fn count(&self, bytes: usize) {
+        let counters = &self.server.control().counters;
+        let total = if self.incoming { &counters.bytes_in } else { &counters.bytes_out };
+        total.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
 impl Read for ConnHandle {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.timed(Connection::set_read_timeout, "the client sent nothing", |mut c| c.read(buf))
+        let n = self.timed(Connection::set_read_timeout, "the client sent nothing", |mut c| c.read(buf))?;
+        self.traffic.count(n);
+        Ok(n)
     }
 }
 
 impl Write for ConnHandle {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.timed(Connection::set_write_timeout, "the client took nothing", |mut c| c.write(buf))
+        let n = self.timed(Connection::set_write_timeout, "the client took nothing", |mut c| c.write(buf))?;
+        self.traffic.count(n);
+        Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -192,7 +220,10 @@ impl Reader {
         // Never past `limit`, even into a buffer that is larger already.
         let end = self.buf.len().min(limit);
         let n = match self.source.connection.read_available(&mut self.buf[self.filled..end]) {
-            Ok(n) => n,
+            Ok(n) => {
+                self.source.traffic.count(n);
+                n
+            }
             Err(e) => {
                 self.drained = e.kind() == io::ErrorKind::WouldBlock;
                 // Nothing came: a connection about to park keeps no empty buffer.

@@ -8,9 +8,12 @@
 
 mod datagram;
 mod io;
+mod states;
 mod stream;
 
 pub use datagram::{DatagramRequest, Reply};
 pub use io::{Reader, ReaderRef, Writer};
+pub(crate) use states::{report_state, StateHook, States};
+pub use states::{ConnState, ConnectionId};
 pub(crate) use stream::Pumped;
 pub use stream::StreamRequest;

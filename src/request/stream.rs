@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::io::{ConnHandle, Reader, ReaderRef, Writer};
+use super::io::{ConnHandle, Reader, ReaderRef, Traffic, Writer};
 use crate::handle::ServerHandle;
 use crate::net::{Address, Connection, Registration};
 
@@ -83,6 +83,31 @@ pub struct StreamRequest {
     /// The peer that connected, when a PROXY protocol header named another client.
     proxy: Option<Address>,
     server: ServerHandle,
+    /// When the connection became ready for its next exchange (accepted, or readable
+    /// while parked), until that exchange starts: the server's queue wait.
+    pub(crate) ready_at: Option<Instant>,
+    /// The connection's number and state, and the server's `connection_state` hook;
+    /// `None` for a request built outside a server (`testing`).
+    pub(crate) states: Option<super::States>,
+}
+
+impl StreamRequest {
+    /// Moves the connection to `state`, for the server's hook (if it has one) and its
+    /// count of open connections.
+    pub(crate) fn enter_state(&mut self, state: super::ConnState) {
+        if let Some(states) = &mut self.states {
+            if states.enter(&self.client, state) && state.is_last() {
+                self.server.control().counters.connections_ended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The one place a connection's end is reported, whichever way it ends.
+impl Drop for StreamRequest {
+    fn drop(&mut self) {
+        self.enter_state(super::ConnState::Closed);
+    }
 }
 
 impl fmt::Debug for StreamRequest {
@@ -101,8 +126,10 @@ impl StreamRequest {
         timeouts: (Option<Duration>, Option<Duration>),
     ) -> StreamRequest {
         let (read_timeout, write_timeout) = timeouts;
-        let reader = Reader::new(ConnHandle::new(connection.clone(), read_timeout), rbufsize);
-        let writer = Writer::new(ConnHandle::new(connection.clone(), write_timeout), wbufsize);
+        let inward = Traffic::new(server.clone(), true);
+        let outward = Traffic::new(server.clone(), false);
+        let reader = Reader::new(ConnHandle::new(connection.clone(), read_timeout, inward), rbufsize);
+        let writer = Writer::new(ConnHandle::new(connection.clone(), write_timeout, outward), wbufsize);
         StreamRequest {
             registration: None,
             park: false,
@@ -118,6 +145,8 @@ impl StreamRequest {
             client,
             proxy: None,
             server,
+            ready_at: None,
+            states: None,
         }
     }
 
@@ -374,6 +403,7 @@ impl StreamRequest {
             }
             match self.connection.write_available(&out.chunk[out.at..out.len]) {
                 Ok(n) => {
+                    self.server.control().counters.bytes_out.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                     out.at += n;
                     sent += n;
                 }
