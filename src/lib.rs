@@ -206,6 +206,9 @@ mod signals;
 #[cfg(target_os = "linux")]
 #[cfg_attr(docsrs, doc(cfg(target_os = "linux")))]
 pub mod activation;
+#[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
+pub mod restart;
 pub mod testing;
 pub mod migration;
 
@@ -268,6 +271,10 @@ pub mod guide {
     pub struct Chapter11En;
     #[doc = include_str!("../guide/zh-CN/11-testing-clients.md")]
     pub struct Chapter11ZhCn;
+    #[doc = include_str!("../guide/en/12-operations.md")]
+    pub struct Chapter12En;
+    #[doc = include_str!("../guide/zh-CN/12-operations.md")]
+    pub struct Chapter12ZhCn;
 }
 
 pub use builder::Builder;
