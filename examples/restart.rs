@@ -39,7 +39,7 @@ mod unix {
     use signal_hook::consts::SIGHUP;
     use socketserver::dispatch::Pool;
     use socketserver::restart::{self, Inherited};
-    use socketserver::{StreamRequest, TcpServer};
+    use socketserver::{Frame, StreamRequest, TcpServer};
 
     /// How long the old process gives its connections to finish once the new one serves.
     const DRAIN: Duration = Duration::from_secs(5);
@@ -52,6 +52,9 @@ mod unix {
             [flag, addr] if flag == "--addr" => addr.clone(),
             _ => return Err("usage: restart [--addr IP:PORT]".into()),
         };
+        // Before anything else: a SIGHUP that comes while this process starts waits for
+        // it to serve, instead of killing it (the default action).
+        let mut hangups = signal_hook::iterator::Signals::new([SIGHUP])?;
         // Started by `hand_over`: the old process's socket; started by hand: a new one.
         let mut inherited = Inherited::receive()?;
         let listener = match inherited.as_mut().and_then(|i| i.take_tcp_listener("web")) {
@@ -61,15 +64,18 @@ mod unix {
         let local = listener.local_addr()?;
         // `from_listener`: a shutdown leaves the socket open, for the process that
         // serves next (a socket the server bound itself would be shut down).
+        // A line at a time, parked in between: a drain then closes the connections idle
+        // between lines at once (their clients connect again, to the new process), and
+        // waits only for the lines being answered.
         let server = TcpServer::from_listener(listener.try_clone()?)
             .dispatch(Pool::new(4))
+            .frame(Frame::lines(4096))
             .shutdown_deadline(DRAIN)
             .bind(|req: &mut StreamRequest| {
                 let mut line = String::new();
-                while req.reader().read_line(&mut line)? > 0 {
+                if req.reader().read_line(&mut line)? > 0 {
                     write!(req.writer(), "pid {}: {line}", std::process::id())?;
-                    req.writer().flush()?;
-                    line.clear();
+                    req.park();
                 }
                 Ok(())
             })?;
@@ -83,7 +89,6 @@ mod unix {
 
         // SIGHUP: start the next process on the same socket; once it serves, this one
         // stops accepting and drains. A failed start leaves this one serving.
-        let mut hangups = signal_hook::iterator::Signals::new([SIGHUP])?;
         let restarter = handle.clone();
         std::thread::spawn(move || {
             for _ in hangups.forever() {

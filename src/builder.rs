@@ -187,9 +187,10 @@ impl<T: Transport> Builder<T> {
     }
 
     /// Whether the server times its requests for [`Metrics`](crate::Metrics): how long
-    /// each waited to start and how long its exchange took. On by default; off saves two
-    /// clock reads around each exchange, and leaves those two histograms empty (the counters,
-    /// bytes included, are kept either way).
+    /// each waited to start and how long its exchange took. On by default; off saves the
+    /// two clock reads around each exchange and leaves those two histograms empty (the
+    /// counters, bytes included, are kept either way, and the moment a request becomes
+    /// ready is still read, once per accept or poll).
     pub fn timings(mut self, enabled: bool) -> Self {
         self.config.timings = enabled;
         self

@@ -13,8 +13,9 @@ use crate::handle::{Durations, ServerHandle, Stats, BUCKETS_MICROS};
 ///
 /// Counted since the server was built, each value read on its own (relaxed atomics, no
 /// lock but the one [`Stats`] takes), so under load the numbers are close to, but not
-/// exactly, one instant's. Recording them costs a few atomic adds per exchange; they are
-/// always on (`cargo run --release -p bench -- --scenario tcp-c16` shows the cost).
+/// exactly, one instant's. Recording them costs a few atomic adds per exchange, and two
+/// clock reads that [`Builder::timings`](crate::Builder::timings) can turn off
+/// (`cargo run --release -p bench -- --runs 3 --scenario ops-c16` shows the cost).
 ///
 /// # Examples
 ///
@@ -75,7 +76,8 @@ pub struct Metrics {
     /// pool shows here as the readable connections it finds together and serves in
     /// turn; the time a client waits before the server looks (in the kernel's backlog or
     /// socket buffer while every worker is busy) is not in it: `busy` at `busy_limit`
-    /// tells that. Messages a connection sends in a row without parking are not counted.
+    /// tells that. An exchange that starts without waiting (the connection's next
+    /// message already there, read without parking) is not counted.
     pub queue_wait: Histogram,
     /// How long exchanges took (`setup` and `handle` and the reply's flush; a
     /// datagram's whole handling).
@@ -136,10 +138,12 @@ impl ServerHandle {
     pub fn metrics(&self) -> Metrics {
         let control = self.control();
         let counters = &control.counters;
-        let stats = control.stats();
+        // What ends is read before what starts: a connection that comes and goes between
+        // the two reads is then counted as open for a moment, never missed below zero.
         let waiting = counters.waiting.load(Ordering::Relaxed);
-        let accepted = counters.connections.load(Ordering::Relaxed);
+        let stats = control.stats();
         let ended = counters.connections_ended.load(Ordering::Relaxed);
+        let accepted = counters.connections.load(Ordering::Relaxed);
         Metrics {
             busy: stats.active.saturating_sub(waiting),
             busy_limit: control.workers(),

@@ -49,7 +49,6 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage};
@@ -59,6 +58,9 @@ pub const HANDOFF_VAR: &str = "SOCKETSERVER_HANDOFF";
 
 /// At most this many sockets go over in one hand-over.
 pub const MAX_SOCKETS: usize = 16;
+
+/// How long the new program waits for the sockets once it has reached the old one.
+const RECEIVE_WITHIN: Duration = Duration::from_secs(10);
 
 /// What the new program writes once it serves.
 const READY: &[u8] = b"ready\n";
@@ -72,22 +74,28 @@ const READY: &[u8] = b"ready\n";
 ///
 /// # Errors
 ///
-/// `InvalidInput` for more than [`MAX_SOCKETS`] sockets or a name with a newline;
+/// `InvalidInput` for more than [`MAX_SOCKETS`] sockets or a name longer than 255 bytes
+/// or with a newline;
 /// `TimedOut` if the new program did not say ready within `within` (it is killed), an
 /// error naming how it ended if it exited first, and the errors of starting it. This
 /// program's sockets are untouched by any error: it goes on serving.
 pub fn hand_over(mut command: Command, sockets: &[(&str, BorrowedFd<'_>)], within: Duration) -> io::Result<Child> {
-    if sockets.len() > MAX_SOCKETS || sockets.iter().any(|(name, _)| name.contains('\n')) {
-        let message = format!("at most {MAX_SOCKETS} sockets, named without a newline");
+    if sockets.len() > MAX_SOCKETS || sockets.iter().any(|(name, _)| name.contains('\n') || name.len() > 255) {
+        let message = format!("at most {MAX_SOCKETS} sockets, named in at most 255 bytes without a newline");
         return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
     }
     let deadline = Instant::now() + within;
     let place = Place::new()?;
     let listener = UnixListener::bind(place.socket())?;
-    command.env(HANDOFF_VAR, place.socket());
+    listener.set_nonblocking(true)?;
+    // This process's id first: only its own child takes the hand-over, not a program
+    // that child starts in turn (which inherits the variable).
+    let mut value = OsString::from(format!("{}:", std::process::id()));
+    value.push(place.socket());
+    command.env(HANDOFF_VAR, value);
     let mut child = command.spawn()?;
     let result = (|| {
-        let mut channel = accept_within(&listener, &place, &mut child, deadline)?;
+        let mut channel = accept_within(&listener, &mut child, deadline)?;
         let names: String = sockets.iter().map(|(name, _)| format!("{name}\n")).collect();
         let fds: Vec<BorrowedFd<'_>> = sockets.iter().map(|(_, fd)| *fd).collect();
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_SOCKETS))];
@@ -96,12 +104,10 @@ pub fn hand_over(mut command: Command, sockets: &[(&str, BorrowedFd<'_>)], withi
             return Err(io::Error::other("the sockets do not fit in one message"));
         }
         let header = format!("{}\n{names}", fds.len());
-        rustix::net::sendmsg(
-            &channel,
-            &[IoSlice::new(header.as_bytes())],
-            &mut control,
-            rustix::net::SendFlags::empty(),
-        )?;
+        let flags = rustix::net::SendFlags::empty();
+        if rustix::net::sendmsg(&channel, &[IoSlice::new(header.as_bytes())], &mut control, flags).is_err() {
+            return Err(ended(&mut child)); // it went away: say how
+        }
         // Its answer, within what is left of `within`.
         channel.set_read_timeout(Some(left(deadline)?))?;
         let mut answer = [0; READY.len()];
@@ -125,12 +131,33 @@ pub fn hand_over(mut command: Command, sockets: &[(&str, BorrowedFd<'_>)], withi
 /// The command that runs this program again with the same arguments: for
 /// [`hand_over`].
 ///
+/// The program is found by the path it was started with (`argv[0]`, against the
+/// current directory if relative), so that a new version installed at that path, or a
+/// `current` symlink switched to a new release, is what starts. Started through `PATH`
+/// (no `/` in `argv[0]`), it is the running executable
+/// ([`std::env::current_exe`], whose `" (deleted)"` mark, once the file was replaced,
+/// is dropped to name the new file at the same path). To start something else, give
+/// [`hand_over`] a `Command` of your own.
+///
 /// # Errors
 ///
-/// [`std::env::current_exe`]'s.
+/// [`std::env::current_exe`]'s and [`std::env::current_dir`]'s.
 pub fn this_program() -> io::Result<Command> {
-    let mut command = Command::new(std::env::current_exe()?);
-    command.args(std::env::args_os().skip(1).collect::<Vec<OsString>>());
+    let mut args = std::env::args_os();
+    let started_as = args.next().map(PathBuf::from).filter(|path| path.as_os_str().as_encoded_bytes().contains(&b'/'));
+    let program = match started_as {
+        Some(path) if path.is_absolute() => path,
+        Some(path) => std::env::current_dir()?.join(path),
+        None => {
+            let exe = std::env::current_exe()?;
+            match exe.to_str().and_then(|text| text.strip_suffix(" (deleted)")) {
+                Some(replaced) => PathBuf::from(replaced),
+                None => exe,
+            }
+        }
+    };
+    let mut command = Command::new(program);
+    command.args(args.collect::<Vec<OsString>>());
     Ok(command)
 }
 
@@ -227,14 +254,45 @@ impl Inherited {
     ///
     /// The old program could not be reached, or sent what is not a hand-over.
     pub fn receive() -> io::Result<Option<Inherited>> {
-        let Some(place) = std::env::var_os(HANDOFF_VAR) else { return Ok(None) };
-        let channel = UnixStream::connect(&place)?;
-        channel.set_read_timeout(Some(Duration::from_secs(10)))?;
+        use std::os::unix::ffi::OsStrExt;
+        let Some(value) = std::env::var_os(HANDOFF_VAR) else { return Ok(None) };
+        let bytes = value.as_bytes();
+        let at = bytes.iter().position(|&b| b == b':');
+        let (pid, place) = match at {
+            Some(at) => (std::str::from_utf8(&bytes[..at]).ok().and_then(|p| p.parse::<u32>().ok()), &bytes[at + 1..]),
+            None => (None, bytes),
+        };
+        let Some(pid) = pid else {
+            let message = format!("{HANDOFF_VAR}={value:?} is not PID:PATH");
+            return Err(io::Error::new(io::ErrorKind::InvalidData, message));
+        };
+        if std::os::unix::process::parent_id() != pid {
+            return Ok(None); // for a program started by the process that handed over
+        }
+        let place = std::path::Path::new(std::ffi::OsStr::from_bytes(place));
+        let channel = UnixStream::connect(place)
+            .map_err(|e| io::Error::new(e.kind(), format!("reaching the old program at {}: {e}", place.display())))?;
+        channel.set_read_timeout(Some(RECEIVE_WITHIN))?;
         let mut bytes = vec![0; 64 * 1024];
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_SOCKETS))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
-        let received =
-            rustix::net::recvmsg(&channel, &mut [IoSliceMut::new(&mut bytes)], &mut control, RecvFlags::empty())?;
+        #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+        let flags = RecvFlags::CMSG_CLOEXEC;
+        #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+        let flags = RecvFlags::empty();
+        let received = rustix::net::recvmsg(&channel, &mut [IoSliceMut::new(&mut bytes)], &mut control, flags)
+            .map_err(io::Error::from)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("the old program sent no sockets within {RECEIVE_WITHIN:?}"),
+                ),
+                _ => e,
+            })?;
+        let cut = rustix::net::ReturnFlags::TRUNC | rustix::net::ReturnFlags::CTRUNC;
+        if received.flags.intersects(cut) {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "a hand-over longer than this program takes"));
+        }
         let mut fds = Vec::new();
         for message in control.drain() {
             if let RecvAncillaryMessage::ScmRights(passed) = message {
@@ -306,7 +364,12 @@ impl Place {
             NEXT.fetch_add(1, Ordering::Relaxed),
             stamp.subsec_nanos()
         );
-        let dir = std::env::temp_dir().join(name);
+        // A Unix socket's path has room for about 100 bytes: under a long TMPDIR, /tmp.
+        let mut base = std::env::temp_dir();
+        if base.as_os_str().len() + name.len() + 3 > 100 {
+            base = PathBuf::from("/tmp");
+        }
+        let dir = base.join(name);
         std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
         Ok(Place(dir))
     }
@@ -322,40 +385,35 @@ impl Drop for Place {
     }
 }
 
-/// The new program's connection, accepted on a thread of its own so that the wait is
-/// bounded: at the deadline, or when the program exits first, a connection from here
-/// ends the accept.
-fn accept_within(
-    listener: &UnixListener,
-    place: &Place,
-    child: &mut Child,
-    deadline: Instant,
-) -> io::Result<UnixStream> {
-    let (sender, accepted) = mpsc::channel();
-    let acceptor = listener.try_clone()?;
-    let thread = std::thread::Builder::new().name("restart-accept".into()).spawn(move || {
-        let _ = sender.send(acceptor.accept().map(|(stream, _)| stream));
-    })?;
-    let result = loop {
-        match accepted.recv_timeout(Duration::from_millis(50).min(left(deadline).unwrap_or_default())) {
-            Ok(stream) => break stream,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break Err(ended(child));
+/// The new program's connection: the listener does not block, and is looked at every
+/// 20 ms until `deadline` or until the program exits (a wait of a restart, not of a
+/// server at rest). On Linux, a connection from any other process than `child` is
+/// closed unanswered (`SO_PEERCRED`): a stranger of the same user that found the
+/// directory does not get the sockets.
+fn accept_within(listener: &UnixListener, child: &mut Child, deadline: Instant) -> io::Result<UnixStream> {
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                #[cfg(any(target_os = "linux", target_os = "android"))]
+                if rustix::net::sockopt::socket_peercred(&stream)
+                    .is_ok_and(|peer| peer.pid.as_raw_nonzero().get() as u32 != child.id())
+                {
+                    continue; // not the new program
                 }
-                if Instant::now() >= deadline {
-                    break Err(timed_out());
-                }
+                stream.set_nonblocking(false)?;
+                return Ok(stream);
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break Err(io::Error::other("the accept thread ended")),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
         }
-    };
-    if result.is_err() {
-        // Ends the accept, if it still waits.
-        let _ = UnixStream::connect(place.socket());
+        if let Ok(Some(_)) = child.try_wait() {
+            return Err(ended(child));
+        }
+        if Instant::now() >= deadline {
+            return Err(timed_out());
+        }
+        std::thread::sleep(Duration::from_millis(20).min(deadline.saturating_duration_since(Instant::now())));
     }
-    let _ = thread.join();
-    result
 }
 
 fn left(deadline: Instant) -> io::Result<Duration> {

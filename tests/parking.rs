@@ -580,3 +580,64 @@ fn a_resumed_exchange_the_mode_cannot_run_still_gets_its_finish() {
         stop(&server, serve);
     });
 }
+
+/// A parked connection whose client's next line arrived while every worker was busy is
+/// answered at a stop, not closed unread: the request arrived, so it is served. (Linux,
+/// where a stopping server refuses new connections at once: that is how the test sees
+/// the stop under way.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_request_that_arrived_while_parked_is_answered_at_a_stop() {
+    bounded(LIMIT, || {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let held = std::sync::Mutex::new(held);
+        let server = TcpServer::builder("127.0.0.1:0")
+            .dispatch(Pool::new(1))
+            .bind(move |req: &mut StreamRequest| {
+                let mut line = String::new();
+                if req.reader().read_line(&mut line)? == 0 {
+                    return Ok(());
+                }
+                if line == "hold\n" {
+                    let _ = held.lock().unwrap().recv_timeout(TIMEOUT);
+                }
+                req.writer().write_all(line.as_bytes())?;
+                req.park();
+                Ok(())
+            })
+            .unwrap();
+        let (addr, handle) = (server.local_addr(), server.handle());
+        let server = server.serve_in_background().unwrap();
+        let ask = |client: &TcpStream, line: &str| {
+            let mut client = client;
+            client.write_all(line.as_bytes()).unwrap();
+        };
+        let answer = |client: &TcpStream| {
+            let mut line = String::new();
+            BufReader::new(client).read_line(&mut line).map(|_| line)
+        };
+        let (a, b) = (connect(addr), connect(addr));
+        ask(&a, "first\n");
+        assert_eq!(answer(&a).unwrap(), "first\n");
+        wait_until(TIMEOUT, "a parked", || handle.stats().parked == 1);
+        // The one worker is held by b; a's next line arrives while it is parked.
+        ask(&b, "hold\n");
+        wait_until(TIMEOUT, "the worker held", || handle.stats().active == 1);
+        ask(&a, "second\n");
+        thread::sleep(Duration::from_millis(50)); // the line reaches a's socket
+        let stopper = thread::spawn(move || server.stop());
+        // The stop is under way once the socket refuses new connections (Linux shuts a
+        // stopping server's listener down for reading at once).
+        wait_until(TIMEOUT, "the stop under way", || {
+            let probe = TcpStream::connect(addr).and_then(|probe| {
+                probe.set_read_timeout(Some(Duration::from_millis(200)))?;
+                (&probe).read(&mut [0; 1])
+            });
+            !matches!(probe, Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        });
+        release.send(()).unwrap();
+        assert_eq!(answer(&b).unwrap(), "hold\n");
+        assert_eq!(answer(&a).unwrap(), "second\n", "the line that arrived is answered");
+        stopper.join().unwrap().unwrap();
+    });
+}

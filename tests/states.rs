@@ -194,3 +194,47 @@ fn a_hook_that_panics_is_logged_and_the_connection_goes_on() {
     assert_eq!(server.handle().stats().errors, 0, "not the handler's error");
     server.stop().unwrap();
 }
+
+/// A dispatch mode that runs every other job on a thread and refuses the rest.
+struct EveryOther(std::sync::atomic::AtomicUsize);
+
+impl socketserver::dispatch::Executor for EveryOther {
+    fn execute(&self, job: socketserver::dispatch::Job) -> std::io::Result<()> {
+        if self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 1 {
+            return Err(std::io::Error::other("refused on purpose"));
+        }
+        std::thread::spawn(move || job.run());
+        Ok(())
+    }
+}
+
+#[test]
+fn a_connection_the_dispatch_mode_cannot_run_is_closed_and_counted() {
+    let log = Log::default();
+    let record = log.clone();
+    let server = TcpServer::builder("127.0.0.1:0")
+        .dispatch(socketserver::dispatch::Dispatch::custom(EveryOther(Default::default())))
+        .handle_error(|_, _| {}) // the refused jobs, reported
+        .connection_state(move |id, client, state| record.lock().unwrap().push((id, client.to_string(), state)))
+        .bind(|req: &mut StreamRequest| {
+            req.writer().write_all(b"served\n")?;
+            Ok(())
+        })
+        .unwrap();
+    let (addr, handle) = (server.local_addr(), server.handle());
+    let server = server.serve_in_background().unwrap();
+    for _ in 0..6 {
+        let client = TcpStream::connect(addr).unwrap();
+        client.set_read_timeout(Some(PATIENCE)).unwrap();
+        let mut line = String::new();
+        let _ = BufReader::new(&client).read_line(&mut line); // "served\n", or closed
+    }
+    server.stop().unwrap();
+    let metrics = handle.metrics();
+    assert_eq!((metrics.connections_accepted, metrics.connections_open), (6, 0), "{metrics:?}");
+    let log = log.lock().unwrap();
+    for n in 1..=6u64 {
+        let last = log.iter().filter(|(id, _, s)| id.get() == n && s.is_last()).count();
+        assert_eq!(last, 1, "connection {n} ends once: {log:?}");
+    }
+}

@@ -151,7 +151,8 @@ impl Engine {
 
 /// A job's work until it runs. Dropped unrun (the mode could not run it), a parked
 /// connection's next exchange still ends properly: `finish`, and its place in the lot
-/// given back. (A new connection or a datagram just closes, as it never began.)
+/// given back. (A new connection or a datagram just closes, as it never began; the
+/// connection is reported `Closed` and counted as ended.)
 struct Pending {
     engine: Arc<Engine>,
     parts: Option<(Ticket, Work)>,
@@ -162,8 +163,15 @@ impl Drop for Pending {
         if self.parts.is_some() {
             self.engine.control.counters.waiting.fetch_sub(1, Ordering::Relaxed);
         }
-        if let Some((ticket, Work::Resume { request, .. })) = self.parts.take() {
-            self.engine.run(ticket, Work::Resume { request, end: true });
+        match self.parts.take() {
+            Some((ticket, Work::Resume { request, .. })) => {
+                self.engine.run(ticket, Work::Resume { request, end: true })
+            }
+            Some((_, Work::Stream(_, client, _, id, _))) => {
+                self.engine.state(id, &client, ConnState::Closed);
+                self.engine.control.counters.connections_ended.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
         }
     }
 }

@@ -127,7 +127,7 @@ impl Engine {
     }
 
     /// Closes the server: see [`Server::close`](crate::Server::close).
-    pub(crate) fn close(&self) {
+    pub(crate) fn close(self: &Arc<Self>) {
         self.close_by(self.config.shutdown_deadline.map(|d| Instant::now() + d));
     }
 
@@ -135,7 +135,7 @@ impl Engine {
     /// their connections are closed, and threads that still do not end are not joined).
     /// An instant, not a duration, so that a stop that already waited for the same
     /// deadline does not wait again.
-    pub(crate) fn close_by(&self, deadline: Option<Instant>) {
+    pub(crate) fn close_by(self: &Arc<Self>, deadline: Option<Instant>) {
         if CurrentServer::is(&self.control) {
             // From a handler or hook: closing would wait for this very request. Stop
             // serving; the close itself happens when the server is dropped.

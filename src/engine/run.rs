@@ -108,11 +108,14 @@ impl Engine {
                     request.mark_unstarted();
                     match self.park(request, ticket) {
                         Ok(()) => return,
-                        // The server stops serving, or the poller refused the socket
-                        // (reported): a connection that waits for its first message
-                        // cannot wait, and ends before it began, with no `setup`. (One
-                        // without a frame starts at once instead, as it would have.)
-                        Err(mut parked) if config.frame.is_some() || self.home.state().lot().is_closed() => {
+                        // The poller refused the socket (reported): a connection that
+                        // waits for its first message cannot wait, and ends before it
+                        // began, with no `setup`. (One without a frame starts at once
+                        // instead, as it would have.) The server stops serving: it was
+                        // accepted just before, its first message is on its way, and it
+                        // starts at once too, its reads bounded by its read timeout and
+                        // the stop's deadline.
+                        Err(mut parked) if config.frame.is_some() && !self.home.state().lot().is_closed() => {
                             self.forget(&mut parked.request);
                             return;
                         }
@@ -189,6 +192,11 @@ impl Engine {
                 // a frame) has not been set up: it starts now, or, gone, ends with no
                 // `finish`.
                 let unstarted = request.exchanges() == 0;
+                // Not begun, and it cannot park again because the server stops: it was
+                // accepted just before the stop, and its client's first message is on
+                // its way. It is served, with blocking reads bounded by its read timeout
+                // and the stop's deadline, rather than closed unread.
+                let mut at_stop = false;
                 if unstarted && !request.opened {
                     match self.first_bytes(&mut request) {
                         Gathered::Message => {}
@@ -198,7 +206,10 @@ impl Engine {
                                 Ok(()) => return,
                                 Err(parked) => (request, ticket) = (parked.request, parked.ticket),
                             }
-                            break;
+                            if !parks || !self.home.state().lot().is_closed() {
+                                break;
+                            }
+                            at_stop = true;
                         }
                         Gathered::End | Gathered::Bad(_) => break,
                     }
@@ -207,26 +218,34 @@ impl Engine {
                     }
                     request.opened = true;
                 }
-                start = match self.gather(&mut request) {
-                    Gathered::Message => {
-                        request.partial_since = None;
-                        if request.resumed() {
-                            Start::Setup
-                        } else {
-                            Start::Handle
-                        }
+                start = if at_stop {
+                    if request.resumed() {
+                        Start::Setup
+                    } else {
+                        Start::Handle
                     }
-                    Gathered::Partial => match self.park_again(request, ticket, parks) {
-                        Ok(()) => return,
-                        Err(parked) => {
-                            (request, ticket) = (parked.request, parked.ticket);
+                } else {
+                    match self.gather(&mut request) {
+                        Gathered::Message => {
+                            request.partial_since = None;
+                            if request.resumed() {
+                                Start::Setup
+                            } else {
+                                Start::Handle
+                            }
+                        }
+                        Gathered::Partial => match self.park_again(request, ticket, parks) {
+                            Ok(()) => return,
+                            Err(parked) => {
+                                (request, ticket) = (parked.request, parked.ticket);
+                                Start::Finish
+                            }
+                        },
+                        Gathered::End => Start::Finish,
+                        Gathered::Bad(e) => {
+                            report(Error::Message(e), request.client_addr());
                             Start::Finish
                         }
-                    },
-                    Gathered::End => Start::Finish,
-                    Gathered::Bad(e) => {
-                        report(Error::Message(e), request.client_addr());
-                        Start::Finish
                     }
                 };
             }

@@ -197,7 +197,12 @@ impl Engine {
     /// refuses when full) and supervises them from this thread until they all return
     /// (they return on shutdown). If no thread can be started, serves on this thread
     /// instead, without supervising; if some cannot, serves with the others.
-    fn run_workers(&self, pool: &Pool, serve_loop: &(dyn Fn() + Sync), service: Option<&(Duration, PlainHook)>) {
+    fn run_workers(
+        self: &Arc<Self>,
+        pool: &Pool,
+        serve_loop: &(dyn Fn() + Sync),
+        service: Option<&(Duration, PlainHook)>,
+    ) {
         thread::scope(|scope| {
             let mut started = 0;
             for n in 0..self.loops {
@@ -220,7 +225,7 @@ impl Engine {
 
     /// While other threads run the serve loop: calls service_actions at its interval
     /// until shutdown, then enforces the shutdown deadline.
-    fn supervise(&self, service: Option<&(Duration, PlainHook)>) {
+    fn supervise(self: &Arc<Self>, service: Option<&(Duration, PlainHook)>) {
         let _current = CurrentServer::enter(&self.control);
         let _stop = StopOnUnwind(&self.control);
         let mut next = service.map(|(interval, _)| Instant::now() + *interval);
@@ -491,13 +496,26 @@ impl Engine {
         (parked.ticket, Work::Resume { request: parked.request, end })
     }
 
-    /// Ends the parked connections, those in the ready queue included, on this thread,
-    /// and makes those that try to park from now on end instead (until the next serve
-    /// call opens the lot again).
-    pub(super) fn end_parked(&self) {
+    /// Ends the parked connections, those in the ready queue included, and makes those
+    /// that try to park from now on end instead (until the next serve call opens the lot
+    /// again). Idle ones end on this thread. One whose client's next message has arrived
+    /// (bytes waiting, or a message buffered) is served first: a request that arrived is
+    /// answered, also at a stop (a new connection of a framed server that sent its first
+    /// message while the stop came, or a keep-alive client's next request). That exchange
+    /// goes to the dispatch mode as any other, counts as running, and the stop's deadline
+    /// bounds it; then the connection ends, as it cannot park again.
+    pub(super) fn end_parked(self: &Arc<Self>) {
         let (queued, parked) = self.home.state().close();
-        for parked in queued.into_iter().chain(parked) {
-            self.end(parked);
+        for mut parked in queued.into_iter().chain(parked) {
+            let request = &mut parked.request;
+            let waiting =
+                !request.sending() && (!request.reader_mut().buffer().is_empty() || request.connection().has_input());
+            if waiting {
+                let (ticket, work) = self.unpark(parked, false);
+                self.dispatch_work(ticket, work, false);
+            } else {
+                self.end(parked);
+            }
         }
     }
 
