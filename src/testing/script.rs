@@ -33,10 +33,10 @@ const LINE_SLACK: usize = 1024;
 ///
 /// The steps run in order. An expectation waits for the client's bytes up to
 /// [`DEFAULT_EXPECT_WITHIN`] (or [`Script::expect_within`]); bytes that differ, a client
-/// that closes early or says nothing in time are failures, which
-/// [`ScriptedServer::verify`] reports with the step and the first differing byte. Steps
-/// the client never reached are failures too, unless the script
-/// [allows them](Script::allow_unused). After the last step of a TCP script the server
+/// that closes in the middle of an expected message or says nothing in time are failures,
+/// which [`ScriptedServer::verify`] reports with the step and the first differing byte.
+/// Steps the client never reached (it closed between two steps, or the server stopped
+/// first) are failures too, unless the script [allows them](Script::allow_unused). After the last step of a TCP script the server
 /// waits for the client to close; bytes it sends then are a failure.
 ///
 /// # Examples
@@ -546,8 +546,9 @@ fn play_tcp(shared: &Shared, req: &mut StreamRequest) {
             }
         };
         if let Err(message) = result {
-            // An empty message: the stop ended the step, which is no fault of the
-            // client's (the steps left are reported as unused).
+            // An empty message: the stop ended the step, or the client closed before
+            // it began, between two steps; the steps left are reported as never reached
+            // (unless the script allows that).
             if message.is_empty() || shared.stopping() {
                 if !script.allow_unused {
                     shared.fail(unused(Some(n), &script, at));
@@ -684,6 +685,9 @@ fn expect_bytes(shared: &Shared, index: usize, reader: &mut impl BufRead, expect
     while got.len() < expected.len() {
         let want = (expected.len() - got.len()).min(buf.len());
         match reader.read(&mut buf[..want]) {
+            // Closed before the step's first byte: the client left between steps, and
+            // this step and the ones after it were never reached.
+            Ok(0) if got.is_empty() => return Err(String::new()),
             Ok(0) => {
                 shared.record(index, true, &got);
                 let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
@@ -715,6 +719,9 @@ fn expect_line(shared: &Shared, index: usize, reader: &mut impl BufRead, line: &
     shared.record(index, true, &got);
     if let Err(e) = read {
         return Err(stop_or(shared, read_failure(&e, &got, line.len() + 1)));
+    }
+    if got.is_empty() {
+        return Err(String::new()); // closed between steps: never reached
     }
     let Some(text) = got.strip_suffix(b"\n") else {
         let why = match got.len() as u64 == limit {
@@ -750,7 +757,8 @@ fn expect_frame(
                 false => Err(difference(payload, got)),
             }
         }
-        Ok(None) => Err(stop_or(shared, String::from("the client closed the connection before the message"))),
+        // Closed before the message began: the client left between steps.
+        Ok(None) => Err(String::new()),
         Err(e) => Err(stop_or(shared, format!("no whole message: {e}"))),
     }
 }
