@@ -236,3 +236,61 @@ fn a_new_program_that_fails_or_never_answers_is_an_error_and_the_sockets_stay() 
     let (accepted, _) = listener.accept().unwrap();
     assert_eq!(accepted.peer_addr().unwrap(), client.local_addr().unwrap());
 }
+
+/// A process of the same user that finds the hand-over socket first gets nothing: on
+/// Linux the old program checks the peer's pid (`SO_PEERCRED`) and closes any other
+/// connection unanswered, then hands the sockets to the new program.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_stranger_that_connects_first_gets_no_socket() {
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+
+    use socketserver::restart::hand_over;
+
+    let exe = example_binary("restart");
+    bounded(Duration::from_secs(60), move || {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        // The stranger: watches the temporary directory for this process's hand-over
+        // socket, connects at once, and reads what it is given.
+        let prefix = format!("socketserver-handoff-{}-", std::process::id());
+        let stranger = thread::spawn(move || {
+            let began = Instant::now();
+            while began.elapsed() < Duration::from_secs(20) {
+                let found = std::fs::read_dir(std::env::temp_dir())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .find(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+                    .map(|entry| entry.path().join("s"));
+                if let Some(Ok(mut stolen)) = found.map(UnixStream::connect) {
+                    stolen.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                    let mut got = Vec::new();
+                    let read = stolen.read_to_end(&mut got);
+                    return (read.map(|_| got.len()), true);
+                }
+                thread::sleep(Duration::from_millis(1));
+            }
+            (Ok(0), false)
+        });
+        // The new program waits a moment before it connects, so that the stranger is first.
+        let mut slow = Command::new("sh");
+        slow.arg("-c").arg("sleep 0.5; exec \"$0\" --addr 127.0.0.1:0").arg(&exe);
+        slow.stdout(std::process::Stdio::null());
+        let mut child = hand_over(slow, &[("web", listener.as_fd())], Duration::from_secs(20)).expect("the hand-over");
+        let (read, connected) = stranger.join().unwrap();
+        assert!(connected, "the stranger found the socket");
+        assert_eq!(read.unwrap(), 0, "the stranger was closed unanswered: no names, no sockets");
+        // The real new program got the socket: it serves on the listener's address.
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        (&client).write_all(b"hi\n").unwrap();
+        let mut answer = String::new();
+        BufReader::new(&client).read_line(&mut answer).unwrap();
+        assert!(answer.ends_with(": hi\n"), "{answer:?}");
+        let _ = child.kill();
+        let _ = child.wait();
+    });
+}
