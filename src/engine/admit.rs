@@ -95,7 +95,6 @@ impl Engine {
             self.control.counters.untracked.fetch_add(1, Ordering::Relaxed);
             if let Some(id) = id {
                 self.state(id, incoming.client(), ConnState::Denied);
-                self.control.counters.connections_ended.fetch_add(1, Ordering::Relaxed);
             }
             return; // dropping `incoming` closes the connection, once
         }
@@ -119,7 +118,6 @@ impl Engine {
             if let Work::Stream(connection, client, _, id, _) = work {
                 self.refuse(&connection, &client);
                 self.state(id, &client, ConnState::Refused);
-                self.control.counters.connections_ended.fetch_add(1, Ordering::Relaxed);
             }
             return;
         };
@@ -169,7 +167,6 @@ impl Drop for Pending {
             }
             Some((_, Work::Stream(_, client, _, id, _))) => {
                 self.engine.state(id, &client, ConnState::Closed);
-                self.engine.control.counters.connections_ended.fetch_add(1, Ordering::Relaxed);
             }
             _ => {}
         }
@@ -177,10 +174,15 @@ impl Drop for Pending {
 }
 
 impl Engine {
-    /// Tells the `connection_state` hook, if there is one.
+    /// Tells the `connection_state` hook, if there is one, of a connection that has no
+    /// request (yet, or ever); a last state also counts the connection as ended. (A
+    /// request reports its own states, and its end, through `StreamRequest::enter_state`.)
     pub(super) fn state(&self, id: ConnectionId, client: &Address, state: ConnState) {
         if let Some(hook) = &self.config.hooks.connection_state {
             report_state(hook, id, client, state);
+        }
+        if state.is_last() {
+            self.control.counters.connections_ended.fetch_add(1, Ordering::Relaxed);
         }
     }
 

@@ -80,7 +80,6 @@ impl Engine {
                 if let Err(e) = self.configure(&connection) {
                     self.report(&Error::Io(e), Some(&client));
                     self.state(id, &client, ConnState::Closed);
-                    self.control.counters.connections_ended.fetch_add(1, Ordering::Relaxed);
                     return;
                 }
                 let config = &self.config;
