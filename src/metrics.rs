@@ -174,69 +174,44 @@ impl Metrics {
             .enumerate()
             .map(|(i, c)| if c.is_ascii_alphabetic() || c == '_' || (i > 0 && c.is_ascii_digit()) { c } else { '_' })
             .collect();
+        let s = &self.stats;
+        // (name, type, help, value): one line of HELP, one of TYPE, one sample each.
+        let mut scalars = vec![
+            ("requests_received_total", "counter", "Connections accepted and datagrams received.", s.received),
+            ("requests_finished_total", "counter", "Requests that ended.", s.finished),
+            ("errors_total", "counter", "Errors and caught panics reported to handle_error.", s.errors),
+            ("refused_total", "counter", "Connections refused because the server was full.", s.refused),
+            ("denied_total", "counter", "Requests turned down by verify_request or as untrusted peers.", s.denied),
+            (
+                "bad_proxy_headers_total",
+                "counter",
+                "Connections closed for a bad PROXY protocol header.",
+                s.bad_proxy_headers,
+            ),
+            ("requests_active", "gauge", "Requests running now, parked connections not included.", s.active as u64),
+            ("connections_parked", "gauge", "Connections parked in the poller now, with no thread.", s.parked as u64),
+            ("connections_open", "gauge", "Stream connections open now, parked ones included.", self.connections_open),
+            ("connections_accepted_total", "counter", "Stream connections accepted.", self.connections_accepted),
+            ("workers_busy", "gauge", "Requests in an exchange now.", self.busy as u64),
+        ];
+        if let Some(limit) = self.busy_limit {
+            scalars.push(("workers_limit", "gauge", "Requests the dispatch mode runs at once at most.", limit as u64));
+        }
+        scalars.extend([
+            (
+                "requests_waiting",
+                "gauge",
+                "Requests handed to the dispatch mode, not started yet.",
+                self.waiting as u64,
+            ),
+            ("received_bytes_total", "counter", "Bytes read from clients.", self.bytes_in),
+            ("sent_bytes_total", "counter", "Bytes written to clients.", self.bytes_out),
+        ]);
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
+        for (name, kind, help, value) in scalars {
             let _ =
                 writeln!(out, "# HELP {prefix}_{name} {help}\n# TYPE {prefix}_{name} {kind}\n{prefix}_{name} {value}");
-        };
-        let s = &self.stats;
-        metric(
-            "requests_received_total",
-            "counter",
-            "Connections accepted and datagrams received.",
-            s.received.to_string(),
-        );
-        metric("requests_finished_total", "counter", "Requests that ended.", s.finished.to_string());
-        metric("errors_total", "counter", "Errors and caught panics reported to handle_error.", s.errors.to_string());
-        metric("refused_total", "counter", "Connections refused because the server was full.", s.refused.to_string());
-        metric(
-            "denied_total",
-            "counter",
-            "Requests turned down by verify_request or as untrusted peers.",
-            s.denied.to_string(),
-        );
-        metric(
-            "bad_proxy_headers_total",
-            "counter",
-            "Connections closed for a bad PROXY protocol header.",
-            s.bad_proxy_headers.to_string(),
-        );
-        metric(
-            "requests_active",
-            "gauge",
-            "Requests running now, parked connections not included.",
-            s.active.to_string(),
-        );
-        metric(
-            "connections_parked",
-            "gauge",
-            "Connections parked in the poller now, with no thread.",
-            s.parked.to_string(),
-        );
-        metric(
-            "connections_open",
-            "gauge",
-            "Stream connections open now, parked ones included.",
-            self.connections_open.to_string(),
-        );
-        metric(
-            "connections_accepted_total",
-            "counter",
-            "Stream connections accepted.",
-            self.connections_accepted.to_string(),
-        );
-        metric("workers_busy", "gauge", "Requests in an exchange now.", self.busy.to_string());
-        if let Some(limit) = self.busy_limit {
-            metric("workers_limit", "gauge", "Requests the dispatch mode runs at once at most.", limit.to_string());
         }
-        metric(
-            "requests_waiting",
-            "gauge",
-            "Requests handed to the dispatch mode, not started yet.",
-            self.waiting.to_string(),
-        );
-        metric("received_bytes_total", "counter", "Bytes read from clients.", self.bytes_in.to_string());
-        metric("sent_bytes_total", "counter", "Bytes written to clients.", self.bytes_out.to_string());
         histogram(
             &mut out,
             &prefix,
