@@ -288,4 +288,38 @@ mod tests {
         assert_eq!(expired.len(), 1, "only the second has passed its deadline");
         assert_eq!(lot.next_deadline(), Some(now + Duration::from_secs(3)));
     }
+
+    #[test]
+    fn a_connection_that_parks_again_keeps_one_timer_and_expires_at_its_last_deadline() {
+        let control = Arc::new(Control::detached(test_client()));
+        let lot = Lot::default();
+        let now = Instant::now();
+        let at = |secs: u64| now + Duration::from_secs(secs);
+        let key = lot.allocate();
+        let mut first = parked(&control, "c");
+        first.deadline = Some(at(1));
+        assert_eq!(lot.park(key, first).ok(), Some(true), "the lot's first deadline: the poller's wait learns of it");
+        // It runs, and parks again with a later deadline: the timer stays where it was.
+        let mut again = lot.take(key).expect("parked");
+        again.deadline = Some(at(5));
+        assert_eq!(lot.park(key, again).ok(), Some(false), "no new timer: the one due at 1 s looks at it in time");
+        assert_eq!(lot.next_deadline(), Some(at(1)));
+        assert!(lot.expired(at(2)).is_empty(), "its deadline is 5 s now: not ended at 2 s");
+        assert_eq!(lot.next_deadline(), Some(at(5)), "the timer is set again at its deadline");
+        assert_eq!(lot.expired(at(5)).len(), 1, "ended at its last deadline");
+        assert_eq!(lot.next_deadline(), None);
+        // A deadline earlier than the timer (a message begun earlier) moves the timer.
+        let mut late = parked(&control, "d");
+        late.deadline = Some(at(9));
+        let key = lot.allocate();
+        lot.park(key, late).ok().unwrap();
+        let mut early = lot.take(key).expect("parked");
+        early.deadline = Some(at(7));
+        assert_eq!(lot.park(key, early).ok(), Some(true));
+        assert_eq!(lot.next_deadline(), Some(at(7)));
+        // A connection that ends takes its timer with it: nothing wakes the poller.
+        assert!(lot.take(key).is_some());
+        lot.release(key);
+        assert_eq!(lot.next_deadline(), None, "no timer left behind by an ended connection");
+    }
 }

@@ -8,10 +8,19 @@
 //! queues it, and whichever serve loop is free runs the next exchange through the
 //! dispatch mode, as it runs a new connection ([`super::hub`]).
 //!
-//! The lot also keeps the parked connections in the order of their idle deadlines, so
-//! that the poller's wait ends at the first one; and it closes when the server stops
-//! serving, so that a request which finishes its exchange during a shutdown ends
-//! instead of parking where nobody would serve it.
+//! The lot also keeps a timer for the idle deadlines of the parked connections, so that
+//! the poller's wait ends at the first one; and it closes when the server stops serving,
+//! so that a request which finishes its exchange during a shutdown ends instead of
+//! parking where nobody would serve it.
+//!
+//! The timer is lazy, as Netty's idle handler is: a connection keeps one timer entry,
+//! set when it parks with none, and left in place while it runs and parks again. When an
+//! entry comes due, the connection is ended if it is still parked past its deadline, set
+//! again at its deadline if it is parked with a later one, and dropped if it runs (its
+//! next park sets one). A connection that parks thousands of times a minute then costs
+//! the ordered set one insert and one removal per idle timeout, not one of each per
+//! message, under the lock every loop takes to park; the price is at most one early wake
+//! of the poller per connection per idle timeout.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -53,6 +62,9 @@ struct Entry {
     /// How many times the place was handed out; part of its key.
     generation: usize,
     place: Place,
+    /// When this place's entry in [`Places::idle`] comes due, if it has one: never later
+    /// than the idle deadline of the connection while it is parked.
+    timer: Option<Instant>,
 }
 
 /// The server's parked connections.
@@ -63,7 +75,8 @@ pub(crate) struct Lot(Mutex<Places>);
 struct Places {
     entries: Vec<Entry>,
     free: Vec<usize>,
-    /// The parked connections with an idle deadline, earliest first.
+    /// The places' timers, earliest first (see the module's doc: a timer may come due
+    /// before its connection's deadline, never after it).
     idle: BTreeSet<(Instant, usize)>,
     /// The loop has stopped and closed its connections: nothing parks until it serves
     /// again.
@@ -82,10 +95,9 @@ impl Places {
         if !matches!(entry.place, Place::Parked(_)) {
             return None;
         }
+        // Its timer stays: if it parks again by the time the timer comes due, the
+        // timer is set again then, at its new deadline.
         let Place::Parked(parked) = std::mem::replace(&mut entry.place, Place::Active) else { unreachable!() };
-        if let Some(deadline) = parked.deadline {
-            self.idle.remove(&(deadline, key));
-        }
         Some(parked)
     }
 }
@@ -98,7 +110,7 @@ impl Lot {
         let index = match places.free.pop() {
             Some(index) => index,
             None => {
-                places.entries.push(Entry { generation: 0, place: Place::Free });
+                places.entries.push(Entry { generation: 0, place: Place::Free, timer: None });
                 places.entries.len() - 1
             }
         };
@@ -113,6 +125,9 @@ impl Lot {
         let mut places = self.0.lock();
         if let Some(entry) = places.entry(key) {
             entry.place = Place::Free;
+            if let Some(timer) = entry.timer.take() {
+                places.idle.remove(&(timer, key));
+            }
             places.free.push(key & PLACE_MASK);
         }
     }
@@ -131,14 +146,18 @@ impl Lot {
         let deadline = parked.deadline;
         let entry = places.entry(key).expect("looked at above, under the same lock");
         entry.place = Place::Parked(parked);
-        let first = match deadline {
-            Some(deadline) => {
-                let first = places.idle.first().is_none_or(|(earliest, _)| deadline < *earliest);
-                places.idle.insert((deadline, key));
-                first
-            }
-            None => false,
+        let Some(deadline) = deadline else { return Ok(false) };
+        // A timer due by the deadline already: it looks at this connection in time.
+        let replaced = match entry.timer {
+            Some(timer) if timer <= deadline => return Ok(false),
+            replaced => replaced,
         };
+        entry.timer = Some(deadline);
+        if let Some(timer) = replaced {
+            places.idle.remove(&(timer, key));
+        }
+        let first = places.idle.first().is_none_or(|(earliest, _)| deadline < *earliest);
+        places.idle.insert((deadline, key));
         Ok(first)
     }
 
@@ -159,26 +178,42 @@ impl Lot {
         }
     }
 
-    /// When the first parked connection's idle deadline passes.
+    /// When the first timer comes due: the first idle deadline of a parked connection,
+    /// or earlier (a timer left by a connection that has parked again since).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
         self.0.lock().idle.first().map(|(deadline, _)| *deadline)
     }
 
-    /// Takes out the connections whose idle deadline has passed.
+    /// Takes out the connections whose idle deadline has passed, and sets the timers
+    /// that came due for the others again.
     pub(crate) fn expired(&self, now: Instant) -> Vec<Parked> {
         let mut places = self.0.lock();
         let mut out = Vec::new();
-        while let Some(&(deadline, key)) = places.idle.first() {
-            if deadline > now {
+        let mut again = Vec::new();
+        while let Some(&(timer, key)) = places.idle.first() {
+            if timer > now {
                 break;
             }
-            match places.unpark(key) {
-                Some(parked) => out.push(parked),
-                None => {
-                    places.idle.pop_first();
+            places.idle.pop_first();
+            // Every timer is a live key's: `release` removes a place's timer.
+            let Some(entry) = places.entry(key) else { continue };
+            entry.timer = None;
+            let deadline = match &entry.place {
+                Place::Parked(parked) => parked.deadline,
+                // Running: its next park sets a timer.
+                Place::Active | Place::Free => None,
+            };
+            match deadline {
+                Some(deadline) if deadline <= now => out.extend(places.unpark(key)),
+                // Parked again since the timer was set, with a later deadline.
+                Some(deadline) => {
+                    entry.timer = Some(deadline);
+                    again.push((deadline, key));
                 }
+                None => {}
             }
         }
+        places.idle.extend(again);
         out
     }
 
