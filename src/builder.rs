@@ -702,7 +702,8 @@ impl<T: Transport<Request = StreamRequest>> Builder<T> {
     /// whole message, without blocking and holding no thread, before it runs `handle`:
     /// a client that sends half a message, or trickles it, holds no worker from the
     /// others, and a message longer than the frame's maximum closes its connection with
-    /// [`Error::Message`](crate::Error::Message). See [`Frame`](crate::Frame). Default:
+    /// [`Error::Message`](crate::Error::Message), after the reply of
+    /// [`bad_message`](Builder::bad_message) if set. See [`Frame`](crate::Frame). Default:
     /// none (`handle` runs once the first bytes are in, and reads the rest itself).
     ///
     /// Implies [`client_speaks_first`](Builder::client_speaks_first). Outside the serve
@@ -711,6 +712,58 @@ impl<T: Transport<Request = StreamRequest>> Builder<T> {
     #[doc(alias = "decoder")]
     pub fn frame(mut self, frame: crate::frame::Frame) -> Self {
         self.config.frame = Some(frame);
+        self
+    }
+
+    /// What to send a client whose message breaks the [frame](Builder::frame) (longer
+    /// than its maximum, or refused by its function) before its connection closes: the
+    /// hook writes the reply into the buffer it is given, from the error. Redis answers
+    /// an over-long request with `-ERR Protocol error`, an HTTP server with `431` or
+    /// `400`. Default: nothing is sent; the connection closes.
+    ///
+    /// The reply is sent without waiting, as much as the client's window takes at once
+    /// (an error reply is a few bytes; a client that reads nothing gets what fits), so
+    /// that a hostile client cannot hold a thread here. Then, as without the hook, the
+    /// error goes to [`handle_error`](Builder::handle_error) as
+    /// [`Error::Message`](crate::Error::Message), and the connection ends (`finish` runs
+    /// if `setup` did). An error or a panic of the hook is reported there too, and the
+    /// connection ends all the same.
+    ///
+    /// # Examples
+    ///
+    /// A line server that says why before it closes:
+    ///
+    /// ```
+    /// use std::io::{BufRead, Read, Write};
+    /// use std::net::TcpStream;
+    /// use socketserver::{Frame, TcpServer};
+    ///
+    /// let server = TcpServer::builder("127.0.0.1:0")
+    ///     .frame(Frame::lines(16))
+    ///     .bad_message(|error, reply| writeln!(reply, "ERR {error}"))
+    ///     .handle_error(|_, _| {}) // expected here: not logged
+    ///     .bind(|req| {
+    ///         let mut line = String::new();
+    ///         req.reader().read_line(&mut line)?;
+    ///         write!(req.writer(), "{line}")?;
+    ///         req.park();
+    ///         Ok(())
+    ///     })?;
+    /// let addr = server.local_addr();
+    /// let background = server.serve_in_background()?;
+    /// let mut client = TcpStream::connect(addr)?;
+    /// client.write_all(b"a line much longer than sixteen bytes\n")?;
+    /// let mut reply = String::new();
+    /// client.read_to_string(&mut reply)?; // the reply, then the close
+    /// assert!(reply.starts_with("ERR "), "{reply}");
+    /// background.stop()?;
+    /// # Ok::<(), socketserver::Error>(())
+    /// ```
+    pub fn bad_message(
+        mut self,
+        hook: impl Fn(&io::Error, &mut Vec<u8>) -> io::Result<()> + Send + Sync + 'static,
+    ) -> Self {
+        self.config.bad_message = Some(Box::new(hook));
         self
     }
 }

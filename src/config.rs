@@ -30,6 +30,7 @@ pub(crate) type PlainHook = Box<dyn Fn() + Send + Sync>;
 pub(crate) type ConnectionHook = Box<dyn Fn(&Connection) -> io::Result<()> + Send + Sync>;
 pub(crate) type AfterBindHook = Box<dyn Fn(&Address) -> io::Result<()> + Send + Sync>;
 pub(crate) type RefuseHook = Box<dyn Fn(&Connection, &Address) -> io::Result<()> + Send + Sync>;
+pub(crate) type BadMessageHook = Box<dyn Fn(&io::Error, &mut Vec<u8>) -> io::Result<()> + Send + Sync>;
 
 /// What stands between an accepted stream connection and the engine: the fault layer of
 /// `testing` (`testing::Faults::around`). A trait here, below the engine, so that the
@@ -85,6 +86,8 @@ pub(crate) struct Config {
     pub(crate) client_speaks_first: bool,
     /// How messages are delimited: the engine reads a whole one before `handle`.
     pub(crate) frame: Option<Frame>,
+    /// What a client whose message breaks the frame is sent before its close.
+    pub(crate) bad_message: Option<BadMessageHook>,
     pub(crate) timeout: Option<Duration>,
     pub(crate) shutdown_deadline: Option<Duration>,
     pub(crate) max_connections: Option<usize>,
@@ -130,6 +133,7 @@ impl Default for Config {
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             client_speaks_first: false,
             frame: None,
+            bad_message: None,
             timeout: None,
             shutdown_deadline: None,
             max_connections: None,

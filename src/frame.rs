@@ -17,7 +17,9 @@ use std::sync::Arc;
 /// [`Builder::idle_timeout`](crate::Builder::idle_timeout) counts from its message's
 /// first byte (so a slow drip ends there). A message longer than the frame's maximum,
 /// or malformed, is reported as [`Error::Message`](crate::Error::Message) and its
-/// connection closed, before any of it is held in memory beyond the maximum.
+/// connection closed, before any of it is held in memory beyond the maximum; a
+/// [`Builder::bad_message`](crate::Builder::bad_message) hook tells the client why
+/// first.
 ///
 /// Netty's `LineBasedFrameDecoder` and `LengthFieldBasedFrameDecoder`, and the way
 /// Redis reads a whole command into its query buffer before running it, are the models.

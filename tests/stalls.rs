@@ -324,6 +324,120 @@ fn a_message_longer_than_the_frame_closes_its_connection() {
     });
 }
 
+/// With `bad_message`, a client whose message breaks the frame is told why before the
+/// close, in every mode: on its first message (before `setup`), and on a message that
+/// follows an answered one (parked, and pipelined behind it). The error is still
+/// reported, and the server goes on serving others.
+#[test]
+fn bad_message_answers_an_oversized_message_before_the_close() {
+    bounded(LIMIT, || {
+        let modes: [(&str, Dispatch); 3] = [
+            ("sequential", Dispatch::from(Sequential)),
+            ("pool of 2", Dispatch::from(Pool::new(2))),
+            ("threading", Dispatch::from(Threading::new())),
+        ];
+        for (mode, dispatch) in modes {
+            let errors = Arc::new(AtomicUsize::new(0));
+            let seen = errors.clone();
+            let server = Arc::new(
+                TcpServer::builder("127.0.0.1:0")
+                    .dispatch(dispatch)
+                    .frame(Frame::lines(64))
+                    .bad_message(|error, reply| writeln!(reply, "ERR {error}"))
+                    .handle_error(move |e, _| {
+                        if matches!(e, socketserver::Error::Message(_)) {
+                            seen.fetch_add(1, Ordering::SeqCst);
+                        }
+                    })
+                    .bind(upper_lines)
+                    .unwrap(),
+            );
+            let serve = serve_started(&server, "stall-bad");
+            let addr = server.local_addr();
+            let told = |client: &mut BufReader<TcpStream>| {
+                client.get_ref().set_read_timeout(Some(TIMEOUT)).unwrap();
+                let mut rest = String::new();
+                std::io::Read::read_to_string(client, &mut rest).unwrap();
+                rest
+            };
+            // The first message.
+            let mut first = BufReader::new(connect(addr));
+            first.get_mut().write_all(&[b'x'; 100]).unwrap();
+            let rest = told(&mut first);
+            assert!(rest.starts_with("ERR ") && rest.contains("longer than 64"), "{mode}, first message: {rest:?}");
+            // After an answered message, parked.
+            let mut later = BufReader::new(connect(addr));
+            assert_eq!(ask(&mut later, "short\n"), "SHORT\n", "{mode}");
+            later.get_mut().write_all(&[b'y'; 100]).unwrap();
+            let rest = told(&mut later);
+            assert!(rest.starts_with("ERR "), "{mode}, after a park: {rest:?}");
+            // Pipelined behind a good one: the good one is answered, then the error.
+            let mut piped = BufReader::new(connect(addr));
+            let mut both = b"fine\n".to_vec();
+            both.extend_from_slice(&[b'z'; 100]);
+            piped.get_mut().write_all(&both).unwrap();
+            let rest = told(&mut piped);
+            assert!(rest.starts_with("FINE\nERR "), "{mode}, pipelined: {rest:?}");
+            wait_until(TIMEOUT, "the three errors to be reported", || errors.load(Ordering::SeqCst) == 3);
+            let mut other = BufReader::new(connect(addr));
+            assert_eq!(ask(&mut other, "next\n"), "NEXT\n", "{mode}");
+            stop(&server, serve);
+        }
+    });
+}
+
+/// A `bad_message` reply far larger than the client's window, to a client that reads
+/// nothing, holds no thread: the reply is sent without waiting (what fits), the
+/// connection closes, and the one worker serves the next client at once. A hook that
+/// panics is reported and its connection closed, and the server goes on.
+#[test]
+fn a_bad_message_reply_never_waits_for_the_client_and_a_panicking_hook_is_contained() {
+    bounded(LIMIT, || {
+        let reported = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = reported.clone();
+        let calls = AtomicUsize::new(0);
+        let server = Arc::new(
+            TcpServer::builder("127.0.0.1:0")
+                .dispatch(Pool::new(1))
+                .frame(Frame::lines(64))
+                .bad_message(move |_, reply| match calls.fetch_add(1, Ordering::SeqCst) {
+                    0 => {
+                        reply.resize(64 << 20, b'!');
+                        Ok(())
+                    }
+                    _ => panic!("the hook fails"),
+                })
+                .handle_error(move |e, _| seen.lock().unwrap().push(e.to_string()))
+                .bind(upper_lines)
+                .unwrap(),
+        );
+        let serve = serve_started(&server, "stall-bad-big");
+        let addr = server.local_addr();
+        let mut silent = connect(addr);
+        silent.write_all(&[b'x'; 100]).unwrap();
+        wait_until(TIMEOUT, "the first error to be reported", || !reported.lock().unwrap().is_empty());
+        // It has read nothing: the 64 MiB reply could not all go, and the worker is free.
+        let mut other = BufReader::new(connect(addr));
+        assert_eq!(ask(&mut other, "next\n"), "NEXT\n", "the one worker is not held by the silent client");
+        silent.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut got = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut silent, &mut got); // what fitted, then the end (or a reset)
+        assert!(!got.is_empty() && got.len() < 64 << 20, "only what the window took was sent: {} bytes", got.len());
+        // The hook panics this time: reported, the connection closed with nothing sent.
+        let mut second = connect(addr);
+        second.write_all(&[b'y'; 100]).unwrap();
+        second.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut got = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut second, &mut got);
+        assert!(got.is_empty(), "nothing from a hook that panicked: {got:?}");
+        wait_until(TIMEOUT, "the panic to be reported", || {
+            reported.lock().unwrap().iter().any(|e| e.contains("the hook fails"))
+        });
+        assert_eq!(ask(&mut other, "again\n"), "AGAIN\n", "the server goes on");
+        stop(&server, serve);
+    });
+}
+
 /// A length-prefixed frame: messages split at any byte, or two in one segment, each
 /// reach `handle` whole.
 #[test]

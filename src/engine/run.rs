@@ -29,6 +29,10 @@ const EXCHANGES_PER_TURN: u32 = 16;
 /// that are ready (a fast client of a large file must not hold a worker for all of it).
 const SEND_PER_TURN: usize = 1 << 20;
 
+/// How many reads of 8 KiB, without waiting, drop what a client sent of a message that
+/// broke the frame before its connection closes with a `bad_message` reply (64 KiB).
+const BAD_MESSAGE_DRAIN_READS: usize = 8;
+
 /// What a job carries to the thread that runs it.
 pub(super) enum Work {
     /// A new connection, and whether it may park in the server's poller (not outside
@@ -242,7 +246,7 @@ impl Engine {
                         },
                         Gathered::End => Start::Finish,
                         Gathered::Bad(e) => {
-                            report(Error::Message(e), request.client_addr());
+                            self.bad_message(&mut request, e);
                             Start::Finish
                         }
                     }
@@ -369,7 +373,7 @@ impl Engine {
             };
             match whole {
                 Err(e) => {
-                    report(Error::Message(e), request.client_addr());
+                    self.bad_message(&mut request, e);
                     start = Start::Finish;
                     continue;
                 }
@@ -461,6 +465,40 @@ impl Engine {
             let message = format!("the frame function panicked: {}", panic_message(&*payload));
             Err(io::Error::new(io::ErrorKind::InvalidData, message))
         })
+    }
+
+    /// A message broke the frame: the `bad_message` hook's reply is sent, without
+    /// waiting (what the client's window does not take now is dropped: a hostile client
+    /// must not hold the thread here), and the error is reported. The caller ends the
+    /// connection.
+    fn bad_message(&self, request: &mut StreamRequest, error: io::Error) {
+        if let Some(hook) = &self.config.bad_message {
+            let mut reply = Vec::new();
+            self.guarded(Phase::Respond, request.client_addr(), || hook(&error, &mut reply));
+            let mut sent = 0;
+            // Nothing is buffered in the writer here: a message is framed only once the
+            // exchange before it has flushed its reply.
+            while sent < reply.len() {
+                match request.connection().write_available(&reply[sent..]) {
+                    Ok(0) => break,
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            self.control.counters.bytes_out.fetch_add(sent as u64, Ordering::Relaxed);
+            // What the client sent of its message and has arrived is read and dropped,
+            // without waiting: closing a socket with unread bytes resets the
+            // connection, and the reset can reach the client before it reads the reply.
+            let mut scratch = [0; 8192];
+            for _ in 0..BAD_MESSAGE_DRAIN_READS {
+                match request.connection().read_available(&mut scratch) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+        self.report(&Error::Message(error), Some(request.client_addr()));
     }
 
     /// Reads a parked connection's first bytes, before its PROXY header is read and
