@@ -335,17 +335,21 @@ impl Engine {
             // empty; tokio clears a socket's readiness on a short read for the same
             // reason), or such reads found the client's next message lately. Otherwise
             // every message of a request-reply client would pay a system call that
-            // finds nothing (one in three of its calls at 1,000 connections); one read
-            // in eight is tried anyway, to notice a client that begins to answer fast.
-            // (Not once the server stops serving: the connection ends after this
-            // exchange. Not on Windows, where a read without waiting costs three calls.)
+            // finds nothing (one in three of its calls at 1,000 connections). A read is
+            // tried anyway now and then, to notice a client that begins to answer fast:
+            // one exchange in eight, and half as often after each such try that found
+            // nothing, down to one in 64 (a slow client's tries cost a read per 64
+            // messages, not per 8). (Not once the server stops serving: the connection
+            // ends after this exchange. Not on Windows, where a read without waiting
+            // costs three calls.)
             let stopping = self.home.state().lot().is_closed();
-            let likely = !request.reader_mut().drained() || request.early_reads >= 2 || request.exchanges() % 8 == 0;
+            let hopeful = !request.reader_mut().drained() || request.early_reads >= 2;
+            let probe = request.exchanges() % (8 << request.quiet_probes) == 0;
             if sys::CHEAP_READ_WITHOUT_WAITING
                 && !stopping
                 && turn < EXCHANGES_PER_TURN
                 && request.reader_mut().buffer().is_empty()
-                && likely
+                && (hopeful || probe)
             {
                 let limit =
                     self.config.frame.as_ref().map_or(self.config.rbufsize.max(1), |f| f.max_len().saturating_add(1));
@@ -354,9 +358,15 @@ impl Engine {
                         start = Start::Finish;
                         continue;
                     }
-                    Ok(_) => request.early_reads = (request.early_reads + 1).min(3),
+                    Ok(_) => {
+                        request.early_reads = (request.early_reads + 1).min(3);
+                        request.quiet_probes = 0;
+                    }
                     Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
                         request.early_reads = request.early_reads.saturating_sub(1);
+                        if !hopeful {
+                            request.quiet_probes = (request.quiet_probes + 1).min(3);
+                        }
                     }
                     Err(e) => {
                         let _ = gone(request.client_addr(), e);

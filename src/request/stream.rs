@@ -69,6 +69,10 @@ pub struct StreamRequest {
     /// (0 to 3, up on a find, down on nothing): the engine's guess of whether this client
     /// answers fast enough for such a read to pay.
     pub(crate) early_reads: u8,
+    /// How many of the engine's occasional tries of such a read found nothing in a row
+    /// (0 to 3): each halves how often it tries again, from one exchange in 8 to one
+    /// in 64.
+    pub(crate) quiet_probes: u8,
     /// What [`StreamRequest::send_from`] left to send, and the chunk on its way.
     outgoing: Option<Outgoing>,
     /// Exchanges run so far, this one included.
@@ -136,6 +140,7 @@ impl StreamRequest {
             opened: false,
             partial_since: None,
             early_reads: 0,
+            quiet_probes: 0,
             outgoing: None,
             exchanges: 1,
             state: Vec::new(),
