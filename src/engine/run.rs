@@ -534,9 +534,8 @@ impl Engine {
     /// without a frame, any bytes (the handler reads the rest itself); with one, a whole
     /// message, read without waiting.
     fn gather(&self, request: &mut StreamRequest) -> Gathered {
-        let client = request.client_addr().clone();
-        let gone = |e: io::Error| gone(&client, e);
-        let reader = request.reader_mut();
+        let (reader, client) = request.reader_and_client();
+        let gone = |e: io::Error| gone(client, e);
         let Some(frame) = &self.config.frame else {
             return match reader.fill_buf() {
                 Ok(bytes) if !bytes.is_empty() => Gathered::Message,

@@ -261,6 +261,12 @@ impl StreamRequest {
         self.reader.get_mut()
     }
 
+    /// The reader, and the client's address beside it (for a report of a failed read,
+    /// without copying the address at each read).
+    pub(crate) fn reader_and_client(&mut self) -> (&mut Reader, &Address) {
+        (self.reader.get_mut(), &self.client)
+    }
+
     /// The client's address (Python's `client_address`).
     #[doc(alias = "client_address")]
     pub fn client_addr(&self) -> &Address {
