@@ -721,13 +721,21 @@ impl<T: Transport<Request = StreamRequest>> Builder<T> {
     /// an over-long request with `-ERR Protocol error`, an HTTP server with `431` or
     /// `400`. Default: nothing is sent; the connection closes.
     ///
-    /// The reply is sent without waiting, as much as the client's window takes at once
-    /// (an error reply is a few bytes; a client that reads nothing gets what fits), so
-    /// that a hostile client cannot hold a thread here. Then, as without the hook, the
-    /// error goes to [`handle_error`](Builder::handle_error) as
+    /// The reply is sent without waiting, as much as the socket takes at once (an error
+    /// reply is a few bytes; a client that reads nothing gets what fits), so that a
+    /// hostile client cannot hold a thread here. What has arrived of the bad message is
+    /// then read and dropped (up to 64 KiB, without waiting), so that the close does not
+    /// reset the connection before the client reads the reply. That is best effort: a
+    /// client that is still sending (the rest of an over-long message, or more messages)
+    /// may see the close as a reset, which can discard the reply. Then, as without the
+    /// hook, the error goes to [`handle_error`](Builder::handle_error) as
     /// [`Error::Message`](crate::Error::Message), and the connection ends (`finish` runs
-    /// if `setup` did). An error or a panic of the hook is reported there too, and the
-    /// connection ends all the same.
+    /// if `setup` did). A hook that fails or panics sends nothing (not what it wrote
+    /// before failing); that is reported there too, and the connection ends all the
+    /// same.
+    ///
+    /// The error's text names the limit broken, or what a frame function returned or
+    /// panicked with; a server for strangers may prefer a fixed reply.
     ///
     /// # Examples
     ///

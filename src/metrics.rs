@@ -84,8 +84,8 @@ pub struct Metrics {
     pub exchange_duration: Histogram,
     /// Bytes read from clients through requests' readers (and datagrams received).
     pub bytes_in: u64,
-    /// Bytes written to clients through requests' writers and `send_from` (and
-    /// datagram replies).
+    /// Bytes written to clients through requests' writers and `send_from`, and
+    /// [`bad_message`](crate::Builder::bad_message) replies (and datagram replies).
     pub bytes_out: u64,
 }
 

@@ -389,9 +389,10 @@ fn bad_message_answers_an_oversized_message_before_the_close() {
 /// A `bad_message` reply far larger than the client's window, to a client that reads
 /// nothing, holds no thread: the reply is sent without waiting (what fits), the
 /// connection closes, and the one worker serves the next client at once. A hook that
-/// panics is reported and its connection closed, and the server goes on.
+/// panics or fails after writing part of its reply sends nothing; it is reported, its
+/// connection closed, and the server goes on.
 #[test]
-fn a_bad_message_reply_never_waits_for_the_client_and_a_panicking_hook_is_contained() {
+fn a_bad_message_reply_never_waits_for_the_client_and_a_failing_hook_sends_nothing() {
     bounded(LIMIT, || {
         let reported = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = reported.clone();
@@ -405,7 +406,14 @@ fn a_bad_message_reply_never_waits_for_the_client_and_a_panicking_hook_is_contai
                         reply.resize(64 << 20, b'!');
                         Ok(())
                     }
-                    _ => panic!("the hook fails"),
+                    1 => {
+                        reply.extend_from_slice(b"half a repl");
+                        panic!("the hook fails")
+                    }
+                    _ => {
+                        reply.extend_from_slice(b"half a repl");
+                        Err(std::io::Error::other("the hook gives up"))
+                    }
                 })
                 .handle_error(move |e, _| seen.lock().unwrap().push(e.to_string()))
                 .bind(upper_lines)
@@ -423,16 +431,19 @@ fn a_bad_message_reply_never_waits_for_the_client_and_a_panicking_hook_is_contai
         let mut got = Vec::new();
         let _ = std::io::Read::read_to_end(&mut silent, &mut got); // what fitted, then the end (or a reset)
         assert!(!got.is_empty() && got.len() < 64 << 20, "only what the window took was sent: {} bytes", got.len());
-        // The hook panics this time: reported, the connection closed with nothing sent.
-        let mut second = connect(addr);
-        second.write_all(&[b'y'; 100]).unwrap();
-        second.set_read_timeout(Some(TIMEOUT)).unwrap();
-        let mut got = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut second, &mut got);
-        assert!(got.is_empty(), "nothing from a hook that panicked: {got:?}");
-        wait_until(TIMEOUT, "the panic to be reported", || {
-            reported.lock().unwrap().iter().any(|e| e.contains("the hook fails"))
-        });
+        // The hook writes half a reply and panics, then half a reply and fails: each is
+        // reported, and its connection closed with nothing sent (not the half).
+        for (bad, what) in [(b'y', "the hook fails"), (b'z', "the hook gives up")] {
+            let mut client = connect(addr);
+            client.write_all(&[bad; 100]).unwrap();
+            client.set_read_timeout(Some(TIMEOUT)).unwrap();
+            let mut got = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut client, &mut got);
+            assert!(got.is_empty(), "nothing from a hook that failed ({what}): {:?}", String::from_utf8_lossy(&got));
+            wait_until(TIMEOUT, "the failure to be reported", || {
+                reported.lock().unwrap().iter().any(|e| e.contains(what))
+            });
+        }
         assert_eq!(ask(&mut other, "again\n"), "AGAIN\n", "the server goes on");
         stop(&server, serve);
     });

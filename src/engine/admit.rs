@@ -196,7 +196,7 @@ impl Engine {
             Ok(false) => {
                 self.control.counters.denied.fetch_add(1, Ordering::Relaxed);
                 if let Some(connection) = connection {
-                    self.guarded(Phase::Respond, client, || self.config.hooks.shutdown_request(connection));
+                    let _ = self.guarded(Phase::Respond, client, || self.config.hooks.shutdown_request(connection));
                 }
                 false
             }
@@ -216,7 +216,7 @@ impl Engine {
         let Some(hook) = &self.config.hooks.refuse_when_full else { return };
         // Never let a client that does not read stall the serve loop.
         let _ = connection.set_write_timeout(Some(REFUSE_WRITE_TIMEOUT));
-        self.guarded(Phase::Respond, client, || hook(connection, client));
+        let _ = self.guarded(Phase::Respond, client, || hook(connection, client));
         // Closing with unread bytes makes the kernel send a reset, which can destroy the
         // reply before the client reads it: read what has arrived, then end the stream.
         let _ = connection.shutdown(Shutdown::Write);

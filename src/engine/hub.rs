@@ -308,7 +308,8 @@ mod tests {
         assert_eq!(lot.next_deadline(), Some(at(5)), "the timer is set again at its deadline");
         assert_eq!(lot.expired(at(5)).len(), 1, "ended at its last deadline");
         assert_eq!(lot.next_deadline(), None);
-        // A deadline earlier than the timer (a message begun earlier) moves the timer.
+        // A deadline earlier than the timer (a park to send, under a shorter write timeout)
+        // moves the timer.
         let mut late = parked(&control, "d");
         late.deadline = Some(at(9));
         let key = lot.allocate();

@@ -180,14 +180,15 @@ impl Engine {
     }
 
     /// Runs a hook of the server's own on a request's behalf; its error or panic is
-    /// reported to `handle_error` as the request's.
-    fn guarded(&self, phase: Phase, client: &Address, hook: impl FnOnce() -> io::Result<()>) {
+    /// reported to `handle_error` as the request's. Returns whether it succeeded.
+    fn guarded(&self, phase: Phase, client: &Address, hook: impl FnOnce() -> io::Result<()>) -> bool {
         let error = match panic::catch_unwind(AssertUnwindSafe(hook)) {
-            Ok(Ok(())) => return,
+            Ok(Ok(())) => return true,
             Ok(Err(source)) => Error::Handler { phase, source: source.into() },
             Err(payload) => Error::Panic { phase, message: panic_message(&*payload) },
         };
         self.report(&error, Some(client));
+        false
     }
 
     /// Sets the configured options on an accepted connection.

@@ -19,8 +19,9 @@
 //! again at its deadline if it is parked with a later one, and dropped if it runs (its
 //! next park sets one). A connection that parks thousands of times a minute then costs
 //! the ordered set one insert and one removal per idle timeout, not one of each per
-//! message, under the lock every loop takes to park; the price is at most one early wake
-//! of the poller per connection per idle timeout.
+//! message, under the lock every loop takes to park; the price is an early wake of the
+//! poller now and then: at most once per connection and idle timeout, and once more after
+//! a park to send (whose write timeout may be the shorter deadline).
 
 use std::collections::BTreeSet;
 use std::time::Instant;

@@ -478,13 +478,15 @@ impl Engine {
     }
 
     /// A message broke the frame: the `bad_message` hook's reply is sent, without
-    /// waiting (what the client's window does not take now is dropped: a hostile client
-    /// must not hold the thread here), and the error is reported. The caller ends the
-    /// connection.
+    /// waiting (what the socket does not take now is dropped: a hostile client must not
+    /// hold the thread here), and the error is reported. A hook that fails sends
+    /// nothing, not the half it wrote. The caller ends the connection.
     fn bad_message(&self, request: &mut StreamRequest, error: io::Error) {
         if let Some(hook) = &self.config.bad_message {
             let mut reply = Vec::new();
-            self.guarded(Phase::Respond, request.client_addr(), || hook(&error, &mut reply));
+            if !self.guarded(Phase::Respond, request.client_addr(), || hook(&error, &mut reply)) {
+                reply.clear();
+            }
             let mut sent = 0;
             // Nothing is buffered in the writer here: a message is framed only once the
             // exchange before it has flushed its reply.
@@ -498,8 +500,10 @@ impl Engine {
             }
             self.control.counters.bytes_out.fetch_add(sent as u64, Ordering::Relaxed);
             // What the client sent of its message and has arrived is read and dropped,
-            // without waiting: closing a socket with unread bytes resets the
-            // connection, and the reset can reach the client before it reads the reply.
+            // without waiting and up to 64 KiB: closing a socket with unread bytes resets
+            // the connection, and the reset can reach the client before it reads the
+            // reply. Best effort: bytes still on their way, or more than that, still
+            // make the close a reset (a lingering close would wait for them).
             let mut scratch = [0; 8192];
             for _ in 0..BAD_MESSAGE_DRAIN_READS {
                 match request.connection().read_available(&mut scratch) {
