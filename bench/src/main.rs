@@ -441,6 +441,26 @@ fn median(mut values: Vec<f64>) -> Option<f64> {
     Some(if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 })
 }
 
+/// The median of the ratios of `a`'s and `b`'s runs of the same round (run n of every
+/// server is measured before run n + 1 of any): drift of the machine over the whole
+/// measurement moves it less than the ratio of the two medians, which can pair a fast
+/// stretch of one server with a slow one of the other. `None` with fewer than two runs,
+/// or when a run failed (the rounds no longer pair up).
+fn paired(a: &Row, b: &Row) -> Option<f64> {
+    if a.runs.len() < 2 || a.runs.len() != b.runs.len() || !a.failures.is_empty() || !b.failures.is_empty() {
+        return None;
+    }
+    median(a.runs.iter().zip(&b.runs).map(|(x, y)| x.req_per_s / y.req_per_s).collect())
+}
+
+/// A ratio of medians, and the paired ratio after it in parentheses when there is one.
+fn ratios(of_medians: Option<f64>, paired: Option<f64>) -> String {
+    match paired {
+        Some(p) if of_medians.is_some() => format!("{} ({})", ratio(of_medians), ratio(Some(p))),
+        _ => ratio(of_medians),
+    }
+}
+
 impl Row {
     fn summary(&self) -> Option<Summary> {
         if self.runs.is_empty() {
@@ -623,15 +643,19 @@ fn load_table(result: &LoadResult, out: &mut String) {
             continue;
         };
         let (mut vs_std, mut cpu_vs_std, mut vs_py, mut vs_tokio, mut p99_vs_tokio) = (None, None, None, None, None);
+        let (mut paired_std, mut paired_tokio) = (None, None);
         if row.spec.imp == Impl::Ours {
-            let tokio = result.rows.iter().find(|r| r.spec.imp == Impl::Tokio).and_then(Row::summary);
-            if let Some(tokio) = tokio {
+            let tokio_row = result.rows.iter().find(|r| r.spec.imp == Impl::Tokio);
+            if let Some(tokio) = tokio_row.and_then(Row::summary) {
                 vs_tokio = Some(s.req_per_s / tokio.req_per_s);
                 p99_vs_tokio = s.p99.zip(tokio.p99).map(|(a, b)| a / b);
+                paired_tokio = tokio_row.and_then(|t| paired(row, t));
             }
-            if let Some(std) = std_counterpart(&result.rows, &row.spec).and_then(Row::summary) {
+            let std_row = std_counterpart(&result.rows, &row.spec);
+            if let Some(std) = std_row.and_then(Row::summary) {
                 vs_std = Some(s.req_per_s / std.req_per_s);
                 cpu_vs_std = s.cpu.zip(std.cpu).map(|(a, b)| a / b);
+                paired_std = std_row.and_then(|r| paired(row, r));
             }
             if let Some(py) = python_counterpart(&result.rows, &row.spec).and_then(Row::summary) {
                 vs_py = Some(s.req_per_s / py.req_per_s);
@@ -651,10 +675,10 @@ fn load_table(result: &LoadResult, out: &mut String) {
             us(s.cpu),
             errors,
             s.starved,
-            ratio(vs_std),
+            ratios(vs_std, paired_std),
             ratio(cpu_vs_std),
             ratio(vs_py),
-            ratio(vs_tokio),
+            ratios(vs_tokio, paired_tokio),
             ratio(p99_vs_tokio),
         );
         if s.timed_out > 0 {
@@ -1184,7 +1208,7 @@ fn main() -> ExitCode {
     );
     let _ = writeln!(
         out,
-        "- warmup {:.1} s, window {:.1} s, {} run(s) per server; figures are medians of the runs; spread = (max − min) / median of req/s",
+        "- warmup {:.1} s, window {:.1} s, {} run(s) per server; figures are medians of the runs; spread = (max − min) / median of req/s; a ratio of req/s is of the medians, and with several runs the paired ratio follows in parentheses: the median of the ratios of the runs measured in the same round (run n of every server before run n + 1 of any), which the machine's drift moves less",
         options.warmup.as_secs_f64(),
         options.window.as_secs_f64(),
         options.runs
