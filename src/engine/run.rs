@@ -7,7 +7,7 @@ use std::io::{self, BufRead};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::hub::Ready;
 use super::park::Parked;
@@ -28,6 +28,13 @@ const EXCHANGES_PER_TURN: u32 = 16;
 /// How much of a body one connection sends in a row before it yields to the others
 /// that are ready (a fast client of a large file must not hold a worker for all of it).
 const SEND_PER_TURN: usize = 1 << 20;
+
+/// How long after its accept a connection that has not sent its first message yet is
+/// given for it when the server stops, as Go's `Server.Shutdown` treats new connections
+/// (`StateNew`) as active for their first seconds: a client that connected just before
+/// the stop and sends at once is answered, not closed unread; one that stays silent is
+/// closed when this has passed (it holds the stop no longer).
+pub(super) const NEW_CONNECTION_GRACE: Duration = Duration::from_secs(1);
 
 /// How many reads of 8 KiB, without waiting, drop what a client sent of a message that
 /// broke the frame before its connection closes with a `bad_message` reply (64 KiB).
@@ -98,6 +105,7 @@ impl Engine {
                 let (mut request, mut ticket) = (request, ticket);
                 request.states = Some(States::new(config.hooks.connection_state.clone(), id));
                 request.ready_at = Some(accepted);
+                request.accepted_at = Some(accepted);
                 let waits = config.client_speaks_first || config.frame.is_some();
                 if waits && parks {
                     // Nothing to do before the client's first bytes (or, with a frame, its
@@ -115,14 +123,19 @@ impl Engine {
                         // waits for its first message cannot wait, and ends before it
                         // began, with no `setup`. (One without a frame starts at once
                         // instead, as it would have.) The server stops serving: it was
-                        // accepted just before, its first message is on its way, and it
-                        // starts at once too, its reads bounded by its read timeout and
-                        // the stop's deadline.
+                        // accepted just before, and its first message is on its way: it
+                        // is given until NEW_CONNECTION_GRACE after its accept for its
+                        // first bytes, then starts, its reads bounded by its read
+                        // timeout and the stop's deadline; silent, it closes unread.
                         Err(mut parked) if config.frame.is_some() && !self.home.state().lot().is_closed() => {
                             self.forget(&mut parked.request);
                             return;
                         }
-                        Err(parked) => {
+                        Err(mut parked) => {
+                            if self.home.state().lot().is_closed() && !self.first_bytes_within_grace(&parked.request) {
+                                self.forget(&mut parked.request);
+                                return;
+                            }
                             (request, ticket) = (parked.request, parked.ticket);
                             let _ = request.resumed();
                         }
@@ -197,10 +210,20 @@ impl Engine {
                 let unstarted = request.exchanges() == 0;
                 // Not begun, and it cannot park again because the server stops: it was
                 // accepted just before the stop, and its client's first message is on
-                // its way. It is served, with blocking reads bounded by its read timeout
-                // and the stop's deadline, rather than closed unread.
+                // its way. It is given until NEW_CONNECTION_GRACE after its accept for
+                // its first bytes; then it is served, with blocking reads bounded by its
+                // read timeout and the stop's deadline, rather than closed unread. A
+                // client silent that long closes unread.
                 let mut at_stop = false;
                 if unstarted && !request.opened {
+                    // Sent back by a stop before anything came (`end_parked`): its first
+                    // bytes are waited for here, within the grace, before a read that
+                    // would block.
+                    let stopping = parks && self.home.state().lot().is_closed();
+                    if stopping && request.reader_mut().buffer().is_empty() && !self.first_bytes_within_grace(&request)
+                    {
+                        break;
+                    }
                     match self.first_bytes(&mut request) {
                         Gathered::Message => {}
                         Gathered::Partial => {
@@ -210,6 +233,9 @@ impl Engine {
                                 Err(parked) => (request, ticket) = (parked.request, parked.ticket),
                             }
                             if !parks || !self.home.state().lot().is_closed() {
+                                break;
+                            }
+                            if !self.first_bytes_within_grace(&request) {
                                 break;
                             }
                             at_stop = true;
@@ -513,6 +539,17 @@ impl Engine {
             }
         }
         self.report(&Error::Message(error), Some(request.client_addr()));
+    }
+
+    /// At a stop, for a connection that has not sent its first message yet: waits until
+    /// its first bytes (or its end) arrive, at most until [`NEW_CONNECTION_GRACE`] after
+    /// its accept. Whether they did; a connection not accepted by a serve loop has none
+    /// of this grace (`false` only if nothing is there now).
+    fn first_bytes_within_grace(&self, request: &StreamRequest) -> bool {
+        match request.accepted_at {
+            Some(accepted) => request.connection().wait_input(accepted + NEW_CONNECTION_GRACE),
+            None => request.connection().has_input(),
+        }
     }
 
     /// Reads a parked connection's first bytes, before its PROXY header is read and

@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 
 use super::hub::{Ready, Turn};
 use super::park::Parked;
-use super::run::Work;
+use super::run::{Work, NEW_CONNECTION_GRACE};
 use super::Engine;
 use crate::config::PlainHook;
 use crate::dispatch::Pool;
@@ -501,15 +501,21 @@ impl Engine {
     /// again). Idle ones end on this thread. One whose client's next message has arrived
     /// (bytes waiting, or a message buffered) is served first: a request that arrived is
     /// answered, also at a stop (a new connection of a framed server that sent its first
-    /// message while the stop came, or a keep-alive client's next request). That exchange
-    /// goes to the dispatch mode as any other, counts as running, and the stop's deadline
+    /// message while the stop came, or a keep-alive client's next request). So is a new
+    /// connection accepted less than [`NEW_CONNECTION_GRACE`] ago that has sent nothing
+    /// yet: it is given the rest of that grace for its first message (a client that
+    /// connects and sends at once, and lost the race with the stop). That exchange goes
+    /// to the dispatch mode as any other, counts as running, and the stop's deadline
     /// bounds it; then the connection ends, as it cannot park again.
     pub(super) fn end_parked(self: &Arc<Self>) {
         let (queued, parked) = self.home.state().close();
         for mut parked in queued.into_iter().chain(parked) {
             let request = &mut parked.request;
-            let waiting =
-                !request.sending() && (!request.reader_mut().buffer().is_empty() || request.connection().has_input());
+            let fresh = request.exchanges() == 0
+                && !request.opened
+                && request.accepted_at.is_some_and(|accepted| accepted.elapsed() < NEW_CONNECTION_GRACE);
+            let waiting = !request.sending()
+                && (fresh || !request.reader_mut().buffer().is_empty() || request.connection().has_input());
             if waiting {
                 let (ticket, work) = self.unpark(parked, false);
                 self.dispatch_work(ticket, work, false);

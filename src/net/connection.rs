@@ -164,6 +164,17 @@ impl Connection {
         }
     }
 
+    /// Waits until bytes, the end of the stream or an error wait to be read, at most
+    /// until `deadline`: whether they do. In memory, at once: whatever the client sent
+    /// is there already.
+    pub(crate) fn wait_input(&self, deadline: Instant) -> bool {
+        match self.sock() {
+            // Without a descriptor for the wait's poller: what is there now.
+            Some(socket) => super::wait_readable(&socket, deadline).unwrap_or_else(|_| self.has_input()),
+            None => true,
+        }
+    }
+
     /// Whether bytes, the end of the stream or an error wait to be read, looked at
     /// without blocking and without reading them (a peek). For the rare look at a
     /// parked connection whose idle time ran out: it costs three system calls.

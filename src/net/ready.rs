@@ -219,6 +219,21 @@ pub(crate) fn wait_writable(socket: &SockRef<'_>, deadline: Instant) -> io::Resu
     waited
 }
 
+/// Waits until `socket` has something to read (bytes, the end of the stream, or an
+/// error), or `deadline` passes (`Ok(false)`): for the first bytes of a connection that
+/// a stop caught before its first message. A poller of its own, made for this rare wait
+/// and dropped after it, as [`wait_writable`].
+pub(crate) fn wait_readable(socket: &SockRef<'_>, deadline: Instant) -> io::Result<bool> {
+    let poller = Poller::new()?;
+    add(&poller, socket, 0)?;
+    let waited = poller.modify(&**socket, Event::readable(0)).and_then(|()| {
+        let mut events = Events::new();
+        poller.wait_deadline(&mut events, deadline).map(|_| events.iter().next().is_some())
+    });
+    let _ = poller.delete(&**socket);
+    waited
+}
+
 /// A poller of its own over the sockets it owns, for a loop that serves a few sockets
 /// on one thread (the fault proxy of `testing`): the same mechanism as the serve loops',
 /// without their sharing. Owning its sockets, it deletes each from the poller before the
@@ -318,8 +333,9 @@ fn add(poller: &Poller, socket: &SockRef<'_>, key: usize) -> io::Result<()> {
     // by `Station::register`, whose `Registration` owns an `Arc` of the connection and
     // deletes the socket in its `drop`, before that `Arc` (and so the socket) can go.
     // A `Waker` may outlive both, but it only notifies the poller. A datagram socket
-    // waiting for room (`wait_writable`) is borrowed for that call, which deletes it
-    // from its own poller before returning, and drops the poller. A socket of a `Watch`
+    // waiting for room (`wait_writable`), or a connection waiting for its first bytes
+    // (`wait_readable`), is borrowed for that call, which deletes it from its own poller
+    // before returning, and drops the poller. A socket of a `Watch`
     // is owned by it from the moment it is added, and `Watch::remove` and `Watch::drop`
     // delete it from the poller before dropping it.
     unsafe { poller.add(&**socket, Event::none(key)) }

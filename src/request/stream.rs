@@ -87,6 +87,9 @@ pub struct StreamRequest {
     /// The peer that connected, when a PROXY protocol header named another client.
     proxy: Option<Address>,
     server: ServerHandle,
+    /// When the server accepted the connection (a stop gives one that has not sent its
+    /// first message yet a moment to send it); `None` outside a server's serve loop.
+    pub(crate) accepted_at: Option<Instant>,
     /// When the connection became ready for its next exchange (accepted, or readable
     /// while parked), until that exchange starts: the server's queue wait.
     pub(crate) ready_at: Option<Instant>,
@@ -139,6 +142,7 @@ impl StreamRequest {
             park: false,
             opened: false,
             partial_since: None,
+            accepted_at: None,
             early_reads: 0,
             quiet_probes: 0,
             outgoing: None,
