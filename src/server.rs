@@ -156,7 +156,8 @@ impl<T: Transport> Server<T> {
     /// When shutdown is asked for, the poller's waker ends the wait at once: it stops
     /// accepting, closes the parked connections (after answering those whose next message
     /// has arrived, and giving a new connection accepted less than a second ago the rest
-    /// of that second for its first message), waits for the running requests (see
+    /// of that second for its first message, with `client_speaks_first` or a frame),
+    /// waits for the running requests (see
     /// [`Builder::shutdown_deadline`](crate::Builder::shutdown_deadline)) and returns `Ok(())`.
     ///
     /// A `shutdown` that arrived before the first call (for example right after

@@ -254,7 +254,25 @@ impl Engine {
                         Start::Handle
                     }
                 } else {
-                    match self.gather(&mut request) {
+                    let mut gathered = self.gather(&mut request);
+                    if let Gathered::Partial = gathered {
+                        match self.park_again(request, ticket, parks) {
+                            Ok(()) => return,
+                            Err(parked) => {
+                                (request, ticket) = (parked.request, parked.ticket);
+                                // It cannot wait parked: the server stops. The first
+                                // message of a new connection is read on as it comes,
+                                // within the grace of new connections; any other
+                                // connection ends here, its message cut.
+                                let first = parks && request.exchanges() == 0;
+                                gathered = match first && self.home.state().lot().is_closed() {
+                                    true => self.gather_within_grace(&mut request),
+                                    false => Gathered::End,
+                                };
+                            }
+                        }
+                    }
+                    match gathered {
                         Gathered::Message => {
                             request.partial_since = None;
                             if request.resumed() {
@@ -263,14 +281,7 @@ impl Engine {
                                 Start::Handle
                             }
                         }
-                        Gathered::Partial => match self.park_again(request, ticket, parks) {
-                            Ok(()) => return,
-                            Err(parked) => {
-                                (request, ticket) = (parked.request, parked.ticket);
-                                Start::Finish
-                            }
-                        },
-                        Gathered::End => Start::Finish,
+                        Gathered::Partial | Gathered::End => Start::Finish,
                         Gathered::Bad(e) => {
                             self.bad_message(&mut request, e);
                             Start::Finish
@@ -543,12 +554,35 @@ impl Engine {
 
     /// At a stop, for a connection that has not sent its first message yet: waits until
     /// its first bytes (or its end) arrive, at most until [`NEW_CONNECTION_GRACE`] after
-    /// its accept. Whether they did; a connection not accepted by a serve loop has none
-    /// of this grace (`false` only if nothing is there now).
+    /// its accept (or the stop's deadline, if sooner). Whether they did. (A test double,
+    /// with no accept time, has no grace: whether something is there now.)
     fn first_bytes_within_grace(&self, request: &StreamRequest) -> bool {
         match request.accepted_at {
-            Some(accepted) => request.connection().wait_input(accepted + NEW_CONNECTION_GRACE),
+            Some(accepted) => {
+                let ends = accepted + NEW_CONNECTION_GRACE;
+                request.connection().wait_input(self.control.deadline().map_or(ends, |deadline| deadline.min(ends)))
+            }
             None => request.connection().has_input(),
+        }
+    }
+
+    /// At a stop, a new connection whose first message is not whole yet: reads on as its
+    /// bytes come, until the message is whole, the client ends, or the grace of new
+    /// connections (cut short by the stop's deadline) is up, which is `Partial`.
+    fn gather_within_grace(&self, request: &mut StreamRequest) -> Gathered {
+        let Some(accepted) = request.accepted_at else { return Gathered::Partial };
+        let ends = match self.control.deadline() {
+            Some(deadline) => deadline.min(accepted + NEW_CONNECTION_GRACE),
+            None => accepted + NEW_CONNECTION_GRACE,
+        };
+        loop {
+            if !request.connection().wait_input(ends) {
+                return Gathered::Partial;
+            }
+            match self.gather(request) {
+                Gathered::Partial if Instant::now() < ends => {}
+                gathered => return gathered,
+            }
         }
     }
 

@@ -501,27 +501,78 @@ impl Engine {
     /// again). Idle ones end on this thread. One whose client's next message has arrived
     /// (bytes waiting, or a message buffered) is served first: a request that arrived is
     /// answered, also at a stop (a new connection of a framed server that sent its first
-    /// message while the stop came, or a keep-alive client's next request). So is a new
-    /// connection accepted less than [`NEW_CONNECTION_GRACE`] ago that has sent nothing
-    /// yet: it is given the rest of that grace for its first message (a client that
-    /// connects and sends at once, and lost the race with the stop). That exchange goes
-    /// to the dispatch mode as any other, counts as running, and the stop's deadline
+    /// message while the stop came, or a keep-alive client's next request). That exchange
+    /// goes to the dispatch mode as any other, counts as running, and the stop's deadline
     /// bounds it; then the connection ends, as it cannot park again.
+    ///
+    /// A new connection accepted less than [`NEW_CONNECTION_GRACE`] ago whose first
+    /// message has not come yet (a client that connects and sends at once, and lost the
+    /// race with the stop) is given the rest of that grace for its first bytes, cut short
+    /// by its idle deadline and the stop's: all such connections are waited for together
+    /// on this thread, in a poller of their own, after the others are dispatched, and
+    /// each is served as its bytes come, or ended unread when its time is up.
     pub(super) fn end_parked(self: &Arc<Self>) {
         let (queued, parked) = self.home.state().close();
+        let stop_deadline = self.control.deadline();
+        let mut fresh = Vec::new();
         for mut parked in queued.into_iter().chain(parked) {
             let request = &mut parked.request;
-            let fresh = request.exchanges() == 0
-                && !request.opened
-                && request.accepted_at.is_some_and(|accepted| accepted.elapsed() < NEW_CONNECTION_GRACE);
-            let waiting = !request.sending()
-                && (fresh || !request.reader_mut().buffer().is_empty() || request.connection().has_input());
-            if waiting {
+            if request.sending() {
+                self.end(parked);
+                continue;
+            }
+            if !request.reader_mut().buffer().is_empty() || request.connection().has_input() {
                 let (ticket, work) = self.unpark(parked, false);
                 self.dispatch_work(ticket, work, false);
-            } else {
-                self.end(parked);
+                continue;
             }
+            let grace_ends = match request.accepted_at {
+                Some(accepted) if request.exchanges() == 0 => {
+                    [Some(accepted + NEW_CONNECTION_GRACE), parked.deadline, stop_deadline].into_iter().flatten().min()
+                }
+                _ => None,
+            };
+            match grace_ends {
+                Some(ends) if ends > Instant::now() => fresh.push((parked, ends)),
+                _ => self.end(parked),
+            }
+        }
+        if !fresh.is_empty() {
+            self.await_first_bytes(fresh);
+        }
+    }
+
+    /// Waits for the first bytes of new connections that a stop caught before their
+    /// first message, each until its instant: serves each whose bytes come, and ends the
+    /// others unread.
+    fn await_first_bytes(self: &Arc<Self>, fresh: Vec<(Parked, Instant)>) {
+        // The sockets are borrowed from connections held here, apart from the requests,
+        // which leave for the dispatch mode as their bytes come.
+        let connections: Vec<_> = fresh.iter().map(|(parked, _)| parked.request.connection_arc().clone()).collect();
+        let deadlines: Vec<Instant> = fresh.iter().map(|(_, ends)| *ends).collect();
+        let mut waiting: Vec<Option<Parked>> = fresh.into_iter().map(|(parked, _)| Some(parked)).collect();
+        let sockets: Option<Vec<_>> = connections.iter().map(|connection| connection.sock()).collect();
+        let waited = sockets.ok_or(()).and_then(|sockets| {
+            crate::net::wait_each_readable(&sockets, &deadlines, |i| {
+                if let Some(parked) = waiting[i].take() {
+                    let (ticket, work) = self.unpark(parked, false);
+                    self.dispatch_work(ticket, work, false);
+                }
+            })
+            .map_err(|e| log::debug!(target: LOG_TARGET, "waiting for new connections' first bytes at a stop: {e}"))
+        });
+        if waited.is_err() {
+            // No poller (out of descriptors) or no socket: what has come is served.
+            for slot in &mut waiting {
+                if slot.as_mut().is_some_and(|parked| parked.request.connection().has_input()) {
+                    let (ticket, work) = self.unpark(slot.take().expect("looked at"), false);
+                    self.dispatch_work(ticket, work, false);
+                }
+            }
+        }
+        // Silent until their time was up (or not waited for): closed unread.
+        for parked in waiting.into_iter().flatten() {
+            self.end(parked);
         }
     }
 

@@ -234,6 +234,56 @@ pub(crate) fn wait_readable(socket: &SockRef<'_>, deadline: Instant) -> io::Resu
     waited
 }
 
+/// Waits for several sockets at once, each until its own deadline: calls `readable(i)`
+/// as soon as socket `i` has something to read (bytes, the end of the stream, or an
+/// error), and returns the indexes of those whose deadline passed first. One poller of
+/// its own for the whole wait, so that a stop that gives many new connections a moment
+/// for their first bytes needs one descriptor and one thread for all of them, and
+/// serves each as soon as it is ready.
+pub(crate) fn wait_each_readable(
+    sockets: &[SockRef<'_>],
+    deadlines: &[Instant],
+    mut readable: impl FnMut(usize),
+) -> io::Result<Vec<usize>> {
+    let poller = Poller::new()?;
+    let mut pending = vec![false; sockets.len()];
+    let mut added = 0;
+    let result = (|| {
+        for (i, socket) in sockets.iter().enumerate() {
+            add(&poller, socket, i)?;
+            added += 1;
+            poller.modify(&**socket, Event::readable(i))?;
+            pending[i] = true;
+        }
+        let mut events = Events::new();
+        let mut late = Vec::new();
+        loop {
+            let now = Instant::now();
+            for (i, waiting) in pending.iter_mut().enumerate() {
+                if *waiting && deadlines[i] <= now {
+                    *waiting = false;
+                    late.push(i);
+                }
+            }
+            let Some(next) = (0..sockets.len()).filter(|&i| pending[i]).map(|i| deadlines[i]).min() else {
+                return Ok(late);
+            };
+            events.clear();
+            poller.wait_deadline(&mut events, next)?;
+            for event in events.iter() {
+                if pending.get(event.key).copied().unwrap_or(false) {
+                    pending[event.key] = false;
+                    readable(event.key);
+                }
+            }
+        }
+    })();
+    for socket in &sockets[..added] {
+        let _ = poller.delete(&**socket);
+    }
+    result
+}
+
 /// A poller of its own over the sockets it owns, for a loop that serves a few sockets
 /// on one thread (the fault proxy of `testing`): the same mechanism as the serve loops',
 /// without their sharing. Owning its sockets, it deletes each from the poller before the
@@ -333,11 +383,11 @@ fn add(poller: &Poller, socket: &SockRef<'_>, key: usize) -> io::Result<()> {
     // by `Station::register`, whose `Registration` owns an `Arc` of the connection and
     // deletes the socket in its `drop`, before that `Arc` (and so the socket) can go.
     // A `Waker` may outlive both, but it only notifies the poller. A datagram socket
-    // waiting for room (`wait_writable`), or a connection waiting for its first bytes
-    // (`wait_readable`), is borrowed for that call, which deletes it from its own poller
-    // before returning, and drops the poller. A socket of a `Watch`
-    // is owned by it from the moment it is added, and `Watch::remove` and `Watch::drop`
-    // delete it from the poller before dropping it.
+    // waiting for room (`wait_writable`), or connections waiting for their first bytes
+    // (`wait_readable`, `wait_each_readable`), are borrowed for that call, which deletes
+    // them from its own poller before returning, and drops the poller. A socket of a
+    // `Watch` is owned by it from the moment it is added, and `Watch::remove` and
+    // `Watch::drop` delete it from the poller before dropping it.
     unsafe { poller.add(&**socket, Event::none(key)) }
 }
 

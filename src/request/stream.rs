@@ -88,7 +88,8 @@ pub struct StreamRequest {
     proxy: Option<Address>,
     server: ServerHandle,
     /// When the server accepted the connection (a stop gives one that has not sent its
-    /// first message yet a moment to send it); `None` outside a server's serve loop.
+    /// first message yet a moment to send it); `None` for a request built outside a
+    /// server (`testing`).
     pub(crate) accepted_at: Option<Instant>,
     /// When the connection became ready for its next exchange (accepted, or readable
     /// while parked), until that exchange starts: the server's queue wait.
