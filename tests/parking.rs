@@ -14,7 +14,7 @@ use std::time::Duration;
 use socketserver::dispatch::Pool;
 use socketserver::testing::TestStream;
 use socketserver::{HandlerResult, RequestHandler, StreamRequest, TcpServer};
-use support::serve::{serve_started, stop};
+use support::serve::{echo_line, serve_started, stop};
 use support::{bounded, connect, wait_until, Gate, Mode, LIMIT, MODES, NEGATIVE_WAIT, TIMEOUT};
 
 /// A line protocol that answers each line with `n: LINE` (n counting this connection's
@@ -722,14 +722,7 @@ fn a_silent_new_connection_holds_a_stop_no_longer_than_the_grace() {
             if frame {
                 builder = builder.frame(socketserver::Frame::lines(64));
             }
-            let server = builder
-                .bind(|req: &mut StreamRequest| {
-                    let mut line = String::new();
-                    req.reader().read_line(&mut line)?;
-                    req.writer().write_all(line.as_bytes())?;
-                    Ok(())
-                })
-                .unwrap();
+            let server = builder.bind(echo_line).unwrap();
             let (addr, handle) = (server.local_addr(), server.handle());
             let server = server.serve_in_background().unwrap().stop_timeout(Duration::from_secs(30));
             let silent = connect(addr);

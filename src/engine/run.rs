@@ -557,24 +557,25 @@ impl Engine {
     /// its accept (or the stop's deadline, if sooner). Whether they did. (A test double,
     /// with no accept time, has no grace: whether something is there now.)
     fn first_bytes_within_grace(&self, request: &StreamRequest) -> bool {
-        match request.accepted_at {
-            Some(accepted) => {
-                let ends = accepted + NEW_CONNECTION_GRACE;
-                request.connection().wait_input(self.control.deadline().map_or(ends, |deadline| deadline.min(ends)))
-            }
+        match self.grace_ends(request) {
+            Some(ends) => request.connection().wait_input(ends),
             None => request.connection().has_input(),
         }
+    }
+
+    /// When a stop's grace for a new connection's first message ends:
+    /// [`NEW_CONNECTION_GRACE`] after its accept, or the stop's deadline if sooner.
+    /// `None` for a test double, which has no accept time.
+    pub(super) fn grace_ends(&self, request: &StreamRequest) -> Option<Instant> {
+        let ends = request.accepted_at? + NEW_CONNECTION_GRACE;
+        Some(self.control.deadline().map_or(ends, |deadline| deadline.min(ends)))
     }
 
     /// At a stop, a new connection whose first message is not whole yet: reads on as its
     /// bytes come, until the message is whole, the client ends, or the grace of new
     /// connections (cut short by the stop's deadline) is up, which is `Partial`.
     fn gather_within_grace(&self, request: &mut StreamRequest) -> Gathered {
-        let Some(accepted) = request.accepted_at else { return Gathered::Partial };
-        let ends = match self.control.deadline() {
-            Some(deadline) => deadline.min(accepted + NEW_CONNECTION_GRACE),
-            None => accepted + NEW_CONNECTION_GRACE,
-        };
+        let Some(ends) = self.grace_ends(request) else { return Gathered::Partial };
         loop {
             if !request.connection().wait_input(ends) {
                 return Gathered::Partial;

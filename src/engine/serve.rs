@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 
 use super::hub::{Ready, Turn};
 use super::park::Parked;
-use super::run::{Work, NEW_CONNECTION_GRACE};
+use super::run::Work;
 use super::Engine;
 use crate::config::PlainHook;
 use crate::dispatch::Pool;
@@ -505,15 +505,16 @@ impl Engine {
     /// goes to the dispatch mode as any other, counts as running, and the stop's deadline
     /// bounds it; then the connection ends, as it cannot park again.
     ///
-    /// A new connection accepted less than [`NEW_CONNECTION_GRACE`] ago whose first
-    /// message has not come yet (a client that connects and sends at once, and lost the
-    /// race with the stop) is given the rest of that grace for its first bytes, cut short
-    /// by its idle deadline and the stop's: all such connections are waited for together
-    /// on this thread, in a poller of their own, after the others are dispatched, and
-    /// each is served as its bytes come, or ended unread when its time is up.
+    /// A new connection accepted less than
+    /// [`NEW_CONNECTION_GRACE`](super::run::NEW_CONNECTION_GRACE) ago whose first message
+    /// has not come yet (a client that connects and sends at once, and lost the race with
+    /// the stop) is given the rest of that grace for its first bytes, cut short by its
+    /// idle deadline and the stop's (`Engine::grace_ends`): all such connections are
+    /// waited for together on this thread, in a poller of their own, after the others
+    /// are dispatched, and each is served as its bytes come, or ended unread when its
+    /// time is up.
     pub(super) fn end_parked(self: &Arc<Self>) {
         let (queued, parked) = self.home.state().close();
-        let stop_deadline = self.control.deadline();
         let mut fresh = Vec::new();
         for mut parked in queued.into_iter().chain(parked) {
             let request = &mut parked.request;
@@ -526,10 +527,9 @@ impl Engine {
                 self.dispatch_work(ticket, work, false);
                 continue;
             }
-            let grace_ends = match request.accepted_at {
-                Some(accepted) if request.exchanges() == 0 => {
-                    [Some(accepted + NEW_CONNECTION_GRACE), parked.deadline, stop_deadline].into_iter().flatten().min()
-                }
+            // A new connection's grace, cut short by its idle deadline too.
+            let grace_ends = match self.grace_ends(request) {
+                Some(ends) if request.exchanges() == 0 => Some(parked.deadline.map_or(ends, |idle| idle.min(ends))),
                 _ => None,
             };
             match grace_ends {

@@ -209,14 +209,7 @@ impl Drop for Readiness<'_> {
 /// this rare wait and dropped after it, so that the serve loop's poller and its one
 /// waiter are left alone.
 pub(crate) fn wait_writable(socket: &SockRef<'_>, deadline: Instant) -> io::Result<bool> {
-    let poller = Poller::new()?;
-    add(&poller, socket, 0)?;
-    let waited = poller.modify(&**socket, Event::writable(0)).and_then(|()| {
-        let mut events = Events::new();
-        poller.wait_deadline(&mut events, deadline).map(|_| events.iter().next().is_some())
-    });
-    let _ = poller.delete(&**socket);
-    waited
+    wait_once(socket, Event::writable(0), deadline)
 }
 
 /// Waits until `socket` has something to read (bytes, the end of the stream, or an
@@ -224,9 +217,15 @@ pub(crate) fn wait_writable(socket: &SockRef<'_>, deadline: Instant) -> io::Resu
 /// a stop caught before its first message. A poller of its own, made for this rare wait
 /// and dropped after it, as [`wait_writable`].
 pub(crate) fn wait_readable(socket: &SockRef<'_>, deadline: Instant) -> io::Result<bool> {
+    wait_once(socket, Event::readable(0), deadline)
+}
+
+/// One wait for `socket`'s `interest` in a poller made for it and dropped after it:
+/// whether the socket was reported before `deadline`.
+fn wait_once(socket: &SockRef<'_>, interest: Event, deadline: Instant) -> io::Result<bool> {
     let poller = Poller::new()?;
     add(&poller, socket, 0)?;
-    let waited = poller.modify(&**socket, Event::readable(0)).and_then(|()| {
+    let waited = poller.modify(&**socket, interest).and_then(|()| {
         let mut events = Events::new();
         poller.wait_deadline(&mut events, deadline).map(|_| events.iter().next().is_some())
     });
