@@ -158,6 +158,96 @@ fn pipelined_messages_in_the_buffer_are_not_lost() {
     });
 }
 
+/// A burst far larger than one read of the server's (thousands of lines sent at once)
+/// is answered whole, framed and not, and the connection then parks and serves its
+/// next message: the server never parks a connection with bytes left in its socket
+/// unseen (where the poller is edge-triggered, it reports what arrives, and bytes left
+/// behind by a read that filled its buffer would wait for the next arrival).
+#[test]
+fn a_burst_larger_than_a_read_is_answered_whole_before_the_connection_parks() {
+    const LINES: usize = 3000;
+    bounded(LIMIT, || {
+        for framed in [false, true] {
+            for mode in MODES {
+                let handler = Arc::new(Lines::default());
+                let mut builder = TcpServer::builder("127.0.0.1:0").dispatch(mode.dispatch());
+                if framed {
+                    builder = builder.frame(socketserver::Frame::lines(64));
+                }
+                let server = Arc::new(builder.bind_handler(handler.clone()).unwrap());
+                let serve = serve_started(&server, "park-burst");
+                let client = connect(server.local_addr());
+                let mut reader = BufReader::new(client.try_clone().unwrap());
+                for round in 0..2 {
+                    let burst: String = (0..LINES).map(|n| format!("r{round} line {n}\n")).collect();
+                    let mut writer = client.try_clone().unwrap();
+                    let sender = thread::spawn(move || writer.write_all(burst.as_bytes()));
+                    for n in 0..LINES {
+                        let mut reply = String::new();
+                        reader.read_line(&mut reply).unwrap_or_else(|e| {
+                            panic!("{mode:?}, framed {framed}: reply {n} of round {round} did not come: {e}")
+                        });
+                        let seen = round * LINES + n + 1;
+                        assert_eq!(reply, format!("{seen}: R{round} LINE {n}\n"), "{mode:?}, framed {framed}");
+                    }
+                    sender.join().unwrap().unwrap();
+                }
+                let handle = server.handle();
+                wait_until(TIMEOUT, "the connection to park", || handle.stats().parked == 1);
+                assert_eq!(ask(&mut reader, "last\n"), format!("{}: LAST\n", 2 * LINES + 1), "{mode:?}");
+                assert_eq!(handler.setups.load(Ordering::SeqCst), 1, "{mode:?}, framed {framed}: one connection");
+                stop(&server, serve);
+            }
+        }
+    });
+}
+
+/// A client's next message that arrives while its previous exchange still runs (the
+/// poller reports it to another loop meanwhile) is answered once the connection parks,
+/// framed and not: the report is not lost because the connection was busy.
+#[test]
+fn a_message_that_arrives_during_the_exchange_before_it_is_answered() {
+    bounded(LIMIT, || {
+        for framed in [false, true] {
+            for mode in MODES {
+                let handler = |req: &mut StreamRequest| -> HandlerResult {
+                    let mut line = String::new();
+                    if req.reader().read_line(&mut line)? == 0 {
+                        return Ok(());
+                    }
+                    if line == "slow\n" {
+                        thread::sleep(Duration::from_millis(200));
+                    }
+                    req.writer().write_all(line.to_uppercase().as_bytes())?;
+                    req.park();
+                    Ok(())
+                };
+                let mut builder = TcpServer::builder("127.0.0.1:0").dispatch(mode.dispatch());
+                if framed {
+                    builder = builder.frame(socketserver::Frame::lines(64));
+                }
+                let server = Arc::new(builder.bind(handler).unwrap());
+                let serve = serve_started(&server, "park-busy");
+                let client = connect(server.local_addr());
+                let mut reader = BufReader::new(client.try_clone().unwrap());
+                // Parked once, so that the next exchanges come through the poller.
+                assert_eq!(ask(&mut reader, "hello\n"), "HELLO\n");
+                let mut writer = client.try_clone().unwrap();
+                writer.write_all(b"slow\n").unwrap();
+                // Sent while `slow` is being handled, after its bytes were read.
+                thread::sleep(Duration::from_millis(50));
+                writer.write_all(b"next\n").unwrap();
+                for expected in ["SLOW\n", "NEXT\n"] {
+                    let mut reply = String::new();
+                    reader.read_line(&mut reply).unwrap_or_else(|e| panic!("{mode:?}, framed {framed}: {e}"));
+                    assert_eq!(reply, expected, "{mode:?}, framed {framed}");
+                }
+                stop(&server, serve);
+            }
+        }
+    });
+}
+
 /// A connection parked longer than the idle timeout is closed (its client reads end of
 /// stream) and gets its finish; the place it held is free again.
 #[test]
