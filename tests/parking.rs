@@ -161,8 +161,8 @@ fn pipelined_messages_in_the_buffer_are_not_lost() {
 /// A burst far larger than one read of the server's (thousands of lines sent at once)
 /// is answered whole, framed and not, and the connection then parks and serves its
 /// next message: the server never parks a connection with bytes left in its socket
-/// unseen (where the poller is edge-triggered, it reports what arrives, and bytes left
-/// behind by a read that filled its buffer would wait for the next arrival).
+/// unseen (an edge-triggered poller reports only what arrives: bytes left behind by a
+/// read that filled its buffer would wait for the next arrival).
 #[test]
 fn a_burst_larger_than_a_read_is_answered_whole_before_the_connection_parks() {
     const LINES: usize = 3000;
@@ -242,6 +242,69 @@ fn a_message_that_arrives_during_the_exchange_before_it_is_answered() {
                     reader.read_line(&mut reply).unwrap_or_else(|e| panic!("{mode:?}, framed {framed}: {e}"));
                     assert_eq!(reply, expected, "{mode:?}, framed {framed}");
                 }
+                stop(&server, serve);
+            }
+        }
+    });
+}
+
+/// A client that sends its last message and ends its stream at once (both reach the
+/// server while its loop is busy, so the poller reports them together) gets its answer
+/// and its end at once, not at the idle timeout: the end of stream that came with the
+/// message is seen, where a poller that reports only what arrives after a read would
+/// never report it again.
+#[test]
+fn a_last_message_and_the_end_of_stream_sent_together_end_the_connection_at_once() {
+    bounded(LIMIT, || {
+        for framed in [false, true] {
+            for (mode, loops) in [(Mode::Sequential, 1), (Mode::Pool, support::modes::POOL_WORKERS)] {
+                let gate = Gate::new();
+                let held = gate.clone();
+                let handler = move |req: &mut StreamRequest| -> HandlerResult {
+                    let mut line = String::new();
+                    if req.reader().read_line(&mut line)? == 0 {
+                        return Ok(());
+                    }
+                    // `hold` keeps the loop that runs it busy until the test releases it.
+                    if line == "hold\n" {
+                        held.pass("hold")?;
+                    }
+                    req.writer().write_all(line.to_uppercase().as_bytes())?;
+                    req.park();
+                    Ok(())
+                };
+                let mut builder = TcpServer::builder("127.0.0.1:0")
+                    .dispatch(mode.dispatch())
+                    .idle_timeout(Some(Duration::from_secs(30)));
+                if framed {
+                    builder = builder.frame(socketserver::Frame::lines(64));
+                }
+                let server = Arc::new(builder.bind(handler).unwrap());
+                let control = gate.control();
+                let serve = serve_started(&server, "park-fin");
+                let addr = server.local_addr();
+                let mut last = BufReader::new(connect(addr));
+                assert_eq!(ask(&mut last, "first\n"), "FIRST\n", "{mode:?}");
+                wait_until(TIMEOUT, "the first connection to park", || server.handle().stats().parked == 1);
+                // Every loop busy, so that the next message and the end of the stream
+                // both arrive before any loop waits in the poller again.
+                let holders: Vec<_> = (0..loops)
+                    .map(|n| {
+                        let mut holder = connect(addr);
+                        holder.write_all(b"hold\n").unwrap();
+                        control.expect_arrival(&format!("holder {n}"));
+                        holder
+                    })
+                    .collect();
+                last.get_mut().write_all(b"bye\n").unwrap();
+                last.get_ref().shutdown(Shutdown::Write).unwrap();
+                thread::sleep(NEGATIVE_WAIT);
+                control.release(loops);
+                let mut rest = String::new();
+                last.read_to_string(&mut rest)
+                    .unwrap_or_else(|e| panic!("{mode:?}, framed {framed}: the server did not end the stream: {e}"));
+                assert_eq!(rest, "BYE\n", "{mode:?}, framed {framed}");
+                drop(holders);
                 stop(&server, serve);
             }
         }

@@ -458,7 +458,7 @@ impl Engine {
         let readable = lead.readiness.wait(deadline, listen, &mut lead.reported).map_err(Error::Io)?;
         let now = Instant::now();
         lot.take_each(lead.reported.drain(..), |mut parked| {
-            parked.request.ready_at = Some(now);
+            parked.ready_at = Some(now);
             ready.push(Ready::Exchange(parked));
         });
         if deadline.is_some() {
@@ -470,7 +470,7 @@ impl Engine {
                 // (Not one waiting to send: what a slow reader sends is no progress.)
                 if !parked.request.sending() && parked.request.connection().has_input() {
                     let mut parked = parked;
-                    parked.request.ready_at = Some(Instant::now());
+                    parked.ready_at = Some(Instant::now());
                     ready.push(Ready::Exchange(parked));
                 } else {
                     ready.push(Ready::End(parked));
@@ -493,7 +493,11 @@ impl Engine {
     /// A parked connection taken out to run: no longer counted as parked.
     fn unpark(&self, parked: Parked, end: bool) -> (crate::handle::Ticket, Work) {
         self.control.unparked();
-        (parked.ticket, Work::Resume { request: parked.request, end })
+        let mut request = parked.request;
+        if parked.ready_at.is_some() {
+            request.ready_at = parked.ready_at;
+        }
+        (parked.ticket, Work::Resume { request, end })
     }
 
     /// Ends the parked connections, those in the ready queue included, and makes those

@@ -4,12 +4,9 @@
 //! the server is built, so that serving never needs a new descriptor (a server started
 //! in a process out of descriptors still serves, and backs off until some are free).
 //! A serve call puts its server socket in it ([`Station::readiness`]); a connection
-//! that parks between two exchanges is put in it too ([`Station::register`]). Sockets are
-//! watched in oneshot mode (one event, then nothing until armed again, so an event goes
-//! to one thread), except parked connections where the platform has an edge-triggered
-//! mode (`crate::sys::EDGE_TRIGGERED_PARKING`): those stay registered, and each arrival
-//! of bytes is one event, so a connection that parks again with its socket drained needs
-//! no system call (see [`Registration::watches`]).
+//! that parks between two exchanges is put in it too ([`Station::register`]). Every
+//! socket is watched in oneshot mode: one event, then nothing until it is armed again,
+//! so an event goes to one thread.
 //!
 //! `polling` lets one thread wait on a poller at a time (a second wait returns at once),
 //! so the engine lets one serve loop at a time hold the [`Readiness`] and wait, while
@@ -22,11 +19,10 @@ use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
-use polling::{AsSource, Event, Events, PollMode, Poller};
+use polling::{AsSource, Event, Events, Poller};
 use socket2::SockRef;
 
 use super::{Connection, Endpoint};
-use crate::sys::EDGE_TRIGGERED_PARKING;
 
 /// The key of the server socket in a poller; a registered connection's is its key + 1.
 const SOCKET: usize = 0;
@@ -60,25 +56,20 @@ impl<P> Station<P> {
     /// [`Station::arm`]. `None` for an in-memory connection, which has no socket.
     pub(crate) fn register(&self, key: usize, connection: &Arc<Connection>) -> io::Result<Option<Registration>> {
         let Some(socket) = connection.sock() else { return Ok(None) };
-        add(&self.poller, &socket, key + 1, PARKED_MODE)?;
-        Ok(Some(Registration { poller: self.poller.clone(), key, connection: connection.clone(), watching: None }))
+        add(&self.poller, &socket, key + 1)?;
+        Ok(Some(Registration { poller: self.poller.clone(), key, connection: connection.clone() }))
     }
 
-    /// Asks the poller for the readiness of a connection registered under `key`: its
-    /// next bytes, the end of the stream, or an error (or, `writable`, room to send).
-    /// The poller looks at the socket as it arms it, so what is there already is
-    /// reported too. Oneshot, one event per arm; edge-triggered, an event for each
-    /// arrival from now on. The caller holds the connection, so the socket is open while
-    /// it is armed, even if the request has moved on meanwhile.
+    /// Asks the poller for one readiness event of a connection registered under `key`:
+    /// the next bytes, the end of the stream, or an error (or, `writable`, room to send).
+    /// Oneshot: armed again for each wait. The caller holds the connection, so the
+    /// socket is open while it is armed, even if the request has moved on meanwhile.
     pub(crate) fn arm(&self, connection: &Connection, key: usize, writable: bool) -> io::Result<()> {
         let socket = connection.sock().expect("a registered connection has a socket");
         let event = if writable { Event::writable(key + 1) } else { Event::readable(key + 1) };
-        self.poller.modify_with_mode(&*socket, event, PARKED_MODE)
+        self.poller.modify(&*socket, event)
     }
 }
-
-/// How parked connections are watched: see the module's doc.
-const PARKED_MODE: PollMode = if EDGE_TRIGGERED_PARKING { PollMode::Edge } else { PollMode::Oneshot };
 
 /// A connection in a loop's poller, removed from it when dropped. It holds the
 /// connection, so the socket is still open when the poller forgets it.
@@ -86,9 +77,6 @@ pub(crate) struct Registration {
     poller: Arc<Poller>,
     key: usize,
     connection: Arc<Connection>,
-    /// What the poller watches the socket for, edge-triggered: `Some(true)` room to send,
-    /// `Some(false)` bytes; `None` nothing yet (or oneshot, where every park arms).
-    watching: Option<bool>,
 }
 
 impl fmt::Debug for Registration {
@@ -101,29 +89,6 @@ impl Registration {
     /// The key the loop's wait reports it under.
     pub(crate) fn key(&self) -> usize {
         self.key
-    }
-
-    /// Whether the poller already watches the socket for what a park now waits for
-    /// (`writable`: room to send; else bytes), so that the park needs no
-    /// [`Station::arm`], and notes that it does from now on.
-    ///
-    /// Only edge-triggered, and only if `drained`: the last read took all the socket had
-    /// (a read that returned less than it asked for, or found nothing), or, for room,
-    /// the last send found the buffer full. An edge-triggered poller reports what
-    /// *arrives*: after a read that drained the socket, every byte that arrives is
-    /// reported, while the connection runs (the lot notes it, and the park arms the
-    /// socket after all) or once it has parked (the event takes it out). Bytes left
-    /// unread by a read that filled its buffer would wait for the next arrival, so
-    /// without `drained`, or watched for the other direction, the park arms the socket
-    /// again, and arming looks at what is there already. (A handler that reads the
-    /// socket past the reader only takes bytes: it cannot leave any unreported.)
-    pub(crate) fn watches(&mut self, writable: bool, drained: bool) -> bool {
-        if !EDGE_TRIGGERED_PARKING {
-            return false;
-        }
-        let same = self.watching == Some(writable);
-        self.watching = Some(writable);
-        same && drained
     }
 }
 
@@ -149,7 +114,7 @@ impl<P> Station<P> {
         let socket = endpoint
             .sock()
             .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "an in-memory socket cannot serve"))?;
-        add(&self.poller, &socket, SOCKET, PollMode::Oneshot)?;
+        add(&self.poller, &socket, SOCKET)?;
         Ok(Readiness { poller: &self.poller, events: Events::new(), socket })
     }
 
@@ -259,7 +224,7 @@ pub(crate) fn wait_readable(socket: &SockRef<'_>, deadline: Instant) -> io::Resu
 /// whether the socket was reported before `deadline`.
 fn wait_once(socket: &SockRef<'_>, interest: Event, deadline: Instant) -> io::Result<bool> {
     let poller = Poller::new()?;
-    add(&poller, socket, 0, PollMode::Oneshot)?;
+    add(&poller, socket, 0)?;
     let waited = poller.modify(&**socket, interest).and_then(|()| {
         let mut events = Events::new();
         poller.wait_deadline(&mut events, deadline).map(|_| events.iter().next().is_some())
@@ -284,7 +249,7 @@ pub(crate) fn wait_each_readable(
     let mut added = 0;
     let result = (|| {
         for (i, socket) in sockets.iter().enumerate() {
-            add(&poller, socket, i, PollMode::Oneshot)?;
+            add(&poller, socket, i)?;
             added += 1;
             poller.modify(&**socket, Event::readable(i))?;
             pending[i] = true;
@@ -348,7 +313,7 @@ impl<S: AsSource> Watch<S> {
     /// Takes `socket` in, watched for nothing until [`Watch::arm`]; returns its key.
     pub(crate) fn insert(&mut self, socket: S) -> io::Result<usize> {
         let key = self.sockets.len();
-        add(&self.poller, &SockRef::from(&socket), key, PollMode::Oneshot)?;
+        add(&self.poller, &SockRef::from(&socket), key)?;
         self.sockets.push(Some(socket));
         Ok(key)
     }
@@ -404,13 +369,13 @@ impl<S: AsSource> Drop for Watch<S> {
     }
 }
 
-/// Puts `socket` in `poller` under `key`, in `mode`, watched for nothing until a wait or
-/// `arm` asks for readiness.
+/// Puts `socket` in `poller` under `key`, watched for nothing until a wait or `arm`
+/// asks for readiness.
 ///
 /// `Poller::add` is unsafe because the poller must forget a socket before the socket is
 /// closed. This is the crate's second `unsafe` call (the first takes systemd's sockets).
 #[allow(unsafe_code)]
-fn add(poller: &Poller, socket: &SockRef<'_>, key: usize, mode: PollMode) -> io::Result<()> {
+fn add(poller: &Poller, socket: &SockRef<'_>, key: usize) -> io::Result<()> {
     // SAFETY: three kinds of socket are added. The server socket is borrowed from the
     // endpoint for the lifetime of the `Readiness` that `Station::readiness` returns,
     // and `Readiness::drop` deletes it before that borrow ends. A connection is added only
@@ -422,7 +387,7 @@ fn add(poller: &Poller, socket: &SockRef<'_>, key: usize, mode: PollMode) -> io:
     // them from its own poller before returning, and drops the poller. A socket of a
     // `Watch` is owned by it from the moment it is added, and `Watch::remove` and
     // `Watch::drop` delete it from the poller before dropping it.
-    unsafe { poller.add_with_mode(&**socket, Event::none(key), mode) }
+    unsafe { poller.add(&**socket, Event::none(key)) }
 }
 
 #[cfg(test)]

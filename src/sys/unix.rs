@@ -55,13 +55,6 @@ pub(crate) fn is_shut_down_for_reading(_: &SockRef<'_>) -> bool {
 /// after each exchange before parking.
 pub(crate) const CHEAP_READ_WITHOUT_WAITING: bool = true;
 
-/// Parked connections stay in the poller edge-triggered (`EPOLLET`) on Linux: a
-/// connection that parks again, its socket drained, costs no `epoll_ctl`. macOS and the
-/// BSDs keep the oneshot re-arm (a `kevent` per park): `kqueue`'s `EV_CLEAR` means the
-/// same, but this crate's tests run on Linux and Windows, and the engine relies on that
-/// meaning for every parked connection.
-pub(crate) const EDGE_TRIGGERED_PARKING: bool = cfg!(any(target_os = "linux", target_os = "android"));
-
 /// Reads without waiting, leaving the socket blocking: `recv(2)` with `MSG_DONTWAIT`.
 pub(crate) fn recv_nonblocking(socket: &SockRef<'_>, buf: &mut [u8]) -> io::Result<usize> {
     use rustix::net::{recv, RecvFlags};

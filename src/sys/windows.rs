@@ -81,10 +81,6 @@ fn without_waiting<T>(socket: &SockRef<'_>, call: impl FnOnce(&socket2::Socket) 
 /// worth trying after each exchange; the poller says when bytes are there.
 pub(crate) const CHEAP_READ_WITHOUT_WAITING: bool = false;
 
-/// IOCP, through `polling`, has no edge-triggered mode: a parked connection is armed
-/// again (oneshot) each time it parks.
-pub(crate) const EDGE_TRIGGERED_PARKING: bool = false;
-
 /// Reads what has arrived, without waiting.
 pub(crate) fn recv_nonblocking(socket: &SockRef<'_>, buf: &mut [u8]) -> io::Result<usize> {
     use std::io::Read;
