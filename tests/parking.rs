@@ -252,7 +252,7 @@ fn a_message_that_arrives_during_the_exchange_before_it_is_answered() {
 /// server while its loop is busy, so the poller reports them together) gets its answer
 /// and its end at once, not at the idle timeout: the end of stream that came with the
 /// message is seen, where a poller that reports only what arrives after a read would
-/// never report it again.
+/// never report it again. The same for a reset.
 #[test]
 fn a_last_message_and_the_end_of_stream_sent_together_end_the_connection_at_once() {
     bounded(LIMIT, || {
@@ -304,6 +304,32 @@ fn a_last_message_and_the_end_of_stream_sent_together_end_the_connection_at_once
                 last.read_to_string(&mut rest)
                     .unwrap_or_else(|e| panic!("{mode:?}, framed {framed}: the server did not end the stream: {e}"));
                 assert_eq!(rest, "BYE\n", "{mode:?}, framed {framed}");
+                // The same with a reset for an end: its connection ends at once too.
+                let handle = server.handle();
+                wait_until(TIMEOUT, "the holders to park", || {
+                    (handle.stats().parked, handle.stats().active) == (loops, 0)
+                });
+                let mut reset = BufReader::new(connect(addr));
+                assert_eq!(ask(&mut reset, "first\n"), "FIRST\n", "{mode:?}");
+                wait_until(TIMEOUT, "the connection to park", || handle.stats().parked == loops + 1);
+                let holders: Vec<_> = holders
+                    .into_iter()
+                    .enumerate()
+                    .map(|(n, mut holder)| {
+                        holder.write_all(b"hold\n").unwrap();
+                        control.expect_arrival(&format!("holder {n} again"));
+                        holder
+                    })
+                    .collect();
+                reset.get_mut().write_all(b"bye\n").unwrap();
+                socket2::SockRef::from(reset.get_ref()).set_linger(Some(Duration::ZERO)).unwrap();
+                drop(reset);
+                thread::sleep(NEGATIVE_WAIT);
+                control.release(loops);
+                wait_until(TIMEOUT, "the reset connection to end", || {
+                    let stats = handle.stats();
+                    (stats.parked, stats.active) == (loops, 0)
+                });
                 drop(holders);
                 stop(&server, serve);
             }
