@@ -248,6 +248,49 @@ fn a_message_that_arrives_during_the_exchange_before_it_is_answered() {
     });
 }
 
+/// A report of bytes that the exchange itself then read (the rest of a line that came
+/// while the handler was reading it) leaves the connection parked, not waiting in a
+/// read on a worker for a message that has not been sent.
+#[test]
+fn bytes_reported_during_an_exchange_that_read_them_leave_no_worker_waiting() {
+    bounded(LIMIT, || {
+        let server = Arc::new(
+            TcpServer::builder("127.0.0.1:0")
+                .dispatch(Pool::new(2))
+                .bind(|req: &mut StreamRequest| -> HandlerResult {
+                    let mut line = String::new();
+                    if req.reader().read_line(&mut line)? == 0 {
+                        return Ok(());
+                    }
+                    req.writer().write_all(line.to_uppercase().as_bytes())?;
+                    req.park();
+                    Ok(())
+                })
+                .unwrap(),
+        );
+        let serve = serve_started(&server, "park-stale");
+        let handle = server.handle();
+        let mut client = BufReader::new(connect(server.local_addr()));
+        assert_eq!(ask(&mut client, "first\n"), "FIRST\n");
+        wait_until(TIMEOUT, "the connection to park", || handle.stats().parked == 1);
+        for round in 0..3 {
+            // The line's start wakes the connection; its end arrives while the handler
+            // reads it, and the other worker, waiting in the poller, is told of it.
+            client.get_mut().write_all(b"x").unwrap();
+            thread::sleep(Duration::from_millis(100));
+            client.get_mut().write_all(b"y\n").unwrap();
+            let mut reply = String::new();
+            client.read_line(&mut reply).unwrap();
+            assert_eq!(reply, "XY\n", "round {round}");
+            wait_until(TIMEOUT, "the connection to park, with no exchange running", || {
+                let stats = handle.stats();
+                (stats.parked, stats.active) == (1, 0)
+            });
+        }
+        stop(&server, serve);
+    });
+}
+
 /// A client that sends its last message and ends its stream at once (both reach the
 /// server while its loop is busy, so the poller reports them together) gets its answer
 /// and its end at once, not at the idle timeout: the end of stream that came with the

@@ -77,6 +77,16 @@ struct Entry {
     woken: bool,
 }
 
+/// Why a connection was not parked: it is given back.
+pub(crate) enum Unplaced {
+    /// The loop has closed: the connection ends.
+    Closed(Parked),
+    /// The poller reported it while it ran, and its caller asked to take it back then:
+    /// its next bytes (or its end) have come, so it runs on rather than wait for a
+    /// report that would only hand it to another loop.
+    Woken(Parked),
+}
+
 /// A connection in its place in the lot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Placed {
@@ -160,14 +170,25 @@ impl Lot {
     /// `watched`: the poller watches the socket already for what this park waits for,
     /// with nothing left unread ([`Registration::watches`](crate::net::Registration::watches));
     /// the connection must still be armed if the poller reported it while it ran (noted
-    /// under this lock, which events are taken under, so that none is lost between).
-    pub(crate) fn park(&self, key: usize, parked: Parked, watched: bool) -> Result<Placed, Parked> {
+    /// under this lock, which events are taken under, so that none is lost between), or,
+    /// with `take_back_woken`, is given back to run on.
+    pub(crate) fn park(
+        &self,
+        key: usize,
+        parked: Parked,
+        watched: bool,
+        take_back_woken: bool,
+    ) -> Result<Placed, Unplaced> {
         let mut places = self.0.lock();
         if places.closed || places.entry(key).is_none() {
-            return Err(parked);
+            return Err(Unplaced::Closed(parked));
         }
         let deadline = parked.deadline;
         let entry = places.entry(key).expect("looked at above, under the same lock");
+        if take_back_woken && entry.woken {
+            entry.woken = false;
+            return Err(Unplaced::Woken(parked));
+        }
         entry.place = Place::Parked(parked);
         let arm = std::mem::take(&mut entry.woken) || !watched;
         let Some(deadline) = deadline else { return Ok(Placed { first_deadline: false, arm }) };
