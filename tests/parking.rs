@@ -291,6 +291,50 @@ fn bytes_reported_during_an_exchange_that_read_them_leave_no_worker_waiting() {
     });
 }
 
+/// The same at the end of a connection's turn: 14 pipelined lines and the start of a
+/// 15th, whose end comes while it is handled, so that the report comes as the turn is
+/// spent. The connection parks; no worker is left in a read.
+#[test]
+fn a_report_at_the_end_of_a_turn_leaves_no_worker_waiting() {
+    bounded(LIMIT, || {
+        let server = Arc::new(
+            TcpServer::builder("127.0.0.1:0")
+                .dispatch(Pool::new(2))
+                .bind(|req: &mut StreamRequest| -> HandlerResult {
+                    let mut line = String::new();
+                    if req.reader().read_line(&mut line)? == 0 {
+                        return Ok(());
+                    }
+                    req.writer().write_all(line.to_uppercase().as_bytes())?;
+                    req.park();
+                    Ok(())
+                })
+                .unwrap(),
+        );
+        let serve = serve_started(&server, "park-turn-end");
+        let handle = server.handle();
+        let mut client = BufReader::new(connect(server.local_addr()));
+        assert_eq!(ask(&mut client, "first\n"), "FIRST\n");
+        wait_until(TIMEOUT, "the connection to park", || handle.stats().parked == 1);
+        for round in 0..3 {
+            let mut burst: String = (0..14).map(|n| format!("l{n}\n")).collect();
+            burst.push('x');
+            client.get_mut().write_all(burst.as_bytes()).unwrap();
+            thread::sleep(Duration::from_millis(100));
+            client.get_mut().write_all(b"y\n").unwrap();
+            for n in 0..15 {
+                let mut reply = String::new();
+                client.read_line(&mut reply).unwrap_or_else(|e| panic!("round {round}, reply {n}: {e}"));
+            }
+            wait_until(TIMEOUT, "the connection to park, with no exchange running", || {
+                let stats = handle.stats();
+                (stats.parked, stats.active) == (1, 0)
+            });
+        }
+        stop(&server, serve);
+    });
+}
+
 /// A client that sends its last message and ends its stream at once (both reach the
 /// server while its loop is busy, so the poller reports them together) gets its answer
 /// and its end at once, not at the idle timeout: the end of stream that came with the

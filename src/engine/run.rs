@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::hub::Ready;
-use super::park::{Parked, Unplaced};
+use super::park::Parked;
 use super::Engine;
 use crate::config::Hooks;
 use crate::error::{Error, Phase};
@@ -195,7 +195,7 @@ impl Engine {
         let report = |error: Error, client: &Address| self.report(&error, Some(client));
         // Exchanges run in a row in this turn (this one included).
         let mut turn = 1;
-        'exchanges: loop {
+        loop {
             if let (Start::Resume, true) = (start, request.sending()) {
                 // Parked for room to send: the body goes on.
                 start = Start::Send;
@@ -366,9 +366,8 @@ impl Engine {
             // through the poller: a client that streams (a 64 KiB message read 8 KiB at
             // a time) or answers fast goes on in this turn, and a poller round trip and
             // the wake-up of another thread are saved. Whatever came since is not lost if
-            // the read is not tried: the poller reports it (edge-triggered, the park
-            // arms the socket again unless the last read drained it; arming, the poller
-            // looks at what is there already). So it is tried when it is likely to find bytes:
+            // the read is not tried: parking re-arms the poller, which reports a socket
+            // that is readable already. So it is tried when it is likely to find bytes:
             // the last read filled what it asked for (a short one found the socket
             // empty; tokio clears a socket's readiness on a short read for the same
             // reason), or such reads found the client's next message lately. Otherwise
@@ -380,111 +379,78 @@ impl Engine {
             // messages, not per 8). (Not once the server stops serving: the connection
             // ends after this exchange. Not on Windows, where a read without waiting
             // costs three calls.)
-            // The connection's next step after its exchange: on with a message already
-            // here, yield its turn, or park. `woken`: the poller reported it while the
-            // exchange ran (`Unplaced::Woken`), so its next bytes are likely here; the
-            // report may be for bytes the exchange read already, so they are looked for
-            // without waiting, and the connection parks if there are none.
-            let mut woken = false;
-            loop {
-                let stopping = self.home.state().lot().is_closed();
-                let hopeful = !request.reader_mut().drained() || request.early_reads >= 2;
-                let probe = request.exchanges() % (8 << request.quiet_probes) == 0;
-                if sys::CHEAP_READ_WITHOUT_WAITING
-                    && !stopping
-                    && (woken
-                        || (turn < EXCHANGES_PER_TURN
-                            && request.reader_mut().buffer().is_empty()
-                            && (hopeful || probe)))
-                {
-                    let limit = self
-                        .config
-                        .frame
-                        .as_ref()
-                        .map_or(self.config.rbufsize.max(1), |f| f.max_len().saturating_add(1));
-                    match request.reader_mut().read_available(limit) {
-                        Ok(0) => {
-                            start = Start::Finish;
-                            continue 'exchanges;
-                        }
-                        Ok(_) => {
-                            request.early_reads = (request.early_reads + 1).min(3);
-                            request.quiet_probes = 0;
-                        }
-                        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
-                            request.early_reads = request.early_reads.saturating_sub(1);
-                            if !hopeful {
-                                request.quiet_probes = (request.quiet_probes + 1).min(3);
-                            }
-                        }
-                        Err(e) => {
-                            let _ = gone(request.client_addr(), e);
-                            start = Start::Finish;
-                            continue 'exchanges;
+            let stopping = self.home.state().lot().is_closed();
+            let hopeful = !request.reader_mut().drained() || request.early_reads >= 2;
+            let probe = request.exchanges() % (8 << request.quiet_probes) == 0;
+            if sys::CHEAP_READ_WITHOUT_WAITING
+                && !stopping
+                && turn < EXCHANGES_PER_TURN
+                && request.reader_mut().buffer().is_empty()
+                && (hopeful || probe)
+            {
+                let limit =
+                    self.config.frame.as_ref().map_or(self.config.rbufsize.max(1), |f| f.max_len().saturating_add(1));
+                match request.reader_mut().read_available(limit) {
+                    Ok(0) => {
+                        start = Start::Finish;
+                        continue;
+                    }
+                    Ok(_) => {
+                        request.early_reads = (request.early_reads + 1).min(3);
+                        request.quiet_probes = 0;
+                    }
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {
+                        request.early_reads = request.early_reads.saturating_sub(1);
+                        if !hopeful {
+                            request.quiet_probes = (request.quiet_probes + 1).min(3);
                         }
                     }
-                }
-                let buffered = request.reader_mut().buffer();
-                let whole = match &self.config.frame {
-                    _ if buffered.is_empty() => Ok(false),
-                    None => Ok(true),
-                    Some(frame) => self.frame_end(frame, buffered).map(|whole| whole.is_some()),
-                };
-                match whole {
                     Err(e) => {
-                        self.bad_message(&mut request, e);
+                        let _ = gone(request.client_addr(), e);
                         start = Start::Finish;
-                        continue 'exchanges;
+                        continue;
                     }
-                    // The next message is here already (pipelined): no need to wait for it,
-                    // but after a few in a row the connection yields its turn to the others
-                    // that are ready, and comes back after them.
-                    Ok(true) => {
-                        turn += 1;
-                        if turn < EXCHANGES_PER_TURN {
-                            let _ = request.resumed();
-                            start = Start::Handle;
-                            continue 'exchanges;
-                        }
-                        match self.requeue(request, ticket) {
-                            Ok(()) => return,
-                            Err(parked) => {
-                                (request, ticket) = (parked.request, parked.ticket);
-                                start = Start::Finish;
-                                continue 'exchanges;
-                            }
-                        }
-                    }
-                    // Nothing, or the start of the next message: wait for it in the poller.
-                    Ok(false) => {}
                 }
-                // (A read without waiting is what makes running on safe: without one,
-                // the connection is armed instead, and the poller looks at the socket.)
-                match self.park_or_run_on(request, ticket, sys::CHEAP_READ_WITHOUT_WAITING) {
-                    Ok(()) => return,
-                    Err(Unplaced::Closed(parked)) => {
-                        (request, ticket) = (parked.request, parked.ticket);
-                        start = Start::Finish;
-                        continue 'exchanges;
+            }
+            let buffered = request.reader_mut().buffer();
+            let whole = match &self.config.frame {
+                _ if buffered.is_empty() => Ok(false),
+                None => Ok(true),
+                Some(frame) => self.frame_end(frame, buffered).map(|whole| whole.is_some()),
+            };
+            match whole {
+                Err(e) => {
+                    self.bad_message(&mut request, e);
+                    start = Start::Finish;
+                    continue;
+                }
+                // The next message is here already (pipelined): no need to wait for it,
+                // but after a few in a row the connection yields its turn to the others
+                // that are ready, and comes back after them.
+                Ok(true) => {
+                    turn += 1;
+                    if turn < EXCHANGES_PER_TURN {
+                        let _ = request.resumed();
+                        start = Start::Handle;
+                        continue;
                     }
-                    // The client's next bytes came while this exchange ran: read them now,
-                    // in this turn (or after the others that are ready, the turn spent).
-                    Err(Unplaced::Woken(parked)) => {
-                        (request, ticket) = (parked.request, parked.ticket);
-                        turn += 1;
-                        if turn < EXCHANGES_PER_TURN {
-                            woken = true;
+                    match self.requeue(request, ticket) {
+                        Ok(()) => return,
+                        Err(parked) => {
+                            (request, ticket) = (parked.request, parked.ticket);
+                            start = Start::Finish;
                             continue;
                         }
-                        match self.requeue(request, ticket) {
-                            Ok(()) => return,
-                            Err(parked) => {
-                                (request, ticket) = (parked.request, parked.ticket);
-                                start = Start::Finish;
-                                continue 'exchanges;
-                            }
-                        }
                     }
+                }
+                // Nothing, or the start of the next message: wait for it in the poller.
+                Ok(false) => {}
+            }
+            match self.park(request, ticket) {
+                Ok(()) => return,
+                Err(parked) => {
+                    (request, ticket) = (parked.request, parked.ticket);
+                    start = Start::Finish;
                 }
             }
         }
@@ -680,46 +646,32 @@ impl Engine {
 
     /// Parks a request in the server's poller. Gives it back when it cannot park: the
     /// server has stopped serving, or the socket could not be put in the poller.
-    fn park(&self, request: Box<StreamRequest>, ticket: Ticket) -> Result<(), Parked> {
-        self.park_or_run_on(request, ticket, false).map_err(|unplaced| match unplaced {
-            Unplaced::Closed(parked) | Unplaced::Woken(parked) => parked,
-        })
-    }
-
-    /// As [`Engine::park`]; with `run_on`, a connection that the poller reported while
-    /// this exchange ran is given back ([`Unplaced::Woken`]) instead of being armed, so
-    /// that its next message runs on this thread at once (without `run_on`, it is armed,
-    /// and the poller reports it again).
-    fn park_or_run_on(&self, mut request: Box<StreamRequest>, ticket: Ticket, run_on: bool) -> Result<(), Unplaced> {
+    fn park(&self, mut request: Box<StreamRequest>, ticket: Ticket) -> Result<(), Parked> {
         let home = &self.home;
         let lot = home.state().lot();
-        let writing = request.sending();
-        // Sending, the park follows a send that found the buffer full. Reading, the
-        // reader's last read is the engine's, or the handler's through the reader: a read
-        // of the socket by other means only takes bytes, which leaves none unreported.
-        let drained = writing || request.reader_mut().drained();
-        let (key, watched) = match &mut request.registration {
-            Some(registration) => (registration.key(), registration.watches(writing, drained)),
+        let key = match &request.registration {
+            Some(registration) => registration.key(),
             None => {
                 let key = lot.allocate();
                 match home.register(key, request.connection_arc()) {
                     Ok(Some(registration)) => request.registration = Some(registration),
                     Ok(None) => {
                         lot.release(key);
-                        return Err(Unplaced::Closed(Parked::new(request, ticket, None)));
+                        return Err(Parked::new(request, ticket, None));
                     }
                     Err(e) => {
                         lot.release(key);
                         self.report(&Error::Io(e), Some(request.client_addr()));
-                        return Err(Unplaced::Closed(Parked::new(request, ticket, None)));
+                        return Err(Parked::new(request, ticket, None));
                     }
                 }
-                (key, false)
+                key
             }
         };
         // A message begun and not whole: its idle time counts from its first byte, so
         // that a client that drips a byte now and then is not waited for for ever.
         let now = std::time::Instant::now();
+        let writing = request.sending();
         let since = if writing || request.reader_mut().buffer().is_empty() {
             request.partial_since = None;
             now
@@ -738,17 +690,17 @@ impl Engine {
         // Held while the socket is armed: once parked, the request may be taken out
         // and closed by a stop at any time.
         let connection = request.connection_arc().clone();
-        match lot.park(key, Parked::new(request, ticket, deadline), watched, run_on) {
-            Ok(placed) => {
-                if let Err(e) = if placed.arm { home.arm(&connection, key, writing) } else { Ok(()) } {
+        match lot.park(key, Parked::new(request, ticket, deadline)) {
+            Ok(first_deadline) => {
+                if let Err(e) = home.arm(&connection, key, writing) {
                     // Not armed: no event will come for it. Ended here, unless a stop
                     // (or its deadline) took it out meanwhile, to end it there.
                     let Some(parked) = lot.take(key) else { return Ok(()) };
                     self.control.unparked();
                     self.report(&Error::Io(e), Some(parked.request.client_addr()));
-                    return Err(Unplaced::Closed(parked));
+                    return Err(parked);
                 }
-                if placed.first_deadline {
+                if first_deadline {
                     // The loop may be waiting with no deadline, or a later one.
                     home.wake();
                 }
