@@ -69,6 +69,23 @@ fn lines_server(mode: Mode) -> (Arc<Lines>, Arc<socketserver::Server<socketserve
     (handler, Arc::new(server))
 }
 
+/// A handler that answers each line in upper case and parks; `before` sees the line
+/// first (to pause on it, or hold it at a gate).
+fn upper_lines(
+    before: impl Fn(&str) -> std::io::Result<()> + Send + Sync + 'static,
+) -> impl Fn(&mut StreamRequest) -> HandlerResult + Send + Sync + 'static {
+    move |req: &mut StreamRequest| {
+        let mut line = String::new();
+        if req.reader().read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        before(&line)?;
+        req.writer().write_all(line.to_uppercase().as_bytes())?;
+        req.park();
+        Ok(())
+    }
+}
+
 fn ask(reader: &mut BufReader<TcpStream>, line: &str) -> String {
     reader.get_mut().write_all(line.as_bytes()).unwrap();
     let mut reply = String::new();
@@ -210,18 +227,12 @@ fn a_message_that_arrives_during_the_exchange_before_it_is_answered() {
     bounded(LIMIT, || {
         for framed in [false, true] {
             for mode in MODES {
-                let handler = |req: &mut StreamRequest| -> HandlerResult {
-                    let mut line = String::new();
-                    if req.reader().read_line(&mut line)? == 0 {
-                        return Ok(());
-                    }
+                let handler = upper_lines(|line| {
                     if line == "slow\n" {
                         thread::sleep(Duration::from_millis(200));
                     }
-                    req.writer().write_all(line.to_uppercase().as_bytes())?;
-                    req.park();
                     Ok(())
-                };
+                });
                 let mut builder = TcpServer::builder("127.0.0.1:0").dispatch(mode.dispatch());
                 if framed {
                     builder = builder.frame(socketserver::Frame::lines(64));
@@ -254,20 +265,8 @@ fn a_message_that_arrives_during_the_exchange_before_it_is_answered() {
 #[test]
 fn bytes_reported_during_an_exchange_that_read_them_leave_no_worker_waiting() {
     bounded(LIMIT, || {
-        let server = Arc::new(
-            TcpServer::builder("127.0.0.1:0")
-                .dispatch(Pool::new(2))
-                .bind(|req: &mut StreamRequest| -> HandlerResult {
-                    let mut line = String::new();
-                    if req.reader().read_line(&mut line)? == 0 {
-                        return Ok(());
-                    }
-                    req.writer().write_all(line.to_uppercase().as_bytes())?;
-                    req.park();
-                    Ok(())
-                })
-                .unwrap(),
-        );
+        let server =
+            Arc::new(TcpServer::builder("127.0.0.1:0").dispatch(Pool::new(2)).bind(upper_lines(|_| Ok(()))).unwrap());
         let serve = serve_started(&server, "park-stale");
         let handle = server.handle();
         let mut client = BufReader::new(connect(server.local_addr()));
@@ -297,20 +296,8 @@ fn bytes_reported_during_an_exchange_that_read_them_leave_no_worker_waiting() {
 #[test]
 fn a_report_at_the_end_of_a_turn_leaves_no_worker_waiting() {
     bounded(LIMIT, || {
-        let server = Arc::new(
-            TcpServer::builder("127.0.0.1:0")
-                .dispatch(Pool::new(2))
-                .bind(|req: &mut StreamRequest| -> HandlerResult {
-                    let mut line = String::new();
-                    if req.reader().read_line(&mut line)? == 0 {
-                        return Ok(());
-                    }
-                    req.writer().write_all(line.to_uppercase().as_bytes())?;
-                    req.park();
-                    Ok(())
-                })
-                .unwrap(),
-        );
+        let server =
+            Arc::new(TcpServer::builder("127.0.0.1:0").dispatch(Pool::new(2)).bind(upper_lines(|_| Ok(()))).unwrap());
         let serve = serve_started(&server, "park-turn-end");
         let handle = server.handle();
         let mut client = BufReader::new(connect(server.local_addr()));
@@ -347,19 +334,11 @@ fn a_last_message_and_the_end_of_stream_sent_together_end_the_connection_at_once
             for (mode, loops) in [(Mode::Sequential, 1), (Mode::Pool, support::modes::POOL_WORKERS)] {
                 let gate = Gate::new();
                 let held = gate.clone();
-                let handler = move |req: &mut StreamRequest| -> HandlerResult {
-                    let mut line = String::new();
-                    if req.reader().read_line(&mut line)? == 0 {
-                        return Ok(());
-                    }
-                    // `hold` keeps the loop that runs it busy until the test releases it.
-                    if line == "hold\n" {
-                        held.pass("hold")?;
-                    }
-                    req.writer().write_all(line.to_uppercase().as_bytes())?;
-                    req.park();
-                    Ok(())
-                };
+                // `hold` keeps the loop that runs it busy until the test releases it.
+                let handler = upper_lines(move |line| match line {
+                    "hold\n" => held.pass("hold"),
+                    _ => Ok(()),
+                });
                 let mut builder = TcpServer::builder("127.0.0.1:0")
                     .dispatch(mode.dispatch())
                     .idle_timeout(Some(Duration::from_secs(30)));
