@@ -17,8 +17,8 @@
 //! them all, and their idle deadlines passed while their requests waited. Here a busy
 //! loop holds only its own exchange: whatever is ready goes to whichever loop is free.
 //! Why not work stealing: with a handful of threads and one poller a single queue under
-//! one lock is as fast (it is taken once per event) and far simpler; the kernel's
-//! oneshot events already spread connections over the loops.
+//! one lock is as fast (it is taken once per event) and far simpler, and the one
+//! leader's batches of events already spread connections over the loops.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -248,7 +248,7 @@ mod tests {
         let hub = Hub::default();
         hub.requeue(Ready::Exchange(parked(&control, "queued"))).ok().unwrap();
         let key = hub.lot().allocate();
-        hub.lot().park(key, parked(&control, "parked")).ok().unwrap();
+        hub.lot().park(key, parked(&control, "parked"), false).ok().unwrap();
         let (queued, parked_ones) = hub.close();
         assert_eq!((queued.len(), parked_ones.len()), (1, 1));
         assert!(hub.requeue(Ready::Exchange(parked(&control, "late"))).is_err(), "nothing queues once closed");
@@ -261,14 +261,47 @@ mod tests {
         let control = Arc::new(Control::detached(test_client()));
         let lot = Lot::default();
         let first = lot.allocate();
-        lot.park(first, parked(&control, "first")).ok().unwrap();
+        lot.park(first, parked(&control, "first"), false).ok().unwrap();
         assert!(lot.take(first).is_some());
         lot.release(first);
         let second = lot.allocate();
         assert_ne!(first, second, "the place is reused under a new key");
-        lot.park(second, parked(&control, "second")).ok().unwrap();
+        lot.park(second, parked(&control, "second"), false).ok().unwrap();
         assert!(lot.take(first).is_none(), "a late event for the first connection finds nothing");
         assert!(lot.take(second).is_some());
+    }
+
+    #[test]
+    fn a_connection_reported_while_it_runs_is_armed_again_when_it_parks() {
+        let control = Arc::new(Control::detached(test_client()));
+        let lot = Lot::default();
+        let key = lot.allocate();
+        assert!(lot.park(key, parked(&control, "c"), false).ok().expect("open").arm, "not watched yet: armed");
+        let running = lot.take(key).expect("parked");
+        assert!(!lot.park(key, running, true).ok().expect("open").arm, "watched, nothing reported meanwhile: no arm");
+        let mut took = 0;
+        lot.take_each([key], |_| took += 1);
+        assert_eq!(took, 1, "an event for a parked connection takes it out");
+        // Its next bytes arrive while it runs: the event finds it running.
+        lot.take_each([key], |_| took += 1);
+        assert_eq!(took, 1, "a running connection is not taken twice");
+        let running = parked(&control, "c");
+        assert!(
+            lot.park(key, running, true).ok().expect("open").arm,
+            "reported while it ran: armed, so the poller looks again"
+        );
+        let running = lot.take(key).expect("parked");
+        assert!(!lot.park(key, running, true).ok().expect("open").arm, "the event is forgotten once armed");
+        // An event for a key whose connection ended does not reach its successor.
+        let gone = lot.take(key).expect("parked");
+        drop(gone);
+        lot.release(key);
+        lot.take_each([key], |_| took += 1);
+        let next = lot.allocate();
+        assert!(
+            !lot.park(next, parked(&control, "d"), true).ok().expect("open").arm,
+            "a new connection starts with no event"
+        );
     }
 
     #[test]
@@ -280,7 +313,7 @@ mod tests {
         for (n, key) in keys.iter().enumerate() {
             let mut p = parked(&control, &format!("c{n}"));
             p.deadline = Some(now + Duration::from_secs(n as u64 + 1));
-            lot.park(*key, p).ok().unwrap();
+            lot.park(*key, p, false).ok().unwrap();
         }
         assert_eq!(lot.next_deadline(), Some(now + Duration::from_secs(1)));
         assert!(lot.take(keys[0]).is_some(), "reported readable: taken, so it cannot expire");
@@ -298,11 +331,19 @@ mod tests {
         let key = lot.allocate();
         let mut first = parked(&control, "c");
         first.deadline = Some(at(1));
-        assert_eq!(lot.park(key, first).ok(), Some(true), "the lot's first deadline: the poller's wait learns of it");
+        assert_eq!(
+            lot.park(key, first, false).map(|p| p.first_deadline).ok(),
+            Some(true),
+            "the lot's first deadline: the poller's wait learns of it"
+        );
         // It runs, and parks again with a later deadline: the timer stays where it was.
         let mut again = lot.take(key).expect("parked");
         again.deadline = Some(at(5));
-        assert_eq!(lot.park(key, again).ok(), Some(false), "no new timer: the one due at 1 s looks at it in time");
+        assert_eq!(
+            lot.park(key, again, false).map(|p| p.first_deadline).ok(),
+            Some(false),
+            "no new timer: the one due at 1 s looks at it in time"
+        );
         assert_eq!(lot.next_deadline(), Some(at(1)));
         assert!(lot.expired(at(2)).is_empty(), "its deadline is 5 s now: not ended at 2 s");
         assert_eq!(lot.next_deadline(), Some(at(5)), "the timer is set again at its deadline");
@@ -313,10 +354,10 @@ mod tests {
         let mut late = parked(&control, "d");
         late.deadline = Some(at(9));
         let key = lot.allocate();
-        lot.park(key, late).ok().unwrap();
+        lot.park(key, late, false).ok().unwrap();
         let mut early = lot.take(key).expect("parked");
         early.deadline = Some(at(7));
-        assert_eq!(lot.park(key, early).ok(), Some(true));
+        assert_eq!(lot.park(key, early, false).map(|p| p.first_deadline).ok(), Some(true));
         assert_eq!(lot.next_deadline(), Some(at(7)));
         // A connection that ends takes its timer with it: nothing wakes the poller.
         assert!(lot.take(key).is_some());

@@ -3,7 +3,9 @@
 //!
 //! A handler that calls [`StreamRequest::park`] ends its exchange; the engine then puts
 //! the whole request (reader buffer, addresses, state) and its ticket (its place under
-//! `max_connections`) in the server's [`Lot`], and arms the socket in the poller. When
+//! `max_connections`) in the server's [`Lot`], and arms the socket in the poller (or,
+//! where the poller is edge-triggered and the socket was drained, leaves it watched as
+//! it is: [`Registration::watches`](crate::net::Registration::watches)). When
 //! the poller reports the socket, the loop waiting in it takes the request out and
 //! queues it, and whichever serve loop is free runs the next exchange through the
 //! dispatch mode, as it runs a new connection ([`super::hub`]).
@@ -70,6 +72,19 @@ struct Entry {
     /// When this place's entry in [`Places::idle`] comes due, if it has one: never later
     /// than the idle deadline of the connection while it is parked.
     timer: Option<Instant>,
+    /// The poller reported the socket while its connection ran (edge-triggered, it stays
+    /// watched): when it parks, the poller is asked to look at the socket again.
+    woken: bool,
+}
+
+/// A connection in its place in the lot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Placed {
+    /// Its idle deadline is the lot's first, which the loop's wait must learn of.
+    pub(crate) first_deadline: bool,
+    /// The socket must be armed in the poller (not watched already, or an event came for
+    /// it while it ran).
+    pub(crate) arm: bool,
 }
 
 /// The server's parked connections.
@@ -115,13 +130,14 @@ impl Lot {
         let index = match places.free.pop() {
             Some(index) => index,
             None => {
-                places.entries.push(Entry { generation: 0, place: Place::Free, timer: None });
+                places.entries.push(Entry { generation: 0, place: Place::Free, timer: None, woken: false });
                 places.entries.len() - 1
             }
         };
         let entry = &mut places.entries[index];
         entry.generation = (entry.generation + 1) & (usize::MAX >> PLACE_BITS);
         entry.place = Place::Active;
+        entry.woken = false;
         index | (entry.generation << PLACE_BITS)
     }
 
@@ -141,9 +157,11 @@ impl Lot {
     /// poller (outside this lock, which every loop takes to park and the loop that waits
     /// takes for each batch of events): in its place before it is armed, a connection is
     /// always found by its event. Gives the connection back when the loop has closed.
-    /// `Ok(true)`: the idle deadline is the lot's first, which the loop's wait must
-    /// learn of.
-    pub(crate) fn park(&self, key: usize, parked: Parked) -> Result<bool, Parked> {
+    /// `watched`: the poller watches the socket already for what this park waits for,
+    /// with nothing left unread ([`Registration::watches`](crate::net::Registration::watches));
+    /// the connection must still be armed if the poller reported it while it ran (noted
+    /// under this lock, which events are taken under, so that none is lost between).
+    pub(crate) fn park(&self, key: usize, parked: Parked, watched: bool) -> Result<Placed, Parked> {
         let mut places = self.0.lock();
         if places.closed || places.entry(key).is_none() {
             return Err(parked);
@@ -151,10 +169,11 @@ impl Lot {
         let deadline = parked.deadline;
         let entry = places.entry(key).expect("looked at above, under the same lock");
         entry.place = Place::Parked(parked);
-        let Some(deadline) = deadline else { return Ok(false) };
+        let arm = std::mem::take(&mut entry.woken) || !watched;
+        let Some(deadline) = deadline else { return Ok(Placed { first_deadline: false, arm }) };
         // A timer due by the deadline already: it looks at this connection in time.
         let replaced = match entry.timer {
-            Some(timer) if timer <= deadline => return Ok(false),
+            Some(timer) if timer <= deadline => return Ok(Placed { first_deadline: false, arm }),
             replaced => replaced,
         };
         entry.timer = Some(deadline);
@@ -163,7 +182,7 @@ impl Lot {
         }
         let first = places.idle.first().is_none_or(|(earliest, _)| deadline < *earliest);
         places.idle.insert((deadline, key));
-        Ok(first)
+        Ok(Placed { first_deadline: first, arm })
     }
 
     /// Takes out a connection, if it is still parked (the socket could not be armed).
@@ -173,12 +192,18 @@ impl Lot {
 
     /// Takes out the connections of one wait's events that are still parked, under one
     /// lock (one wait reports hundreds of connections at a time under load, and every
-    /// loop that parks takes the same lock).
+    /// loop that parks takes the same lock). An event for a connection that runs is
+    /// noted for its next park.
     pub(crate) fn take_each(&self, keys: impl IntoIterator<Item = usize>, mut f: impl FnMut(Parked)) {
         let mut places = self.0.lock();
         for key in keys {
-            if let Some(parked) = places.unpark(key) {
-                f(parked);
+            match places.unpark(key) {
+                Some(parked) => f(parked),
+                None => {
+                    if let Some(entry) = places.entry(key).filter(|entry| matches!(entry.place, Place::Active)) {
+                        entry.woken = true;
+                    }
+                }
             }
         }
     }

@@ -366,8 +366,9 @@ impl Engine {
             // through the poller: a client that streams (a 64 KiB message read 8 KiB at
             // a time) or answers fast goes on in this turn, and a poller round trip and
             // the wake-up of another thread are saved. Whatever came since is not lost if
-            // the read is not tried: parking re-arms the poller, which reports a socket
-            // that is readable already. So it is tried when it is likely to find bytes:
+            // the read is not tried: the poller reports it (edge-triggered, the park
+            // arms the socket again unless the last read drained it; arming, the poller
+            // looks at what is there already). So it is tried when it is likely to find bytes:
             // the last read filled what it asked for (a short one found the socket
             // empty; tokio clears a socket's readiness on a short read for the same
             // reason), or such reads found the client's next message lately. Otherwise
@@ -649,8 +650,13 @@ impl Engine {
     fn park(&self, mut request: Box<StreamRequest>, ticket: Ticket) -> Result<(), Parked> {
         let home = &self.home;
         let lot = home.state().lot();
-        let key = match &request.registration {
-            Some(registration) => registration.key(),
+        let writing = request.sending();
+        // Sending, the park follows a send that found the buffer full. Reading, the
+        // reader's last read is the engine's, or the handler's through the reader: a read
+        // of the socket by other means only takes bytes, which leaves none unreported.
+        let drained = writing || request.reader_mut().drained();
+        let (key, watched) = match &mut request.registration {
+            Some(registration) => (registration.key(), registration.watches(writing, drained)),
             None => {
                 let key = lot.allocate();
                 match home.register(key, request.connection_arc()) {
@@ -665,13 +671,12 @@ impl Engine {
                         return Err(Parked::new(request, ticket, None));
                     }
                 }
-                key
+                (key, false)
             }
         };
         // A message begun and not whole: its idle time counts from its first byte, so
         // that a client that drips a byte now and then is not waited for for ever.
         let now = std::time::Instant::now();
-        let writing = request.sending();
         let since = if writing || request.reader_mut().buffer().is_empty() {
             request.partial_since = None;
             now
@@ -690,9 +695,9 @@ impl Engine {
         // Held while the socket is armed: once parked, the request may be taken out
         // and closed by a stop at any time.
         let connection = request.connection_arc().clone();
-        match lot.park(key, Parked::new(request, ticket, deadline)) {
-            Ok(first_deadline) => {
-                if let Err(e) = home.arm(&connection, key, writing) {
+        match lot.park(key, Parked::new(request, ticket, deadline), watched) {
+            Ok(placed) => {
+                if let Err(e) = if placed.arm { home.arm(&connection, key, writing) } else { Ok(()) } {
                     // Not armed: no event will come for it. Ended here, unless a stop
                     // (or its deadline) took it out meanwhile, to end it there.
                     let Some(parked) = lot.take(key) else { return Ok(()) };
@@ -700,7 +705,7 @@ impl Engine {
                     self.report(&Error::Io(e), Some(parked.request.client_addr()));
                     return Err(parked);
                 }
-                if first_deadline {
+                if placed.first_deadline {
                     // The loop may be waiting with no deadline, or a later one.
                     home.wake();
                 }

@@ -4,9 +4,12 @@
 //! the server is built, so that serving never needs a new descriptor (a server started
 //! in a process out of descriptors still serves, and backs off until some are free).
 //! A serve call puts its server socket in it ([`Station::readiness`]); a connection
-//! that parks between two exchanges is put in it too ([`Station::register`]). Every
-//! socket is watched in oneshot mode: one event, then nothing until it is armed again,
-//! so an event goes to one thread.
+//! that parks between two exchanges is put in it too ([`Station::register`]). Sockets are
+//! watched in oneshot mode (one event, then nothing until armed again, so an event goes
+//! to one thread), except parked connections where the platform can report the end of
+//! a stream apart from its bytes (`crate::sys::EndWatch`, Linux): those stay watched
+//! edge-triggered, each arrival of bytes is one event, and a connection that parks
+//! again with its socket drained needs no system call ([`Registration::watches`]).
 //!
 //! `polling` lets one thread wait on a poller at a time (a second wait returns at once),
 //! so the engine lets one serve loop at a time hold the [`Readiness`] and wait, while
@@ -19,17 +22,23 @@ use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
-use polling::{AsSource, Event, Events, Poller};
+use polling::{AsSource, Event, Events, PollMode, Poller};
 use socket2::SockRef;
 
 use super::{Connection, Endpoint};
+use crate::sys::EndWatch;
 
 /// The key of the server socket in a poller; a registered connection's is its key + 1.
 const SOCKET: usize = 0;
+/// The key of the [`EndWatch`] in the station's poller (`polling` keeps `usize::MAX`).
+const ENDS: usize = usize::MAX - 1;
 
 /// A poller and what its serve loop keeps beside it (`P`), lent to one loop at a time.
 pub(crate) struct Station<P> {
     poller: Arc<Poller>,
+    /// Where parked connections' ends are reported, if the platform has one: then
+    /// parked connections are watched edge-triggered.
+    ends: Option<Arc<EndWatch>>,
     state: P,
 }
 
@@ -56,18 +65,44 @@ impl<P> Station<P> {
     /// [`Station::arm`]. `None` for an in-memory connection, which has no socket.
     pub(crate) fn register(&self, key: usize, connection: &Arc<Connection>) -> io::Result<Option<Registration>> {
         let Some(socket) = connection.sock() else { return Ok(None) };
-        add(&self.poller, &socket, key + 1)?;
-        Ok(Some(Registration { poller: self.poller.clone(), key, connection: connection.clone() }))
+        add(&self.poller, &socket, key + 1, self.parked_mode())?;
+        Ok(Some(Registration {
+            poller: self.poller.clone(),
+            key,
+            connection: connection.clone(),
+            watching: None,
+            ends: self.ends.clone(),
+            end_watched: false,
+        }))
     }
 
-    /// Asks the poller for one readiness event of a connection registered under `key`:
-    /// the next bytes, the end of the stream, or an error (or, `writable`, room to send).
-    /// Oneshot: armed again for each wait. The caller holds the connection, so the
-    /// socket is open while it is armed, even if the request has moved on meanwhile.
+    /// How parked connections are watched: see the module's doc.
+    fn parked_mode(&self) -> PollMode {
+        if self.ends.is_some() {
+            PollMode::Edge
+        } else {
+            PollMode::Oneshot
+        }
+    }
+
+    /// Asks the poller for the readiness of a connection registered under `key`: its
+    /// next bytes, the end of the stream, or an error (or, `writable`, room to send).
+    /// The poller looks at the socket as it arms it, so what is there already is
+    /// reported too. Oneshot, one event per arm; edge-triggered, an event for each
+    /// arrival from now on. The caller holds the connection, so the socket is open while
+    /// it is armed, even if the request has moved on meanwhile.
     pub(crate) fn arm(&self, connection: &Connection, key: usize, writable: bool) -> io::Result<()> {
         let socket = connection.sock().expect("a registered connection has a socket");
         let event = if writable { Event::writable(key + 1) } else { Event::readable(key + 1) };
-        self.poller.modify(&*socket, event)
+        self.poller.modify_with_mode(&*socket, event, self.parked_mode())
+    }
+}
+
+impl<P> Drop for Station<P> {
+    fn drop(&mut self) {
+        if let Some(ends) = &self.ends {
+            let _ = self.poller.delete(ends.fd());
+        }
     }
 }
 
@@ -77,6 +112,13 @@ pub(crate) struct Registration {
     poller: Arc<Poller>,
     key: usize,
     connection: Arc<Connection>,
+    /// What the poller watches the socket for, edge-triggered: `Some(true)` room to send,
+    /// `Some(false)` bytes; `None` nothing yet (or oneshot, where every park arms).
+    watching: Option<bool>,
+    /// The station's end watch, if it has one (edge-triggered parking).
+    ends: Option<Arc<EndWatch>>,
+    /// The socket is in the end watch.
+    end_watched: bool,
 }
 
 impl fmt::Debug for Registration {
@@ -90,12 +132,51 @@ impl Registration {
     pub(crate) fn key(&self) -> usize {
         self.key
     }
+
+    /// Whether the poller already watches the socket for what a park now waits for
+    /// (`writable`: room to send; else bytes), so that the park needs no
+    /// [`Station::arm`], and notes that it does from now on.
+    ///
+    /// Only edge-triggered, and only if `drained`: the last read took all the socket had
+    /// (a read that returned less than it asked for, or found nothing), or, for room,
+    /// the last send found the buffer full. An edge-triggered poller reports what
+    /// *arrives*: after a read that drained the socket, every byte that arrives is
+    /// reported, while the connection runs (the lot notes it, and the park arms the
+    /// socket after all) or once it has parked (the event takes it out). Bytes left
+    /// unread by a read that filled its buffer would wait for the next arrival, so
+    /// without `drained`, or watched for the other direction, the park arms the socket
+    /// again, and arming looks at what is there already. (A handler that reads the
+    /// socket past the reader only takes bytes: it cannot leave any unreported.)
+    ///
+    /// A short read cannot say whether the client's end of stream came with its last
+    /// bytes, reported in the same event: the first park without arming puts the socket
+    /// in the [`EndWatch`] too, which reports its end apart (at once, if it came
+    /// already). If that fails, the park arms.
+    pub(crate) fn watches(&mut self, writable: bool, drained: bool) -> bool {
+        let Some(ends) = &self.ends else { return false };
+        let same = self.watching == Some(writable);
+        self.watching = Some(writable);
+        if !(same && drained) {
+            return false;
+        }
+        if !self.end_watched {
+            let socket = self.connection.sock().expect("a registered connection has a socket");
+            if ends.add(&socket, self.key).is_err() {
+                return false;
+            }
+            self.end_watched = true;
+        }
+        true
+    }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         if let Some(socket) = self.connection.sock() {
             let _ = self.poller.delete(&*socket);
+            if let (Some(ends), true) = (&self.ends, self.end_watched) {
+                ends.delete(&socket);
+            }
         }
     }
 }
@@ -103,7 +184,17 @@ impl Drop for Registration {
 impl<P: Default> Station<P> {
     /// A station with a new poller, and `P`'s default beside it.
     pub(crate) fn new() -> io::Result<Arc<Station<P>>> {
-        Ok(Arc::new(Station { poller: Arc::new(Poller::new()?), state: P::default() }))
+        let poller = Arc::new(Poller::new()?);
+        // Without an end watch (none on this platform, or it could not be made or
+        // watched), parked connections are armed at each park.
+        let ends = EndWatch::new().ok().filter(|ends| {
+            // SAFETY of the add: the watch is deleted from the poller in `Station::drop`,
+            // before the watch (which registrations may keep a while longer) can close.
+            #[allow(unsafe_code)]
+            let added = unsafe { poller.add_with_mode(&ends.fd(), Event::readable(ENDS), PollMode::Level) };
+            added.is_ok()
+        });
+        Ok(Arc::new(Station { poller, ends: ends.map(Arc::new), state: P::default() }))
     }
 }
 
@@ -114,8 +205,8 @@ impl<P> Station<P> {
         let socket = endpoint
             .sock()
             .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "an in-memory socket cannot serve"))?;
-        add(&self.poller, &socket, SOCKET)?;
-        Ok(Readiness { poller: &self.poller, events: Events::new(), socket })
+        add(&self.poller, &socket, SOCKET, PollMode::Oneshot)?;
+        Ok(Readiness { poller: &self.poller, ends: self.ends.as_deref(), events: Events::new(), socket })
     }
 
     /// A waker that makes the poller's wait (running now or next) return, then calls
@@ -129,6 +220,7 @@ impl<P> Station<P> {
 /// events arrive in: held by one serve loop at a time, the one that waits.
 pub(crate) struct Readiness<'a> {
     poller: &'a Poller,
+    ends: Option<&'a EndWatch>,
     events: Events,
     socket: SockRef<'a>,
 }
@@ -191,6 +283,12 @@ impl Readiness<'_> {
         for event in self.events.iter() {
             match event.key {
                 SOCKET => socket = true,
+                // Connections whose end came: reported as readable (the read finds it).
+                ENDS => {
+                    if let Some(ends) = self.ends {
+                        ends.drain(connections);
+                    }
+                }
                 key => connections.push(key - 1),
             }
         }
@@ -224,7 +322,7 @@ pub(crate) fn wait_readable(socket: &SockRef<'_>, deadline: Instant) -> io::Resu
 /// whether the socket was reported before `deadline`.
 fn wait_once(socket: &SockRef<'_>, interest: Event, deadline: Instant) -> io::Result<bool> {
     let poller = Poller::new()?;
-    add(&poller, socket, 0)?;
+    add(&poller, socket, 0, PollMode::Oneshot)?;
     let waited = poller.modify(&**socket, interest).and_then(|()| {
         let mut events = Events::new();
         poller.wait_deadline(&mut events, deadline).map(|_| events.iter().next().is_some())
@@ -249,7 +347,7 @@ pub(crate) fn wait_each_readable(
     let mut added = 0;
     let result = (|| {
         for (i, socket) in sockets.iter().enumerate() {
-            add(&poller, socket, i)?;
+            add(&poller, socket, i, PollMode::Oneshot)?;
             added += 1;
             poller.modify(&**socket, Event::readable(i))?;
             pending[i] = true;
@@ -313,7 +411,7 @@ impl<S: AsSource> Watch<S> {
     /// Takes `socket` in, watched for nothing until [`Watch::arm`]; returns its key.
     pub(crate) fn insert(&mut self, socket: S) -> io::Result<usize> {
         let key = self.sockets.len();
-        add(&self.poller, &SockRef::from(&socket), key)?;
+        add(&self.poller, &SockRef::from(&socket), key, PollMode::Oneshot)?;
         self.sockets.push(Some(socket));
         Ok(key)
     }
@@ -369,13 +467,14 @@ impl<S: AsSource> Drop for Watch<S> {
     }
 }
 
-/// Puts `socket` in `poller` under `key`, watched for nothing until a wait or `arm`
-/// asks for readiness.
+/// Puts `socket` in `poller` under `key`, in `mode`, watched for nothing until a wait or
+/// `arm` asks for readiness.
 ///
 /// `Poller::add` is unsafe because the poller must forget a socket before the socket is
-/// closed. This is the crate's second `unsafe` call (the first takes systemd's sockets).
+/// closed. This is one of the crate's three `unsafe` calls (another takes systemd's
+/// sockets, the third adds the end watch in `Station::new`).
 #[allow(unsafe_code)]
-fn add(poller: &Poller, socket: &SockRef<'_>, key: usize) -> io::Result<()> {
+fn add(poller: &Poller, socket: &SockRef<'_>, key: usize, mode: PollMode) -> io::Result<()> {
     // SAFETY: three kinds of socket are added. The server socket is borrowed from the
     // endpoint for the lifetime of the `Readiness` that `Station::readiness` returns,
     // and `Readiness::drop` deletes it before that borrow ends. A connection is added only
@@ -387,7 +486,7 @@ fn add(poller: &Poller, socket: &SockRef<'_>, key: usize) -> io::Result<()> {
     // them from its own poller before returning, and drops the poller. A socket of a
     // `Watch` is owned by it from the moment it is added, and `Watch::remove` and
     // `Watch::drop` delete it from the poller before dropping it.
-    unsafe { poller.add(&**socket, Event::none(key)) }
+    unsafe { poller.add_with_mode(&**socket, Event::none(key), mode) }
 }
 
 #[cfg(test)]

@@ -55,6 +55,97 @@ pub(crate) fn is_shut_down_for_reading(_: &SockRef<'_>) -> bool {
 /// after each exchange before parking.
 pub(crate) const CHEAP_READ_WITHOUT_WAITING: bool = true;
 
+/// Where the end of a parked connection's stream (the client's FIN, or a reset) is
+/// reported apart from its bytes (Linux): an epoll instance of its own that watches its
+/// sockets for `EPOLLRDHUP` alone, edge-triggered, and is itself watched by the
+/// server's poller.
+///
+/// Why: the server's poller watches parked connections edge-triggered, so that one that
+/// parks again costs no system call; it reports what *arrives*. A read that returns
+/// fewer bytes than it asked for took all the bytes, but cannot say whether the
+/// client's end of stream came with them, reported in the same event: the connection
+/// would then wait for its idle timeout instead of ending. `EPOLLRDHUP` says it, and
+/// `polling` does not give it (tokio keeps the same "read closed" state, from mio's
+/// `EPOLLRDHUP`). An end is reported once per connection, so this costs the hot path
+/// nothing: one `epoll_ctl` to add a connection the first time it parks again without
+/// arming, one to remove it when it closes.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[derive(Debug)]
+pub(crate) struct EndWatch(std::os::fd::OwnedFd);
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+impl EndWatch {
+    pub(crate) fn new() -> io::Result<EndWatch> {
+        Ok(EndWatch(rustix::event::epoll::create(rustix::event::epoll::CreateFlags::CLOEXEC)?))
+    }
+
+    /// The descriptor the server's poller watches: readable while an end is reported.
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.0.as_fd()
+    }
+
+    /// Watches `socket`'s end under `key`. An end that came already is reported at once.
+    pub(crate) fn add(&self, socket: &SockRef<'_>, key: usize) -> io::Result<()> {
+        use rustix::event::epoll::{self, EventData, EventFlags};
+        Ok(epoll::add(&self.0, &**socket, EventData::new_u64(key as u64), EventFlags::RDHUP | EventFlags::ET)?)
+    }
+
+    /// Stops watching `socket` (before it closes).
+    pub(crate) fn delete(&self, socket: &SockRef<'_>) {
+        let _ = rustix::event::epoll::delete(&self.0, &**socket);
+    }
+
+    /// Takes the keys of the connections whose end was reported since the last call,
+    /// without waiting.
+    pub(crate) fn drain(&self, keys: &mut Vec<usize>) {
+        use rustix::event::epoll;
+        const BATCH: usize = 64;
+        let zero = rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut events = Vec::with_capacity(BATCH);
+        loop {
+            events.clear();
+            if epoll::wait(&self.0, rustix::buffer::spare_capacity(&mut events), Some(&zero)).is_err() {
+                return;
+            }
+            keys.extend(events.iter().map(|event| event.data.u64() as usize));
+            if events.len() < BATCH {
+                return;
+            }
+        }
+    }
+}
+
+/// macOS and the BSDs: parked connections are armed again (oneshot) at each park, and
+/// need no separate watch of their ends. (`kqueue`'s `EV_CLEAR` and `EV_EOF` would allow
+/// edge-triggered parking there too; it is not run in this crate's tests.)
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[derive(Debug)]
+pub(crate) enum EndWatch {}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+impl EndWatch {
+    pub(crate) fn new() -> io::Result<EndWatch> {
+        Err(io::Error::new(io::ErrorKind::Unsupported, "parked connections are armed at each park here"))
+    }
+
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match *self {}
+    }
+
+    pub(crate) fn add(&self, _: &SockRef<'_>, _: usize) -> io::Result<()> {
+        match *self {}
+    }
+
+    pub(crate) fn delete(&self, _: &SockRef<'_>) {
+        match *self {}
+    }
+
+    pub(crate) fn drain(&self, _: &mut Vec<usize>) {
+        match *self {}
+    }
+}
+
 /// Reads without waiting, leaving the socket blocking: `recv(2)` with `MSG_DONTWAIT`.
 pub(crate) fn recv_nonblocking(socket: &SockRef<'_>, buf: &mut [u8]) -> io::Result<usize> {
     use rustix::net::{recv, RecvFlags};
