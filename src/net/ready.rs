@@ -65,7 +65,7 @@ impl<P> Station<P> {
     /// [`Station::arm`]. `None` for an in-memory connection, which has no socket.
     pub(crate) fn register(&self, key: usize, connection: &Arc<Connection>) -> io::Result<Option<Registration>> {
         let Some(socket) = connection.sock() else { return Ok(None) };
-        add(&self.poller, &socket, key + 1, self.parked_mode())?;
+        add(&self.poller, &*socket, key + 1, self.parked_mode())?;
         Ok(Some(Registration {
             poller: self.poller.clone(),
             key,
@@ -188,11 +188,9 @@ impl<P: Default> Station<P> {
         // Without an end watch (none on this platform, or it could not be made or
         // watched), parked connections are armed at each park.
         let ends = EndWatch::new().ok().filter(|ends| {
-            // SAFETY of the add: the watch is deleted from the poller in `Station::drop`,
-            // before the watch (which registrations may keep a while longer) can close.
-            #[allow(unsafe_code)]
-            let added = unsafe { poller.add_with_mode(&ends.fd(), Event::readable(ENDS), PollMode::Level) };
-            added.is_ok()
+            add(&poller, &ends.fd(), ENDS, PollMode::Level)
+                .and_then(|()| poller.modify_with_mode(ends.fd(), Event::readable(ENDS), PollMode::Level))
+                .is_ok()
         });
         Ok(Arc::new(Station { poller, ends: ends.map(Arc::new), state: P::default() }))
     }
@@ -205,7 +203,7 @@ impl<P> Station<P> {
         let socket = endpoint
             .sock()
             .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "an in-memory socket cannot serve"))?;
-        add(&self.poller, &socket, SOCKET, PollMode::Oneshot)?;
+        add(&self.poller, &*socket, SOCKET, PollMode::Oneshot)?;
         Ok(Readiness { poller: &self.poller, ends: self.ends.as_deref(), events: Events::new(), socket })
     }
 
@@ -322,7 +320,7 @@ pub(crate) fn wait_readable(socket: &SockRef<'_>, deadline: Instant) -> io::Resu
 /// whether the socket was reported before `deadline`.
 fn wait_once(socket: &SockRef<'_>, interest: Event, deadline: Instant) -> io::Result<bool> {
     let poller = Poller::new()?;
-    add(&poller, socket, 0, PollMode::Oneshot)?;
+    add(&poller, &**socket, 0, PollMode::Oneshot)?;
     let waited = poller.modify(&**socket, interest).and_then(|()| {
         let mut events = Events::new();
         poller.wait_deadline(&mut events, deadline).map(|_| events.iter().next().is_some())
@@ -347,7 +345,7 @@ pub(crate) fn wait_each_readable(
     let mut added = 0;
     let result = (|| {
         for (i, socket) in sockets.iter().enumerate() {
-            add(&poller, socket, i, PollMode::Oneshot)?;
+            add(&poller, &**socket, i, PollMode::Oneshot)?;
             added += 1;
             poller.modify(&**socket, Event::readable(i))?;
             pending[i] = true;
@@ -411,7 +409,7 @@ impl<S: AsSource> Watch<S> {
     /// Takes `socket` in, watched for nothing until [`Watch::arm`]; returns its key.
     pub(crate) fn insert(&mut self, socket: S) -> io::Result<usize> {
         let key = self.sockets.len();
-        add(&self.poller, &SockRef::from(&socket), key, PollMode::Oneshot)?;
+        add(&self.poller, &*SockRef::from(&socket), key, PollMode::Oneshot)?;
         self.sockets.push(Some(socket));
         Ok(key)
     }
@@ -471,11 +469,10 @@ impl<S: AsSource> Drop for Watch<S> {
 /// `arm` asks for readiness.
 ///
 /// `Poller::add` is unsafe because the poller must forget a socket before the socket is
-/// closed. This is one of the crate's three `unsafe` calls (another takes systemd's
-/// sockets, the third adds the end watch in `Station::new`).
+/// closed. This is the crate's second `unsafe` call (the first takes systemd's sockets).
 #[allow(unsafe_code)]
-fn add(poller: &Poller, socket: &SockRef<'_>, key: usize, mode: PollMode) -> io::Result<()> {
-    // SAFETY: three kinds of socket are added. The server socket is borrowed from the
+fn add(poller: &Poller, socket: impl polling::AsRawSource, key: usize, mode: PollMode) -> io::Result<()> {
+    // SAFETY: four kinds of descriptor are added. The server socket is borrowed from the
     // endpoint for the lifetime of the `Readiness` that `Station::readiness` returns,
     // and `Readiness::drop` deletes it before that borrow ends. A connection is added only
     // by `Station::register`, whose `Registration` owns an `Arc` of the connection and
@@ -485,8 +482,10 @@ fn add(poller: &Poller, socket: &SockRef<'_>, key: usize, mode: PollMode) -> io:
     // (`wait_readable`, `wait_each_readable`), are borrowed for that call, which deletes
     // them from its own poller before returning, and drops the poller. A socket of a
     // `Watch` is owned by it from the moment it is added, and `Watch::remove` and
-    // `Watch::drop` delete it from the poller before dropping it.
-    unsafe { poller.add_with_mode(&**socket, Event::none(key), mode) }
+    // `Watch::drop` delete it from the poller before dropping it. The end watch (Linux)
+    // is added by `Station::new`, and `Station::drop` deletes it from the poller before
+    // it can close (registrations keep it alive after that: it is not in the poller).
+    unsafe { poller.add_with_mode(socket, Event::none(key), mode) }
 }
 
 #[cfg(test)]
