@@ -166,6 +166,7 @@ impl Hub {
 
 #[cfg(test)]
 mod tests {
+    use std::io;
     use std::sync::{mpsc, Arc};
     use std::thread;
     use std::time::{Duration, Instant};
@@ -248,7 +249,7 @@ mod tests {
         let hub = Hub::default();
         hub.requeue(Ready::Exchange(parked(&control, "queued"))).ok().unwrap();
         let key = hub.lot().allocate();
-        hub.lot().park(key, parked(&control, "parked"), false).ok().unwrap();
+        hub.lot().park(key, parked(&control, "parked"), false, None).ok().unwrap();
         let (queued, parked_ones) = hub.close();
         assert_eq!((queued.len(), parked_ones.len()), (1, 1));
         assert!(hub.requeue(Ready::Exchange(parked(&control, "late"))).is_err(), "nothing queues once closed");
@@ -261,12 +262,12 @@ mod tests {
         let control = Arc::new(Control::detached(test_client()));
         let lot = Lot::default();
         let first = lot.allocate();
-        lot.park(first, parked(&control, "first"), false).ok().unwrap();
+        lot.park(first, parked(&control, "first"), false, None).ok().unwrap();
         assert!(lot.take(first).is_some());
         lot.release(first);
         let second = lot.allocate();
         assert_ne!(first, second, "the place is reused under a new key");
-        lot.park(second, parked(&control, "second"), false).ok().unwrap();
+        lot.park(second, parked(&control, "second"), false, None).ok().unwrap();
         assert!(lot.take(first).is_none(), "a late event for the first connection finds nothing");
         assert!(lot.take(second).is_some());
     }
@@ -276,9 +277,12 @@ mod tests {
         let control = Arc::new(Control::detached(test_client()));
         let lot = Lot::default();
         let key = lot.allocate();
-        assert!(lot.park(key, parked(&control, "c"), false).ok().expect("open").arm, "not watched yet: armed");
+        assert!(lot.park(key, parked(&control, "c"), false, None).ok().expect("open").arm, "not watched yet: armed");
         let running = lot.take(key).expect("parked");
-        assert!(!lot.park(key, running, true).ok().expect("open").arm, "watched, nothing reported meanwhile: no arm");
+        assert!(
+            !lot.park(key, running, true, None).ok().expect("open").arm,
+            "watched, nothing reported meanwhile: no arm"
+        );
         let mut took = 0;
         lot.take_each([key], |_| took += 1);
         assert_eq!(took, 1, "an event for a parked connection takes it out");
@@ -287,11 +291,11 @@ mod tests {
         assert_eq!(took, 1, "a running connection is not taken twice");
         let running = parked(&control, "c");
         assert!(
-            lot.park(key, running, true).ok().expect("open").arm,
+            lot.park(key, running, true, None).ok().expect("open").arm,
             "reported while it ran: armed, so the poller looks again"
         );
         let running = lot.take(key).expect("parked");
-        assert!(!lot.park(key, running, true).ok().expect("open").arm, "the event is forgotten once armed");
+        assert!(!lot.park(key, running, true, None).ok().expect("open").arm, "the event is forgotten once armed");
         // An event for a key whose connection ended does not reach its successor.
         let gone = lot.take(key).expect("parked");
         drop(gone);
@@ -299,9 +303,34 @@ mod tests {
         lot.take_each([key], |_| took += 1);
         let next = lot.allocate();
         assert!(
-            !lot.park(next, parked(&control, "d"), true).ok().expect("open").arm,
+            !lot.park(next, parked(&control, "d"), true, None).ok().expect("open").arm,
             "a new connection starts with no event"
         );
+    }
+
+    #[test]
+    fn an_edge_triggered_arm_is_made_in_place_under_the_lot_lock_and_a_failed_one_takes_the_connection_back() {
+        let control = Arc::new(Control::detached(test_client()));
+        let lot = Lot::default();
+        let key = lot.allocate();
+        let arms = std::cell::Cell::new(0);
+        let arm_ok = || {
+            arms.set(arms.get() + 1);
+            Ok(())
+        };
+        let placed = lot.park(key, parked(&control, "c"), false, Some(&arm_ok)).ok().expect("open");
+        assert_eq!((placed.arm, arms.get()), (false, 1), "not watched yet: armed here, nothing left to the caller");
+        let running = lot.take(key).expect("parked");
+        lot.park(key, running, true, Some(&arm_ok)).ok().expect("open");
+        assert_eq!(arms.get(), 1, "watched and nothing reported: no arm");
+        let running = lot.take(key).expect("parked");
+        lot.take_each([key], |_| unreachable!("it runs"));
+        let broken = || Err(io::Error::other("modify failed"));
+        match lot.park(key, running, true, Some(&broken)) {
+            Err((_, Some(e))) => assert_eq!(e.to_string(), "modify failed"),
+            _ => panic!("reported while it ran: armed, and the failed arm gives the connection back"),
+        }
+        assert!(lot.take(key).is_none(), "not left parked, where no event would come for it");
     }
 
     #[test]
@@ -313,7 +342,7 @@ mod tests {
         for (n, key) in keys.iter().enumerate() {
             let mut p = parked(&control, &format!("c{n}"));
             p.deadline = Some(now + Duration::from_secs(n as u64 + 1));
-            lot.park(*key, p, false).ok().unwrap();
+            lot.park(*key, p, false, None).ok().unwrap();
         }
         assert_eq!(lot.next_deadline(), Some(now + Duration::from_secs(1)));
         assert!(lot.take(keys[0]).is_some(), "reported readable: taken, so it cannot expire");
@@ -332,7 +361,7 @@ mod tests {
         let mut first = parked(&control, "c");
         first.deadline = Some(at(1));
         assert_eq!(
-            lot.park(key, first, false).map(|p| p.first_deadline).ok(),
+            lot.park(key, first, false, None).map(|p| p.first_deadline).ok(),
             Some(true),
             "the lot's first deadline: the poller's wait learns of it"
         );
@@ -340,7 +369,7 @@ mod tests {
         let mut again = lot.take(key).expect("parked");
         again.deadline = Some(at(5));
         assert_eq!(
-            lot.park(key, again, false).map(|p| p.first_deadline).ok(),
+            lot.park(key, again, false, None).map(|p| p.first_deadline).ok(),
             Some(false),
             "no new timer: the one due at 1 s looks at it in time"
         );
@@ -354,10 +383,10 @@ mod tests {
         let mut late = parked(&control, "d");
         late.deadline = Some(at(9));
         let key = lot.allocate();
-        lot.park(key, late, false).ok().unwrap();
+        lot.park(key, late, false, None).ok().unwrap();
         let mut early = lot.take(key).expect("parked");
         early.deadline = Some(at(7));
-        assert_eq!(lot.park(key, early, false).map(|p| p.first_deadline).ok(), Some(true));
+        assert_eq!(lot.park(key, early, false, None).map(|p| p.first_deadline).ok(), Some(true));
         assert_eq!(lot.next_deadline(), Some(at(7)));
         // A connection that ends takes its timer with it: nothing wakes the poller.
         assert!(lot.take(key).is_some());

@@ -26,6 +26,7 @@
 //! a park to send (whose write timeout may be the shorter deadline).
 
 use std::collections::BTreeSet;
+use std::io;
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -82,8 +83,8 @@ struct Entry {
 pub(crate) struct Placed {
     /// Its idle deadline is the lot's first, which the loop's wait must learn of.
     pub(crate) first_deadline: bool,
-    /// The socket must be armed in the poller (not watched already, or an event came for
-    /// it while it ran).
+    /// The caller must arm the socket in the poller (oneshot, every park; it was not
+    /// armed here, under the lot's lock, as an edge-triggered one is).
     pub(crate) arm: bool,
 }
 
@@ -153,23 +154,46 @@ impl Lot {
         }
     }
 
-    /// Parks a connection under its key; the caller then arms its socket in the
-    /// poller (outside this lock, which every loop takes to park and the loop that waits
-    /// takes for each batch of events): in its place before it is armed, a connection is
-    /// always found by its event. Gives the connection back when the loop has closed.
+    /// Parks a connection under its key. Gives the connection back when the loop has
+    /// closed, or when `arm_here` failed (with its error).
+    ///
     /// `watched`: the poller watches the socket already for what this park waits for,
     /// with nothing left unread ([`Registration::watches`](crate::net::Registration::watches));
     /// the connection must still be armed if the poller reported it while it ran (noted
     /// under this lock, which events are taken under, so that none is lost between).
-    pub(crate) fn park(&self, key: usize, parked: Parked, watched: bool) -> Result<Placed, Parked> {
+    ///
+    /// Where the socket must be armed: with `arm_here` (an edge-triggered poller), it is
+    /// armed here, under this lock, after the connection is in its place. Edge-triggered,
+    /// the socket stays watched while the connection runs and parks, so an arm made after
+    /// the lock is let go could land after another loop has taken the connection, run
+    /// it and armed it for the other direction, and undo that arm; under the lock, no
+    /// loop can take it before its arm is made. Without `arm_here` (oneshot), the caller
+    /// arms after the lock is let go (`Placed::arm`): a oneshot socket reports nothing
+    /// until armed, so nobody takes the connection first, and the lock, which the loop
+    /// that waits takes for each batch of events, is not held across a system call per
+    /// message.
+    pub(crate) fn park(
+        &self,
+        key: usize,
+        parked: Parked,
+        watched: bool,
+        arm_here: Option<&dyn Fn() -> io::Result<()>>,
+    ) -> Result<Placed, (Parked, Option<io::Error>)> {
         let mut places = self.0.lock();
         if places.closed || places.entry(key).is_none() {
-            return Err(parked);
+            return Err((parked, None));
         }
         let deadline = parked.deadline;
         let entry = places.entry(key).expect("looked at above, under the same lock");
         entry.place = Place::Parked(parked);
-        let arm = std::mem::take(&mut entry.woken) || !watched;
+        let mut arm = std::mem::take(&mut entry.woken) || !watched;
+        if let (true, Some(arm_here)) = (arm, arm_here) {
+            if let Err(e) = arm_here() {
+                let parked = places.unpark(key).expect("placed above, under the same lock");
+                return Err((parked, Some(e)));
+            }
+            arm = false;
+        }
         let Some(deadline) = deadline else { return Ok(Placed { first_deadline: false, arm }) };
         // A timer due by the deadline already: it looks at this connection in time.
         let replaced = match entry.timer {

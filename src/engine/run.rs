@@ -589,13 +589,13 @@ impl Engine {
     }
 
     /// Reads a parked connection's first bytes, before its PROXY header is read and
-    /// `verify_request` runs: whether the client sent something or left. (With a
-    /// frame, without waiting; without, as the handler would.)
+    /// `verify_request` runs: whether the client sent something or left. Without
+    /// waiting (see [`look`]).
     fn first_bytes(&self, request: &mut StreamRequest) -> Gathered {
         let reader = request.reader_mut();
         let read = match &self.config.frame {
             Some(frame) => reader.read_available(frame.max_len().saturating_add(1)),
-            None => reader.fill_buf().map(<[u8]>::len),
+            None => look(reader),
         };
         match read {
             Ok(0) => Gathered::End,
@@ -607,16 +607,17 @@ impl Engine {
         }
     }
 
-    /// Whether a parked connection the poller reported has a message for `handle`:
-    /// without a frame, any bytes (the handler reads the rest itself); with one, a whole
-    /// message, read without waiting.
+    /// Whether a parked connection the poller reported has a message for `handle`,
+    /// read without waiting: without a frame, any bytes (the handler reads the rest
+    /// itself, see [`look`]); with one, a whole message.
     fn gather(&self, request: &mut StreamRequest) -> Gathered {
         let (reader, client) = request.reader_and_client();
         let gone = |e: io::Error| gone(client, e);
         let Some(frame) = &self.config.frame else {
-            return match reader.fill_buf() {
-                Ok(bytes) if !bytes.is_empty() => Gathered::Message,
-                Ok(_) => Gathered::End,
+            return match look(reader) {
+                Ok(0) => Gathered::End,
+                Ok(_) => Gathered::Message,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Gathered::Partial,
                 Err(e) => gone(e),
             };
         };
@@ -695,9 +696,11 @@ impl Engine {
         // Held while the socket is armed: once parked, the request may be taken out
         // and closed by a stop at any time.
         let connection = request.connection_arc().clone();
-        match lot.park(key, Parked::new(request, ticket, deadline), watched) {
+        let arm = || home.arm(&connection, key, writing);
+        let arm_here = home.edge_triggered().then_some(&arm as &dyn Fn() -> io::Result<()>);
+        match lot.park(key, Parked::new(request, ticket, deadline), watched, arm_here) {
             Ok(placed) => {
-                if let Err(e) = if placed.arm { home.arm(&connection, key, writing) } else { Ok(()) } {
+                if let Err(e) = if placed.arm { arm() } else { Ok(()) } {
                     // Not armed: no event will come for it. Ended here, unless a stop
                     // (or its deadline) took it out meanwhile, to end it there.
                     let Some(parked) = lot.take(key) else { return Ok(()) };
@@ -711,8 +714,12 @@ impl Engine {
                 }
                 Ok(())
             }
-            Err(parked) => {
+            Err((parked, not_armed)) => {
                 self.control.unparked();
+                if let Some(e) = not_armed {
+                    // Not armed (under the lot's lock): taken back out, and ended here.
+                    self.report(&Error::Io(e), Some(parked.request.client_addr()));
+                }
                 Err(parked)
             }
         }
@@ -787,6 +794,23 @@ impl Phases for DatagramRequest {
 
 /// A parked connection's read failed (a reset, mostly): it ends, no error of the
 /// server's.
+/// The first read of a connection the poller reported, for a server without a frame:
+/// the bytes buffered, else what the socket has, without waiting (`Ok(0)`: the end of
+/// the stream; `WouldBlock`: nothing). A report is no promise
+/// of bytes: edge-triggered, the poller reports each arrival, and one that came while the
+/// connection ran may be for bytes its last exchange read itself. A read that waited
+/// would then hold this thread until the client's next message; this one lets the
+/// connection park again.
+fn look(reader: &mut crate::request::Reader) -> io::Result<usize> {
+    match reader.buffer().len() {
+        0 => {
+            let all = reader.capacity();
+            reader.read_available(all)
+        }
+        buffered => Ok(buffered),
+    }
+}
+
 fn gone(client: &Address, e: io::Error) -> Gathered {
     log::debug!(target: crate::report::LOG_TARGET, "parked connection from {client}: {e}");
     Gathered::End

@@ -76,6 +76,13 @@ impl<P> Station<P> {
         }))
     }
 
+    /// Whether parked connections stay in the poller edge-triggered (see the module's
+    /// doc): then [`Station::arm`] must be called under the lot's lock
+    /// (`crate::engine`'s `Lot::park` says why).
+    pub(crate) fn edge_triggered(&self) -> bool {
+        self.ends.is_some()
+    }
+
     /// How parked connections are watched: see the module's doc.
     fn parked_mode(&self) -> PollMode {
         if self.ends.is_some() {

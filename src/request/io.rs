@@ -240,6 +240,11 @@ impl Reader {
         Ok(n)
     }
 
+    /// The most the buffer holds (`rbufsize`).
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Whether the last read from the socket took all it had then: it returned less
     /// than it asked for, or found nothing without waiting. More may have come since;
     /// the poller says so.
