@@ -86,7 +86,7 @@ fn upper_lines(
     }
 }
 
-fn ask(reader: &mut BufReader<TcpStream>, line: &str) -> String {
+fn ask<S: Read + Write>(reader: &mut BufReader<S>, line: &str) -> String {
     reader.get_mut().write_all(line.as_bytes()).unwrap();
     let mut reply = String::new();
     reader.read_line(&mut reply).unwrap();
@@ -663,6 +663,119 @@ fn unix_stream_connections_park() {
             wait_until(TIMEOUT, "six parked", || handle.stats().parked == 6);
             stop(&server, serve);
         }
+    });
+}
+
+/// The client side of the two tests below. The client's connection has parked three
+/// times (from the third park on, an edge-triggered poller leaves its socket watched
+/// without a system call); while the one loop is held by `hold`'s message, `special`
+/// sends "b\n" in a way that makes the server's read of it return short with bytes still
+/// queued, then "c\n" follows. "C" must come at once, not at the idle timeout's look.
+fn message_after_a_short_read<S: Read + Write>(
+    client: &mut BufReader<S>,
+    parked: impl Fn() -> usize,
+    gate: &support::Control,
+    hold: impl FnOnce() -> Box<dyn Write>,
+    special: impl FnOnce(&S),
+) {
+    for line in ["a1\n", "a2\n", "a3\n"] {
+        assert_eq!(ask(client, line), line.to_uppercase());
+    }
+    wait_until(TIMEOUT, "parked", || parked() == 1);
+    let mut holder = hold();
+    holder.write_all(b"hold\n").unwrap();
+    gate.expect_arrival("holder");
+    special(client.get_ref());
+    client.get_mut().write_all(b"c\n").unwrap();
+    thread::sleep(NEGATIVE_WAIT);
+    gate.release(1);
+    let mut reply = String::new();
+    client.read_line(&mut reply).unwrap();
+    assert_eq!(reply, "B\n");
+    let started = std::time::Instant::now();
+    reply.clear();
+    client.read_line(&mut reply).unwrap();
+    assert_eq!(reply, "C\n");
+    assert!(started.elapsed() < SHORT_READ_IDLE / 2, "C answered only after {:?}: at the idle look", started.elapsed());
+}
+
+/// The idle timeout of the short-read tests: the look that would find the stranded
+/// message at last.
+const SHORT_READ_IDLE: Duration = Duration::from_secs(4);
+
+/// TCP urgent data: the server's read stops at its mark, short, with the bytes after it
+/// queued (the poller reports them apart: `sys::EndWatch` watches `EPOLLPRI`). It failed
+/// with the end watch watching the end of stream alone.
+#[test]
+fn a_message_after_urgent_data_is_answered_at_once() {
+    bounded(LIMIT, || {
+        let gate = Gate::new();
+        let held = gate.clone();
+        let server = Arc::new(
+            TcpServer::builder("127.0.0.1:0")
+                .dispatch(Pool::new(1))
+                .idle_timeout(Some(SHORT_READ_IDLE))
+                .bind(upper_lines(move |line| if line == "hold\n" { held.pass("hold") } else { Ok(()) }))
+                .unwrap(),
+        );
+        let serve = serve_started(&server, "oob");
+        let addr = server.local_addr();
+        let mut client = BufReader::new(connect(addr));
+        client.get_ref().set_read_timeout(Some(SHORT_READ_IDLE * 3)).unwrap();
+        let handle = server.handle();
+        message_after_a_short_read(
+            &mut client,
+            || handle.stats().parked,
+            &gate.control(),
+            || Box::new(connect(addr)),
+            |client| {
+                socket2::SockRef::from(client).send_out_of_band(b"b\n!").unwrap();
+            },
+        );
+        stop(&server, serve);
+    });
+}
+
+/// A Unix stream: the server's read stops after a message that carries a descriptor
+/// (`SCM_RIGHTS`), short, with the bytes after it queued; Unix streams are armed at each
+/// park. It failed with Unix streams edge-triggered like TCP.
+#[cfg(unix)]
+#[test]
+fn a_message_after_one_that_carries_a_descriptor_is_answered_at_once() {
+    use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
+    bounded(LIMIT, || {
+        let gate = Gate::new();
+        let held = gate.clone();
+        let path = support::temp_socket_path("scm");
+        let server = Arc::new(
+            socketserver::UnixStreamServer::builder(&path)
+                .dispatch(Pool::new(1))
+                .idle_timeout(Some(SHORT_READ_IDLE))
+                .bind(upper_lines(move |line| if line == "hold\n" { held.pass("hold") } else { Ok(()) }))
+                .unwrap(),
+        );
+        let serve = serve_started(&server, "scm");
+        let mut client = BufReader::new(UnixStream::connect(&path).unwrap());
+        client.get_ref().set_read_timeout(Some(SHORT_READ_IDLE * 3)).unwrap();
+        let handle = server.handle();
+        message_after_a_short_read(
+            &mut client,
+            || handle.stats().parked,
+            &gate.control(),
+            || Box::new(UnixStream::connect(&path).unwrap()),
+            |client| {
+                let passed = std::fs::File::open("/dev/null").unwrap();
+                let fds = [passed.as_fd()];
+                let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+                let mut cmsg = SendAncillaryBuffer::new(&mut space);
+                assert!(cmsg.push(SendAncillaryMessage::ScmRights(&fds)));
+                let sent = sendmsg(client, &[std::io::IoSlice::new(b"b\n")], &mut cmsg, SendFlags::empty()).unwrap();
+                assert_eq!(sent, 2);
+            },
+        );
+        stop(&server, serve);
     });
 }
 

@@ -696,8 +696,9 @@ impl Engine {
         // Held while the socket is armed: once parked, the request may be taken out
         // and closed by a stop at any time.
         let connection = request.connection_arc().clone();
-        let arm = || home.arm(&connection, key, writing);
-        let arm_here = home.edge_triggered().then_some(&arm as &dyn Fn() -> io::Result<()>);
+        let edge = request.registration.as_ref().is_some_and(|r| r.edge_triggered());
+        let arm = || home.arm(&connection, key, writing, edge);
+        let arm_here = edge.then_some(&arm as &dyn Fn() -> io::Result<()>);
         match lot.park(key, Parked::new(request, ticket, deadline), watched, arm_here) {
             Ok(placed) => {
                 if let Err(e) = if placed.arm { arm() } else { Ok(()) } {

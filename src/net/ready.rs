@@ -6,10 +6,11 @@
 //! A serve call puts its server socket in it ([`Station::readiness`]); a connection
 //! that parks between two exchanges is put in it too ([`Station::register`]). Sockets are
 //! watched in oneshot mode (one event, then nothing until armed again, so an event goes
-//! to one thread), except parked connections where the platform can report the end of
-//! a stream apart from its bytes (`crate::sys::EndWatch`, Linux): those stay watched
-//! edge-triggered, each arrival of bytes is one event, and a connection that parks
-//! again with its socket drained needs no system call ([`Registration::watches`]).
+//! to one thread), except parked TCP connections where the platform can report the end
+//! of a stream and urgent data apart from the bytes (`crate::sys::EndWatch`, Linux):
+//! those stay watched edge-triggered, each arrival of bytes is one event, and a
+//! connection that parks again with its socket drained needs no system call
+//! ([`Registration::watches`]).
 //!
 //! `polling` lets one thread wait on a poller at a time (a second wait returns at once),
 //! so the engine lets one serve loop at a time hold the [`Readiness`] and wait, while
@@ -63,45 +64,39 @@ impl<P> Station<P> {
 
     /// Puts `connection` in this poller under `key`, watched for nothing until
     /// [`Station::arm`]. `None` for an in-memory connection, which has no socket.
+    ///
+    /// Edge-triggered (see the module's doc) only a TCP connection, and only with an end
+    /// watch. A Unix stream is armed oneshot at each park: its `recv` returns short with
+    /// bytes still queued after a message that carries descriptors (`SCM_RIGHTS`), out-of-
+    /// band data or credentials, so a short read does not prove it drained, and the bytes
+    /// after would wait, unreported, for the idle timeout's look.
     pub(crate) fn register(&self, key: usize, connection: &Arc<Connection>) -> io::Result<Option<Registration>> {
         let Some(socket) = connection.sock() else { return Ok(None) };
-        add(&self.poller, &*socket, key + 1, self.parked_mode())?;
+        let ends = self.ends.clone().filter(|_| matches!(**connection, Connection::Tcp(_)));
+        let mode = if ends.is_some() { PollMode::Edge } else { PollMode::Oneshot };
+        add(&self.poller, &*socket, key + 1, mode)?;
         Ok(Some(Registration {
             poller: self.poller.clone(),
             key,
             connection: connection.clone(),
             watching: None,
-            ends: self.ends.clone(),
+            ends,
             end_watched: false,
         }))
-    }
-
-    /// Whether parked connections stay in the poller edge-triggered (see the module's
-    /// doc): then [`Station::arm`] must be called under the lot's lock
-    /// (`crate::engine`'s `Lot::park` says why).
-    pub(crate) fn edge_triggered(&self) -> bool {
-        self.ends.is_some()
-    }
-
-    /// How parked connections are watched: see the module's doc.
-    fn parked_mode(&self) -> PollMode {
-        if self.ends.is_some() {
-            PollMode::Edge
-        } else {
-            PollMode::Oneshot
-        }
     }
 
     /// Asks the poller for the readiness of a connection registered under `key`: its
     /// next bytes, the end of the stream, or an error (or, `writable`, room to send).
     /// The poller looks at the socket as it arms it, so what is there already is
-    /// reported too. Oneshot, one event per arm; edge-triggered, an event for each
-    /// arrival from now on. The caller holds the connection, so the socket is open while
-    /// it is armed, even if the request has moved on meanwhile.
-    pub(crate) fn arm(&self, connection: &Connection, key: usize, writable: bool) -> io::Result<()> {
+    /// reported too. Oneshot, one event per arm; `edge` (the connection's
+    /// [`Registration::edge_triggered`]), an event for each arrival from now on. The
+    /// caller holds the connection, so the socket is open while it is armed, even if the
+    /// request has moved on meanwhile.
+    pub(crate) fn arm(&self, connection: &Connection, key: usize, writable: bool, edge: bool) -> io::Result<()> {
         let socket = connection.sock().expect("a registered connection has a socket");
         let event = if writable { Event::writable(key + 1) } else { Event::readable(key + 1) };
-        self.poller.modify_with_mode(&*socket, event, self.parked_mode())
+        let mode = if edge { PollMode::Edge } else { PollMode::Oneshot };
+        self.poller.modify_with_mode(&*socket, event, mode)
     }
 }
 
@@ -138,6 +133,13 @@ impl Registration {
     /// The key the loop's wait reports it under.
     pub(crate) fn key(&self) -> usize {
         self.key
+    }
+
+    /// Whether the socket stays in the poller edge-triggered ([`Station::register`]):
+    /// then [`Station::arm`] is called under the lot's lock (`crate::engine`'s
+    /// `Lot::park` says why).
+    pub(crate) fn edge_triggered(&self) -> bool {
+        self.ends.is_some()
     }
 
     /// Whether the poller already watches the socket for what a park now waits for

@@ -55,20 +55,26 @@ pub(crate) fn is_shut_down_for_reading(_: &SockRef<'_>) -> bool {
 /// after each exchange before parking.
 pub(crate) const CHEAP_READ_WITHOUT_WAITING: bool = true;
 
-/// Where the end of a parked connection's stream (the client's FIN, or a reset) is
-/// reported apart from its bytes (Linux): an epoll instance of its own that watches its
-/// sockets for `EPOLLRDHUP` alone, edge-triggered, and is itself watched by the
-/// server's poller.
+/// Where the end of a parked TCP connection's stream (the client's FIN, or a reset), or
+/// its urgent data, is reported apart from its bytes (Linux): an epoll instance of its
+/// own that watches its sockets for `EPOLLRDHUP` and `EPOLLPRI` alone, edge-triggered,
+/// and is itself watched by the server's poller.
 ///
-/// Why: the server's poller watches parked connections edge-triggered, so that one that
-/// parks again costs no system call; it reports what *arrives*. A read that returns
-/// fewer bytes than it asked for took all the bytes, but cannot say whether the
-/// client's end of stream came with them, reported in the same event: the connection
-/// would then wait for its idle timeout instead of ending. `EPOLLRDHUP` says it, and
-/// `polling` does not give it (tokio keeps the same "read closed" state, from mio's
-/// `EPOLLRDHUP`). An end is reported once per connection, so this costs the hot path
-/// nothing: one `epoll_ctl` to add a connection the first time it parks again without
-/// arming, one to remove it when it closes.
+/// Why: the server's poller watches parked TCP connections edge-triggered, so that one
+/// that parks again costs no system call; it reports what *arrives*, and a read that
+/// returns fewer bytes than it asked for is taken to have drained the socket. Two things
+/// can come in the same event as the bytes and break that: the client's end of stream
+/// (the read took all the bytes, but cannot say whether the end came after them: the
+/// connection would wait for its idle timeout instead of ending), and urgent data
+/// (`MSG_OOB`: the read stops at its mark, short, with the bytes after it still queued).
+/// `EPOLLRDHUP` and `EPOLLPRI` say them, reported here a second time, so that a
+/// connection that runs when they come is armed again as it parks (the lot notes the
+/// report). `polling` does not give `EPOLLRDHUP` (tokio keeps the same "read closed"
+/// state, from mio's `EPOLLRDHUP`). The hot path pays no system call for it: one
+/// `epoll_ctl` adds a connection the first time it parks again without arming, one
+/// removes it when it closes; each arrival of bytes only looks at it in the kernel
+/// (bytes are signalled with `EPOLLPRI` among their flags, and the poll that follows
+/// finds neither).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[derive(Debug)]
 pub(crate) struct EndWatch(std::os::fd::OwnedFd);
@@ -85,10 +91,16 @@ impl EndWatch {
         self.0.as_fd()
     }
 
-    /// Watches `socket`'s end under `key`. An end that came already is reported at once.
+    /// Watches `socket`'s end and urgent data under `key`. What came already is reported
+    /// at once.
     pub(crate) fn add(&self, socket: &SockRef<'_>, key: usize) -> io::Result<()> {
         use rustix::event::epoll::{self, EventData, EventFlags};
-        Ok(epoll::add(&self.0, &**socket, EventData::new_u64(key as u64), EventFlags::RDHUP | EventFlags::ET)?)
+        Ok(epoll::add(
+            &self.0,
+            &**socket,
+            EventData::new_u64(key as u64),
+            EventFlags::RDHUP | EventFlags::PRI | EventFlags::ET,
+        )?)
     }
 
     /// Stops watching `socket` (before it closes).
