@@ -208,9 +208,10 @@ cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
     echo
     echo "The kv example reaches $(sort -g "$work/kv-ratios" | head -1)–$(sort -g "$work/kv-ratios" | tail -1)× of Redis's rate here."
     echo "Where we are behind Redis, this is why: each command takes a wake-up of a pool worker from"
-    echo "the poller, a lock on the map and a re-arm of the parked socket (one epoll_ctl); Redis"
-    echo "serves every connection from one event loop with no lock and answers many ready"
-    echo "sockets per wake-up. The load generator shares the 2 cores with both."
+    echo "the poller and a lock on the map (on Linux the parked socket stays in the poller"
+    echo "edge-triggered, with no re-arm; elsewhere one more system call); Redis serves every"
+    echo "connection from one event loop with no lock and answers many ready sockets per"
+    echo "wake-up. The load generator shares the 2 cores with both."
 } >"$OUT"
 echo "== wrote $OUT"
 cat "$OUT"
