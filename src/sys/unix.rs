@@ -72,9 +72,11 @@ pub(crate) const CHEAP_READ_WITHOUT_WAITING: bool = true;
 /// report). `polling` does not give `EPOLLRDHUP` (tokio keeps the same "read closed"
 /// state, from mio's `EPOLLRDHUP`). The hot path pays no system call for it: one
 /// `epoll_ctl` adds a connection the first time it parks again without arming, one
-/// removes it when it closes; each arrival of bytes only looks at it in the kernel
-/// (bytes are signalled with `EPOLLPRI` among their flags, and the poll that follows
-/// finds neither).
+/// removes it when it closes. Each arrival of bytes costs a look in the kernel: bytes are
+/// signalled with `EPOLLPRI` among their flags, which queues the socket here, and the
+/// server's next wait polls it a second time and finds neither (about 3 % of a busy
+/// server's time; `bench/results/engine-19.md` names `TCP_INQ` as the way to drop this
+/// watch).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[derive(Debug)]
 pub(crate) struct EndWatch(std::os::fd::OwnedFd);
