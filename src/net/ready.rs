@@ -37,8 +37,8 @@ const ENDS: usize = usize::MAX - 1;
 /// A poller and what its serve loop keeps beside it (`P`), lent to one loop at a time.
 pub(crate) struct Station<P> {
     poller: Arc<Poller>,
-    /// Where parked connections' ends are reported, if the platform has one: then
-    /// parked connections are watched edge-triggered.
+    /// Where parked TCP connections' ends and urgent data are reported, if the platform
+    /// has one: then parked TCP connections are watched edge-triggered.
     ends: Option<Arc<EndWatch>>,
     state: P,
 }
@@ -158,9 +158,10 @@ impl Registration {
     /// socket past the reader only takes bytes: it cannot leave any unreported.)
     ///
     /// A short read cannot say whether the client's end of stream came with its last
-    /// bytes, reported in the same event: the first park without arming puts the socket
-    /// in the [`EndWatch`] too, which reports its end apart (at once, if it came
-    /// already). If that fails, the park arms.
+    /// bytes, reported in the same event, nor whether it stopped at urgent data's mark
+    /// with bytes still queued: the first park without arming puts the socket in the
+    /// [`EndWatch`] too, which reports both apart (at once, if they came already). If
+    /// that fails, the park arms.
     pub(crate) fn watches(&mut self, writable: bool, drained: bool) -> bool {
         let Some(ends) = &self.ends else { return false };
         let same = self.watching == Some(writable);
