@@ -261,28 +261,23 @@ fn a_message_that_arrives_during_the_exchange_before_it_is_answered() {
     });
 }
 
-/// A report of bytes that the exchange itself then read (the rest of a line that came
-/// while the handler was reading it) leaves the connection parked, not waiting in a
-/// read on a worker for a message that has not been sent.
-#[test]
-fn bytes_reported_during_an_exchange_that_read_them_leave_no_worker_waiting() {
-    bounded(LIMIT, || {
+/// A pool of two serving upper-case lines, and one client whose connection has parked;
+/// three rounds of `round`, each followed by a wait for the connection to park again
+/// with no exchange running: no worker is left in a read.
+fn rounds_leave_no_worker_waiting(
+    tag: &'static str,
+    round: impl Fn(&mut BufReader<std::net::TcpStream>, usize) + Send + 'static,
+) {
+    bounded(LIMIT, move || {
         let server =
             Arc::new(TcpServer::builder("127.0.0.1:0").dispatch(Pool::new(2)).bind(upper_lines(|_| Ok(()))).unwrap());
-        let serve = serve_started(&server, "park-stale");
+        let serve = serve_started(&server, tag);
         let handle = server.handle();
         let mut client = BufReader::new(connect(server.local_addr()));
         assert_eq!(ask(&mut client, "first\n"), "FIRST\n");
         wait_until(TIMEOUT, "the connection to park", || handle.stats().parked == 1);
-        for round in 0..3 {
-            // The line's start wakes the connection; its end arrives while the handler
-            // reads it, and the other worker, waiting in the poller, is told of it.
-            client.get_mut().write_all(b"x").unwrap();
-            thread::sleep(Duration::from_millis(100));
-            client.get_mut().write_all(b"y\n").unwrap();
-            let mut reply = String::new();
-            client.read_line(&mut reply).unwrap();
-            assert_eq!(reply, "XY\n", "round {round}");
+        for n in 0..3 {
+            round(&mut client, n);
             wait_until(TIMEOUT, "the connection to park, with no exchange running", || {
                 let stats = handle.stats();
                 (stats.parked, stats.active) == (1, 0)
@@ -292,35 +287,38 @@ fn bytes_reported_during_an_exchange_that_read_them_leave_no_worker_waiting() {
     });
 }
 
+/// A report of bytes that the exchange itself then read (the rest of a line that came
+/// while the handler was reading it) leaves the connection parked, not waiting in a
+/// read on a worker for a message that has not been sent.
+#[test]
+fn bytes_reported_during_an_exchange_that_read_them_leave_no_worker_waiting() {
+    rounds_leave_no_worker_waiting("park-stale", |client, round| {
+        // The line's start wakes the connection; its end arrives while the handler
+        // reads it, and the other worker, waiting in the poller, is told of it.
+        client.get_mut().write_all(b"x").unwrap();
+        thread::sleep(Duration::from_millis(100));
+        client.get_mut().write_all(b"y\n").unwrap();
+        let mut reply = String::new();
+        client.read_line(&mut reply).unwrap();
+        assert_eq!(reply, "XY\n", "round {round}");
+    });
+}
+
 /// The same at the end of a connection's turn: 14 pipelined lines and the start of a
 /// 15th, whose end comes while it is handled, so that the report comes as the turn is
 /// spent. The connection parks; no worker is left in a read.
 #[test]
 fn a_report_at_the_end_of_a_turn_leaves_no_worker_waiting() {
-    bounded(LIMIT, || {
-        let server =
-            Arc::new(TcpServer::builder("127.0.0.1:0").dispatch(Pool::new(2)).bind(upper_lines(|_| Ok(()))).unwrap());
-        let serve = serve_started(&server, "park-turn-end");
-        let handle = server.handle();
-        let mut client = BufReader::new(connect(server.local_addr()));
-        assert_eq!(ask(&mut client, "first\n"), "FIRST\n");
-        wait_until(TIMEOUT, "the connection to park", || handle.stats().parked == 1);
-        for round in 0..3 {
-            let mut burst: String = (0..14).map(|n| format!("l{n}\n")).collect();
-            burst.push('x');
-            client.get_mut().write_all(burst.as_bytes()).unwrap();
-            thread::sleep(Duration::from_millis(100));
-            client.get_mut().write_all(b"y\n").unwrap();
-            for n in 0..15 {
-                let mut reply = String::new();
-                client.read_line(&mut reply).unwrap_or_else(|e| panic!("round {round}, reply {n}: {e}"));
-            }
-            wait_until(TIMEOUT, "the connection to park, with no exchange running", || {
-                let stats = handle.stats();
-                (stats.parked, stats.active) == (1, 0)
-            });
+    rounds_leave_no_worker_waiting("park-turn-end", |client, round| {
+        let mut burst: String = (0..14).map(|n| format!("l{n}\n")).collect();
+        burst.push('x');
+        client.get_mut().write_all(burst.as_bytes()).unwrap();
+        thread::sleep(Duration::from_millis(100));
+        client.get_mut().write_all(b"y\n").unwrap();
+        for n in 0..15 {
+            let mut reply = String::new();
+            client.read_line(&mut reply).unwrap_or_else(|e| panic!("round {round}, reply {n}: {e}"));
         }
-        stop(&server, serve);
     });
 }
 

@@ -29,11 +29,45 @@ mod imp;
 #[cfg(not(any(unix, windows)))]
 compile_error!("socketserver supports Unix (Linux, macOS, the BSDs) and Windows");
 
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) use imp::EndWatch;
 pub(crate) use imp::{
     accepted, as_raw_socket, classify_accept_error, is_shut_down_for_reading, recv_from_udp, recv_nonblocking,
-    refuse_new_connections, send_nonblocking, set_reuse_address, set_reuse_port, BorrowedSocket, EndWatch, RawSocket,
+    refuse_new_connections, send_nonblocking, set_reuse_address, set_reuse_port, BorrowedSocket, RawSocket,
     CHEAP_READ_WITHOUT_WAITING,
 };
+
+/// Where no end watch can be made, none exists: parked connections are armed again
+/// (oneshot) each time they park, and need no separate watch of their ends. Windows:
+/// IOCP, through `polling`, has no edge-triggered mode. macOS and the BSDs: `kqueue`'s
+/// `EV_CLEAR` and `EV_EOF` would allow edge-triggered parking there too; it is not run in
+/// this crate's tests.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[derive(Debug)]
+pub(crate) enum EndWatch {}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+impl EndWatch {
+    pub(crate) fn new() -> std::io::Result<EndWatch> {
+        Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "parked connections are armed at each park here"))
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedSocket<'_> {
+        match *self {}
+    }
+
+    pub(crate) fn add(&self, _: &socket2::SockRef<'_>, _: usize) -> std::io::Result<()> {
+        match *self {}
+    }
+
+    pub(crate) fn delete(&self, _: &socket2::SockRef<'_>) {
+        match *self {}
+    }
+
+    pub(crate) fn drain(&self, _: &mut Vec<usize>) {
+        match *self {}
+    }
+}
 #[cfg(unix)]
 pub(crate) use imp::{is_wrong_socket_type, MAX_UNIX_PATH};
 

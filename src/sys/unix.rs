@@ -130,36 +130,6 @@ impl EndWatch {
     }
 }
 
-/// macOS and the BSDs: parked connections are armed again (oneshot) at each park, and
-/// need no separate watch of their ends. (`kqueue`'s `EV_CLEAR` and `EV_EOF` would allow
-/// edge-triggered parking there too; it is not run in this crate's tests.)
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-#[derive(Debug)]
-pub(crate) enum EndWatch {}
-
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-impl EndWatch {
-    pub(crate) fn new() -> io::Result<EndWatch> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "parked connections are armed at each park here"))
-    }
-
-    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        match *self {}
-    }
-
-    pub(crate) fn add(&self, _: &SockRef<'_>, _: usize) -> io::Result<()> {
-        match *self {}
-    }
-
-    pub(crate) fn delete(&self, _: &SockRef<'_>) {
-        match *self {}
-    }
-
-    pub(crate) fn drain(&self, _: &mut Vec<usize>) {
-        match *self {}
-    }
-}
-
 /// Reads without waiting, leaving the socket blocking: `recv(2)` with `MSG_DONTWAIT`.
 pub(crate) fn recv_nonblocking(socket: &SockRef<'_>, buf: &mut [u8]) -> io::Result<usize> {
     use rustix::net::{recv, RecvFlags};

@@ -81,33 +81,6 @@ fn without_waiting<T>(socket: &SockRef<'_>, call: impl FnOnce(&socket2::Socket) 
 /// worth trying after each exchange; the poller says when bytes are there.
 pub(crate) const CHEAP_READ_WITHOUT_WAITING: bool = false;
 
-/// IOCP, through `polling`, has no edge-triggered mode: a parked connection is armed
-/// again (oneshot) each time it parks, and needs no separate watch of its end.
-#[derive(Debug)]
-pub(crate) enum EndWatch {}
-
-impl EndWatch {
-    pub(crate) fn new() -> io::Result<EndWatch> {
-        Err(io::Error::new(io::ErrorKind::Unsupported, "parked connections are armed at each park here"))
-    }
-
-    pub(crate) fn fd(&self) -> std::os::windows::io::BorrowedSocket<'_> {
-        match *self {}
-    }
-
-    pub(crate) fn add(&self, _: &SockRef<'_>, _: usize) -> io::Result<()> {
-        match *self {}
-    }
-
-    pub(crate) fn delete(&self, _: &SockRef<'_>) {
-        match *self {}
-    }
-
-    pub(crate) fn drain(&self, _: &mut Vec<usize>) {
-        match *self {}
-    }
-}
-
 /// Reads what has arrived, without waiting.
 pub(crate) fn recv_nonblocking(socket: &SockRef<'_>, buf: &mut [u8]) -> io::Result<usize> {
     use std::io::Read;
