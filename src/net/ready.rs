@@ -23,11 +23,12 @@ use std::io;
 use std::sync::Arc;
 use std::time::Instant;
 
+use parking_lot::Mutex;
 use polling::{AsSource, Event, Events, PollMode, Poller};
 use socket2::SockRef;
 
 use super::{Connection, Endpoint};
-use crate::sys::EndWatch;
+use crate::sys::{self, EndWatch};
 
 /// The key of the server socket in a poller; a registered connection's is its key + 1.
 const SOCKET: usize = 0;
@@ -40,6 +41,11 @@ pub(crate) struct Station<P> {
     /// Where parked TCP connections' ends and urgent data are reported, if the platform
     /// has one: then parked TCP connections are watched edge-triggered.
     ends: Option<Arc<EndWatch>>,
+    /// Whether a loop is in (or entering) its wait, where an arm can be missed by a
+    /// wait that begins as it is made (`sys::ARM_MAY_MISS_A_STARTING_WAIT`, Windows).
+    /// A lock, not an atomic flag: an arm that finds it unset was queued before the
+    /// next wait sets it, and so before that wait begins and starts what is queued.
+    waiting: Mutex<bool>,
     state: P,
 }
 
@@ -96,7 +102,12 @@ impl<P> Station<P> {
         let socket = connection.sock().expect("a registered connection has a socket");
         let event = if writable { Event::writable(key + 1) } else { Event::readable(key + 1) };
         let mode = if edge { PollMode::Edge } else { PollMode::Oneshot };
-        self.poller.modify_with_mode(&*socket, event, mode)
+        self.poller.modify_with_mode(&*socket, event, mode)?;
+        if sys::ARM_MAY_MISS_A_STARTING_WAIT && *self.waiting.lock() {
+            // The wait may have begun without this arm: it ends, and the next starts it.
+            self.wake();
+        }
+        Ok(())
     }
 }
 
@@ -202,7 +213,7 @@ impl<P: Default> Station<P> {
                 .and_then(|()| poller.modify_with_mode(ends.fd(), Event::readable(ENDS), PollMode::Level))
                 .is_ok()
         });
-        Ok(Arc::new(Station { poller, ends: ends.map(Arc::new), state: P::default() }))
+        Ok(Arc::new(Station { poller, ends: ends.map(Arc::new), waiting: Mutex::new(false), state: P::default() }))
     }
 }
 
@@ -214,7 +225,13 @@ impl<P> Station<P> {
             .sock()
             .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "an in-memory socket cannot serve"))?;
         add(&self.poller, &*socket, SOCKET, PollMode::Oneshot)?;
-        Ok(Readiness { poller: &self.poller, ends: self.ends.as_deref(), events: Events::new(), socket })
+        Ok(Readiness {
+            poller: &self.poller,
+            ends: self.ends.as_deref(),
+            waiting: &self.waiting,
+            events: Events::new(),
+            socket,
+        })
     }
 
     /// A waker that makes the poller's wait (running now or next) return, then calls
@@ -229,6 +246,8 @@ impl<P> Station<P> {
 pub(crate) struct Readiness<'a> {
     poller: &'a Poller,
     ends: Option<&'a EndWatch>,
+    /// The station's [`Station::waiting`].
+    waiting: &'a Mutex<bool>,
     events: Events,
     socket: SockRef<'a>,
 }
@@ -283,10 +302,17 @@ impl Readiness<'_> {
         let interest = if listen { Event::readable(SOCKET) } else { Event::none(SOCKET) };
         self.poller.modify(&*self.socket, interest)?;
         self.events.clear();
-        match deadline {
-            Some(deadline) => self.poller.wait_deadline(&mut self.events, deadline)?,
-            None => self.poller.wait(&mut self.events, None)?,
+        if sys::ARM_MAY_MISS_A_STARTING_WAIT {
+            *self.waiting.lock() = true;
+        }
+        let waited = match deadline {
+            Some(deadline) => self.poller.wait_deadline(&mut self.events, deadline),
+            None => self.poller.wait(&mut self.events, None),
         };
+        if sys::ARM_MAY_MISS_A_STARTING_WAIT {
+            *self.waiting.lock() = false;
+        }
+        waited?;
         let mut socket = false;
         for event in self.events.iter() {
             match event.key {
@@ -501,10 +527,69 @@ fn add(poller: &Poller, socket: impl polling::AsRawSource, key: usize, mode: Pol
 #[cfg(test)]
 mod tests {
     use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::thread;
     use std::time::Duration;
 
     use super::*;
     use crate::net::tcp_pair;
+
+    /// Arms made on other threads just as the serve loop begins to wait are reported
+    /// (pool workers or request threads park their connections while the loop in the
+    /// poller goes back to its wait). Each round, more threads than cores arm one socket
+    /// each, every socket with a byte unread, so each arm must end a wait; a thread
+    /// descheduled in the middle of its arm as the wait begins is what the test is
+    /// after. (On Windows, `polling` missed such an arm now and then, and the wait
+    /// blocked without it: `sys::ARM_MAY_MISS_A_STARTING_WAIT`.)
+    #[test]
+    fn arms_made_as_the_loop_begins_to_wait_are_reported() {
+        const ROUNDS: usize = 300;
+        const ARMING: usize = 8;
+        let station = Station::<()>::new().unwrap();
+        let endpoint = Endpoint::Tcp(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+        // The round the loop waits in; the arming threads spin on it (yielding), so that
+        // no wake-up of theirs comes between the loop's turn and the arms.
+        let round = Arc::new(AtomicUsize::new(0));
+        let mut kept = Vec::new();
+        let arming: Vec<_> = (0..ARMING)
+            .map(|key| {
+                let (server, mut client) = tcp_pair();
+                client.write_all(b"x").unwrap();
+                let connection = Arc::new(Connection::Tcp(server));
+                kept.push((client, station.register(key, &connection).unwrap().expect("a socket")));
+                let (station, round) = (station.clone(), round.clone());
+                thread::spawn(move || {
+                    let mut armed = 0;
+                    while armed < ROUNDS {
+                        let now = round.load(Ordering::SeqCst);
+                        if now == armed {
+                            thread::yield_now();
+                            continue;
+                        }
+                        armed = now;
+                        station.arm(&connection, key, false, false).unwrap();
+                    }
+                })
+            })
+            .collect();
+        let mut readiness = station.readiness(&endpoint).unwrap();
+        for n in 1..=ROUNDS {
+            round.store(n, Ordering::SeqCst);
+            let mut reported = Vec::new();
+            // Each socket is reported once per round; a wait may also end with nothing
+            // reported (a wake): it waits again.
+            while reported.len() < ARMING {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                readiness.wait(Some(deadline), false, &mut reported).unwrap();
+                assert!(Instant::now() < deadline, "round {n}: arms never reported, {reported:?} were");
+            }
+            reported.sort_unstable();
+            assert_eq!(reported, (0..ARMING).collect::<Vec<_>>(), "round {n}");
+        }
+        for thread in arming {
+            thread.join().unwrap();
+        }
+    }
 
     #[test]
     fn waiting_for_room_ends_when_the_peer_reads_or_at_the_deadline() {

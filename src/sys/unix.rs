@@ -55,6 +55,10 @@ pub(crate) fn is_shut_down_for_reading(_: &SockRef<'_>) -> bool {
 /// after each exchange before parking.
 pub(crate) const CHEAP_READ_WITHOUT_WAITING: bool = true;
 
+/// epoll and kqueue take an arm in the kernel, whichever thread makes it and whenever
+/// the wait begins: a wait that begins as it is made sees it.
+pub(crate) const ARM_MAY_MISS_A_STARTING_WAIT: bool = false;
+
 /// Where the end of a parked TCP connection's stream (the client's FIN, or a reset), or
 /// its urgent data, is reported apart from its bytes (Linux): an epoll instance of its
 /// own that watches its sockets for `EPOLLRDHUP` and `EPOLLPRI` alone, edge-triggered,

@@ -81,6 +81,16 @@ fn without_waiting<T>(socket: &SockRef<'_>, call: impl FnOnce(&socket2::Socket) 
 /// worth trying after each exchange; the poller says when bytes are there.
 pub(crate) const CHEAP_READ_WITHOUT_WAITING: bool = false;
 
+/// `polling`'s IOCP backend starts an arm's AFD poll at once only if a wait is under
+/// way; otherwise it queues the arm for the next wait to start, before it blocks. It
+/// asks whether a wait is under way, then queues, and a wait that begins between the two
+/// takes the queue before the arm is in it, and blocks without it (polling 3.11,
+/// `Poller::update_packet`; mio queues first and asks after). A connection parked on one
+/// thread as the serve loop went back to its wait on another then waited, unreported,
+/// for the next event of any kind. So an arm made while a wait may be under way wakes
+/// it (`net::Station::arm`); the wait starts the queued arm as it begins again.
+pub(crate) const ARM_MAY_MISS_A_STARTING_WAIT: bool = true;
+
 /// Reads what has arrived, without waiting.
 pub(crate) fn recv_nonblocking(socket: &SockRef<'_>, buf: &mut [u8]) -> io::Result<usize> {
     use std::io::Read;
