@@ -704,8 +704,9 @@ fn message_after_a_short_read<S: Read + Write>(
 const SHORT_READ_IDLE: Duration = Duration::from_secs(4);
 
 /// TCP urgent data: the server's read stops at its mark, short, with the bytes after it
-/// queued (the poller reports them apart: `sys::EndWatch` watches `EPOLLPRI`). It failed
-/// with the end watch watching the end of stream alone.
+/// queued (the poller's event says `EPOLLPRI`, and the connection's next park arms it:
+/// `net::Reported::urgent`). It failed with the end watch watching the end of stream
+/// alone, and again with that flag ignored.
 #[test]
 fn a_message_after_urgent_data_is_answered_at_once() {
     bounded(LIMIT, || {

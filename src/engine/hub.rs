@@ -173,7 +173,7 @@ mod tests {
 
     use super::*;
     use crate::handle::{Control, ServerHandle};
-    use crate::net::{tcp_pair, test_client, Connection};
+    use crate::net::{tcp_pair, test_client, Connection, Reported};
     use crate::request::StreamRequest;
 
     const LIMIT: Duration = Duration::from_secs(10);
@@ -284,10 +284,10 @@ mod tests {
             "watched, nothing reported meanwhile: no arm"
         );
         let mut took = 0;
-        lot.take_each([key], |_| took += 1);
+        lot.take_each([Reported::plain(key)], |_| took += 1);
         assert_eq!(took, 1, "an event for a parked connection takes it out");
         // Its next bytes arrive while it runs: the event finds it running.
-        lot.take_each([key], |_| took += 1);
+        lot.take_each([Reported::plain(key)], |_| took += 1);
         assert_eq!(took, 1, "a running connection is not taken twice");
         let running = parked(&control, "c");
         assert!(
@@ -300,7 +300,7 @@ mod tests {
         let gone = lot.take(key).expect("parked");
         drop(gone);
         lot.release(key);
-        lot.take_each([key], |_| took += 1);
+        lot.take_each([Reported::plain(key)], |_| took += 1);
         let next = lot.allocate();
         assert!(
             !lot.park(next, parked(&control, "d"), true, None).ok().expect("open").arm,
@@ -324,7 +324,7 @@ mod tests {
         lot.park(key, running, true, Some(&arm_ok)).ok().expect("open");
         assert_eq!(arms.get(), 1, "watched and nothing reported: no arm");
         let running = lot.take(key).expect("parked");
-        lot.take_each([key], |_| unreachable!("it runs"));
+        lot.take_each([Reported::plain(key)], |_| unreachable!("it runs"));
         let broken = || Err(io::Error::other("modify failed"));
         match lot.park(key, running, true, Some(&broken)) {
             Err((_, Some(e))) => assert_eq!(e.to_string(), "modify failed"),

@@ -32,6 +32,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 
 use crate::handle::Ticket;
+use crate::net::Reported;
 use crate::request::StreamRequest;
 
 /// The bits of a key that number the place; the rest count its reuses, so that an
@@ -217,12 +218,20 @@ impl Lot {
     /// Takes out the connections of one wait's events that are still parked, under one
     /// lock (one wait reports hundreds of connections at a time under load, and every
     /// loop that parks takes the same lock). An event for a connection that runs is
-    /// noted for its next park.
-    pub(crate) fn take_each(&self, keys: impl IntoIterator<Item = usize>, mut f: impl FnMut(Parked)) {
+    /// noted for its next park, and so is urgent data for one taken out (its next park
+    /// arms: [`Reported::urgent`]).
+    pub(crate) fn take_each(&self, reported: impl IntoIterator<Item = Reported>, mut f: impl FnMut(Parked)) {
         let mut places = self.0.lock();
-        for key in keys {
+        for Reported { key, urgent } in reported {
             match places.unpark(key) {
-                Some(parked) => f(parked),
+                Some(parked) => {
+                    if urgent {
+                        if let Some(entry) = places.entry(key) {
+                            entry.woken = true;
+                        }
+                    }
+                    f(parked)
+                }
                 None => {
                     if let Some(entry) = places.entry(key).filter(|entry| matches!(entry.place, Place::Active)) {
                         entry.woken = true;

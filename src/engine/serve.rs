@@ -60,7 +60,7 @@ struct Lead<'a> {
     readable: bool,
     empty_wakes: u32,
     empty_backoff: Option<Duration>,
-    reported: Vec<usize>,
+    reported: Vec<crate::net::Reported>,
 }
 
 /// Gives up the lead when dropped (on every path out of a lead, a panic included), with

@@ -21,7 +21,7 @@ pub(crate) use double::{test_client, DatagramDouble, StreamDouble};
 pub use double::{InMemory, InMemoryDatagram};
 pub(crate) use endpoint::{Endpoint, Incoming};
 pub(crate) use ready::{
-    wait_each_readable, wait_readable, wait_writable, Readiness, Registration, Station, Waker, Watch,
+    wait_each_readable, wait_readable, wait_writable, Readiness, Registration, Reported, Station, Waker, Watch,
 };
 #[cfg(unix)]
 pub(crate) use unix_path::bind_path;

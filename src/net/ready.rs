@@ -7,8 +7,8 @@
 //! that parks between two exchanges is put in it too ([`Station::register`]). Sockets are
 //! watched in oneshot mode (one event, then nothing until armed again, so an event goes
 //! to one thread), except parked TCP connections where the platform can report the end
-//! of a stream and urgent data apart from the bytes (`crate::sys::EndWatch`, Linux):
-//! those stay watched edge-triggered, each arrival of bytes is one event, and a
+//! of a stream apart from the bytes (`crate::sys::EndWatch`, Linux): those stay watched
+//! edge-triggered, each arrival of bytes is one event, and a
 //! connection that parks again with its socket drained needs no system call
 //! ([`Registration::watches`]).
 //!
@@ -38,8 +38,8 @@ const ENDS: usize = usize::MAX - 1;
 /// A poller and what its serve loop keeps beside it (`P`), lent to one loop at a time.
 pub(crate) struct Station<P> {
     poller: Arc<Poller>,
-    /// Where parked TCP connections' ends and urgent data are reported, if the platform
-    /// has one: then parked TCP connections are watched edge-triggered.
+    /// Where parked TCP connections' ends are reported, if the platform has one: then
+    /// parked TCP connections are watched edge-triggered.
     ends: Option<Arc<EndWatch>>,
     /// Whether a loop is in (or entering) its wait, where an arm can be missed by a
     /// wait that begins as it is made (`sys::ARM_MAY_MISS_A_STARTING_WAIT`, Windows).
@@ -169,10 +169,11 @@ impl Registration {
     /// socket past the reader only takes bytes: it cannot leave any unreported.)
     ///
     /// A short read cannot say whether the client's end of stream came with its last
-    /// bytes, reported in the same event, nor whether it stopped at urgent data's mark
-    /// with bytes still queued: the first park without arming puts the socket in the
-    /// [`EndWatch`] too, which reports both apart (at once, if they came already). If
-    /// that fails, the park arms.
+    /// bytes, reported in the same event: the first park without arming puts the socket
+    /// in the [`EndWatch`] too, which reports the end apart (at once, if it came
+    /// already). If that fails, the park arms. Nor can it say whether it stopped at urgent
+    /// data's mark with bytes still queued: the event says that ([`Reported::urgent`]),
+    /// and the lot makes that park arm.
     pub(crate) fn watches(&mut self, writable: bool, drained: bool) -> bool {
         let Some(ends) = &self.ends else { return false };
         let same = self.watching == Some(writable);
@@ -252,6 +253,26 @@ pub(crate) struct Readiness<'a> {
     socket: SockRef<'a>,
 }
 
+/// A registered connection that a wait reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Reported {
+    /// Its key ([`Station::register`]).
+    pub(crate) key: usize,
+    /// TCP urgent data (`MSG_OOB`) waits to be read, or did when the wait returned. A
+    /// read stops short at its mark with the bytes after it still queued, so a short
+    /// read does not prove the socket drained: the connection's next park arms it again
+    /// ([`Registration::watches`]). Edge-triggered, the bytes after the mark would
+    /// otherwise wait, unreported, for the next arrival or the idle timeout's look.
+    pub(crate) urgent: bool,
+}
+
+impl Reported {
+    /// A connection reported for its bytes or its end, with no urgent data.
+    pub(crate) fn plain(key: usize) -> Reported {
+        Reported { key, urgent: false }
+    }
+}
+
 /// Wakes whoever waits for the server, from any thread; a wake before the wait makes
 /// the next wait return at once.
 #[derive(Clone)]
@@ -291,13 +312,13 @@ impl Readiness<'_> {
     /// Waits until the server socket is readable (when `listen`; a loop at its
     /// connection limit, or backing off, waits for its parked connections alone), a
     /// registered connection is, the waker fires, or `deadline` passes. Returns whether
-    /// the socket was reported readable, and puts the keys of the connections reported
-    /// in `connections`.
+    /// the socket was reported readable, and puts the connections reported in
+    /// `connections`.
     pub(crate) fn wait(
         &mut self,
         deadline: Option<Instant>,
         listen: bool,
-        connections: &mut Vec<usize>,
+        connections: &mut Vec<Reported>,
     ) -> io::Result<bool> {
         let interest = if listen { Event::readable(SOCKET) } else { Event::none(SOCKET) };
         self.poller.modify(&*self.socket, interest)?;
@@ -320,10 +341,11 @@ impl Readiness<'_> {
                 // Connections whose end came: reported as readable (the read finds it).
                 ENDS => {
                     if let Some(ends) = self.ends {
-                        ends.drain(connections);
+                        ends.drain(|key| connections.push(Reported::plain(key)));
                     }
                 }
-                key => connections.push(key - 1),
+                // Urgent data waits: the poller says so with its bytes (`EPOLLPRI`).
+                key => connections.push(Reported { key: key - 1, urgent: event.is_priority() }),
             }
         }
         Ok(socket)
@@ -583,8 +605,9 @@ mod tests {
                 readiness.wait(Some(deadline), false, &mut reported).unwrap();
                 assert!(Instant::now() < deadline, "round {n}: arms never reported, {reported:?} were");
             }
-            reported.sort_unstable();
-            assert_eq!(reported, (0..ARMING).collect::<Vec<_>>(), "round {n}");
+            let mut keys: Vec<_> = reported.iter().map(|reported| reported.key).collect();
+            keys.sort_unstable();
+            assert_eq!(keys, (0..ARMING).collect::<Vec<_>>(), "round {n}");
         }
         for thread in arming {
             thread.join().unwrap();

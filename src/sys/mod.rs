@@ -16,7 +16,7 @@
 //! | `send_nonblocking(socket, buf)` | writes what a blocking stream socket takes now (`WouldBlock` when its buffer is full): `send(MSG_DONTWAIT)` on Unix (with `MSG_NOSIGNAL` where there is one); on Windows the socket is made non-blocking for the write |
 //! | `CHEAP_READ_WITHOUT_WAITING` | whether that read costs one system call (Unix: true; Windows: false, three), so the engine tries one after each exchange before parking |
 //! | `ARM_MAY_MISS_A_STARTING_WAIT` | whether an arm made on one thread can be missed by a wait that another thread begins at that moment, so that the arm must wake the wait (Windows: true, `polling`'s IOCP backend defers such an arm to the next wait; epoll and kqueue take it in the kernel: false) |
-//! | `EndWatch` | where the end of a parked TCP connection's stream, and its urgent data, are reported apart from its bytes, so that parked TCP connections can stay in the poller edge-triggered and park again with no system call (Linux: an epoll instance watching `EPOLLRDHUP` and `EPOLLPRI`; Unix streams are armed at each park, see `net::Station::register`); elsewhere none can be made, and parked connections are armed again, oneshot, at each park (Windows has no edge-triggered mode; on macOS and the BSDs it is not tested) |
+//! | `EndWatch` | where the end of a parked TCP connection's stream is reported apart from its bytes, so that parked TCP connections can stay in the poller edge-triggered and park again with no system call (Linux: an epoll instance watching `EPOLLRDHUP`; urgent data, whose mark stops a read short, the server's poller reports itself with `EPOLLPRI`, see `net::Reported`; Unix streams are armed at each park, see `net::Station::register`); elsewhere none can be made, and parked connections are armed again, oneshot, at each park (Windows has no edge-triggered mode; on macOS and the BSDs it is not tested) |
 //! | `recv_nonblocking(socket, buf)` | reads what a blocking stream socket has, without waiting (`WouldBlock` when nothing): one `recv(MSG_DONTWAIT)` on Unix; on Windows, which has no such flag, the socket is made non-blocking for the read |
 //! | `refuse_new_connections(socket)` | at a shutdown, makes a socket the server bound refuse new connections at once, before the serve loops let go of it: Linux does (`shutdown(SHUT_RD)` on a listener resets new connections); elsewhere nothing, and the socket refuses when it closes, once the loops return |
 //! | `is_wrong_socket_type(e)` | (Unix) a connect failed because the socket at a path is of the other type (`EPROTOTYPE`) |
@@ -65,7 +65,7 @@ impl EndWatch {
         match *self {}
     }
 
-    pub(crate) fn drain(&self, _: &mut Vec<usize>) {
+    pub(crate) fn drain(&self, _: impl FnMut(usize)) {
         match *self {}
     }
 }

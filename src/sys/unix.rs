@@ -59,28 +59,30 @@ pub(crate) const CHEAP_READ_WITHOUT_WAITING: bool = true;
 /// the wait begins: a wait that begins as it is made sees it.
 pub(crate) const ARM_MAY_MISS_A_STARTING_WAIT: bool = false;
 
-/// Where the end of a parked TCP connection's stream (the client's FIN, or a reset), or
-/// its urgent data, is reported apart from its bytes (Linux): an epoll instance of its
-/// own that watches its sockets for `EPOLLRDHUP` and `EPOLLPRI` alone, edge-triggered,
-/// and is itself watched by the server's poller.
+/// Where the end of a parked TCP connection's stream (the client's FIN, or a reset) is
+/// reported apart from its bytes (Linux): an epoll instance of its own that watches its
+/// sockets for `EPOLLRDHUP` alone, edge-triggered, and is itself watched by the server's
+/// poller.
 ///
 /// Why: the server's poller watches parked TCP connections edge-triggered, so that one
 /// that parks again costs no system call; it reports what *arrives*, and a read that
-/// returns fewer bytes than it asked for is taken to have drained the socket. Two things
-/// can come in the same event as the bytes and break that: the client's end of stream
-/// (the read took all the bytes, but cannot say whether the end came after them: the
-/// connection would wait for its idle timeout instead of ending), and urgent data
-/// (`MSG_OOB`: the read stops at its mark, short, with the bytes after it still queued).
-/// `EPOLLRDHUP` and `EPOLLPRI` say them, reported here a second time, so that a
-/// connection that runs when they come is armed again as it parks (the lot notes the
-/// report). `polling` does not give `EPOLLRDHUP` (tokio keeps the same "read closed"
-/// state, from mio's `EPOLLRDHUP`). The hot path pays no system call for it: one
-/// `epoll_ctl` adds a connection the first time it parks again without arming, one
-/// removes it when it closes. Each arrival of bytes costs a look in the kernel: bytes are
-/// signalled with `EPOLLPRI` among their flags, which queues the socket here, and the
-/// server's next wait polls it a second time and finds neither (about 3 % of a busy
-/// server's time; `bench/results/engine-19.md` names `TCP_INQ` as the way to drop this
-/// watch).
+/// returns fewer bytes than it asked for is taken to have drained the socket. The
+/// client's end of stream can come in the same event as its last bytes and break that:
+/// the read took all the bytes, but cannot say whether the end came after them, and the
+/// connection would wait for its idle timeout instead of ending. `EPOLLRDHUP` says it,
+/// reported here a second time, so that a connection that runs when it comes is armed
+/// again as it parks (the lot notes the report). `polling` does not give `EPOLLRDHUP`
+/// (tokio keeps the same "read closed" state, from mio's `EPOLLRDHUP`). The hot path pays
+/// no system call for it: one `epoll_ctl` adds a connection the first time it parks again
+/// without arming, one removes it when it closes; and an arrival of bytes, signalled
+/// with `EPOLLIN | EPOLLPRI | ...` but not `EPOLLRDHUP`, does not touch this instance.
+///
+/// Urgent data (`MSG_OOB`, whose mark stops a read short with the bytes after it still
+/// queued) is not watched here: the server's poller reports it with the bytes
+/// (`EPOLLPRI`, `net::Reported::urgent`). It was, until a profile showed what it cost:
+/// every arrival of bytes carries `EPOLLPRI` among its flags, so each queued the socket
+/// here, and the server's next wait polled it a second time to find nothing (3.5 % of a
+/// busy server's samples).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[derive(Debug)]
 pub(crate) struct EndWatch(std::os::fd::OwnedFd);
@@ -97,16 +99,10 @@ impl EndWatch {
         self.0.as_fd()
     }
 
-    /// Watches `socket`'s end and urgent data under `key`. What came already is reported
-    /// at once.
+    /// Watches `socket`'s end under `key`. What came already is reported at once.
     pub(crate) fn add(&self, socket: &SockRef<'_>, key: usize) -> io::Result<()> {
         use rustix::event::epoll::{self, EventData, EventFlags};
-        Ok(epoll::add(
-            &self.0,
-            &**socket,
-            EventData::new_u64(key as u64),
-            EventFlags::RDHUP | EventFlags::PRI | EventFlags::ET,
-        )?)
+        Ok(epoll::add(&self.0, &**socket, EventData::new_u64(key as u64), EventFlags::RDHUP | EventFlags::ET)?)
     }
 
     /// Stops watching `socket` (before it closes).
@@ -114,9 +110,9 @@ impl EndWatch {
         let _ = rustix::event::epoll::delete(&self.0, &**socket);
     }
 
-    /// Takes the keys of the connections whose end was reported since the last call,
-    /// without waiting.
-    pub(crate) fn drain(&self, keys: &mut Vec<usize>) {
+    /// Gives `each` the key of each connection whose end was reported since the last
+    /// call, without waiting.
+    pub(crate) fn drain(&self, mut each: impl FnMut(usize)) {
         use rustix::event::epoll;
         const BATCH: usize = 64;
         let zero = rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 };
@@ -126,7 +122,7 @@ impl EndWatch {
             if epoll::wait(&self.0, rustix::buffer::spare_capacity(&mut events), Some(&zero)).is_err() {
                 return;
             }
-            keys.extend(events.iter().map(|event| event.data.u64() as usize));
+            events.iter().for_each(|event| each(event.data.u64() as usize));
             if events.len() < BATCH {
                 return;
             }
