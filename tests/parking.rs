@@ -1097,3 +1097,56 @@ fn a_silent_new_connection_holds_a_stop_no_longer_than_the_grace() {
         }
     });
 }
+
+/// The documented limit of urgent data (`StreamRequest::connection`): a handler that
+/// reads the urgent byte itself, out of band, hides it from the poller, and the message
+/// after the mark is served by the idle timeout's look: late, but served, not lost.
+#[test]
+fn a_message_after_urgent_data_the_handler_read_out_of_band_is_served_by_the_idle_look() {
+    const IDLE: Duration = Duration::from_secs(1);
+    bounded(LIMIT, || {
+        let gate = Gate::new();
+        let held = gate.clone();
+        let server = Arc::new(
+            TcpServer::builder("127.0.0.1:0")
+                .dispatch(Pool::new(1))
+                .idle_timeout(Some(IDLE))
+                .bind(move |req: &mut StreamRequest| -> HandlerResult {
+                    let mut line = String::new();
+                    if req.reader().read_line(&mut line)? == 0 {
+                        return Ok(());
+                    }
+                    if line == "slow\n" {
+                        held.pass("slow")?;
+                        let tcp = req.connection().as_tcp().expect("a TCP connection");
+                        let mut byte = [std::mem::MaybeUninit::uninit(); 1];
+                        assert_eq!(socket2::SockRef::from(tcp).recv_out_of_band(&mut byte)?, 1);
+                    }
+                    req.writer().write_all(line.to_uppercase().as_bytes())?;
+                    req.park();
+                    Ok(())
+                })
+                .unwrap(),
+        );
+        let serve = serve_started(&server, "oob-handler");
+        let mut client = BufReader::new(connect(server.local_addr()));
+        let handle = server.handle();
+        for line in ["a1\n", "a2\n", "a3\n"] {
+            assert_eq!(ask(&mut client, line), line.to_uppercase());
+        }
+        wait_until(TIMEOUT, "parked", || handle.stats().parked == 1);
+        let control = gate.control();
+        client.get_mut().write_all(b"slow\n").unwrap();
+        control.expect_arrival("slow");
+        socket2::SockRef::from(client.get_ref()).send_out_of_band(b"b\n!").unwrap();
+        client.get_mut().write_all(b"c\n").unwrap();
+        thread::sleep(NEGATIVE_WAIT);
+        control.release(1);
+        for want in ["SLOW\n", "B\n", "C\n"] {
+            let mut reply = String::new();
+            client.read_line(&mut reply).unwrap();
+            assert_eq!(reply, want);
+        }
+        stop(&server, serve);
+    });
+}

@@ -309,6 +309,24 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_reported_with_urgent_data_is_armed_again_at_its_next_park_only() {
+        let control = Arc::new(Control::detached(test_client()));
+        let lot = Lot::default();
+        let key = lot.allocate();
+        lot.park(key, parked(&control, "c"), false, None).ok().expect("open");
+        let mut taken = Vec::new();
+        lot.take_each([Reported { key, urgent: true }], |parked| taken.push(parked));
+        let running = taken.pop().expect("an event for a parked connection takes it out");
+        assert!(
+            lot.park(key, running, true, None).ok().expect("open").arm,
+            "urgent data: a short read may have stopped at its mark, so the park arms"
+        );
+        lot.take_each([Reported::plain(key)], |parked| taken.push(parked));
+        let running = taken.pop().expect("parked");
+        assert!(!lot.park(key, running, true, None).ok().expect("open").arm, "no urgent data since: no arm");
+    }
+
+    #[test]
     fn an_edge_triggered_arm_is_made_in_place_under_the_lot_lock_and_a_failed_one_takes_the_connection_back() {
         let control = Arc::new(Control::detached(test_client()));
         let lot = Lot::default();

@@ -94,7 +94,7 @@ impl<P> Station<P> {
     /// Asks the poller for the readiness of a connection registered under `key`: its
     /// next bytes, the end of the stream, or an error (or, `writable`, room to send).
     /// The poller looks at the socket as it arms it, so what is there already is
-    /// reported too. Oneshot, one event per arm; `edge` (the connection's
+    /// reported too (on Windows, as the next wait begins). Oneshot, one event per arm; `edge` (the connection's
     /// [`Registration::edge_triggered`]), an event for each arrival from now on. The
     /// caller holds the connection, so the socket is open while it is armed, even if the
     /// request has moved on meanwhile.
@@ -166,7 +166,8 @@ impl Registration {
     /// unread by a read that filled its buffer would wait for the next arrival, so
     /// without `drained`, or watched for the other direction, the park arms the socket
     /// again, and arming looks at what is there already. (A handler that reads the
-    /// socket past the reader only takes bytes: it cannot leave any unreported.)
+    /// socket past the reader only takes bytes: it cannot leave any unreported. Except
+    /// urgent data read out of band, `MSG_OOB`: see [`Reported::urgent`].)
     ///
     /// A short read cannot say whether the client's end of stream came with its last
     /// bytes, reported in the same event: the first park without arming puts the socket
@@ -262,7 +263,15 @@ pub(crate) struct Reported {
     /// read stops short at its mark with the bytes after it still queued, so a short
     /// read does not prove the socket drained: the connection's next park arms it again
     /// ([`Registration::watches`]). Edge-triggered, the bytes after the mark would
-    /// otherwise wait, unreported, for the next arrival or the idle timeout's look.
+    /// otherwise wait, unreported, for the next arrival or the idle timeout's look. It
+    /// costs a connection that receives urgent data an arm or two and a spurious wake per
+    /// urgent byte (Linux reports `EPOLLPRI` until a read passes the mark).
+    ///
+    /// The limit: a handler that reads the urgent byte itself, out of band (through
+    /// `StreamRequest::connection`), clears `EPOLLPRI` while the mark still stops the
+    /// next read short, and the message after the mark then waits for the idle
+    /// timeout's look (for ever without an idle timeout). Only `TCP_INQ` would tell it
+    /// from the read itself (`bench/results/engine-19.md`, seventh pass).
     pub(crate) urgent: bool,
 }
 

@@ -303,6 +303,11 @@ impl StreamRequest {
 
     /// The connection (Python's `request`), for timeouts, `TCP_NODELAY` and the like.
     /// Reading from it directly bypasses the reader's buffer.
+    ///
+    /// One limit (Linux, a parked TCP connection): a handler that reads TCP urgent data
+    /// itself, out of band (`MSG_OOB`), hides it from the server's poller, and a message
+    /// that follows the urgent byte is then served only at the idle timeout's look (never,
+    /// without an idle timeout). Urgent data the handler leaves alone is seen to.
     #[doc(alias = "request")]
     pub fn connection(&self) -> &Connection {
         &self.connection
