@@ -71,17 +71,17 @@ fn lines_server(mode: Mode) -> (Arc<Lines>, Arc<socketserver::Server<socketserve
     (handler, Arc::new(server))
 }
 
-/// A handler that answers each line in upper case and parks; `before` sees the line
-/// first (to pause on it, or hold it at a gate).
+/// A handler that answers each line in upper case and parks; `before` sees the request
+/// and the line first (to pause on it, hold it at a gate, or reach the socket itself).
 fn upper_lines(
-    before: impl Fn(&str) -> std::io::Result<()> + Send + Sync + 'static,
+    before: impl Fn(&mut StreamRequest, &str) -> std::io::Result<()> + Send + Sync + 'static,
 ) -> impl Fn(&mut StreamRequest) -> HandlerResult + Send + Sync + 'static {
     move |req: &mut StreamRequest| {
         let mut line = String::new();
         if req.reader().read_line(&mut line)? == 0 {
             return Ok(());
         }
-        before(&line)?;
+        before(req, &line)?;
         req.writer().write_all(line.to_uppercase().as_bytes())?;
         req.park();
         Ok(())
@@ -229,7 +229,7 @@ fn a_message_that_arrives_during_the_exchange_before_it_is_answered() {
     bounded(LIMIT, || {
         for framed in [false, true] {
             for mode in MODES {
-                let handler = upper_lines(|line| {
+                let handler = upper_lines(|_, line| {
                     if line == "slow\n" {
                         thread::sleep(Duration::from_millis(200));
                     }
@@ -269,8 +269,9 @@ fn rounds_leave_no_worker_waiting(
     round: impl Fn(&mut BufReader<std::net::TcpStream>, usize) + Send + 'static,
 ) {
     bounded(LIMIT, move || {
-        let server =
-            Arc::new(TcpServer::builder("127.0.0.1:0").dispatch(Pool::new(2)).bind(upper_lines(|_| Ok(()))).unwrap());
+        let server = Arc::new(
+            TcpServer::builder("127.0.0.1:0").dispatch(Pool::new(2)).bind(upper_lines(|_, _| Ok(()))).unwrap(),
+        );
         let serve = serve_started(&server, tag);
         let handle = server.handle();
         let mut client = BufReader::new(connect(server.local_addr()));
@@ -335,7 +336,7 @@ fn a_last_message_and_the_end_of_stream_sent_together_end_the_connection_at_once
                 let gate = Gate::new();
                 let held = gate.clone();
                 // `hold` keeps the loop that runs it busy until the test releases it.
-                let handler = upper_lines(move |line| match line {
+                let handler = upper_lines(move |_, line| match line {
                     "hold\n" => held.pass("hold"),
                     _ => Ok(()),
                 });
@@ -716,7 +717,7 @@ fn a_message_after_urgent_data_is_answered_at_once() {
             TcpServer::builder("127.0.0.1:0")
                 .dispatch(Pool::new(1))
                 .idle_timeout(Some(SHORT_READ_IDLE))
-                .bind(upper_lines(move |line| if line == "hold\n" { held.pass("hold") } else { Ok(()) }))
+                .bind(upper_lines(move |_, line| if line == "hold\n" { held.pass("hold") } else { Ok(()) }))
                 .unwrap(),
         );
         let serve = serve_started(&server, "oob");
@@ -754,7 +755,7 @@ fn a_message_after_one_that_carries_a_descriptor_is_answered_at_once() {
             socketserver::UnixStreamServer::builder(&path)
                 .dispatch(Pool::new(1))
                 .idle_timeout(Some(SHORT_READ_IDLE))
-                .bind(upper_lines(move |line| if line == "hold\n" { held.pass("hold") } else { Ok(()) }))
+                .bind(upper_lines(move |_, line| if line == "hold\n" { held.pass("hold") } else { Ok(()) }))
                 .unwrap(),
         );
         let serve = serve_started(&server, "scm");
@@ -1111,21 +1112,15 @@ fn a_message_after_urgent_data_the_handler_read_out_of_band_is_served_by_the_idl
             TcpServer::builder("127.0.0.1:0")
                 .dispatch(Pool::new(1))
                 .idle_timeout(Some(IDLE))
-                .bind(move |req: &mut StreamRequest| -> HandlerResult {
-                    let mut line = String::new();
-                    if req.reader().read_line(&mut line)? == 0 {
-                        return Ok(());
-                    }
+                .bind(upper_lines(move |req, line| {
                     if line == "slow\n" {
                         held.pass("slow")?;
                         let tcp = req.connection().as_tcp().expect("a TCP connection");
                         let mut byte = [std::mem::MaybeUninit::uninit(); 1];
                         assert_eq!(socket2::SockRef::from(tcp).recv_out_of_band(&mut byte)?, 1);
                     }
-                    req.writer().write_all(line.to_uppercase().as_bytes())?;
-                    req.park();
                     Ok(())
-                })
+                }))
                 .unwrap(),
         );
         let serve = serve_started(&server, "oob-handler");
