@@ -61,6 +61,9 @@ struct Turns {
     ready: VecDeque<Ready>,
     /// A loop waits in the poller, or is about to.
     leading: bool,
+    /// An empty buffer for the next leader's batch of events: the queue's own when a
+    /// batch became the queue whole (see [`Hub::unlead`]).
+    spare: Vec<Ready>,
     /// Loops waiting on `work`.
     followers: usize,
 }
@@ -70,10 +73,17 @@ pub(crate) enum Turn {
     /// Run this connection's exchange (or end).
     Run(Ready),
     /// Wait in the poller, and accept: this loop leads until it calls [`Hub::unlead`].
-    /// `work_waiting`: connections wait in the queue that this loop may not run yet.
-    Lead { work_waiting: bool },
+    Lead(Leadership),
     /// Woken with nothing to do (a shutdown, the timer): look at the server's state.
     Woken,
+}
+
+/// What a loop that takes the lead is handed.
+pub(crate) struct Leadership {
+    /// Connections wait in the queue that this loop may not run yet.
+    pub(crate) work_waiting: bool,
+    /// An empty buffer for what the poller reports, to give to [`Hub::unlead`].
+    pub(crate) batch: Vec<Ready>,
 }
 
 impl Hub {
@@ -100,7 +110,7 @@ impl Hub {
         }
         if !turns.leading {
             turns.leading = true;
-            return Turn::Lead { work_waiting: waiting };
+            return Turn::Lead(Leadership { work_waiting: waiting, batch: std::mem::take(&mut turns.spare) });
         }
         turns.followers += 1;
         match until {
@@ -120,9 +130,17 @@ impl Hub {
         if self.lot.is_closed() {
             return ready;
         }
-        let before = turns.ready.len();
-        turns.ready.extend(ready);
-        let wake = (turns.ready.len() - before).max(1).min(turns.followers);
+        let added = ready.len();
+        if turns.ready.is_empty() {
+            // The batch becomes the queue, and the queue's buffer the next batch's: no
+            // copy of a batch (hundreds of connections at a time under load), and no
+            // buffer grown again at each lead.
+            let empty = std::mem::replace(&mut turns.ready, VecDeque::from(ready));
+            turns.spare = Vec::from(empty);
+        } else {
+            turns.ready.extend(ready);
+        }
+        let wake = added.max(1).min(turns.followers);
         drop(turns);
         for _ in 0..wake {
             self.work.notify_one();
@@ -207,7 +225,7 @@ mod tests {
                     Turn::Woken if Instant::now() < until => continue,
                     Turn::Woken => return,
                     // Nobody else leads: give it back, as a loop that found nothing would.
-                    Turn::Lead { .. } => drop(hub.unlead(Vec::new())),
+                    Turn::Lead(_) => drop(hub.unlead(Vec::new())),
                 }
             }
         });
@@ -218,7 +236,7 @@ mod tests {
     fn one_loop_leads_and_the_work_it_finds_goes_to_the_free_followers() {
         let control = Arc::new(Control::detached(test_client()));
         let hub = Arc::new(Hub::default());
-        assert!(matches!(hub.turn(&|| true, None, &|| false), Turn::Lead { .. }), "the first free loop leads");
+        assert!(matches!(hub.turn(&|| true, None, &|| false), Turn::Lead(_)), "the first free loop leads");
         let (a, b) = (follower(&hub), follower(&hub));
         let late = hub.unlead(vec![Ready::Exchange(parked(&control, "one")), Ready::Exchange(parked(&control, "two"))]);
         assert!(late.is_empty());
@@ -233,7 +251,7 @@ mod tests {
         let hub = Hub::default();
         assert!(hub.requeue(Ready::Exchange(parked(&control, "queued"))).is_ok());
         assert!(
-            matches!(hub.turn(&|| false, None, &|| false), Turn::Lead { .. }),
+            matches!(hub.turn(&|| false, None, &|| false), Turn::Lead(_)),
             "at its limit, a loop waits in the poller"
         );
         let _ = hub.unlead(Vec::new());
@@ -253,7 +271,7 @@ mod tests {
         let (queued, parked_ones) = hub.close();
         assert_eq!((queued.len(), parked_ones.len()), (1, 1));
         assert!(hub.requeue(Ready::Exchange(parked(&control, "late"))).is_err(), "nothing queues once closed");
-        assert!(matches!(hub.turn(&|| true, None, &|| false), Turn::Lead { .. }));
+        assert!(matches!(hub.turn(&|| true, None, &|| false), Turn::Lead(_)));
         assert_eq!(hub.unlead(vec![Ready::End(parked(&control, "reported"))]).len(), 1, "given back to end");
     }
 

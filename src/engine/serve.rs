@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::hub::{Ready, Turn};
+use super::hub::{Leadership, Ready, Turn};
 use super::park::Parked;
 use super::run::Work;
 use super::Engine;
@@ -306,8 +306,8 @@ impl Engine {
                     self.run_ready(ready, inline);
                     true
                 }
-                Turn::Lead { work_waiting } => {
-                    let led = self.lead(endpoint, &mut lead.lock(), &mut buffer, timer, inline, work_waiting);
+                Turn::Lead(leadership) => {
+                    let led = self.lead(endpoint, &mut lead.lock(), &mut buffer, timer, inline, leadership);
                     match led {
                         Ok(Led::Received(incoming, slot)) => {
                             // The lead is given up: another free loop waits in the poller
@@ -353,9 +353,10 @@ impl Engine {
         buffer: &mut [u8],
         timer: Option<Instant>,
         inline: bool,
-        work_waiting: bool,
+        leadership: Leadership,
     ) -> Result<Led<'_>> {
-        let mut leading = Leading { engine: self, ready: Vec::new() };
+        let Leadership { work_waiting, batch } = leadership;
+        let mut leading = Leading { engine: self, ready: batch };
         // Work waits in the queue that this loop may not run yet (a thread per request at
         // its limit): the lead also waits for room, so that the exchange that frees it
         // wakes the poller. Room already: back to the queue.
