@@ -208,6 +208,11 @@ impl Reader {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn holds_buffer(&self) -> bool {
+        self.buf.capacity() > 0
+    }
+
     /// Makes at least `want` bytes of buffer ready (never more than `capacity`):
     /// the thread's spare buffer if this reader holds none, grown and zeroed as needed.
     fn make_ready(&mut self, want: usize) {

@@ -609,7 +609,7 @@ impl StreamRequest {
 
 #[cfg(test)]
 mod tests {
-    use std::io::{Read, Write};
+    use std::io::{BufRead, Read, Write};
     use std::sync::Arc;
 
     use super::*;
@@ -636,5 +636,49 @@ mod tests {
         let mut got = Vec::new();
         client.read_to_end(&mut got).unwrap();
         assert_eq!(got, b"HEAD\nbody");
+    }
+
+    fn request_with_rbufsize(rbufsize: usize) -> (StreamRequest, std::net::TcpStream) {
+        let (server, client) = tcp_pair();
+        let control = Arc::new(Control::detached(test_client()));
+        let connection = Arc::new(Connection::Tcp(server));
+        (StreamRequest::new(connection, test_client(), ServerHandle::new(control), rbufsize, 0, (None, None)), client)
+    }
+
+    #[test]
+    fn a_parked_connection_holds_no_read_buffer_and_the_next_reader_keeps_to_its_own_rbufsize() {
+        // Both on this test's thread, which keeps the buffer the first one gives up.
+        let (mut big, mut big_client) = request_with_rbufsize(4096);
+        big_client.write_all(&[b'a'; 3000]).unwrap();
+        let mut read = 0;
+        while read < 3000 {
+            let n = big.reader_mut().fill_buf().unwrap().len();
+            big.reader_mut().consume(n);
+            read += n;
+        }
+        big.prepare_to_park(None).unwrap();
+        assert!(!big.reader_mut().holds_buffer(), "a parked connection holds no read buffer");
+        let (mut small, mut small_client) = request_with_rbufsize(16);
+        small_client.write_all(&[b'b'; 100]).unwrap();
+        let mut got = Vec::new();
+        while got.len() < 100 {
+            let buffered = small.reader_mut().fill_buf().unwrap();
+            assert!(buffered.len() <= 16, "a read of {} bytes into a buffer of 16", buffered.len());
+            got.extend_from_slice(buffered);
+            let n = buffered.len();
+            small.reader_mut().consume(n);
+        }
+        assert_eq!(got, [b'b'; 100]);
+        assert_eq!(small.reader_mut().read_available(1 << 20).map_err(|e| e.kind()), Err(io::ErrorKind::WouldBlock));
+        small_client.write_all(&[b'c'; 100]).unwrap();
+        let mut n = 0;
+        while n == 0 {
+            n = match small.reader_mut().read_available(1 << 20) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(e) => panic!("{e}"),
+            };
+        }
+        assert!(small.reader_mut().buffer().len() <= 16, "a first read into the spare keeps to rbufsize");
     }
 }
