@@ -137,9 +137,9 @@ impl Frame {
     /// A function of the bytes buffered so far (they start at a message's first byte)
     /// that says how long the first message is: `Ok(Some(n))` once the first `n` bytes
     /// hold it whole, `Ok(None)` while more are needed, an error when they cannot
-    /// begin a valid message. The engine asks again each time more bytes arrive, and
-    /// reports a message that is still incomplete at `max` bytes as too long. RESP
-    /// (Redis) commands and HTTP request heads fit it.
+    /// begin a valid message. The engine asks once bytes arrive (never with none) and
+    /// again each time more do, and reports a message that is still incomplete at
+    /// `max` bytes as too long. RESP (Redis) commands and HTTP request heads fit it.
     ///
     /// # Panics
     /// Panics if `max` is zero.

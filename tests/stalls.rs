@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -751,6 +751,48 @@ fn a_panicking_frame_function_closes_only_its_connection() {
         }
         let reported = errors.lock().unwrap().join("; ");
         assert!(reported.contains("the frame function panicked"), "{reported}");
+        stop(&server, serve);
+    });
+}
+
+/// The frame function is asked only once bytes have come: one that reads the first byte
+/// without looking at the length (a length byte, then that many bytes) serves every
+/// message of a keep-alive client, each sent after the server parked the connection.
+#[test]
+fn a_frame_function_is_never_asked_about_no_bytes() {
+    bounded(LIMIT, || {
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = errors.clone();
+        let server = Arc::new(
+            TcpServer::builder("127.0.0.1:0")
+                .dispatch(Pool::new(2))
+                .frame(Frame::with(256, |bytes| {
+                    let whole = 1 + usize::from(bytes[0]);
+                    Ok((bytes.len() >= whole).then_some(whole))
+                }))
+                .handle_error(move |e, _| seen.lock().unwrap().push(e.to_string()))
+                .bind(|req: &mut StreamRequest| {
+                    let message = req.reader().fill_buf()?.to_vec();
+                    req.reader().consume(message.len());
+                    req.writer().write_all(&message[1..].to_ascii_uppercase())?;
+                    req.park();
+                    Ok(())
+                })
+                .unwrap(),
+        );
+        let serve = serve_started(&server, "stall-framefirstbyte");
+        let mut client = connect(server.local_addr());
+        for word in ["one", "three", "five"] {
+            client.write_all(&[word.len() as u8]).unwrap();
+            // The rest after a moment: the server has parked the connection with one
+            // byte of the message, and is woken for the rest.
+            thread::sleep(Duration::from_millis(20));
+            client.write_all(word.as_bytes()).unwrap();
+            let mut reply = vec![0; word.len()];
+            client.read_exact(&mut reply).unwrap();
+            assert_eq!(reply, word.to_ascii_uppercase().as_bytes());
+        }
+        assert!(errors.lock().unwrap().is_empty(), "{:?}", errors.lock().unwrap());
         stop(&server, serve);
     });
 }

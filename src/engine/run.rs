@@ -196,6 +196,10 @@ impl Engine {
         // Exchanges run in a row in this turn (this one included).
         let mut turn = 1;
         loop {
+            // When this exchange's handler returned, if the timings read the clock then:
+            // the park that follows counts its idle time from there, without reading it
+            // again (a tenth of what the engine spends per message on the clock).
+            let mut handled_at = None;
             if let (Start::Resume, true) = (start, request.sending()) {
                 // Parked for room to send: the body goes on.
                 start = Start::Send;
@@ -339,7 +343,9 @@ impl Engine {
                         counters.queue_wait.record(began.saturating_duration_since(ready));
                     }
                     let outcome = run_phases(handler, &mut *request, &self.config.hooks, &report, start);
-                    counters.exchanges.record(began.elapsed());
+                    let now = Instant::now();
+                    counters.exchanges.record(now.saturating_duration_since(began));
+                    handled_at = Some(now);
                     outcome
                 }
                 _ => run_phases(handler, &mut *request, &self.config.hooks, &report, start),
@@ -447,7 +453,7 @@ impl Engine {
                 // Nothing, or the start of the next message: wait for it in the poller.
                 Ok(false) => {}
             }
-            match self.park(request, ticket) {
+            match self.park_at(request, ticket, handled_at.unwrap_or_else(Instant::now)) {
                 Ok(()) => return,
                 Err(parked) => {
                     (request, ticket) = (parked.request, parked.ticket);
@@ -624,10 +630,14 @@ impl Engine {
         // One byte past the maximum: a message that long has shown it is too long.
         let limit = frame.max_len().saturating_add(1);
         loop {
-            match self.frame_end(frame, reader.buffer()) {
-                Ok(Some(_)) => return Gathered::Message,
-                Ok(None) => {}
-                Err(e) => return Gathered::Bad(e),
+            // (Nothing buffered, the usual case at a wake: nothing to look at yet.)
+            match reader.buffer().is_empty() {
+                true => {}
+                false => match self.frame_end(frame, reader.buffer()) {
+                    Ok(Some(_)) => return Gathered::Message,
+                    Ok(None) => {}
+                    Err(e) => return Gathered::Bad(e),
+                },
             }
             match reader.read_available(limit) {
                 Ok(0) => return Gathered::End,
@@ -648,7 +658,12 @@ impl Engine {
 
     /// Parks a request in the server's poller. Gives it back when it cannot park: the
     /// server has stopped serving, or the socket could not be put in the poller.
-    fn park(&self, mut request: Box<StreamRequest>, ticket: Ticket) -> Result<(), Parked> {
+    fn park(&self, request: Box<StreamRequest>, ticket: Ticket) -> Result<(), Parked> {
+        self.park_at(request, ticket, Instant::now())
+    }
+
+    /// [`Engine::park`], its idle time counted from `now` (a moment ago).
+    fn park_at(&self, mut request: Box<StreamRequest>, ticket: Ticket, now: Instant) -> Result<(), Parked> {
         let home = &self.home;
         let lot = home.state().lot();
         let writing = request.sending();
@@ -677,7 +692,6 @@ impl Engine {
         };
         // A message begun and not whole: its idle time counts from its first byte, so
         // that a client that drips a byte now and then is not waited for for ever.
-        let now = std::time::Instant::now();
         let since = if writing || request.reader_mut().buffer().is_empty() {
             request.partial_since = None;
             now
