@@ -376,7 +376,14 @@ impl Engine {
             polled?;
             return Ok(Led::Waited);
         };
-        match endpoint.receive(buffer) {
+        // While the socket waits armed in the poller and unreported, nothing has come that
+        // the next wait would not report: the try is skipped (it would find nothing, a
+        // system call per lead).
+        let received = match lead.readiness.listening() {
+            true => Err(io::ErrorKind::WouldBlock.into()),
+            false => endpoint.receive(buffer),
+        };
+        match received {
             Ok(incoming) => {
                 (lead.readable, lead.empty_wakes, lead.empty_backoff) = (false, 0, None);
                 if lead.backoff.take().is_some() {

@@ -233,6 +233,8 @@ impl<P> Station<P> {
             waiting: &self.waiting,
             events: Events::new(),
             socket,
+            // `add` registers it with no interest.
+            armed: Some(false),
         })
     }
 
@@ -252,6 +254,10 @@ pub(crate) struct Readiness<'a> {
     waiting: &'a Mutex<bool>,
     events: Events,
     socket: SockRef<'a>,
+    /// The interest the server socket is armed with (readable or none) that no event has
+    /// used up yet: oneshot, it stays armed until reported, so a wait with the same
+    /// interest arms nothing (one system call less per wait). `None`: unknown.
+    armed: Option<bool>,
 }
 
 /// A registered connection that a wait reported.
@@ -318,6 +324,12 @@ impl Readiness<'_> {
         &self.socket
     }
 
+    /// Whether the server socket is armed for reading and has not been reported since:
+    /// then it has nothing to accept (or receive), or the next wait reports it at once.
+    pub(crate) fn listening(&self) -> bool {
+        self.armed == Some(true)
+    }
+
     /// Waits until the server socket is readable (when `listen`; a loop at its
     /// connection limit, or backing off, waits for its parked connections alone), a
     /// registered connection is, the waker fires, or `deadline` passes. Returns whether
@@ -329,8 +341,12 @@ impl Readiness<'_> {
         listen: bool,
         connections: &mut Vec<Reported>,
     ) -> io::Result<bool> {
-        let interest = if listen { Event::readable(SOCKET) } else { Event::none(SOCKET) };
-        self.poller.modify(&*self.socket, interest)?;
+        if self.armed != Some(listen) {
+            self.armed = None;
+            let interest = if listen { Event::readable(SOCKET) } else { Event::none(SOCKET) };
+            self.poller.modify(&*self.socket, interest)?;
+            self.armed = Some(listen);
+        }
         self.events.clear();
         if sys::ARM_MAY_MISS_A_STARTING_WAIT {
             *self.waiting.lock() = true;
@@ -346,7 +362,10 @@ impl Readiness<'_> {
         let mut socket = false;
         for event in self.events.iter() {
             match event.key {
-                SOCKET => socket = true,
+                SOCKET => {
+                    socket = true;
+                    self.armed = None;
+                }
                 // Connections whose end came: reported as readable (the read finds it).
                 ENDS => {
                     if let Some(ends) = self.ends {
@@ -564,6 +583,33 @@ mod tests {
 
     use super::*;
     use crate::net::tcp_pair;
+
+    /// The server socket stays armed across waits that report nothing for it, and only
+    /// a report (a connection to accept) or a wait without it asks for an arm again.
+    #[test]
+    fn the_server_socket_is_armed_until_it_is_reported() {
+        let station = Station::<()>::new().unwrap();
+        let endpoint = Endpoint::Tcp(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+        endpoint.set_nonblocking().unwrap();
+        let mut readiness = station.readiness(&endpoint).unwrap();
+        let mut reported = Vec::new();
+        assert!(!readiness.listening(), "added with no interest");
+        let soon = || Some(Instant::now() + Duration::from_millis(20));
+        assert!(!readiness.wait(soon(), true, &mut reported).unwrap(), "nothing to accept");
+        assert!(readiness.listening(), "armed, and nothing reported: it stays armed");
+        assert!(!readiness.wait(soon(), true, &mut reported).unwrap());
+        assert!(readiness.listening());
+        let addr = match endpoint.local_address().unwrap() {
+            crate::net::Address::Inet(addr) => addr,
+            other => panic!("{other:?}"),
+        };
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        assert!(readiness.wait(Some(Instant::now() + Duration::from_secs(10)), true, &mut reported).unwrap());
+        assert!(!readiness.listening(), "reported: the oneshot arm is used up");
+        assert!(readiness.wait(soon(), true, &mut reported).unwrap(), "armed again, the connection still waits");
+        assert!(!readiness.wait(soon(), false, &mut reported).unwrap(), "not listening: not reported");
+        assert!(!readiness.listening());
+    }
 
     /// Arms made on other threads just as the serve loop begins to wait are reported
     /// (pool workers or request threads park their connections while the loop in the
