@@ -589,7 +589,9 @@ mod tests {
     #[test]
     fn the_server_socket_is_armed_until_it_is_reported() {
         let station = Station::<()>::new().unwrap();
-        let endpoint = Endpoint::Tcp(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let endpoint = Endpoint::Tcp(listener);
         endpoint.set_nonblocking().unwrap();
         let mut readiness = station.readiness(&endpoint).unwrap();
         let mut reported = Vec::new();
@@ -599,10 +601,6 @@ mod tests {
         assert!(readiness.listening(), "armed, and nothing reported: it stays armed");
         assert!(!readiness.wait(soon(), true, &mut reported).unwrap());
         assert!(readiness.listening());
-        let addr = match endpoint.local_address().unwrap() {
-            crate::net::Address::Inet(addr) => addr,
-            other => panic!("{other:?}"),
-        };
         let _client = std::net::TcpStream::connect(addr).unwrap();
         assert!(readiness.wait(Some(Instant::now() + Duration::from_secs(10)), true, &mut reported).unwrap());
         assert!(!readiness.listening(), "reported: the oneshot arm is used up");
