@@ -5,7 +5,7 @@
 # little with how the threads interleave), so they show a change in the server's user
 # space that a noisy run of `cargo run -p bench` hides. They leave out the kernel (most of
 # a message's cost: the system calls and loopback TCP) and what a cache miss costs.
-# About a minute.
+# About 40 seconds.
 #
 #   bench/instructions.sh                       # 1,000 and 16 connections
 #   CONNECTIONS="100" ROUNDS=50 bench/instructions.sh

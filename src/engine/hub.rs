@@ -62,7 +62,9 @@ struct Turns {
     /// A loop waits in the poller, or is about to.
     leading: bool,
     /// An empty buffer for the next leader's batch of events: the queue's own when a
-    /// batch became the queue whole (see [`Hub::unlead`]).
+    /// batch became the queue whole (see [`Hub::unlead`]). The two buffers trade
+    /// places, and each keeps the capacity of the largest batch it held (72 bytes per
+    /// connection reported at once).
     spare: Vec<Ready>,
     /// Loops waiting on `work`.
     followers: usize,

@@ -359,6 +359,10 @@ impl Engine {
                 Outcome::Parked => {}
             }
             // `handle` parked the connection.
+            if request.reply_buffered() {
+                // The flush may wait for the client: the idle time counts from after it.
+                handled_at = None;
+            }
             if let Err(source) = request.prepare_to_park(self.config.idle_timeout) {
                 report(Error::Handler { phase: Phase::Respond, source: source.into() }, request.client_addr());
                 start = Start::Finish;

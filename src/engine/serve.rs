@@ -391,8 +391,10 @@ impl Engine {
                 }
                 Ok(Led::Received(incoming, slot))
             }
-            // Nothing there: sleep until there is, a shutdown, or the timer. Under load
-            // this is never reached, and a burst of datagrams is drained without it.
+            // Nothing there (or the socket armed and unreported, above): sleep until
+            // there is, a shutdown, or the timer. A burst of connections or datagrams is
+            // taken without it: the wait that reports the socket uses up its arm, and
+            // each lead after takes one until none is left.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 drop(slot);
                 let mut until = timer;

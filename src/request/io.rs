@@ -139,8 +139,10 @@ impl Write for ConnHandle {
 #[doc(alias = "rfile")]
 pub struct Reader {
     source: ConnHandle,
-    /// Initialized bytes; the buffer's capacity is `rbufsize`. Only `buf[pos..filled]`
-    /// holds data not yet consumed.
+    /// Initialized bytes, at most `rbufsize` of them (more only while the engine gathers
+    /// a framed message longer than that); its allocation may be larger, when it came
+    /// from a thread's spare. Only `buf[pos..filled]` holds data not yet consumed, read
+    /// from this connection: the rest is never shown.
     buf: Vec<u8>,
     pos: usize,
     filled: usize,
@@ -162,11 +164,13 @@ const FIRST_READ_WINDOW: usize = 1024;
 const SPARE_MAX: usize = 64 * 1024;
 
 thread_local! {
-    /// The read buffer the last connection this thread parked gave up, zeroed already,
-    /// for the next connection the thread reads from: a keep-alive exchange then
-    /// neither allocates, zeroes nor frees a buffer (a tenth of the instructions of a
-    /// small echo exchange). One per thread, so what is kept is bounded by the threads,
-    /// never by the connections: a parked connection still holds no buffer.
+    /// The read buffer the last connection this thread parked gave up, initialized
+    /// already, for the next connection the thread reads from: a keep-alive exchange
+    /// then neither allocates, zeroes nor frees a buffer (a tenth of the instructions of
+    /// a small echo exchange). The bytes it held are never shown: a reader shows only
+    /// what its own reads put in. One per thread, of at most [`SPARE_MAX`] allocated, so
+    /// what is kept is bounded by the threads, never by the connections: a parked
+    /// connection still holds no buffer.
     // (Const already: clippy says otherwise on x86_64-win7-windows-gnu, whose std keeps
     // thread locals in the system's slots.)
     #[allow(clippy::missing_const_for_thread_local)]
@@ -197,14 +201,16 @@ impl Reader {
         self.source.set_deadline(deadline, Connection::set_read_timeout);
     }
 
-    /// Frees the buffer's memory while nothing is buffered, as a connection parks: a
-    /// parked connection holds no read buffer. The next read allocates it again.
+    /// Gives up the buffer while nothing is buffered, as a connection parks: a parked
+    /// connection holds no read buffer. It becomes the thread's spare (or is freed, if
+    /// larger than [`SPARE_MAX`]); the next read takes the spare of the thread it runs
+    /// on, or allocates.
     pub(super) fn release_buffer(&mut self) {
         if self.pos == self.filled {
             let buf = std::mem::take(&mut self.buf);
             self.pos = 0;
             self.filled = 0;
-            if !buf.is_empty() && buf.len() <= SPARE_MAX {
+            if !buf.is_empty() && buf.capacity() <= SPARE_MAX {
                 // (Fails only as the thread ends: the buffer is freed.)
                 let _ = SPARE.try_with(|spare| spare.set(buf));
             }
@@ -216,8 +222,8 @@ impl Reader {
         self.buf.capacity() > 0
     }
 
-    /// Makes at least `want` bytes of buffer ready (never more than `capacity`):
-    /// the thread's spare buffer if this reader holds none, grown and zeroed as needed.
+    /// Makes at least `want` bytes of buffer ready: the thread's spare buffer if this
+    /// reader holds none (cut to `capacity`), grown and zeroed as needed.
     fn make_ready(&mut self, want: usize) {
         if self.buf.is_empty() {
             if let Ok(mut spare) = SPARE.try_with(Cell::take) {
@@ -464,6 +470,11 @@ impl Writer {
             WriterInner::Buffered(BufWriter::with_capacity(wbufsize, handle))
         };
         Writer { state: RefCell::new(WriterState { inner, formatted: Vec::new() }) }
+    }
+
+    /// Whether bytes wait in the buffer for a flush.
+    pub(crate) fn holds_bytes(&mut self) -> bool {
+        matches!(&self.state.get_mut().inner, WriterInner::Buffered(w) if !w.buffer().is_empty())
     }
 
     pub(super) fn set_deadline(&mut self, deadline: Option<Instant>) {

@@ -580,6 +580,12 @@ impl StreamRequest {
     /// The request is about to wait in the poller: nothing buffered to write, no write
     /// buffer held, and no read buffer held unless it holds the start of a message. `fallback` is the read timeout for the exchanges to come when the
     /// server sets none (the idle timeout).
+    /// Whether the writer holds bytes that [`StreamRequest::prepare_to_park`] will
+    /// flush first (a write that may wait for the client).
+    pub(crate) fn reply_buffered(&mut self) -> bool {
+        self.writer.holds_bytes()
+    }
+
     pub(crate) fn prepare_to_park(&mut self, fallback: Option<Duration>) -> io::Result<()> {
         // A deadline set for this exchange's message must not fail the next one, which
         // may come any time within the idle timeout.
@@ -647,38 +653,46 @@ mod tests {
 
     #[test]
     fn a_parked_connection_holds_no_read_buffer_and_the_next_reader_keeps_to_its_own_rbufsize() {
-        // Both on this test's thread, which keeps the buffer the first one gives up.
-        let (mut big, mut big_client) = request_with_rbufsize(4096);
-        big_client.write_all(&[b'a'; 3000]).unwrap();
-        let mut read = 0;
-        while read < 3000 {
-            let n = big.reader_mut().fill_buf().unwrap().len();
-            big.reader_mut().consume(n);
-            read += n;
-        }
-        big.prepare_to_park(None).unwrap();
-        assert!(!big.reader_mut().holds_buffer(), "a parked connection holds no read buffer");
+        // All on this test's thread, which keeps the buffer each parked reader gives up.
+        // Every read here has its bytes waiting: a blocking one has a read timeout, and
+        // the reads without waiting a deadline, so a regression fails instead of hanging.
+        let limit = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let leave_a_large_spare = || {
+            let (mut big, mut client) = request_with_rbufsize(4096);
+            big.reader_mut().set_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+            client.write_all(&[b'a'; 3000]).unwrap();
+            let mut read = 0;
+            while read < 3000 {
+                let n = big.reader_mut().fill_buf().unwrap().len();
+                big.reader_mut().consume(n);
+                read += n;
+            }
+            big.prepare_to_park(None).unwrap();
+            assert!(!big.reader_mut().holds_buffer(), "a parked connection holds no read buffer");
+        };
+        leave_a_large_spare();
         let (mut small, mut small_client) = request_with_rbufsize(16);
+        small.reader_mut().set_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
         small_client.write_all(&[b'b'; 100]).unwrap();
-        let mut got = Vec::new();
-        while got.len() < 100 {
-            let buffered = small.reader_mut().fill_buf().unwrap();
-            assert!(buffered.len() <= 16, "a read of {} bytes into a buffer of 16", buffered.len());
-            got.extend_from_slice(buffered);
-            let n = buffered.len();
-            small.reader_mut().consume(n);
-        }
-        assert_eq!(got, [b'b'; 100]);
-        assert_eq!(small.reader_mut().read_available(1 << 20).map_err(|e| e.kind()), Err(io::ErrorKind::WouldBlock));
-        small_client.write_all(&[b'c'; 100]).unwrap();
-        let mut n = 0;
-        while n == 0 {
-            n = match small.reader_mut().read_available(1 << 20) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        let buffered = small.reader_mut().fill_buf().unwrap();
+        assert!(buffered.len() <= 16, "fill_buf read {} bytes into a buffer of 16", buffered.len());
+        let n = buffered.len();
+        small.reader_mut().consume(n);
+        // The engine's read without waiting, from a fresh large spare.
+        let (mut other, mut other_client) = request_with_rbufsize(16);
+        leave_a_large_spare();
+        other_client.write_all(&[b'c'; 100]).unwrap();
+        let read = loop {
+            match other.reader_mut().read_available(1 << 20) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && std::time::Instant::now() < limit => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    leave_a_large_spare();
+                }
                 Err(e) => panic!("{e}"),
-            };
-        }
-        assert!(small.reader_mut().buffer().len() <= 16, "a first read into the spare keeps to rbufsize");
+            }
+        };
+        assert!(read <= 16, "read_available read {read} bytes into a buffer of 16");
+        assert_eq!(other.reader_mut().buffer(), &[b'c'; 16][..read]);
     }
 }
