@@ -145,17 +145,33 @@ impl Engine {
                     self.exchange(handler, request, ticket, parks, Start::Setup);
                 }
             }
-            Work::Resume { mut request, end } => {
-                if end {
-                    // Idle past its timeout, or a shutdown: a body still on its way is
-                    // given up, not sent on this thread.
-                    request.abandon_send();
-                }
-                let start = if end { Start::Finish } else { Start::Resume };
-                self.exchange(handler, request, ticket, true, start);
-            }
+            Work::Resume { request, end } => self.continue_parked(handler, request, ticket, end),
             Work::Datagram(..) => unreachable!("handled above"),
         }
+    }
+
+    /// Runs a parked connection's next exchange (or, `end`, its end) on this thread: what
+    /// [`Engine::run`] does with a [`Work::Resume`].
+    pub(super) fn resume(&self, ticket: Ticket, request: Box<StreamRequest>, end: bool) {
+        let _current = CurrentServer::enter(ticket.control());
+        let AnyHandler::Stream(handler) = &self.handler else { unreachable!("only a stream server parks connections") };
+        self.continue_parked(&**handler, request, ticket, end);
+    }
+
+    fn continue_parked(
+        &self,
+        handler: &dyn RequestHandler<StreamRequest>,
+        mut request: Box<StreamRequest>,
+        ticket: Ticket,
+        end: bool,
+    ) {
+        if end {
+            // Idle past its timeout, or a shutdown: a body still on its way is given up,
+            // not sent on this thread.
+            request.abandon_send();
+        }
+        let start = if end { Start::Finish } else { Start::Resume };
+        self.exchange(handler, request, ticket, true, start);
     }
 
     /// What comes before a connection's `setup`: its PROXY header, then `verify_request`
