@@ -2,10 +2,10 @@
 # Instructions per message in the server's own code, under callgrind: the echo pool
 # against tokio_echo, 64-byte messages on persistent TCP connections. Unlike the
 # throughput tables, these counts do not move with the machine's load (they do move a
-# little with how the threads interleave), so they show a change in the server's user
+# few percent with how the threads interleave), so they show a change in the server's user
 # space that a noisy run of `cargo run -p bench` hides. They leave out the kernel (most of
 # a message's cost: the system calls and loopback TCP) and what a cache miss costs.
-# About 40 seconds.
+# About 40 seconds, once the two servers are built.
 #
 #   bench/instructions.sh                       # 1,000 and 16 connections
 #   CONNECTIONS="100" ROUNDS=50 bench/instructions.sh
