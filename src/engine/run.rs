@@ -214,7 +214,7 @@ impl Engine {
         loop {
             // When this exchange's handler returned, if the timings read the clock then:
             // the park that follows counts its idle time from there, without reading it
-            // again (a tenth of what the engine spends per message on the clock).
+            // again (one of three clock reads per message).
             let mut handled_at = None;
             if let (Start::Resume, true) = (start, request.sending()) {
                 // Parked for room to send: the body goes on.
