@@ -7,14 +7,24 @@ mod support;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use socketserver::dispatch::{Dispatch, Pool, Sequential, Threading};
-use socketserver::{ByteOrder, Connection, Frame, HandlerResult, StreamRequest, TcpServer};
+use socketserver::{Address, ByteOrder, Connection, Error, Frame, HandlerResult, StreamRequest, TcpServer};
 use support::serve::{serve_started, stop};
 use support::{bounded, connect, wait_until, Gate, LIMIT, NEGATIVE_WAIT, TIMEOUT};
+
+/// The errors a server has reported, as text.
+type Reported = Arc<Mutex<Vec<String>>>;
+
+/// The errors a server reports, and a `handle_error` hook that records them.
+fn reported_errors() -> (Reported, impl Fn(&Error, Option<&Address>) + Send + Sync + 'static) {
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let seen = errors.clone();
+    (errors, move |e: &Error, _: Option<&Address>| seen.lock().unwrap().push(e.to_string()))
+}
 
 /// How long a parked connection may stay idle in these tests.
 const IDLE: Duration = Duration::from_millis(300);
@@ -295,13 +305,12 @@ fn a_half_sent_message_holds_no_worker_with_a_frame() {
 #[test]
 fn a_message_longer_than_the_frame_closes_its_connection() {
     bounded(LIMIT, || {
-        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = errors.clone();
+        let (errors, record) = reported_errors();
         let server = Arc::new(
             TcpServer::builder("127.0.0.1:0")
                 .dispatch(Pool::new(2))
                 .frame(Frame::lines(64))
-                .handle_error(move |e, _| seen.lock().unwrap().push(e.to_string()))
+                .handle_error(record)
                 .bind(upper_lines)
                 .unwrap(),
         );
@@ -394,8 +403,7 @@ fn bad_message_answers_an_oversized_message_before_the_close() {
 #[test]
 fn a_bad_message_reply_never_waits_for_the_client_and_a_failing_hook_sends_nothing() {
     bounded(LIMIT, || {
-        let reported = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = reported.clone();
+        let (reported, record) = reported_errors();
         let calls = AtomicUsize::new(0);
         let server = Arc::new(
             TcpServer::builder("127.0.0.1:0")
@@ -415,7 +423,7 @@ fn a_bad_message_reply_never_waits_for_the_client_and_a_failing_hook_sends_nothi
                         Err(std::io::Error::other("the hook gives up"))
                     }
                 })
-                .handle_error(move |e, _| seen.lock().unwrap().push(e.to_string()))
+                .handle_error(record)
                 .bind(upper_lines)
                 .unwrap(),
         );
@@ -724,8 +732,7 @@ fn queued_work_runs_when_a_thread_frees_under_max_threads_and_refuse_when_full()
 fn a_panicking_frame_function_closes_only_its_connection() {
     support::quiet_panics_containing("frame function on purpose");
     bounded(LIMIT, || {
-        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = errors.clone();
+        let (errors, record) = reported_errors();
         let server = Arc::new(
             TcpServer::builder("127.0.0.1:0")
                 .dispatch(Pool::new(2))
@@ -733,7 +740,7 @@ fn a_panicking_frame_function_closes_only_its_connection() {
                     assert!(!bytes.starts_with(b"boom"), "frame function on purpose");
                     Ok(bytes.iter().position(|&b| b == b'\n').map(|at| at + 1))
                 }))
-                .handle_error(move |e, _| seen.lock().unwrap().push(e.to_string()))
+                .handle_error(record)
                 .bind(upper_lines)
                 .unwrap(),
         );
@@ -761,8 +768,7 @@ fn a_panicking_frame_function_closes_only_its_connection() {
 #[test]
 fn a_frame_function_is_never_asked_about_no_bytes() {
     bounded(LIMIT, || {
-        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = errors.clone();
+        let (errors, record) = reported_errors();
         let server = Arc::new(
             TcpServer::builder("127.0.0.1:0")
                 .dispatch(Pool::new(2))
@@ -770,7 +776,7 @@ fn a_frame_function_is_never_asked_about_no_bytes() {
                     let whole = 1 + usize::from(bytes[0]);
                     Ok((bytes.len() >= whole).then_some(whole))
                 }))
-                .handle_error(move |e, _| seen.lock().unwrap().push(e.to_string()))
+                .handle_error(record)
                 .bind(|req: &mut StreamRequest| {
                     let message = req.reader().fill_buf()?.to_vec();
                     req.reader().consume(message.len());
