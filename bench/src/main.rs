@@ -606,8 +606,12 @@ fn run_load(
     let client = client.describe(*conns, options.client_threads);
     eprintln!("\n== {}: {}\n   client: {client}", scenario.name, scenario.about);
     for run in 0..options.runs {
-        // Interleaved: run 1 of every server, then run 2, ..., so drift hits all alike.
-        for row in rows.iter_mut() {
+        // Interleaved: run 1 of every server, then run 2, ..., so drift hits all alike;
+        // every other round in the reverse order, so that no server always runs first
+        // (right after the previous scenario) or right after the same neighbour.
+        let count = rows.len();
+        for i in 0..count {
+            let row = &mut rows[if run % 2 == 0 { i } else { count - 1 - i }];
             measure_row(programs, tmp, scenario.name, *proto, row, &config, (run, options.runs));
             // Let TIME_WAIT sockets and exiting threads go before the next server.
             thread::sleep(Duration::from_millis(100));
@@ -1208,7 +1212,7 @@ fn main() -> ExitCode {
     );
     let _ = writeln!(
         out,
-        "- warmup {:.1} s, window {:.1} s, {} run(s) per server; figures are medians of the runs; spread = (max − min) / median of req/s; a ratio of req/s is of the medians, and with several runs the paired ratio follows in parentheses: the median of the ratios of the runs measured in the same round (run n of every server before run n + 1 of any), which the machine's drift moves less",
+        "- warmup {:.1} s, window {:.1} s, {} run(s) per server; figures are medians of the runs; spread = (max − min) / median of req/s; a ratio of req/s is of the medians, and with several runs the paired ratio follows in parentheses: the median of the ratios of the runs measured in the same round (run n of every server before run n + 1 of any, every other round in the reverse order), which the machine's drift moves less",
         options.warmup.as_secs_f64(),
         options.window.as_secs_f64(),
         options.runs
