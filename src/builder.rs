@@ -719,7 +719,8 @@ impl<T: Transport<Request = StreamRequest>> Builder<T> {
     /// than its maximum, or refused by its function) before its connection closes: the
     /// hook writes the reply into the buffer it is given, from the error. Redis answers
     /// an over-long request with `-ERR Protocol error`, an HTTP server with `431` or
-    /// `400`. Default: nothing is sent; the connection closes.
+    /// `400`. Default: nothing is sent; the connection closes with what arrived of the
+    /// message unread, which the client sees as a reset.
     ///
     /// The reply is sent without waiting, as much as the socket takes at once (an error
     /// reply is a few bytes; a client that reads nothing gets what fits), so that a

@@ -19,7 +19,8 @@ use std::sync::Arc;
 /// or malformed, is reported as [`Error::Message`](crate::Error::Message) and its
 /// connection closed, before any of it is held in memory beyond the maximum; a
 /// [`Builder::bad_message`](crate::Builder::bad_message) hook tells the client why
-/// first.
+/// first (without one, the client sees a reset: the rest of its message is left
+/// unread).
 ///
 /// Netty's `LineBasedFrameDecoder` and `LengthFieldBasedFrameDecoder`, and the way
 /// Redis reads a whole command into its query buffer before running it, are the models.

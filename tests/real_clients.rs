@@ -159,7 +159,7 @@ fn curl(args: &[&str]) -> Response {
 }
 
 #[test]
-#[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
+#[ignore = "drives the examples with curl, redis-cli, socat and nc: run by .ci/real-clients, which installs them"]
 fn curl_get_and_head() {
     require("curl", "curl");
     real_client_test(|| {
@@ -189,7 +189,7 @@ fn curl_get_and_head() {
 }
 
 #[test]
-#[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
+#[ignore = "drives the examples with curl, redis-cli, socat and nc: run by .ci/real-clients, which installs them"]
 fn curl_reuses_the_connection() {
     require("curl", "curl");
     real_client_test(|| {
@@ -244,7 +244,7 @@ fn curl_reuses_the_connection() {
 }
 
 #[test]
-#[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
+#[ignore = "drives the examples with curl, redis-cli, socat and nc: run by .ci/real-clients, which installs them"]
 fn curl_cannot_leave_the_root() {
     require("curl", "curl");
     real_client_test(|| {
@@ -272,7 +272,7 @@ fn curl_cannot_leave_the_root() {
 }
 
 #[test]
-#[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
+#[ignore = "drives the examples with curl, redis-cli, socat and nc: run by .ci/real-clients, which installs them"]
 fn curl_gets_405_414_431_and_400() {
     require("curl", "curl");
     require("nc", "netcat-openbsd");
@@ -304,7 +304,7 @@ fn curl_gets_405_414_431_and_400() {
 }
 
 #[test]
-#[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
+#[ignore = "drives the examples with curl, redis-cli, socat and nc: run by .ci/real-clients, which installs them"]
 fn prometheus_parses_the_http_examples_metrics() {
     require("python3", "python3");
     real_client_test(|| {
@@ -356,7 +356,7 @@ for family in text_string_to_metric_families(r.read().decode()):
 }
 
 #[test]
-#[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
+#[ignore = "drives the examples with curl, redis-cli, socat and nc: run by .ci/real-clients, which installs them"]
 fn python_http_client_keeps_the_connection() {
     require("python3", "python3");
     real_client_test(|| {
@@ -396,7 +396,7 @@ print("idle-closed", s.recv(1) == b"", time.monotonic() - start < 8)
 }
 
 #[test]
-#[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
+#[ignore = "drives the examples with curl, redis-cli, socat and nc: run by .ci/real-clients, which installs them"]
 fn python_slow_request_head_is_cut() {
     require("python3", "python3");
     real_client_test(|| {
@@ -430,7 +430,7 @@ print("cut", time.monotonic() - start < 10, repr(reply))
 }
 
 #[test]
-#[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
+#[ignore = "drives the examples with curl, redis-cli, socat and nc: run by .ci/real-clients, which installs them"]
 fn curl_gets_503_beyond_max_connections() {
     require("curl", "curl");
     real_client_test(|| {
@@ -473,7 +473,7 @@ fn redis(kv: &Example, args: &[&str]) -> String {
 }
 
 #[test]
-#[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
+#[ignore = "drives the examples with curl, redis-cli, socat and nc: run by .ci/real-clients, which installs them"]
 fn redis_cli_commands() {
     require("redis-cli", "redis-tools");
     real_client_test(|| {
@@ -510,7 +510,7 @@ fn redis_cli_commands() {
 }
 
 #[test]
-#[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
+#[ignore = "drives the examples with curl, redis-cli, socat and nc: run by .ci/real-clients, which installs them"]
 fn redis_cli_pipelined() {
     require("redis-cli", "redis-tools");
     require("nc", "netcat-openbsd");
@@ -544,7 +544,7 @@ fn redis_cli_pipelined() {
 }
 
 #[test]
-#[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
+#[ignore = "drives the examples with curl, redis-cli, socat and nc: run by .ci/real-clients, which installs them"]
 fn kv_protocol_errors_close_the_connection() {
     require("nc", "netcat-openbsd");
     real_client_test(|| {
@@ -570,7 +570,7 @@ fn kv_protocol_errors_close_the_connection() {
 }
 
 #[test]
-#[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
+#[ignore = "drives the examples with curl, redis-cli, socat and nc: run by .ci/real-clients, which installs them"]
 fn sigterm_stops_http_and_kv() {
     require("curl", "curl");
     require("redis-cli", "redis-tools");
@@ -590,7 +590,7 @@ fn sigterm_stops_http_and_kv() {
 // ---------------------------------------------------------------------------------------
 
 #[test]
-#[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
+#[ignore = "drives the examples with curl, redis-cli, socat and nc: run by .ci/real-clients, which installs them"]
 fn nc_and_socat_against_echo() {
     require("nc", "netcat-openbsd");
     require("socat", "socat");
@@ -625,7 +625,7 @@ fn proxy_in_front(example: &Example) -> FaultProxy {
 }
 
 #[test]
-#[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
+#[ignore = "drives the examples with curl, redis-cli, socat and nc: run by .ci/real-clients, which installs them"]
 fn curl_through_a_proxy_with_latency() {
     require("curl", "curl");
     real_client_test(|| {
@@ -646,7 +646,7 @@ fn curl_through_a_proxy_with_latency() {
 }
 
 #[test]
-#[ignore = "needs curl, redis-tools, socat, netcat-openbsd: run .ci/real-clients"]
+#[ignore = "drives the examples with curl, redis-cli, socat and nc: run by .ci/real-clients, which installs them"]
 fn redis_cli_through_a_proxy_that_resets() {
     require("redis-cli", "redis-tools");
     real_client_test(|| {
