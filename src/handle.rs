@@ -730,10 +730,18 @@ impl Control {
         connections.is_some_and(|max| taken >= max) || exchanges.is_some_and(|max| taken.saturating_sub(parked) >= max)
     }
 
-    /// Whether one more exchange may start under `limit` (a parked connection's, which
-    /// already holds its place among the connections).
-    pub(crate) fn exchange_room(&self, limit: Option<usize>) -> bool {
-        limit.is_none() || !self.full(&self.requests.lock(), None, limit)
+    /// Takes a parked connection out to run (counts it as no longer parked, as
+    /// [`Control::unparked`]) if one more exchange may start under `limit`; it already
+    /// holds its place among the connections. Looked at and counted under the lock that
+    /// [`Control::wait_for_capacity`] reserves under, so that nothing else (a
+    /// `process_request` beside a sequential loop) starts between the look and the count.
+    pub(crate) fn unpark_within(&self, limit: Option<usize>) -> bool {
+        let requests = limit.map(|_| self.requests.lock());
+        if requests.as_ref().is_some_and(|requests| self.full(requests, None, limit)) {
+            return false;
+        }
+        self.unparked();
+        true
     }
 
     /// Begins a wait in the poller for room for one more exchange under `limit`:
@@ -956,6 +964,28 @@ mod tests {
             let _ = done.send(());
         });
         returned
+    }
+
+    /// A parked connection taken out to run holds its exchange's place from the look
+    /// on: a reservation that looks next (a `process_request` beside a sequential loop)
+    /// finds none, and a loop finds none while a reservation holds it.
+    #[test]
+    fn a_parked_connection_taken_to_run_holds_its_place_from_the_look() {
+        let control = control();
+        let one = Some(1);
+        let _ticket = control.track(None, None, None).expect("no limit");
+        control.parked();
+        assert!(control.unpark_within(one), "room: the only request is parked");
+        assert_eq!(control.counters.parked.load(Ordering::SeqCst), 0);
+        assert!(control.try_reserve(None, one).is_none(), "a reservation beside the exchange taken");
+        control.stop_waiting_for_capacity();
+
+        control.parked();
+        let slot = control.try_reserve(None, one).expect("room while it is parked");
+        assert!(!control.unpark_within(one), "a loop took the place a reservation holds");
+        assert_eq!(control.counters.parked.load(Ordering::SeqCst), 1, "left parked when there is no room");
+        drop(slot);
+        assert!(control.unpark_within(one), "the place given back");
     }
 
     #[test]

@@ -93,7 +93,9 @@ impl Hub {
         &self.lot
     }
 
-    /// The next turn of a free loop: work from the queue if it `may_run` some, else the
+    /// The next turn of a free loop: work from the queue if it `may_run` some (asked only
+    /// when the queue has some, and then the first is taken: `may_run` says yes by
+    /// counting it as running), else the
     /// lead if nobody has it, else a wait on the followers' condition variable (until
     /// work, the lead, a wake, or `until`). `stopping` is looked at under the queue's
     /// lock, which a shutdown takes to wake the followers: a loop either sees the stop
@@ -106,9 +108,9 @@ impl Hub {
         // Asked only when there is work: it takes the lock of the running requests.
         let waiting = !turns.ready.is_empty();
         if waiting && may_run() {
-            if let Some(ready) = turns.ready.pop_front() {
-                return Turn::Run(ready);
-            }
+            // `may_run` counted the connection as running: it is taken, under the lock
+            // that kept the queue from emptying since the look.
+            return Turn::Run(turns.ready.pop_front().expect("not empty, under the same lock"));
         }
         if !turns.leading {
             turns.leading = true;

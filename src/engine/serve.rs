@@ -299,7 +299,7 @@ impl Engine {
                 }
             }
             let limit = self.exchange_limit(inline);
-            let may_run = || self.control.exchange_room(limit);
+            let may_run = || self.control.unpark_within(limit);
             let served = match hub.turn(&may_run, timer, &|| self.control.is_stopping()) {
                 Turn::Woken => false,
                 Turn::Run(ready) => {
@@ -490,32 +490,33 @@ impl Engine {
         Ok(readable)
     }
 
-    /// Runs a connection taken from the ready queue as the mode runs a new connection.
+    /// Runs a connection taken from the ready queue as the mode runs a new connection;
+    /// the turn that took it counted it as no longer parked
+    /// ([`Control::unpark_within`](crate::handle::Control::unpark_within)).
     fn run_ready(self: &Arc<Self>, ready: Ready, inline: bool) {
         let (parked, end) = match ready {
             Ready::Exchange(parked) => (parked, false),
             Ready::End(parked) => (parked, true),
         };
+        let (ticket, request) = self.unparked_request(parked);
         if inline {
             // Straight to its exchange: a `Work` (the size of its largest variant) is
             // neither built nor moved twice for every message.
-            let (ticket, request) = self.unpark_request(parked);
             self.resume(ticket, request, end);
             return;
         }
-        let (ticket, work) = self.unpark(parked, end);
-        self.dispatch_work(ticket, work, inline);
+        self.dispatch_work(ticket, Work::Resume { request, end }, inline);
     }
 
     /// A parked connection taken out to run: no longer counted as parked.
     fn unpark(&self, parked: Parked, end: bool) -> (crate::handle::Ticket, Work) {
-        let (ticket, request) = self.unpark_request(parked);
+        self.control.unparked();
+        let (ticket, request) = self.unparked_request(parked);
         (ticket, Work::Resume { request, end })
     }
 
-    /// [`Engine::unpark`], the request apart.
-    fn unpark_request(&self, parked: Parked) -> (crate::handle::Ticket, Box<crate::request::StreamRequest>) {
-        self.control.unparked();
+    /// The request of a parked connection already counted as no longer parked.
+    fn unparked_request(&self, parked: Parked) -> (crate::handle::Ticket, Box<crate::request::StreamRequest>) {
         let mut request = parked.request;
         if parked.ready_at.is_some() {
             request.ready_at = parked.ready_at;
