@@ -93,8 +93,11 @@ impl<T: Transport> Builder<T> {
     }
 
     /// After shutdown, how long running requests may take before their connections are
-    /// closed under them (handlers then see end-of-file or errors). Default: no limit,
-    /// as in Python: shutdown waits for every request.
+    /// closed under them (handlers then see end-of-file or errors). A handler that ignores
+    /// its closed connection is given one second more, then left running on its thread
+    /// and reported: `shutdown` returns (in sequential and pool modes `serve_forever`,
+    /// whose threads run the handlers, returns when it does). Default: no limit, as in
+    /// Python: shutdown waits for every request.
     ///
     /// # Platform-specific behavior
     ///

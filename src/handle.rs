@@ -66,10 +66,16 @@ impl ServerHandle {
     }
 
     /// As `shutdown`, giving running requests at most `limit` (see
-    /// [`Control::shutdown_within`]).
+    /// [`Control::shutdown_within`]). Whether the serve call has ended: `false` when it
+    /// still runs [`FORCED_CLOSE_GRACE`] after the stop gave up on requests that ignore
+    /// their closed connections, which holds it when they run on its own threads
+    /// (sequential, pool).
     #[cfg(feature = "signals")]
-    pub(crate) fn shutdown_within(&self, limit: Duration) {
-        self.control.shutdown_within(Some(limit), true);
+    pub(crate) fn shutdown_within(&self, limit: Duration) -> bool {
+        match self.control.shutdown_within(Some(limit), true) {
+            Some(generation) => self.control.serve_call_ends_within(generation, FORCED_CLOSE_GRACE),
+            None => true,
+        }
     }
 
     /// How long a shutdown with at most `limit` lets running requests take: the sooner
@@ -543,21 +549,23 @@ impl Control {
 
     /// As `shutdown`, with running requests given at most `limit` (when it is sooner
     /// than the policy's deadline) before their connections are closed; without `wait`,
-    /// only asks and returns at once.
-    pub(crate) fn shutdown_within(&self, limit: Option<Duration>, wait: bool) {
+    /// only asks and returns at once. When it gave up on requests that outlived their
+    /// closed connections, it returns without waiting for the serve call to end, and
+    /// gives that call's number (for [`Control::serve_call_ends_within`]).
+    pub(crate) fn shutdown_within(&self, limit: Option<Duration>, wait: bool) -> Option<u64> {
         let (generation, deadline) = {
             let mut life = self.life.lock();
             match life.phase {
-                Phase::Closed => return,
+                Phase::Closed => return None,
                 // Between two serve calls there is nothing to stop; remembering it would
                 // make the next serve_forever return at once (Python's pitfall).
-                Phase::Idle if life.served => return,
+                Phase::Idle if life.served => return None,
                 // Before the first serve call (a serve thread just spawned): remember it,
                 // and refuse connections from now on.
                 Phase::Idle => {
                     life.stop_pending = true;
                     self.release(&mut life);
-                    return;
+                    return None;
                 }
                 Phase::Serving => {
                     let limit = limit.map(|d| Instant::now() + d);
@@ -586,7 +594,7 @@ impl Control {
             }
         };
         if !wait || CurrentServer::is(self) {
-            return; // called from a handler or hook: waiting here would wait for itself
+            return None; // called from a handler or hook: waiting here would wait for itself
         }
         if deadline.is_some() && self.policy.waits_for_requests {
             // The serve loop may be running the request itself (sequential mode), so
@@ -594,13 +602,25 @@ impl Control {
             // connections (a handler that ignores its socket) are reported and not waited
             // for: the serve call may end later, on its own.
             if !self.await_requests(deadline) {
-                return;
+                return Some(generation);
             }
         }
         let mut life = self.life.lock();
         while life.phase == Phase::Serving && life.generation == generation {
             self.life_changed.wait(&mut life);
         }
+        None
+    }
+
+    /// Waits at most `limit` for serve call `generation` (from
+    /// [`Control::shutdown_within`]) to end. Whether it has.
+    #[cfg(feature = "signals")]
+    pub(crate) fn serve_call_ends_within(&self, generation: u64, limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        let mut life = self.life.lock();
+        let running = |life: &Life| life.phase == Phase::Serving && life.generation == generation;
+        while running(&life) && !self.life_changed.wait_until(&mut life, until).timed_out() {}
+        !running(&life)
     }
 
     /// Lets go of a socket the server bound itself, so that it closes once no serve loop

@@ -159,6 +159,12 @@ impl<T: Transport> Server<T> {
     /// of that second for its first message, with `client_speaks_first` or a frame),
     /// waits for the running requests (see
     /// [`Builder::shutdown_deadline`](crate::Builder::shutdown_deadline)) and returns `Ok(())`.
+    /// In sequential and pool modes the requests run on the serve loops' threads, this
+    /// one's included: a handler that ignores its closed connection past the deadline
+    /// holds `serve_forever` until it returns, while [`shutdown`](Server::shutdown) and
+    /// [`BackgroundServer::stop`] return within their bounds, leaving it running and
+    /// reported (and a stop by signal ends the process, see
+    /// [`ServerHandle::shutdown_on_signals`](crate::ServerHandle::shutdown_on_signals)).
     ///
     /// A `shutdown` that arrived before the first call (for example right after
     /// spawning the thread that calls this) makes this call return at once. It may be

@@ -22,6 +22,15 @@ impl ServerHandle {
     /// A second signal, while running requests are still being waited for, ends the
     /// process at once, as a second Ctrl-C does in most servers.
     ///
+    /// A handler that ignores its closed connection (it sleeps, or computes) is left
+    /// running and reported a second after the deadline. With a thread per request,
+    /// `serve_forever` returns then. In sequential and pool modes the handler runs on the
+    /// serve loop's own thread, and `serve_forever` cannot return before it does: the
+    /// process was asked to stop, so one second later it ends as at a second signal,
+    /// saying why ("serve_forever is still held by a handler that ignores its closed
+    /// connection; ending the process"). So a signal ends the process within the deadline
+    /// and two seconds in every mode.
+    ///
     /// While the returned guard lives, these signals no longer end the process at the
     /// first; drop it to stop listening (the default action is not restored: that
     /// cannot be done safely, so a later signal is ignored unless another listener is
@@ -80,7 +89,16 @@ fn seconds(duration: Duration) -> String {
 
 /// Says what the shutdown waits for, then shuts `server` down on a thread of its own,
 /// so that the caller goes on hearing signals while shutdown waits for running requests.
-fn shut_down_in_the_background(server: ServerHandle, signal: &str) -> std::thread::JoinHandle<()> {
+///
+/// A handler that ignores its closed connection past the deadline is left running, and
+/// where it runs on a serve loop's own thread (sequential, pool) `serve_forever` cannot
+/// return before it does. The process was asked to stop: rather than wait for it with no
+/// bound, `end_process` ends the process as a second signal would, one second later.
+fn shut_down_in_the_background(
+    server: ServerHandle,
+    signal: &'static str,
+    end_process: impl FnOnce() + Send + 'static,
+) -> std::thread::JoinHandle<()> {
     let active = server.stats().active;
     if active == 0 {
         log::info!("{signal}: shutting down"); // nothing to wait for: quiet, as before
@@ -91,7 +109,16 @@ fn shut_down_in_the_background(server: ServerHandle, signal: &str) -> std::threa
         );
         log_or_stderr(log::Level::Warn, &message);
     }
-    std::thread::spawn(move || server.shutdown_within(SIGNAL_SHUTDOWN_DEADLINE))
+    std::thread::spawn(move || {
+        if !server.shutdown_within(SIGNAL_SHUTDOWN_DEADLINE) {
+            let message = format!(
+                "{signal}: serve_forever is still held by a handler that ignores its closed connection; ending the \
+                 process"
+            );
+            log_or_stderr(log::Level::Error, &message);
+            end_process();
+        }
+    })
 }
 
 #[cfg(unix)]
@@ -122,7 +149,8 @@ mod imp {
                     let _ = signal_hook::low_level::emulate_default_handler(signal);
                     continue;
                 }
-                stopping = Some(shut_down_in_the_background(server.clone(), name));
+                let end = move || drop(signal_hook::low_level::emulate_default_handler(signal));
+                stopping = Some(shut_down_in_the_background(server.clone(), name, end));
             }
             if let Some(stopping) = stopping {
                 let _ = stopping.join();
@@ -189,7 +217,7 @@ mod imp {
         }
         registry.stopping = true;
         for (_, server) in &registry.servers {
-            drop(shut_down_in_the_background(server.clone(), "Ctrl-C"));
+            drop(shut_down_in_the_background(server.clone(), "Ctrl-C", || std::process::exit(CONTROL_C_EXIT as i32)));
         }
     }
 

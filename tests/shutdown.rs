@@ -1005,3 +1005,78 @@ fn dropping_a_background_server_stops_it() {
         }
     });
 }
+
+/// A stop by signal is bounded also where a handler that ignores its closed connection
+/// holds `serve_forever` on the serve loop's own thread (sequential, pool), which cannot
+/// return before it does (a hostile review measured 19.7 s for a 20 s handler): the
+/// handler is reported and left running, and one second later the process ends by the
+/// signal, as at a second signal. Run in a child process, this test binary again, which
+/// the signal ends.
+#[cfg(all(unix, feature = "signals"))]
+#[test]
+fn a_signal_ends_the_process_that_a_stuck_handler_holds_in_serve_forever() {
+    use std::os::unix::process::ExitStatusExt;
+    const CHILD: &str = "SOCKETSERVER_STUCK_HANDLER_CHILD";
+    const TEST: &str = "a_signal_ends_the_process_that_a_stuck_handler_holds_in_serve_forever";
+    if let Ok(mode) = std::env::var(CHILD) {
+        stuck_handler_child(&mode);
+        return;
+    }
+    bounded(Duration::from_secs(90), || {
+        for mode in ["sequential", "pool"] {
+            // The handler sleeps 30 s; the stop's bound is 0.2 s, a second of grace and a
+            // second more for serve_forever to return.
+            let finished = support::process::run_to_exit(
+                support::process::rerun_this_test(TEST).env(CHILD, mode),
+                b"",
+                Duration::from_secs(20),
+            );
+            assert_eq!(
+                finished.status.signal(),
+                Some(signal_hook::consts::SIGTERM),
+                "{mode}: the child ended with {}; stdout: {}; stderr: {}",
+                finished.status,
+                finished.stdout,
+                finished.stderr
+            );
+            assert!(
+                finished.stderr.contains("ignores its closed connection; ending the process"),
+                "{mode}: not reported: {}",
+                finished.stderr
+            );
+            assert!(!finished.stdout.contains("serve_forever returned"), "{mode}: {}", finished.stdout);
+        }
+    });
+}
+
+/// The child of the test above: a server whose handler ignores its connection for 30 s,
+/// stopped by SIGTERM while the handler runs.
+#[cfg(all(unix, feature = "signals"))]
+fn stuck_handler_child(mode: &str) {
+    use socketserver::dispatch::{Dispatch, Sequential};
+    static HANDLING: AtomicBool = AtomicBool::new(false);
+    let dispatch: Dispatch = match mode {
+        "pool" => Pool::new(2).into(),
+        _ => Sequential.into(),
+    };
+    let server = TcpServer::builder("127.0.0.1:0")
+        .dispatch(dispatch)
+        .shutdown_deadline(Duration::from_millis(200))
+        .bind(|_req: &mut StreamRequest| {
+            HANDLING.store(true, Ordering::SeqCst);
+            thread::sleep(Duration::from_secs(30));
+            Ok(())
+        })
+        .unwrap();
+    let _signals = server.handle().shutdown_on_signals().unwrap();
+    let addr = server.local_addr();
+    thread::spawn(move || {
+        let mut client = connect(addr);
+        client.write_all(b"x").unwrap();
+        wait_until(TIMEOUT, "the handler to run", || HANDLING.load(Ordering::SeqCst));
+        signal_hook::low_level::raise(signal_hook::consts::SIGTERM).unwrap();
+        thread::sleep(Duration::from_secs(60)); // keeps the connection open
+    });
+    server.serve_forever().unwrap();
+    println!("serve_forever returned");
+}
