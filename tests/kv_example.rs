@@ -129,6 +129,47 @@ fn a_client_that_does_not_read_holds_up_no_one() {
     });
 }
 
+/// Found by a hostile review: clients that pipeline commands and never read their
+/// replies held a worker each in a blocking write, well past the 10 s write timeout (each
+/// write the kernel took a few bytes of started it again, and the flush after the failure
+/// waited once more); with two of them, a pool of two answered no one for 25 s. Now a
+/// batch's replies go out from the poller, the connection parked for room to send, and it
+/// ends after 10 s without progress. A fresh client is answered meanwhile, on a pool of
+/// one, well within the write timeout that used to hold it (3 s against 10).
+#[test]
+fn clients_that_pipeline_and_never_read_hold_no_worker() {
+    use std::time::{Duration, Instant};
+    let _ = example_binary("kv");
+    bounded(LIMIT, || {
+        let (_kv, addr) = start_with(&["--workers", "1"]);
+        assert_eq!(Client::new(addr).ask(&[b"SET", b"v", &[b'v'; 2048]]), "+OK\r\n");
+        // Small replies, and replies of 2 KiB: a batch of those fills the writer's
+        // buffer, which then flushed, blocking, in the middle of the batch.
+        let floods = [b"*1\r\n$4\r\nPING\r\n".repeat(1000), command(&[b"GET", b"v"]).repeat(1000)];
+        let flooders: Vec<_> = floods
+            .into_iter()
+            .map(|flood| {
+                let mut stuck = connect(addr);
+                stuck.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+                // Sends until its own send blocks for a second: both socket buffers full.
+                std::thread::spawn(move || {
+                    while stuck.write_all(&flood).is_ok() {}
+                    stuck
+                })
+            })
+            .collect();
+        let stuck: Vec<TcpStream> = flooders.into_iter().map(|f| f.join().unwrap()).collect();
+        for round in 0..3 {
+            let mut fresh = Client::new(addr);
+            fresh.0.get_ref().set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            let began = Instant::now();
+            assert_eq!(fresh.ask(&[b"PING"]), "+PONG\r\n", "round {round}");
+            assert!(began.elapsed() < Duration::from_secs(3), "round {round}: {:?}", began.elapsed());
+        }
+        drop(stuck);
+    });
+}
+
 /// Integers are read as Redis reads them (`string2ll`): no leading zero, no sign but
 /// `-`, no spaces. `INCR` of `007` is refused, as Redis refuses it, and leaves it be.
 #[test]

@@ -332,6 +332,49 @@ fn framed_lines(
     )
 }
 
+/// A reply the handler left in the writer (`wbufsize`) when it parked goes out from the
+/// poller, as a body from `send_from` does: a client that pipelines and never reads
+/// holds no worker. The flush before the park used to block, with no write timeout for
+/// ever, and a pool of one answered no one else.
+#[test]
+fn a_buffered_reply_to_a_client_that_does_not_read_holds_no_worker() {
+    bounded(LIMIT, || {
+        let server = Arc::new(
+            TcpServer::builder("127.0.0.1:0")
+                .dispatch(Pool::new(1))
+                .frame(Frame::lines(100))
+                .wbufsize(64 * 1024)
+                .handle_error(|_, _| {})
+                .bind(|req: &mut StreamRequest| -> HandlerResult {
+                    let mut line = String::new();
+                    req.reader().read_line(&mut line)?;
+                    // Larger than both socket buffers fill with after a few.
+                    req.writer().write_all(&[b'x'; 32 * 1024])?;
+                    write!(req.writer(), "\n{line}")?;
+                    req.park();
+                    Ok(())
+                })
+                .unwrap(),
+        );
+        let serve = serve_started(&server, "stall-buffered");
+        let mut stuck = connect(server.local_addr());
+        stuck.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+        // Lines until its own send blocks for a second: the server's replies fill both
+        // socket buffers first, as it never reads.
+        let lines = b"again\n".repeat(1000);
+        while stuck.write_all(&lines).is_ok() {}
+        let mut other = BufReader::new(connect(server.local_addr()));
+        other.get_mut().write_all(b"other\n").unwrap();
+        let mut reply = Vec::new();
+        other.get_ref().set_read_timeout(Some(TIMEOUT)).unwrap();
+        other.read_until(b'\n', &mut reply).expect("the other client's reply");
+        assert_eq!(reply.len(), 32 * 1024 + 1);
+        assert_eq!(read_reply(&mut other), "other\n");
+        drop(stuck);
+        stop(&server, serve);
+    });
+}
+
 /// With a frame declared, a client whose every send completes one message and starts
 /// the next holds no worker while its next message is incomplete: a pool of two with
 /// two such clients, and a sequential server with one, answer a new client at once

@@ -24,7 +24,8 @@
 //! half a command, or trickles one, holds no worker. One idle for 5 minutes is closed, and
 //! so is one whose command has not all arrived 5 minutes after its first byte, or that
 //! stops reading its replies for 10 s (a write timeout), which holds up no one else
-//! meanwhile: the map is never locked during a write. The RESP parser is `resp.rs`, which the fuzz
+//! meanwhile: a batch of pipelined replies ends at 8 KiB and goes out from the poller,
+//! holding no worker, and the map is never locked during a write. The RESP parser is `resp.rs`, which the fuzz
 //! crate compiles too. SIGINT or SIGTERM stops accepting at once, gives running clients
 //! up to 2 s, then exits 0.
 
@@ -52,6 +53,13 @@ const MAX_FRAME: usize = resp::MAX_COMMAND_BYTES as usize + 32 * 1024 * 1024;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a write may wait for a client that does not read its replies.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The writer's buffer, where a batch's replies collect.
+const WBUFSIZE: usize = 16 * 1024;
+/// A batch of pipelined commands ends once its replies fill half the writer's buffer:
+/// the server sends them from the poller (a client that does not read holds no worker)
+/// and runs the commands still buffered after that. A usual reply after it still fits,
+/// so the buffer does not flush, blocking, in the middle of a batch.
+const REPLY_BATCH: usize = WBUFSIZE / 2;
 const USAGE: &str = "usage: kv [--addr ADDR] [--mode sequential|threading|pool] [--workers N]
   defaults: --addr 127.0.0.1:6380 --mode pool (a worker per CPU, at least 2)";
 
@@ -102,6 +110,24 @@ struct Kv {
     map: Mutex<HashMap<Vec<u8>, Entry>>,
 }
 
+/// The writer, counting the bytes a batch's replies have written.
+struct Counted<'a> {
+    out: &'a mut Writer,
+    bytes: usize,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(bytes)?;
+        self.bytes += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
 /// What the connection does after a command.
 enum Next {
     Continue,
@@ -143,6 +169,7 @@ impl Kv {
     /// Replies collect in the writer and go out in one send when the batch ends.
     fn serve(&self, reader: &mut Reader, out: &mut Writer) -> io::Result<Served> {
         let mut line = Vec::new();
+        let mut out = Counted { out, bytes: 0 };
         loop {
             let args = match read_command(reader, &mut line) {
                 Ok(args) => args,
@@ -152,9 +179,13 @@ impl Kv {
                 Err(ReadError::Io(e)) => return Err(e),
             };
             if !args.is_empty() {
-                if let Next::Quit = self.execute(&args, out)? {
+                if let Next::Quit = self.execute(&args, &mut out)? {
                     return Ok(Served::End);
                 }
+            }
+            // Replies enough for one send: they go out from the poller first.
+            if out.bytes >= REPLY_BATCH {
+                return Ok(Served::Park);
             }
             // Nothing more, or the start of a command still arriving: the server
             // gathers the rest in the poller, holding no thread.
@@ -353,7 +384,7 @@ fn run(args: Args) -> Result<(), socketserver::Error> {
         .dispatch(args.dispatch)
         .nodelay(true)
         // Replies collect here and go out in one send per batch of pipelined requests.
-        .wbufsize(16 * 1024)
+        .wbufsize(WBUFSIZE)
         .write_timeout(WRITE_TIMEOUT)
         .shutdown_deadline(GRACE)
         .handle_error(|error, client| match client {

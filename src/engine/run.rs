@@ -374,7 +374,13 @@ impl Engine {
                 }
                 Outcome::Parked => {}
             }
-            // `handle` parked the connection.
+            // `handle` parked the connection. A reply it left in the writer goes out from
+            // the poller, as a body does, and the connection parks once it is sent.
+            if parks && request.send_buffered_reply() {
+                request.park();
+                start = Start::Send;
+                continue;
+            }
             if request.reply_buffered() {
                 // The flush may wait for the client: the idle time counts from after it.
                 handled_at = None;

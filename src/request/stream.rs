@@ -14,7 +14,9 @@ const SEND_CHUNK: usize = 64 * 1024;
 
 /// A body on its way ([`StreamRequest::send_from`]).
 struct Outgoing {
-    source: Box<dyn Read + Send>,
+    /// `None`: nothing after `chunk` (a buffered reply sent from the poller,
+    /// [`StreamRequest::send_buffered_reply`]).
+    source: Option<Box<dyn Read + Send>>,
     chunk: Vec<u8>,
     /// `chunk[at..len]` is read and not yet sent.
     at: usize,
@@ -25,8 +27,9 @@ struct Outgoing {
 /// here, on a worker: a panic in it is caught and becomes an error of the send (the
 /// connection then ends), never a worker lost.
 fn read_source(out: &mut Outgoing, from: usize) -> io::Result<usize> {
+    let Some(source) = &mut out.source else { return Ok(0) };
     loop {
-        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| out.source.read(&mut out.chunk[from..])))
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| source.read(&mut out.chunk[from..])))
             .unwrap_or_else(|_| Err(io::Error::other("the source given to send_from panicked")));
         match read {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -371,7 +374,22 @@ impl StreamRequest {
     /// # Ok::<(), socketserver::Error>(())
     /// ```
     pub fn send_from(&mut self, source: impl Read + Send + 'static) {
-        self.outgoing = Some(Outgoing { source: Box::new(source), chunk: Vec::new(), at: 0, len: 0 });
+        self.outgoing = Some(Outgoing { source: Some(Box::new(source)), chunk: Vec::new(), at: 0, len: 0 });
+    }
+
+    /// Makes the reply the writer holds the body to send from the poller, as
+    /// [`send_from`](StreamRequest::send_from) does, before the connection parks: a
+    /// client that does not read its replies then holds no thread while they wait (a
+    /// blocking flush held the thread until the write timeout, and then again for each
+    /// write the kernel took a few bytes of). Whether there was one, on a real socket.
+    pub(crate) fn send_buffered_reply(&mut self) -> bool {
+        if self.outgoing.is_some() || self.connection.sock().is_none() || !self.writer.holds_bytes() {
+            return false;
+        }
+        let chunk = self.writer.take_buffered();
+        let len = chunk.len();
+        self.outgoing = Some(Outgoing { source: None, chunk, at: 0, len });
+        true
     }
 
     /// Whether a body from [`StreamRequest::send_from`] waits to be sent from the
@@ -411,6 +429,10 @@ impl StreamRequest {
         let mut sent = 0;
         loop {
             if out.at == out.len {
+                if out.source.is_none() {
+                    self.outgoing = None;
+                    return Ok(Pumped::Done);
+                }
                 if sent >= budget {
                     return Ok(Pumped::Yield);
                 }
@@ -439,7 +461,9 @@ impl StreamRequest {
     pub(crate) fn send_rest(&mut self) -> io::Result<()> {
         let Some(mut out) = self.outgoing.take() else { return Ok(()) };
         self.writer.write_all(&out.chunk[out.at..out.len])?;
-        io::copy(&mut out.source, &mut self.writer)?;
+        if let Some(source) = &mut out.source {
+            io::copy(source, &mut self.writer)?;
+        }
         self.writer.flush()
     }
 
@@ -455,7 +479,9 @@ impl StreamRequest {
     }
 
     /// Ends this exchange without ending the connection: when `handle` returns `Ok`, the
-    /// server flushes the writer and keeps the connection, parked in its poller with no
+    /// server sends what the writer holds (from the poller, as a body from
+    /// [`send_from`](StreamRequest::send_from): a client that does not read holds no
+    /// thread) and keeps the connection, parked in its poller with no
     /// thread, until the client sends more; then it calls `handle` again with this same
     /// request, on a thread of the dispatch mode (a pool worker, a new thread, or the
     /// sequential loop). A keep-alive protocol (HTTP/1.1, RESP, a line protocol) answers
