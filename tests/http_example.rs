@@ -184,6 +184,27 @@ fn a_second_host_header_is_400() {
     });
 }
 
+/// Found by a hostile review: a request line (or a header line) longer than its limit
+/// was answered 414 (431) only once the head ended; one that never ended was closed
+/// silently at the idle timeout. The frame now calls the head whole as soon as its
+/// unfinished line is over the limit, and the answer comes at once.
+#[test]
+fn an_over_long_line_is_answered_before_the_head_ends() {
+    let _ = example_binary("http");
+    bounded(LIMIT, || {
+        let (_dir, root) = root_and_outside();
+        let (_http, addr) = start(&root, &["--timeout", "30"]);
+        let long = "a".repeat(9000);
+        for (head, status) in [(format!("GET /{long}"), 414), (format!("GET / HTTP/1.1\r\nX-Long: {long}"), 431)] {
+            let mut client = Client::new(addr);
+            client.stream.get_mut().write_all(head.as_bytes()).unwrap();
+            let mut line = String::new();
+            client.stream.read_line(&mut line).expect("a status line within the client's timeout");
+            assert!(line.starts_with(&format!("HTTP/1.1 {status} ")), "{line:?}");
+        }
+    });
+}
+
 /// Kept-alive clients park between requests: a pool of one worker serves several open
 /// connections in turn (issue 13).
 #[test]

@@ -31,7 +31,8 @@ pub const MAX_HEAD: usize = MAX_REQUEST_LINE + MAX_HEADER_BYTES + MAX_HEADER_LIN
 /// (`socketserver::Frame::with`): the engine gathers a whole head, holding no thread,
 /// before `read_request` reads it, so reading never waits. A head that has not ended by
 /// [`MAX_HEAD`] bytes is whole at once (`Some(bytes.len())`): the parser then answers it
-/// 414 or 431.
+/// 414 or 431. So is one whose unfinished line is already longer than its limit: the
+/// answer comes as soon as it is known, not when the head ends or the client gives up.
 pub fn head_len(bytes: &[u8]) -> Option<usize> {
     let (mut at, mut started) = (0, false);
     while let Some(newline) = bytes[at..].iter().position(|&b| b == b'\n') {
@@ -43,7 +44,9 @@ pub fn head_len(bytes: &[u8]) -> Option<usize> {
         }
         started |= !empty;
     }
-    (bytes.len() >= MAX_HEAD).then_some(bytes.len())
+    // (The line's `\r` is not counted in its limit.)
+    let line_limit = if started { MAX_HEADER_LINE } else { MAX_REQUEST_LINE };
+    (bytes.len() >= MAX_HEAD || bytes.len() - at > line_limit + 1).then_some(bytes.len())
 }
 
 /// The parts of a request the server acts on.
