@@ -706,14 +706,16 @@ impl Control {
     /// when it passes and waits [`FORCED_CLOSE_GRACE`] more. Returns whether all ended.
     pub(crate) fn await_requests(&self, deadline: Option<Instant>) -> bool {
         let mut requests = self.requests.lock();
+        // Requests already left behind are not waited for (nor reported) again: a close
+        // after a stop that gave up on a handler (the server dropped at the end of `main`
+        // after a signal) returns.
+        let waited_for = |requests: &Requests| requests.running > requests.left_behind;
         let Some(deadline) = deadline else {
-            while requests.running > 0 {
+            while waited_for(&requests) {
                 self.requests_changed.wait(&mut requests);
             }
-            return true;
+            return requests.running == 0;
         };
-        // Requests already left behind are not waited for (nor reported) again.
-        let waited_for = |requests: &Requests| requests.running > requests.left_behind;
         while waited_for(&requests) && !self.requests_changed.wait_until(&mut requests, deadline).timed_out() {}
         if !waited_for(&requests) {
             return requests.running == 0;

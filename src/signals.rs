@@ -24,12 +24,14 @@ impl ServerHandle {
     ///
     /// A handler that ignores its closed connection (it sleeps, or computes) is left
     /// running and reported a second after the deadline. With a thread per request,
-    /// `serve_forever` returns then. In sequential and pool modes the handler runs on the
+    /// `serve_forever` returns then, and dropping or closing the server does not wait
+    /// for that handler again. In sequential and pool modes the handler runs on the
     /// serve loop's own thread, and `serve_forever` cannot return before it does: the
     /// process was asked to stop, so one second later it ends as at a second signal,
     /// saying why ("serve_forever is still held by a handler that ignores its closed
-    /// connection; ending the process"). So a signal ends the process within the deadline
-    /// and two seconds in every mode.
+    /// connection; ending the process"). So a program that returns from `main` after
+    /// `serve_forever` ends within the deadline and two seconds of a signal, in every
+    /// mode.
     ///
     /// While the returned guard lives, these signals no longer end the process at the
     /// first; drop it to stop listening (the default action is not restored: that

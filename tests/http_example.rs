@@ -194,14 +194,27 @@ fn an_over_long_line_is_answered_before_the_head_ends() {
     bounded(LIMIT, || {
         let (_dir, root) = root_and_outside();
         let (_http, addr) = start(&root, &["--timeout", "30"]);
-        let long = "a".repeat(9000);
-        for (head, status) in [(format!("GET /{long}"), 414), (format!("GET / HTTP/1.1\r\nX-Long: {long}"), 431)] {
+        // Unfinished lines one byte over the limit (8 KiB, the line's end included), a
+        // finished one over it, and more header lines than allowed, none of them followed
+        // by the end of the head.
+        let over = |prefix: &str| format!("{prefix}{}", "a".repeat(8193 - prefix.len()));
+        let many: String = (0..101).map(|n| format!("X-{n}: 1\r\n")).collect();
+        let heads = [
+            (over("GET /"), 414),
+            (format!("GET / HTTP/1.1\r\n{}", over("X-Long: ")), 431),
+            (format!("GET / HTTP/1.1\r\n{}\r\nHost: x\r\n", over("X-Long: ")), 431),
+            (format!("GET / HTTP/1.1\r\n{many}"), 431),
+        ];
+        for (head, status) in heads {
             let mut client = Client::new(addr);
             client.stream.get_mut().write_all(head.as_bytes()).unwrap();
             let mut line = String::new();
             client.stream.read_line(&mut line).expect("a status line within the client's timeout");
             assert!(line.starts_with(&format!("HTTP/1.1 {status} ")), "{line:?}");
         }
+        // A request line at the limit, its end included, is still a request.
+        let path = "a".repeat(8192 - "GET / HTTP/1.1\r\n".len());
+        assert_eq!(Client::new(addr).get(&format!("/{path}")).0, 404);
     });
 }
 

@@ -375,6 +375,52 @@ fn a_buffered_reply_to_a_client_that_does_not_read_holds_no_worker() {
     });
 }
 
+/// A reply left in the writer that waits, parked, for the client's window when the
+/// server stops is still sent whole within the stop's deadline, as a running request's
+/// reply is (a body from `send_from` is cut at a stop; such a reply must not be).
+#[test]
+fn a_buffered_reply_waiting_for_the_client_is_sent_whole_at_a_stop() {
+    // More than the socket buffers hold (the client's is kept small): the rest waits.
+    const REPLY: usize = 8 << 20;
+    bounded(LIMIT, || {
+        let server = Arc::new(
+            TcpServer::builder("127.0.0.1:0")
+                .dispatch(Pool::new(1))
+                .frame(Frame::lines(100))
+                .wbufsize(2 * REPLY)
+                .shutdown_deadline(TIMEOUT)
+                .handle_error(|_, _| {})
+                .bind(|req: &mut StreamRequest| -> HandlerResult {
+                    let mut line = String::new();
+                    req.reader().read_line(&mut line)?;
+                    req.writer().write_all(&vec![b'x'; REPLY])?;
+                    req.writer().write_all(b"\n")?;
+                    req.park();
+                    Ok(())
+                })
+                .unwrap(),
+        );
+        let serve = serve_started(&server, "stall-buffered-stop");
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.connect(&server.local_addr().into()).unwrap();
+        let mut client: TcpStream = socket.into();
+        client.write_all(b"go\n").unwrap();
+        // The reply fills both socket buffers and waits, parked for writing.
+        wait_until(TIMEOUT, "the connection to park for writing", || server.handle().stats().parked == 1);
+        let stopping = {
+            let server = server.clone();
+            thread::spawn(move || server.shutdown())
+        };
+        let mut reply = Vec::new();
+        client.set_read_timeout(Some(TIMEOUT)).unwrap();
+        client.read_to_end(&mut reply).expect("the reply, then the end");
+        assert_eq!(reply.len(), REPLY + 1, "the reply was cut at the stop");
+        stopping.join().unwrap();
+        assert!(support::join_within(serve, TIMEOUT).is_ok());
+    });
+}
+
 /// With a frame declared, a client whose every send completes one message and starts
 /// the next holds no worker while its next message is incomplete: a pool of two with
 /// two such clients, and a sequential server with one, answer a new client at once

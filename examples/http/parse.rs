@@ -31,10 +31,15 @@ pub const MAX_HEAD: usize = MAX_REQUEST_LINE + MAX_HEADER_BYTES + MAX_HEADER_LIN
 /// (`socketserver::Frame::with`): the engine gathers a whole head, holding no thread,
 /// before `read_request` reads it, so reading never waits. A head that has not ended by
 /// [`MAX_HEAD`] bytes is whole at once (`Some(bytes.len())`): the parser then answers it
-/// 414 or 431. So is one whose unfinished line is already longer than its limit: the
-/// answer comes as soon as it is known, not when the head ends or the client gives up.
+/// 414 or 431. So is one that has broken a limit already, where the parser finds it
+/// without reading further: an unfinished line longer than its limit, or more header
+/// lines, or more header bytes, than allowed. The answer comes as soon as it is known,
+/// not when the head ends or the client gives up.
 pub fn head_len(bytes: &[u8]) -> Option<usize> {
     let (mut at, mut started) = (0, false);
+    // Header lines so far, and their bytes as the parser counts them (without the line
+    // end), for its limits on both.
+    let (mut count, mut total) = (0, 0);
     while let Some(newline) = bytes[at..].iter().position(|&b| b == b'\n') {
         let line = &bytes[at..at + newline];
         let empty = line.is_empty() || line == b"\r";
@@ -42,11 +47,24 @@ pub fn head_len(bytes: &[u8]) -> Option<usize> {
         if empty && started {
             return Some(at);
         }
+        // A line too long is one whatever follows (its `\n` counts against the limit).
+        let line_limit = if started { MAX_HEADER_LINE } else { MAX_REQUEST_LINE };
+        if line.len() + 1 > line_limit {
+            return Some(at);
+        }
+        if started {
+            count += 1;
+            total += line.strip_suffix(b"\r").unwrap_or(line).len();
+            if count > MAX_HEADERS || total > MAX_HEADER_BYTES {
+                return Some(at);
+            }
+        }
         started |= !empty;
     }
-    // (The line's `\r` is not counted in its limit.)
+    // `read_line` counts every byte of a line against its limit, its end included: more
+    // than the limit unfinished is too long already.
     let line_limit = if started { MAX_HEADER_LINE } else { MAX_REQUEST_LINE };
-    (bytes.len() >= MAX_HEAD || bytes.len() - at > line_limit + 1).then_some(bytes.len())
+    (bytes.len() >= MAX_HEAD || bytes.len() - at > line_limit).then_some(bytes.len())
 }
 
 /// The parts of a request the server acts on.

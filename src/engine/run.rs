@@ -331,6 +331,19 @@ impl Engine {
                             Ok(()) => return,
                             Err(parked) => (request, ticket) = (parked.request, parked.ticket),
                         }
+                        if request.sending_reply() {
+                            // A reply the writer held, which cannot wait parked (the server
+                            // stops): sent blocking, within the write timeout and the
+                            // stop's deadline, as a running request's reply is.
+                            if let Err(source) = request.send_rest() {
+                                if !is_disconnect(&source) {
+                                    report(
+                                        Error::Handler { phase: Phase::Respond, source: source.into() },
+                                        request.client_addr(),
+                                    );
+                                }
+                            }
+                        }
                         request.abandon_send();
                         start = Start::Finish;
                         continue;
@@ -376,7 +389,9 @@ impl Engine {
             }
             // `handle` parked the connection. A reply it left in the writer goes out from
             // the poller, as a body does, and the connection parks once it is sent.
-            if parks && request.send_buffered_reply() {
+            // (Not once the server stops: the flush is then a running request's, bounded
+            // by the write timeout and the stop's deadline, and the reply is not cut.)
+            if parks && !self.home.state().lot().is_closed() && request.send_buffered_reply() {
                 request.park();
                 start = Start::Send;
                 continue;

@@ -546,11 +546,13 @@ impl Engine {
         let mut fresh = Vec::new();
         for mut parked in queued.into_iter().chain(parked) {
             let request = &mut parked.request;
-            if request.sending() {
+            // A body from `send_from` is cut at a stop; a reply the writer held is sent,
+            // within the stop's deadline, as a running request's reply is.
+            if request.sending() && !request.sending_reply() {
                 self.end(parked);
                 continue;
             }
-            if !request.reader_mut().buffer().is_empty() || request.connection().has_input() {
+            if request.sending() || !request.reader_mut().buffer().is_empty() || request.connection().has_input() {
                 let (ticket, work) = self.unpark(parked, false);
                 self.dispatch_work(ticket, work, false);
                 continue;

@@ -340,7 +340,9 @@ impl StreamRequest {
     ///
     /// A client that takes nothing for the write timeout
     /// ([`Builder::write_timeout`](crate::Builder::write_timeout), else the idle
-    /// timeout) is closed, and so is every connection still sending at a shutdown.
+    /// timeout) is closed, and so is every connection still sending a body at a
+    /// shutdown (a reply the writer held when `handle` parked is sent whole, within the
+    /// shutdown's deadline, as a running request's is).
     /// `source` is read on a worker, a chunk (64 KiB) at a time, so it should not block
     /// for long: a file is right, a socket to another server is not. Outside the serve
     /// loop ([`Server::process_request`](crate::Server::process_request)) and in memory
@@ -465,6 +467,12 @@ impl StreamRequest {
             io::copy(source, &mut self.writer)?;
         }
         self.writer.flush()
+    }
+
+    /// Whether what waits to be sent is a reply the writer held
+    /// ([`StreamRequest::send_buffered_reply`]), not a body from `send_from`.
+    pub(crate) fn sending_reply(&self) -> bool {
+        self.outgoing.as_ref().is_some_and(|out| out.source.is_none())
     }
 
     /// Gives up the rest of the body: the connection ends (too slow a client, or a
