@@ -1145,3 +1145,69 @@ fn a_message_after_urgent_data_the_handler_read_out_of_band_is_served_by_the_idl
         stop(&server, serve);
     });
 }
+
+/// Requests that arrive in the instant of a stop are answered, never reset. A connection
+/// the poller had just reported when the stop closed the parked connections was closed
+/// unread: a restart's old process reset three requests at once in a CI run
+/// (`tests/restart.rs`). The server's socket is the test's (`from_listener`), as in a
+/// restart, so that the stop leaves the backlog alone; clients connect for each request.
+#[test]
+fn requests_arriving_at_a_stop_are_answered_not_reset() {
+    use socketserver::Frame;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Instant;
+    bounded(Duration::from_secs(120), || {
+        let resets = Arc::new(AtomicUsize::new(0));
+        for round in 0..12 {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let server = Arc::new(
+                TcpServer::from_listener(listener.try_clone().unwrap())
+                    .dispatch(Pool::new(2))
+                    .frame(Frame::lines(100))
+                    .shutdown_deadline(TIMEOUT)
+                    .handle_error(|_, _| {})
+                    .bind(|req: &mut StreamRequest| -> HandlerResult {
+                        let mut line = String::new();
+                        req.reader().read_line(&mut line)?;
+                        write!(req.writer(), "{line}")?;
+                        req.park();
+                        Ok(())
+                    })
+                    .unwrap(),
+            );
+            let serve = serve_started(&server, "park-stop-arrivals");
+            let stopped = Arc::new(AtomicBool::new(false));
+            let clients: Vec<_> = (0..6)
+                .map(|client| {
+                    let (stopped, resets) = (stopped.clone(), resets.clone());
+                    thread::spawn(move || {
+                        let began = Instant::now();
+                        // Until a moment after the stop: requests before, during and after it.
+                        while !stopped.load(Ordering::SeqCst) && began.elapsed() < TIMEOUT {
+                            let stream = connect(addr);
+                            // One not served (in the backlog after the stop) times out.
+                            stream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+                            let mut reply = String::new();
+                            let asked = (&stream).write_all(format!("{round} {client}\n").as_bytes());
+                            let read = asked.and_then(|()| BufReader::new(&stream).read_line(&mut reply));
+                            if let Err(e) = read {
+                                if e.kind() == std::io::ErrorKind::ConnectionReset {
+                                    resets.fetch_add(1, Ordering::SeqCst);
+                                }
+                            }
+                        }
+                    })
+                })
+                .collect();
+            thread::sleep(Duration::from_millis(30));
+            server.shutdown();
+            stopped.store(true, Ordering::SeqCst);
+            for client in clients {
+                client.join().unwrap();
+            }
+            assert!(support::join_within(serve, TIMEOUT).is_ok());
+        }
+        assert_eq!(resets.load(Ordering::SeqCst), 0, "requests reset at a stop");
+    });
+}

@@ -64,8 +64,8 @@ struct Lead<'a> {
 }
 
 /// Gives up the lead when dropped (on every path out of a lead, a panic included), with
-/// the connections the poller reported; ends them if the server stopped serving
-/// meanwhile.
+/// the connections the poller reported; if the server stopped serving meanwhile, serves
+/// those whose next message has arrived, on this thread, and ends the others.
 struct Leading<'a> {
     engine: &'a Engine,
     ready: Vec<Ready>,
@@ -75,7 +75,7 @@ impl Drop for Leading<'_> {
     fn drop(&mut self) {
         let ready = std::mem::take(&mut self.ready);
         for late in self.engine.home.state().unlead(ready) {
-            self.engine.end(late.into_parked());
+            self.engine.end_late(late);
         }
     }
 }
@@ -604,6 +604,29 @@ impl Engine {
         for parked in waiting.into_iter().flatten() {
             self.end(parked);
         }
+    }
+
+    /// A connection the poller reported that the lot, closed by a stop meanwhile, did
+    /// not take back: its request has arrived (the report is why it is here), and is
+    /// answered on this thread within the stop's deadline, as the stop answers those it
+    /// finds (`end_parked`). It used to be closed unread, and its client saw a reset (a
+    /// restart's old process reset the requests that arrived in the instant of its stop).
+    fn end_late(&self, late: Ready) {
+        let (mut parked, end) = match late {
+            Ready::Exchange(parked) => (parked, false),
+            Ready::End(parked) => (parked, true),
+        };
+        let request = &mut parked.request;
+        let arrived = !request.reader_mut().buffer().is_empty() || request.connection().has_input();
+        // (A reply the writer held, reported writable, is sent whole, as `end_parked`
+        // sends it; a body from `send_from` is cut.)
+        let sends_reply = request.sending() && request.sending_reply();
+        if end || (request.sending() && !sends_reply) || !(arrived || sends_reply) {
+            self.end(parked);
+            return;
+        }
+        let (ticket, work) = self.unpark(parked, false);
+        self.run(ticket, work);
     }
 
     /// Ends one parked connection on this thread: `finish`, then close.
