@@ -209,6 +209,12 @@ impl Engine {
         mut start: Start,
     ) {
         let report = |error: Error, client: &Address| self.report(&error, Some(client));
+        // A reply or body that could not be sent: the client's leaving is no error.
+        let send_failed = |source: io::Error, client: &Address| {
+            if !is_disconnect(&source) {
+                report(Error::Handler { phase: Phase::Respond, source: source.into() }, client);
+            }
+        };
         // Exchanges run in a row in this turn (this one included).
         let mut turn = 1;
         loop {
@@ -336,12 +342,7 @@ impl Engine {
                             // stops): sent blocking, within the write timeout and the
                             // stop's deadline, as a running request's reply is.
                             if let Err(source) = request.send_rest() {
-                                if !is_disconnect(&source) {
-                                    report(
-                                        Error::Handler { phase: Phase::Respond, source: source.into() },
-                                        request.client_addr(),
-                                    );
-                                }
+                                send_failed(source, request.client_addr());
                             }
                         }
                         request.abandon_send();
@@ -349,12 +350,7 @@ impl Engine {
                         continue;
                     }
                     Err(source) => {
-                        if !is_disconnect(&source) {
-                            report(
-                                Error::Handler { phase: Phase::Respond, source: source.into() },
-                                request.client_addr(),
-                            );
-                        }
+                        send_failed(source, request.client_addr());
                         request.abandon_send();
                         start = Start::Finish;
                         continue;
@@ -391,7 +387,12 @@ impl Engine {
             // the poller, as a body does, and the connection parks once it is sent.
             // (Not once the server stops: the flush is then a running request's, bounded
             // by the write timeout and the stop's deadline, and the reply is not cut.)
-            if parks && !self.home.state().lot().is_closed() && request.send_buffered_reply() {
+            // (The writer first: an unbuffered server takes no lock here.)
+            if parks
+                && request.reply_buffered()
+                && !self.home.state().lot().is_closed()
+                && request.send_buffered_reply()
+            {
                 request.park();
                 start = Start::Send;
                 continue;

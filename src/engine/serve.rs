@@ -546,15 +546,13 @@ impl Engine {
         let mut fresh = Vec::new();
         for mut parked in queued.into_iter().chain(parked) {
             let request = &mut parked.request;
-            // A body from `send_from` is cut at a stop; a reply the writer held is sent,
-            // within the stop's deadline, as a running request's reply is.
-            if request.sending() && !request.sending_reply() {
-                self.end(parked);
-                continue;
-            }
-            if request.sending() || !request.reader_mut().buffer().is_empty() || request.connection().has_input() {
+            if owed_at_a_stop(request) {
                 let (ticket, work) = self.unpark(parked, false);
                 self.dispatch_work(ticket, work, false);
+                continue;
+            }
+            if request.sending() {
+                self.end(parked);
                 continue;
             }
             // A new connection's grace, cut short by its idle deadline too.
@@ -612,18 +610,9 @@ impl Engine {
     /// finds (`end_parked`). It used to be closed unread, and its client saw a reset (a
     /// restart's old process reset the requests that arrived in the instant of its stop).
     fn end_late(&self, late: Ready) {
-        let (mut parked, end) = match late {
-            Ready::Exchange(parked) => (parked, false),
-            Ready::End(parked) => (parked, true),
-        };
-        let request = &mut parked.request;
-        let arrived = !request.reader_mut().buffer().is_empty() || request.connection().has_input();
-        // (A reply the writer held, reported writable, is sent whole, as `end_parked`
-        // sends it; a body from `send_from` is cut.)
-        let sends_reply = request.sending() && request.sending_reply();
-        if end || (request.sending() && !sends_reply) || !(arrived || sends_reply) {
-            self.end(parked);
-            return;
+        let Ready::Exchange(mut parked) = late else { return self.end(late.into_parked()) };
+        if !owed_at_a_stop(&mut parked.request) {
+            return self.end(parked);
         }
         let (ticket, work) = self.unpark(parked, false);
         self.run(ticket, work);
@@ -633,6 +622,16 @@ impl Engine {
     pub(super) fn end(&self, parked: Parked) {
         let (ticket, work) = self.unpark(parked, true);
         self.run(ticket, work);
+    }
+}
+
+/// Whether a stop still owes a parked connection an exchange, within its deadline: its
+/// next message has arrived (bytes buffered or waiting), or a reply the writer held waits
+/// to be sent, as a running request's reply would be. A body from `send_from` is cut.
+fn owed_at_a_stop(request: &mut crate::request::StreamRequest) -> bool {
+    match request.sending() {
+        true => request.sending_reply(),
+        false => !request.reader_mut().buffer().is_empty() || request.connection().has_input(),
     }
 }
 
